@@ -1,0 +1,1 @@
+//! RDS IAM authentication tokens (placeholder; the iam helper owns this module).
