@@ -4,5 +4,11 @@
 
 #![forbid(unsafe_code)]
 
+pub mod cli;
+pub mod config;
 pub mod iam;
 pub mod mysql;
+pub mod proxy;
+pub mod shutdown;
+pub mod tls;
+pub mod tunnel;

@@ -1,0 +1,215 @@
+//! Turns the parsed command line into a validated [`Config`]: endpoint and dial address parsed,
+//! region resolved (flag, else the endpoint name, else the AWS config), listen address checked.
+//! Every error names the flag to fix.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use crate::cli::ServeArgs;
+use crate::iam;
+use crate::proxy::ProxyConfig;
+use crate::tls::CaSource;
+
+/// The default MySQL port, used when an endpoint omits it.
+pub const DEFAULT_PORT: u16 = 3306;
+
+/// A configuration error, worded as the fix.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Error {
+    /// `--db-endpoint` is not HOST[:PORT].
+    #[error(
+        "--db-endpoint `{0}` is not HOST:PORT (for example mydb.cluster-abc.eu-west-1.rds.amazonaws.com:3306)"
+    )]
+    BadEndpoint(String),
+    /// No region could be found.
+    #[error("cannot tell which AWS region `{0}` is in: pass --region (or set AWS_REGION)")]
+    NoRegion(String),
+    /// `--listen` is not an IP:PORT.
+    #[error("--listen `{0}` is not IP:PORT (for example 127.0.0.1:3306)")]
+    BadListen(String),
+    /// `--listen` is not a loopback address.
+    #[error(
+        "--listen {0} is not a loopback address: anyone who can reach it would get into the \
+         database as you. Listen on 127.0.0.1 (or ::1)"
+    )]
+    NotLoopback(SocketAddr),
+    /// No endpoint given.
+    #[error("--db-endpoint is required")]
+    NoEndpoint,
+}
+
+/// Everything `main` needs to run the proxy.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Local listen address.
+    pub listen: SocketAddr,
+    /// Where TCP connections go.
+    pub dial: String,
+    /// AWS profile, if one was named.
+    pub profile: Option<String>,
+    /// The engine configuration.
+    pub proxy: ProxyConfig,
+}
+
+/// Splits `HOST[:PORT]` (IPv6 as `[addr]:port`).
+pub fn parse_endpoint(s: &str) -> Result<(String, u16), Error> {
+    let bad = || Error::BadEndpoint(s.to_owned());
+    let s = s.trim();
+    if s.is_empty() || s.contains('/') || s.contains(char::is_whitespace) {
+        return Err(bad());
+    }
+    if let Some(rest) = s.strip_prefix('[') {
+        let (host, after) = rest.split_once(']').ok_or_else(bad)?;
+        let port = match after.strip_prefix(':') {
+            Some(p) => p.parse().map_err(|_| bad())?,
+            None if after.is_empty() => DEFAULT_PORT,
+            None => return Err(bad()),
+        };
+        return Ok((host.to_owned(), port));
+    }
+    match s.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && !host.contains(':') => {
+            let port: u16 = port.parse().map_err(|_| bad())?;
+            if port == 0 {
+                return Err(bad());
+            }
+            Ok((host.to_owned(), port))
+        }
+        Some(_) => Err(bad()),
+        None => Ok((s.to_owned(), DEFAULT_PORT)),
+    }
+}
+
+/// Builds the configuration. `aws_region` is the region the AWS config resolved, if any.
+pub fn build(args: &ServeArgs, aws_region: Option<String>) -> Result<Config, Error> {
+    let endpoint = args.db_endpoint.as_deref().ok_or(Error::NoEndpoint)?;
+    let (host, port) = parse_endpoint(endpoint)?;
+    let region = args
+        .region
+        .clone()
+        .or_else(|| iam::region_from_endpoint(&host))
+        .or(aws_region)
+        .ok_or_else(|| Error::NoRegion(host.clone()))?;
+    let listen: SocketAddr = args
+        .listen
+        .parse()
+        .map_err(|_| Error::BadListen(args.listen.clone()))?;
+    if !listen.ip().is_loopback() {
+        return Err(Error::NotLoopback(listen));
+    }
+    let dial = args.dial.clone().unwrap_or_else(|| {
+        if host.contains(':') {
+            format!("[{host}]:{port}")
+        } else {
+            format!("{host}:{port}")
+        }
+    });
+    let mut proxy = ProxyConfig::new(host, port, region);
+    proxy.db_user = args.db_user.clone().filter(|u| !u.is_empty());
+    proxy.ca_source = match &args.ca_bundle {
+        Some(p) => CaSource::File(PathBuf::from(p)),
+        None => CaSource::Embedded,
+    };
+    proxy.local_tls = args.local_tls;
+    proxy.direct_auth = args.direct_auth;
+    proxy.handshake_timeout = args.handshake_timeout;
+    proxy.max_connections = args.max_connections.max(1);
+    proxy.shutdown_grace = args.max_sigterm_delay;
+    Ok(Config {
+        listen,
+        dial,
+        profile: args.profile.clone(),
+        proxy,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::Cli;
+    use clap::Parser;
+
+    fn args(extra: &[&str]) -> ServeArgs {
+        let mut v = vec!["rds-iam-proxy"];
+        v.extend_from_slice(extra);
+        Cli::try_parse_from(v).unwrap().serve
+    }
+
+    #[test]
+    fn endpoints() {
+        assert_eq!(parse_endpoint("db.x:3307").unwrap(), ("db.x".into(), 3307));
+        assert_eq!(parse_endpoint("db.x").unwrap(), ("db.x".into(), 3306));
+        assert_eq!(parse_endpoint("[::1]:3306").unwrap(), ("::1".into(), 3306));
+        for bad in [
+            "",
+            "db.x:",
+            "db.x:0",
+            "db.x:99999",
+            "mysql://db.x",
+            "a b:1",
+            "::1:3306",
+        ] {
+            assert!(parse_endpoint(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn region_from_flag_then_endpoint_then_aws_config() {
+        let a = args(&["--db-endpoint", "db.abc.eu-west-1.rds.amazonaws.com:3306"]);
+        assert_eq!(
+            build(&a, Some("us-east-1".into())).unwrap().proxy.region,
+            "eu-west-1"
+        );
+        let a = args(&[
+            "--db-endpoint",
+            "fake-rds.test:3306",
+            "--region",
+            "ap-south-1",
+        ]);
+        assert_eq!(
+            build(&a, Some("us-east-1".into())).unwrap().proxy.region,
+            "ap-south-1"
+        );
+        let a = args(&["--db-endpoint", "fake-rds.test:3306"]);
+        assert_eq!(
+            build(&a, Some("us-east-1".into())).unwrap().proxy.region,
+            "us-east-1"
+        );
+        assert!(matches!(build(&a, None), Err(Error::NoRegion(_))));
+    }
+
+    #[test]
+    fn dial_defaults_to_the_endpoint() {
+        let a = args(&[
+            "--db-endpoint",
+            "fake-rds.test:3306",
+            "--region",
+            "us-east-1",
+        ]);
+        assert_eq!(build(&a, None).unwrap().dial, "fake-rds.test:3306");
+    }
+
+    #[test]
+    fn non_loopback_listen_is_refused() {
+        let a = args(&[
+            "--db-endpoint",
+            "x:1",
+            "--region",
+            "r",
+            "--listen",
+            "0.0.0.0:3306",
+        ]);
+        let e = build(&a, None).unwrap_err();
+        assert!(e.to_string().contains("loopback"), "{e}");
+        let a = args(&[
+            "--db-endpoint",
+            "x:1",
+            "--region",
+            "r",
+            "--listen",
+            "[::1]:3306",
+        ]);
+        assert!(build(&a, None).is_ok());
+    }
+}

@@ -1,0 +1,688 @@
+//! The login bridge for one connection, upstream first (DESIGN.md decisions 1, 3 and 4):
+//!
+//! 1. open the upstream stream and read its greeting (an ERR there is passed to the client as is);
+//! 2. greet the client with the upstream's version, connection id, charset and status, and the
+//!    upstream's capabilities minus what the proxy owns; announce `caching_sha2_password`;
+//! 3. read the client's HandshakeResponse41 (after local TLS if the client asks and it is enabled)
+//!    and accept it whatever it holds;
+//! 4. upstream: SSLRequest, TLS verified against the endpoint name, HandshakeResponse41 with the
+//!    client's flags, database, charset and attributes, then answer the switch to
+//!    `mysql_clear_password` with the IAM token;
+//! 5. finish the local login (fast-auth-OK first when the client sent a caching_sha2 scramble) with
+//!    the upstream's own OK.
+//!
+//! Every failure becomes a MySQL ERR packet the client shows, worded for the person who must act.
+
+use std::fmt;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use rand::Rng;
+use tokio::net::TcpStream;
+
+use super::Inner;
+use super::framed::{PacketStream, ReadError};
+use crate::iam::{AuthToken, TokenRequest};
+use crate::mysql::handshake::{SSL_REQUEST_LEN, plugin};
+use crate::mysql::{
+    AuthMoreData, Capabilities, ErrPacket, HandshakeResponse41, HandshakeV10, LoginReply,
+    SslRequest, codes,
+};
+use crate::tunnel::BoxStream;
+
+/// Which party a failure is attributed to, for logs and metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    /// The local MySQL client.
+    Client,
+    /// The database or the path to it.
+    Upstream,
+    /// The proxy itself or its AWS credentials.
+    Proxy,
+}
+
+impl fmt::Display for Side {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Side::Client => "client",
+            Side::Upstream => "upstream",
+            Side::Proxy => "proxy",
+        })
+    }
+}
+
+/// A failed login: whose fault, a short reason label for metrics, and what the client is told.
+#[derive(Debug)]
+pub struct Failure {
+    /// Whose side failed.
+    pub side: Side,
+    /// A stable label (`upstream_unreachable`, `tls`, `token`, `access_denied`, ...).
+    pub reason: &'static str,
+    /// The ERR packet for the client (`None` when the client is gone).
+    pub reply: Option<ErrPacket>,
+    /// Detail for the log line.
+    pub detail: String,
+}
+
+impl Failure {
+    fn new(side: Side, reason: &'static str, code: u16, state: &[u8; 5], msg: String) -> Self {
+        Failure {
+            side,
+            reason,
+            detail: msg.clone(),
+            reply: Some(ErrPacket::new(code, state, format!("rds-iam-proxy: {msg}"))),
+        }
+    }
+
+    fn client_gone(err: ReadError) -> Self {
+        Failure {
+            side: Side::Client,
+            reason: "client_gone",
+            detail: format!("client went away during login: {err}"),
+            reply: None,
+        }
+    }
+
+    fn forward(side: Side, reason: &'static str, err: ErrPacket) -> Self {
+        Failure {
+            side,
+            reason,
+            detail: err.message_str(),
+            reply: Some(err),
+        }
+    }
+}
+
+/// What the splice needs to know about an established session.
+#[derive(Clone, Debug)]
+pub struct Session {
+    /// Capabilities agreed with the client.
+    pub client_caps: Capabilities,
+    /// Capabilities sent upstream.
+    pub upstream_caps: Capabilities,
+    /// The plugin the upstream greeting announced (sent with COM_CHANGE_USER so the server switches).
+    pub upstream_plugin: Bytes,
+    /// The client's collation id.
+    pub character_set: u8,
+    /// The upstream connection id (also shown to the client).
+    pub connection_id: u32,
+    /// The IAM database user logged in.
+    pub db_user: String,
+}
+
+/// Both legs after a successful login, ready to splice.
+pub struct Established {
+    /// The client stream (plain or local TLS).
+    pub client: BoxStream,
+    /// Bytes the client sent beyond its login.
+    pub client_read_ahead: BytesMut,
+    /// The upstream TLS stream.
+    pub upstream: BoxStream,
+    /// Bytes the upstream sent beyond its final OK.
+    pub upstream_read_ahead: BytesMut,
+    /// Session facts.
+    pub session: Session,
+}
+
+/// The client leg during login: its packet stream and the next sequence id to write.
+struct ClientLeg {
+    io: PacketStream,
+    next_seq: u8,
+}
+
+impl ClientLeg {
+    async fn send_err(&mut self, err: &ErrPacket) {
+        let mut payload = BytesMut::new();
+        err.encode(&mut payload);
+        self.io.queue(self.next_seq, &payload);
+        // The client may already be gone; nothing more to do then.
+        let _ = self.io.flush().await;
+    }
+}
+
+/// Runs the whole login for one accepted client. On failure the client has been sent an ERR
+/// packet (when it is still there).
+pub async fn run(inner: &Arc<Inner>, client: TcpStream) -> Result<Established, Failure> {
+    let _ = client.set_nodelay(true);
+    let mut leg = ClientLeg {
+        io: PacketStream::new(Box::new(client), BytesMut::new()),
+        next_seq: 0,
+    };
+    match bridge(inner, &mut leg).await {
+        Ok(est) => Ok(est),
+        Err(failure) => {
+            if let Some(err) = &failure.reply {
+                leg.send_err(err).await;
+            }
+            Err(failure)
+        }
+    }
+}
+
+async fn bridge(inner: &Arc<Inner>, leg: &mut ClientLeg) -> Result<Established, Failure> {
+    let cfg = &inner.config;
+    let timeout = cfg.handshake_timeout;
+    let endpoint = cfg.endpoint();
+
+    // 1. Upstream first.
+    let stream = inner.connector.connect().await.map_err(|e| Failure {
+        side: Side::Upstream,
+        reason: "upstream_unreachable",
+        detail: e.to_string(),
+        reply: Some(ErrPacket::before_greeting(
+            codes::CONN_HOST_ERROR,
+            format!(
+                "rds-iam-proxy could not reach the database {endpoint} via {}: {e}. Check that the \
+                 database is running and reachable from here (or through the tunnel).",
+                inner.connector.describe()
+            ),
+        )),
+    })?;
+    let mut upstream = PacketStream::new(stream, BytesMut::new());
+    let greeting_packet = upstream.read_packet(timeout).await.map_err(|e| Failure {
+        side: Side::Upstream,
+        reason: "upstream_handshake",
+        detail: format!("reading the upstream greeting: {e}"),
+        reply: Some(ErrPacket::before_greeting(
+            codes::CONN_HOST_ERROR,
+            format!(
+                "rds-iam-proxy: the database {endpoint} did not send a valid MySQL greeting ({e}); \
+                 is {} really a MySQL endpoint?",
+                inner.connector.describe()
+            ),
+        )),
+    })?;
+    if greeting_packet.payload.first() == Some(&ErrPacket::HEADER) {
+        let err = ErrPacket::decode(&greeting_packet.payload).unwrap_or_else(|_| {
+            ErrPacket::before_greeting(codes::CONN_HOST_ERROR, "malformed error from the database")
+        });
+        return Err(Failure::forward(Side::Upstream, "upstream_refused", err));
+    }
+    let greeting = HandshakeV10::decode(&greeting_packet.payload).map_err(|e| {
+        let msg = format!("the database {endpoint} sent a greeting the proxy cannot read: {e}");
+        Failure {
+            side: Side::Upstream,
+            reason: "upstream_handshake",
+            detail: msg.clone(),
+            reply: Some(ErrPacket::before_greeting(
+                codes::HANDSHAKE_ERROR,
+                format!("rds-iam-proxy: {msg}"),
+            )),
+        }
+    })?;
+    let upstream_caps = greeting.capabilities;
+    if !upstream_caps.contains(Capabilities::UPSTREAM_REQUIRED) {
+        let missing = Capabilities::UPSTREAM_REQUIRED - upstream_caps;
+        let msg = if missing.contains(Capabilities::SSL) {
+            format!(
+                "the database {endpoint} does not offer TLS, and an IAM token is never sent in \
+                 cleartext. Enable TLS on the server (RDS and Aurora always offer it)."
+            )
+        } else {
+            format!("the database {endpoint} lacks required protocol features {missing:?}")
+        };
+        return Err(Failure {
+            side: Side::Upstream,
+            reason: "upstream_no_tls",
+            detail: msg.clone(),
+            reply: Some(ErrPacket::before_greeting(
+                codes::HANDSHAKE_ERROR,
+                format!("rds-iam-proxy: {msg}"),
+            )),
+        });
+    }
+
+    // 2. Greet the client with the upstream's identity.
+    let mut local_caps = upstream_caps - Capabilities::NEVER - Capabilities::SSL;
+    if inner.local_tls.is_some() {
+        local_caps = local_caps | Capabilities::SSL;
+    }
+    let local_greeting = HandshakeV10 {
+        server_version: greeting.server_version.clone(),
+        connection_id: greeting.connection_id,
+        auth_plugin_data: fresh_scramble(),
+        capabilities: local_caps,
+        character_set: greeting.character_set,
+        status_flags: greeting.status_flags,
+        auth_plugin_name: Some(Bytes::from_static(plugin::CACHING_SHA2_PASSWORD.as_bytes())),
+    };
+    let mut payload = BytesMut::new();
+    local_greeting.encode(&mut payload);
+    leg.next_seq = leg.io.queue(0, &payload);
+    leg.io
+        .flush()
+        .await
+        .map_err(|e| Failure::client_gone(ReadError::Io(e)))?;
+
+    // 3. The client's response, after local TLS if asked for.
+    let mut packet = leg
+        .io
+        .read_packet(timeout)
+        .await
+        .map_err(|e| client_read_failure(e, "its login response"))?;
+    if SslRequest::matches(&packet.payload) {
+        let Some(acceptor) = &inner.local_tls else {
+            leg.next_seq = packet.seq.wrapping_add(1);
+            return Err(Failure::new(
+                Side::Client,
+                "client_protocol",
+                codes::HANDSHAKE_ERROR,
+                b"08S01",
+                "the client asked for TLS, but the proxy was started without --local-tls".into(),
+            ));
+        };
+        if leg.io.has_read_ahead() {
+            return Err(Failure::new(
+                Side::Client,
+                "client_protocol",
+                codes::HANDSHAKE_ERROR,
+                b"08S01",
+                "the client sent data before the TLS handshake".into(),
+            ));
+        }
+        let (raw, _) = take(&mut leg.io).into_parts();
+        let tls = tokio::time::timeout(timeout, acceptor.accept(raw))
+            .await
+            .map_err(|_| Failure::client_gone(ReadError::Timeout(timeout)))?
+            .map_err(|e| Failure {
+                side: Side::Client,
+                reason: "client_tls",
+                detail: format!("local TLS handshake failed: {e}"),
+                reply: None,
+            })?;
+        leg.io = PacketStream::new(Box::new(tls), BytesMut::new());
+        packet = leg
+            .io
+            .read_packet(timeout)
+            .await
+            .map_err(|e| client_read_failure(e, "its login response"))?;
+    }
+    leg.next_seq = packet.seq.wrapping_add(1);
+    let response = HandshakeResponse41::decode(&packet.payload).map_err(|e| {
+        Failure::new(
+            Side::Client,
+            "client_protocol",
+            codes::HANDSHAKE_ERROR,
+            b"08S01",
+            format!("malformed login packet from the client: {e}"),
+        )
+    })?;
+    let client_caps = response.capabilities;
+    let db_user = match &cfg.db_user {
+        Some(u) => u.clone(),
+        None => String::from_utf8(response.username.to_vec()).unwrap_or_default(),
+    };
+    if db_user.is_empty() {
+        return Err(Failure::new(
+            Side::Client,
+            "no_user",
+            codes::ACCESS_DENIED,
+            b"28000",
+            "log in with your IAM database user name (any password, or none), or start the \
+             proxy with --db-user"
+                .into(),
+        ));
+    }
+
+    // Capabilities for the upstream leg: the client's choice within what was offered, with TLS
+    // and pluggable auth forced on; framing flags must come out identical.
+    let forced = Capabilities::PROTOCOL_41
+        | Capabilities::SECURE_CONNECTION
+        | Capabilities::PLUGIN_AUTH
+        | (Capabilities::PLUGIN_AUTH_LENENC_CLIENT_DATA & upstream_caps);
+    let mut r_caps = ((client_caps & local_caps) - Capabilities::NEVER - Capabilities::SSL)
+        | forced
+        | Capabilities::SSL;
+    if response.database.is_none() {
+        r_caps = r_caps - Capabilities::CONNECT_WITH_DB;
+    }
+    if response.connect_attrs.is_none() {
+        r_caps = r_caps - Capabilities::CONNECT_ATTRS;
+    }
+    let mismatch = Capabilities((r_caps.0 ^ client_caps.0) & Capabilities::FRAMING.0);
+    if mismatch != Capabilities::EMPTY {
+        return Err(Failure::new(
+            Side::Client,
+            "capability_mismatch",
+            codes::HANDSHAKE_ERROR,
+            b"08S01",
+            format!(
+                "the client asked for {mismatch:?}, which the database did not offer; the \
+                 connection cannot be relayed safely"
+            ),
+        ));
+    }
+
+    // 4. Upstream: TLS, then the IAM login. The token is minted while TLS is negotiated.
+    let token_request = TokenRequest {
+        host: cfg.endpoint_host.clone(),
+        port: cfg.endpoint_port,
+        user: db_user.clone(),
+        region: cfg.region.clone(),
+    };
+    let ssl_request = SslRequest {
+        capabilities: r_caps,
+        max_packet_size: response.max_packet_size,
+        character_set: response.character_set,
+    };
+    let mut payload = BytesMut::with_capacity(SSL_REQUEST_LEN);
+    ssl_request.encode(&mut payload);
+    upstream.queue(1, &payload);
+    upstream
+        .flush()
+        .await
+        .map_err(|e| upstream_io_failure(&endpoint, e))?;
+    if upstream.has_read_ahead() {
+        return Err(Failure::new(
+            Side::Upstream,
+            "upstream_protocol",
+            codes::HANDSHAKE_ERROR,
+            b"08S01",
+            format!("the database {endpoint} sent data before the TLS handshake"),
+        ));
+    }
+    let (raw, _) = upstream.into_parts();
+    let tls_connect = async {
+        tokio::time::timeout(
+            timeout,
+            inner.upstream_tls.connect(inner.server_name.clone(), raw),
+        )
+        .await
+    };
+    let (tls, token) = tokio::join!(tls_connect, inner.tokens.token(&token_request));
+    let tls = match tls {
+        Err(_) => {
+            return Err(Failure::new(
+                Side::Upstream,
+                "tls",
+                2026,
+                b"HY000",
+                format!(
+                    "the TLS handshake with {endpoint} did not finish within {}s",
+                    timeout.as_secs()
+                ),
+            ));
+        }
+        Ok(Err(e)) => return Err(tls_failure(inner, &endpoint, e)),
+        Ok(Ok(tls)) => tls,
+    };
+    let token = token.map_err(|e| {
+        Failure::new(
+            Side::Proxy,
+            "token",
+            codes::ACCESS_DENIED,
+            b"28000",
+            format!("cannot create an IAM token for '{db_user}' on {endpoint}: {e}"),
+        )
+    })?;
+    let mut upstream = PacketStream::new(Box::new(tls), BytesMut::new());
+    let (auth_plugin_name, auth_response) = if cfg.direct_auth {
+        (
+            plugin::MYSQL_CLEAR_PASSWORD.as_bytes().to_vec(),
+            token_bytes(&token),
+        )
+    } else {
+        let announced = greeting
+            .auth_plugin_name
+            .clone()
+            .filter(|p| !p.is_empty())
+            .unwrap_or_else(|| Bytes::from_static(plugin::MYSQL_NATIVE_PASSWORD.as_bytes()));
+        (announced.to_vec(), Vec::new())
+    };
+    if auth_response.len() > 250 && !r_caps.contains(Capabilities::PLUGIN_AUTH_LENENC_CLIENT_DATA) {
+        return Err(Failure::new(
+            Side::Upstream,
+            "upstream_protocol",
+            codes::HANDSHAKE_ERROR,
+            b"08S01",
+            "the database cannot take a token in the first packet (no \
+             PLUGIN_AUTH_LENENC_CLIENT_DATA); run without --direct-auth"
+                .into(),
+        ));
+    }
+    let upstream_response = HandshakeResponse41 {
+        capabilities: r_caps,
+        max_packet_size: response.max_packet_size,
+        character_set: response.character_set,
+        username: Bytes::from(db_user.clone()),
+        auth_response: Bytes::from(auth_response),
+        database: response.database.clone(),
+        auth_plugin_name: Some(Bytes::from(auth_plugin_name.clone())),
+        connect_attrs: response.connect_attrs.clone(),
+        zstd_level: None,
+    };
+    let mut payload = BytesMut::new();
+    upstream_response.encode(&mut payload);
+    upstream.queue(2, &payload);
+    upstream
+        .flush()
+        .await
+        .map_err(|e| upstream_io_failure(&endpoint, e))?;
+    let mut token_sent = cfg.direct_auth;
+    let ok_payload = loop {
+        let p = upstream
+            .read_packet(timeout)
+            .await
+            .map_err(|e| upstream_read_failure(&endpoint, e))?;
+        let up_seq = p.seq.wrapping_add(1);
+        let reply = LoginReply::decode(p.payload).map_err(|e| {
+            Failure::new(
+                Side::Upstream,
+                "upstream_protocol",
+                codes::HANDSHAKE_ERROR,
+                b"08S01",
+                format!("the database {endpoint} sent a malformed login reply: {e}"),
+            )
+        })?;
+        match reply {
+            LoginReply::Ok(payload) => break payload,
+            LoginReply::Err(err) => {
+                return Err(server_refusal(inner, &token_request, &endpoint, err));
+            }
+            LoginReply::AuthSwitch(switch)
+                if &switch.plugin_name[..] == plugin::MYSQL_CLEAR_PASSWORD.as_bytes()
+                    && !token_sent =>
+            {
+                upstream.queue(up_seq, &token_bytes(&token));
+                upstream
+                    .flush()
+                    .await
+                    .map_err(|e| upstream_io_failure(&endpoint, e))?;
+                token_sent = true;
+            }
+            LoginReply::AuthSwitch(switch) => {
+                let asked = String::from_utf8_lossy(&switch.plugin_name).into_owned();
+                return Err(not_iam_user(&db_user, &endpoint, &asked));
+            }
+            LoginReply::MoreData(_) => {
+                let asked = String::from_utf8_lossy(&auth_plugin_name).into_owned();
+                return Err(not_iam_user(&db_user, &endpoint, &asked));
+            }
+            LoginReply::NextFactor => {
+                return Err(Failure::new(
+                    Side::Upstream,
+                    "mfa",
+                    codes::NOT_SUPPORTED_AUTH_MODE,
+                    b"08004",
+                    format!(
+                        "the database asked '{db_user}' for a second authentication factor; \
+                         rds-iam-proxy signs in with IAM only"
+                    ),
+                ));
+            }
+        }
+    };
+
+    // 5. Finish the local login with the upstream's OK.
+    let client_plugin = response.auth_plugin_name.as_deref().unwrap_or_default();
+    let scrambled = !response.auth_response.is_empty() && &response.auth_response[..] != [0];
+    if client_plugin == plugin::CACHING_SHA2_PASSWORD.as_bytes() && scrambled {
+        let fast = AuthMoreData {
+            data: Bytes::from_static(&[AuthMoreData::FAST_AUTH_SUCCESS]),
+        };
+        let mut payload = BytesMut::new();
+        fast.encode(&mut payload);
+        leg.next_seq = leg.io.queue(leg.next_seq, &payload);
+    }
+    leg.next_seq = leg.io.queue(leg.next_seq, &ok_payload);
+    leg.io
+        .flush()
+        .await
+        .map_err(|e| Failure::client_gone(ReadError::Io(e)))?;
+
+    let (client, client_read_ahead) = take(&mut leg.io).into_parts();
+    let (upstream, upstream_read_ahead) = upstream.into_parts();
+    Ok(Established {
+        client,
+        client_read_ahead,
+        upstream,
+        upstream_read_ahead,
+        session: Session {
+            client_caps,
+            upstream_caps: r_caps,
+            upstream_plugin: greeting
+                .auth_plugin_name
+                .clone()
+                .unwrap_or_else(|| Bytes::from_static(plugin::MYSQL_NATIVE_PASSWORD.as_bytes())),
+            character_set: response.character_set,
+            connection_id: greeting.connection_id,
+            db_user,
+        },
+    })
+}
+
+/// Moves the stream out of `io`, leaving an inert placeholder.
+fn take(io: &mut PacketStream) -> PacketStream {
+    let placeholder = PacketStream::new(Box::new(tokio::io::duplex(1).0), BytesMut::new());
+    std::mem::replace(io, placeholder)
+}
+
+/// `token\0`, the AuthSwitchResponse of `mysql_clear_password`.
+pub(crate) fn token_bytes(token: &AuthToken) -> Vec<u8> {
+    let mut v = Vec::with_capacity(token.expose().len() + 1);
+    v.extend_from_slice(token.expose().as_bytes());
+    v.push(0);
+    v
+}
+
+/// 20 random printable bytes: never a NUL, never the upstream's scramble.
+fn fresh_scramble() -> Bytes {
+    let mut rng = rand::rng();
+    Bytes::from(
+        (0..20)
+            .map(|_| rng.random_range(0x21u8..0x7f))
+            .collect::<Vec<u8>>(),
+    )
+}
+
+fn client_read_failure(e: ReadError, what: &str) -> Failure {
+    match e {
+        ReadError::Protocol(p) => Failure::new(
+            Side::Client,
+            "client_protocol",
+            codes::HANDSHAKE_ERROR,
+            b"08S01",
+            format!("bad packet from the client while waiting for {what}: {p}"),
+        ),
+        ReadError::Timeout(t) => Failure::new(
+            Side::Client,
+            "client_timeout",
+            codes::HANDSHAKE_ERROR,
+            b"08S01",
+            format!("the client did not send {what} within {}s", t.as_secs()),
+        ),
+        other => Failure::client_gone(other),
+    }
+}
+
+fn upstream_io_failure(endpoint: &str, e: std::io::Error) -> Failure {
+    Failure::new(
+        Side::Upstream,
+        "upstream_io",
+        codes::CONN_HOST_ERROR,
+        b"HY000",
+        format!("lost the connection to the database {endpoint} during login: {e}"),
+    )
+}
+
+fn upstream_read_failure(endpoint: &str, e: ReadError) -> Failure {
+    Failure::new(
+        Side::Upstream,
+        "upstream_io",
+        codes::CONN_HOST_ERROR,
+        b"HY000",
+        format!("the database {endpoint} failed during login: {e}"),
+    )
+}
+
+fn tls_failure(inner: &Inner, endpoint: &str, e: std::io::Error) -> Failure {
+    let host = &inner.config.endpoint_host;
+    let ca = &inner.config.ca_source;
+    let is_cert = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        .is_some_and(|r| matches!(r, rustls::Error::InvalidCertificate(_)));
+    let msg = if is_cert {
+        format!(
+            "TLS verification of {endpoint} failed: {e}. The server certificate must name {host} \
+             and chain to {ca}. For a region or partition missing from the embedded bundle, pass \
+             --ca-bundle with AWS's global-bundle.pem."
+        )
+    } else {
+        format!("the TLS handshake with {endpoint} failed: {e}")
+    };
+    Failure::new(Side::Upstream, "tls", 2026, b"HY000", msg)
+}
+
+fn not_iam_user(db_user: &str, endpoint: &str, asked: &str) -> Failure {
+    Failure::new(
+        Side::Upstream,
+        "not_iam_user",
+        codes::NOT_SUPPORTED_AUTH_MODE,
+        b"08004",
+        format!(
+            "the database {endpoint} asked '{db_user}' for the '{asked}' authentication plugin \
+             instead of mysql_clear_password: '{db_user}' is probably not an IAM database user. \
+             Create it with CREATE USER '{db_user}' IDENTIFIED WITH AWSAuthenticationPlugin AS \
+             'RDS', or log in as an IAM-enabled user."
+        ),
+    )
+}
+
+/// The server refused the login. Access denied gets the IAM checklist; anything else (unknown
+/// database, too many connections) is forwarded as the server worded it.
+fn server_refusal(
+    inner: &Inner,
+    request: &TokenRequest,
+    endpoint: &str,
+    err: ErrPacket,
+) -> Failure {
+    if err.code != codes::ACCESS_DENIED {
+        return Failure::forward(Side::Upstream, "server_error", err);
+    }
+    // A cached token may be the problem (clock skew, rotated credentials): the next login mints.
+    inner.tokens.invalidate(request);
+    let user = &request.user;
+    let region = &request.region;
+    let mut reply = ErrPacket::new(
+        codes::ACCESS_DENIED,
+        b"28000",
+        format!(
+            "rds-iam-proxy: the database {endpoint} rejected the IAM token for user '{user}' \
+             (region {region}). Check that your IAM identity may rds-db:connect to \
+             arn:aws:rds-db:{region}:<account>:dbuser:<DbiResourceId or cluster resource id>/{user}, \
+             that IAM database authentication is enabled, and that '{user}' exists WITH \
+             AWSAuthenticationPlugin. The server said: {}",
+            err.message_str()
+        ),
+    );
+    if let Some(state) = err.sql_state {
+        reply.sql_state = Some(state);
+    }
+    Failure {
+        side: Side::Upstream,
+        reason: "access_denied",
+        detail: err.message_str(),
+        reply: Some(reply),
+    }
+}

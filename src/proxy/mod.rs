@@ -1,0 +1,302 @@
+//! The proxy engine: accepts local MySQL clients and, for each, runs the login bridge
+//! ([`login`]) and then the splice ([`splice`]).
+//!
+//! The engine sees a [`ProxyConfig`] and two injected seams — how to reach the database
+//! ([`Connector`]) and where IAM tokens come from ([`TokenSource`]) — so every path runs offline in
+//! tests. [`Proxy::serve`] takes an already bound listener and a cancellation token; `main` passes
+//! signals, tests pass their own.
+
+pub mod framed;
+pub mod login;
+pub mod splice;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use rustls::pki_types::ServerName;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_rustls::{TlsAcceptor, TlsConnector};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use crate::iam::TokenSource;
+use crate::mysql::{ErrPacket, codes, packet};
+use crate::tls::{self, CaSource};
+use crate::tunnel::Connector;
+
+/// Default time allowed for each step of a login (a packet from either side, a TLS handshake).
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Default cap on simultaneous client connections.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+
+/// What the engine needs to know; built from the command line by `config`.
+#[derive(Clone, Debug)]
+pub struct ProxyConfig {
+    /// The RDS endpoint host: the name the token is signed for and TLS verifies.
+    pub endpoint_host: String,
+    /// The RDS endpoint port (signed into the token).
+    pub endpoint_port: u16,
+    /// The region the token is signed for.
+    pub region: String,
+    /// Log every client in as this database user instead of the name it sent.
+    pub db_user: Option<String>,
+    /// The CAs trusted for the upstream TLS leg.
+    pub ca_source: CaSource,
+    /// Offer TLS to local clients with an ephemeral self-signed certificate.
+    pub local_tls: bool,
+    /// Send the token in the first upstream packet instead of answering the auth switch.
+    pub direct_auth: bool,
+    /// Time allowed for each login step.
+    pub handshake_timeout: Duration,
+    /// Cap on simultaneous client connections; more are answered with ERR 1040.
+    pub max_connections: usize,
+    /// How long open connections may finish after shutdown is requested.
+    pub shutdown_grace: Duration,
+}
+
+impl ProxyConfig {
+    /// A config with defaults for everything but the endpoint and region.
+    pub fn new(
+        endpoint_host: impl Into<String>,
+        endpoint_port: u16,
+        region: impl Into<String>,
+    ) -> Self {
+        ProxyConfig {
+            endpoint_host: endpoint_host.into(),
+            endpoint_port,
+            region: region.into(),
+            db_user: None,
+            ca_source: CaSource::Embedded,
+            local_tls: false,
+            direct_auth: false,
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            shutdown_grace: Duration::ZERO,
+        }
+    }
+
+    /// `host:port` of the endpoint, for messages.
+    pub fn endpoint(&self) -> String {
+        format!("{}:{}", self.endpoint_host, self.endpoint_port)
+    }
+}
+
+/// Counters for logs, health and metrics.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Connections open now.
+    pub open: AtomicU64,
+    /// Connections accepted since start.
+    pub total: AtomicU64,
+    /// Logins completed.
+    pub logins: AtomicU64,
+    /// Logins that failed.
+    pub login_failures: AtomicU64,
+    /// Bytes from clients to the database.
+    pub bytes_up: AtomicU64,
+    /// Bytes from the database to clients.
+    pub bytes_down: AtomicU64,
+}
+
+/// State shared by every connection.
+pub struct Inner {
+    /// The configuration.
+    pub config: ProxyConfig,
+    /// How to reach the database.
+    pub connector: Arc<dyn Connector>,
+    /// Where tokens come from.
+    pub tokens: Arc<dyn TokenSource>,
+    /// TLS client for the upstream leg.
+    pub upstream_tls: TlsConnector,
+    /// TLS server for local clients, when enabled.
+    pub local_tls: Option<TlsAcceptor>,
+    /// The endpoint name as rustls sees it.
+    pub server_name: ServerName<'static>,
+    /// Counters.
+    pub stats: Stats,
+}
+
+/// A configured proxy, ready to serve listeners.
+#[derive(Clone)]
+pub struct Proxy {
+    inner: Arc<Inner>,
+}
+
+impl Proxy {
+    /// Builds a proxy; fails when the TLS material is unusable (unreadable `--ca-bundle`, an
+    /// endpoint that is not a DNS name).
+    pub fn new(
+        config: ProxyConfig,
+        connector: Arc<dyn Connector>,
+        tokens: Arc<dyn TokenSource>,
+    ) -> Result<Self, tls::Error> {
+        let upstream_tls = TlsConnector::from(tls::upstream_client_config(&config.ca_source)?);
+        let local_tls = if config.local_tls {
+            Some(TlsAcceptor::from(tls::local_server_config()?))
+        } else {
+            None
+        };
+        let server_name = tls::server_name(&config.endpoint_host)?;
+        Ok(Proxy {
+            inner: Arc::new(Inner {
+                config,
+                connector,
+                tokens,
+                upstream_tls,
+                local_tls,
+                server_name,
+                stats: Stats::default(),
+            }),
+        })
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> &Stats {
+        &self.inner.stats
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ProxyConfig {
+        &self.inner.config
+    }
+
+    /// Where connections go, for the start-up line.
+    pub fn destination(&self) -> String {
+        format!(
+            "{} via {}",
+            self.inner.config.endpoint(),
+            self.inner.connector.describe()
+        )
+    }
+
+    /// Accepts clients on `listener` until `shutdown` is cancelled, then waits up to
+    /// `shutdown_grace` for open connections and returns how many were still open.
+    pub async fn serve(&self, listener: TcpListener, shutdown: CancellationToken) -> usize {
+        let limit = Arc::new(Semaphore::new(self.inner.config.max_connections));
+        let tracker = TaskTracker::new();
+        let conns = CancellationToken::new();
+        let mut next_id: u64 = 0;
+        let mut backoff = Duration::from_millis(10);
+        loop {
+            let accepted = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                r = listener.accept() => r,
+            };
+            let (stream, peer) = match accepted {
+                Ok(x) => {
+                    backoff = Duration::from_millis(10);
+                    x
+                }
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    warn!(%e, "accept failed; retrying in {backoff:?}");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    continue;
+                }
+            };
+            next_id += 1;
+            self.inner.stats.total.fetch_add(1, Ordering::Relaxed);
+            let Ok(permit) = limit.clone().try_acquire_owned() else {
+                tracker.spawn(refuse_busy(stream, self.inner.config.max_connections));
+                continue;
+            };
+            let inner = self.inner.clone();
+            let stop = conns.child_token();
+            let span = info_span!("conn", id = next_id, %peer);
+            tracker.spawn(
+                async move {
+                    let _permit = permit;
+                    tokio::select! {
+                        _ = stop.cancelled() => info!("connection closed by proxy shutdown"),
+                        _ = handle(inner, stream, peer) => {}
+                    }
+                }
+                .instrument(span),
+            );
+        }
+        drop(listener);
+        tracker.close();
+        let open = self.inner.stats.open.load(Ordering::Relaxed) as usize;
+        if open > 0 {
+            info!(open, grace = ?self.inner.config.shutdown_grace, "draining connections");
+        }
+        if tokio::time::timeout(self.inner.config.shutdown_grace, tracker.wait())
+            .await
+            .is_err()
+        {
+            let left = self.inner.stats.open.load(Ordering::Relaxed) as usize;
+            conns.cancel();
+            tracker.wait().await;
+            return left;
+        }
+        0
+    }
+}
+
+/// Tells a client over the limit why it is refused, in place of a greeting.
+async fn refuse_busy(mut stream: TcpStream, max: usize) {
+    use tokio::io::AsyncWriteExt;
+    let err = ErrPacket::before_greeting(
+        codes::TOO_MANY_CONNECTIONS,
+        format!("rds-iam-proxy: too many connections (limit {max}, see --max-connections)"),
+    );
+    let mut payload = bytes::BytesMut::new();
+    err.encode(&mut payload);
+    let mut out = bytes::BytesMut::new();
+    packet::encode(0, &payload, &mut out);
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.write_all(&out)).await;
+}
+
+/// One client connection: login, then splice; logs how it ended.
+async fn handle(inner: Arc<Inner>, stream: TcpStream, _peer: SocketAddr) {
+    inner.stats.open.fetch_add(1, Ordering::Relaxed);
+    let started = Instant::now();
+    debug!("accepted");
+    match login::run(&inner, stream).await {
+        Err(f) => {
+            inner.stats.login_failures.fetch_add(1, Ordering::Relaxed);
+            warn!(side = %f.side, reason = f.reason, "login failed: {}", f.detail);
+        }
+        Ok(est) => {
+            inner.stats.logins.fetch_add(1, Ordering::Relaxed);
+            info!(
+                user = %est.session.db_user,
+                upstream_conn_id = est.session.connection_id,
+                login_ms = started.elapsed().as_millis() as u64,
+                "logged in"
+            );
+            let end = splice::run(
+                inner.clone(),
+                est.client,
+                est.client_read_ahead,
+                est.upstream,
+                est.upstream_read_ahead,
+                est.session,
+            )
+            .await;
+            match &end.error {
+                None => info!(
+                    closed_by = %end.closed_by,
+                    bytes_up = end.bytes_up,
+                    bytes_down = end.bytes_down,
+                    secs = started.elapsed().as_secs(),
+                    "connection closed"
+                ),
+                Some(e) => warn!(
+                    closed_by = %end.closed_by,
+                    bytes_up = end.bytes_up,
+                    bytes_down = end.bytes_down,
+                    secs = started.elapsed().as_secs(),
+                    "connection ended with error: {e}"
+                ),
+            }
+        }
+    }
+    inner.stats.open.fetch_sub(1, Ordering::Relaxed);
+}

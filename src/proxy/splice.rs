@@ -1,0 +1,602 @@
+//! After login: copy bytes both ways until both sides are done (DESIGN.md decision 6).
+//!
+//! Upstream → client is a raw copy. Client → upstream is framed only far enough to find packets
+//! with sequence id 0 (a new command); a `COM_CHANGE_USER` there is taken out of the stream and
+//! replayed upstream as an IAM login for the new user, and the server's answer is relayed back.
+//! Everything else passes untouched. Half-close is kept: EOF from one side shuts down writing to
+//! the other, and the connection ends when both directions have ended.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{Mutex, mpsc, oneshot};
+
+use super::Inner;
+use super::login::{Session, Side, token_bytes};
+use crate::iam::TokenRequest;
+use crate::mysql::handshake::plugin;
+use crate::mysql::packet::{self, HEADER_LEN, MAX_PAYLOAD_LEN, peek_header};
+use crate::mysql::{AuthMoreData, Capabilities, ComChangeUser, ErrPacket, LoginReply, codes};
+use crate::tunnel::BoxStream;
+
+/// Read buffer size for each direction.
+const COPY_BUF: usize = 64 * 1024;
+
+/// Largest COM_CHANGE_USER accepted (user, auth data, database, attributes).
+const MAX_CHANGE_USER: usize = 128 * 1024;
+
+/// How a spliced connection ended.
+#[derive(Debug)]
+pub struct SpliceEnd {
+    /// Who ended it first.
+    pub closed_by: Side,
+    /// Bytes from the client to the upstream.
+    pub bytes_up: u64,
+    /// Bytes from the upstream to the client.
+    pub bytes_down: u64,
+    /// The error that ended it, if it was not a clean close.
+    pub error: Option<String>,
+}
+
+/// What to do with the front of the client's unforwarded bytes.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Forward this many bytes as they are.
+    Forward(usize),
+    /// Nothing can be decided until more bytes arrive.
+    NeedMore,
+    /// A complete COM_CHANGE_USER packet of this many bytes (header included) is at the front.
+    ChangeUser(usize),
+}
+
+/// Sans-IO scanner of the client → server byte stream that finds command boundaries.
+#[derive(Debug, Default)]
+pub struct CommandScanner {
+    /// Bytes of the current packet (header included) still to pass.
+    remaining: usize,
+    /// The previous packet was 16 MiB − 1 bytes, so the next one continues it whatever its seq id.
+    continuation: bool,
+}
+
+impl CommandScanner {
+    /// Looks at `buf` (client bytes not yet forwarded) and says what to do with its front.
+    pub fn step(&mut self, buf: &[u8]) -> Result<Step, crate::mysql::Error> {
+        let mut pos = 0;
+        loop {
+            if self.remaining > 0 {
+                let n = self.remaining.min(buf.len() - pos);
+                pos += n;
+                self.remaining -= n;
+                if self.remaining > 0 {
+                    break;
+                }
+                continue;
+            }
+            let rest = &buf[pos..];
+            let Some((len, seq)) = peek_header(rest) else {
+                break;
+            };
+            let is_command = seq == 0 && !self.continuation;
+            if is_command && len > 0 {
+                let Some(&command) = rest.get(HEADER_LEN) else {
+                    break;
+                };
+                if command == ComChangeUser::COMMAND {
+                    if pos > 0 {
+                        break;
+                    }
+                    if len > MAX_CHANGE_USER {
+                        return Err(crate::mysql::Error::PacketTooLarge {
+                            len,
+                            max: MAX_CHANGE_USER,
+                        });
+                    }
+                    if rest.len() < HEADER_LEN + len {
+                        return Ok(Step::NeedMore);
+                    }
+                    return Ok(Step::ChangeUser(HEADER_LEN + len));
+                }
+            }
+            self.continuation = len == MAX_PAYLOAD_LEN;
+            self.remaining = HEADER_LEN + len;
+        }
+        Ok(if pos > 0 {
+            Step::Forward(pos)
+        } else {
+            Step::NeedMore
+        })
+    }
+}
+
+/// A COM_CHANGE_USER handed from the client→upstream half to the upstream→client half, which owns
+/// the client's write side and the upstream's read side.
+struct ChangeUserJob {
+    /// The client's packet payload (without header).
+    payload: Bytes,
+    /// Signalled when the exchange is over; `Err` ends the connection.
+    done: oneshot::Sender<Result<(), String>>,
+}
+
+/// How long the second direction may run on after the first ended cleanly (half-close).
+const HALF_CLOSE_LINGER: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// A direction's failure: whose side failed and why.
+type DirError = (Side, String);
+
+/// Splices two established legs until both directions end.
+pub async fn run(
+    inner: Arc<Inner>,
+    client: BoxStream,
+    client_read_ahead: BytesMut,
+    upstream: BoxStream,
+    upstream_read_ahead: BytesMut,
+    session: Session,
+) -> SpliceEnd {
+    let (client_r, client_w) = tokio::io::split(client);
+    let (upstream_r, upstream_w) = tokio::io::split(upstream);
+    let upstream_w = Arc::new(Mutex::new(upstream_w));
+    let (jobs_tx, jobs_rx) = mpsc::channel::<ChangeUserJob>(1);
+    let bytes_up = AtomicU64::new(0);
+    let bytes_down = AtomicU64::new(0);
+
+    let up = client_to_upstream(
+        &inner,
+        client_r,
+        client_read_ahead,
+        upstream_w.clone(),
+        jobs_tx,
+        &bytes_up,
+    );
+    let down = upstream_to_client(
+        &inner,
+        &session,
+        upstream_r,
+        upstream_read_ahead,
+        client_w,
+        upstream_w,
+        jobs_rx,
+        &bytes_down,
+    );
+    tokio::pin!(up);
+    tokio::pin!(down);
+
+    // The first direction to end decides who closed. A clean EOF lets the other direction finish
+    // (half-close); an error ends both.
+    let (closed_by, error) = tokio::select! {
+        r = &mut up => match r {
+            Ok(()) => (Side::Client, linger(&mut down).await),
+            Err((side, e)) => (side, Some(e)),
+        },
+        r = &mut down => match r {
+            Ok(()) => (Side::Upstream, linger(&mut up).await),
+            Err((side, e)) => (side, Some(e)),
+        },
+    };
+    SpliceEnd {
+        closed_by,
+        bytes_up: bytes_up.load(Ordering::Relaxed),
+        bytes_down: bytes_down.load(Ordering::Relaxed),
+        error,
+    }
+}
+
+/// Lets the remaining direction finish, for at most [`HALF_CLOSE_LINGER`].
+async fn linger<F>(rest: &mut std::pin::Pin<&mut F>) -> Option<String>
+where
+    F: std::future::Future<Output = Result<(), DirError>>,
+{
+    match tokio::time::timeout(HALF_CLOSE_LINGER, rest.as_mut()).await {
+        Ok(Ok(())) => None,
+        Ok(Err((_, e))) => Some(e),
+        Err(_) => Some(format!(
+            "the other side stayed open {}s after a half-close",
+            HALF_CLOSE_LINGER.as_secs()
+        )),
+    }
+}
+
+async fn client_to_upstream<R, W>(
+    inner: &Inner,
+    mut client_r: R,
+    mut buf: BytesMut,
+    upstream_w: Arc<Mutex<W>>,
+    jobs: mpsc::Sender<ChangeUserJob>,
+    counter: &AtomicU64,
+) -> Result<(), DirError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut scanner = CommandScanner::default();
+    loop {
+        loop {
+            match scanner.step(&buf) {
+                Ok(Step::Forward(n)) => {
+                    upstream_w
+                        .lock()
+                        .await
+                        .write_all(&buf[..n])
+                        .await
+                        .map_err(|e| (Side::Upstream, format!("writing to the database: {e}")))?;
+                    buf.advance(n);
+                    counter.fetch_add(n as u64, Ordering::Relaxed);
+                    inner.stats.bytes_up.fetch_add(n as u64, Ordering::Relaxed);
+                }
+                Ok(Step::ChangeUser(n)) => {
+                    let packet = buf.split_to(n).freeze();
+                    let (done, wait) = oneshot::channel();
+                    let job = ChangeUserJob {
+                        payload: packet.slice(HEADER_LEN..),
+                        done,
+                    };
+                    if jobs.send(job).await.is_err() {
+                        return Err((Side::Proxy, "the relay task ended".into()));
+                    }
+                    match wait.await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => return Err((Side::Upstream, e)),
+                        Err(_) => return Err((Side::Proxy, "the relay task ended".into())),
+                    }
+                }
+                Ok(Step::NeedMore) => break,
+                Err(e) => {
+                    return Err((Side::Client, format!("the client sent a bad packet: {e}")));
+                }
+            }
+        }
+        if buf.capacity() - buf.len() < 4096 {
+            buf.reserve(COPY_BUF);
+        }
+        let n = client_r
+            .read_buf(&mut buf)
+            .await
+            .map_err(|e| (Side::Client, format!("reading from the client: {e}")))?;
+        if n == 0 {
+            let mut w = upstream_w.lock().await;
+            if !buf.is_empty() {
+                // A packet cut short by the client's close: pass on what there is.
+                let _ = w.write_all(&buf).await;
+            }
+            let _ = w.shutdown().await;
+            return Ok(());
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)] // one call site; the halves and counters are distinct roles
+async fn upstream_to_client<R, W, U>(
+    inner: &Inner,
+    session: &Session,
+    mut upstream_r: R,
+    read_ahead: BytesMut,
+    mut client_w: W,
+    upstream_w: Arc<Mutex<U>>,
+    mut jobs: mpsc::Receiver<ChangeUserJob>,
+    counter: &AtomicU64,
+) -> Result<(), DirError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+    U: AsyncWrite + Unpin,
+{
+    let write_err = |e: std::io::Error| (Side::Client, format!("writing to the client: {e}"));
+    if !read_ahead.is_empty() {
+        client_w.write_all(&read_ahead).await.map_err(write_err)?;
+        counter.fetch_add(read_ahead.len() as u64, Ordering::Relaxed);
+    }
+    let mut buf = vec![0u8; COPY_BUF];
+    let mut jobs_open = true;
+    loop {
+        tokio::select! {
+            biased;
+            job = jobs.recv(), if jobs_open => match job {
+                Some(job) => {
+                    let r = change_user(
+                        inner, session, &mut upstream_r, &mut client_w, &upstream_w, job.payload,
+                    )
+                    .await;
+                    let fatal = r.as_ref().err().cloned();
+                    let _ = job.done.send(r.map_err(|(_, e)| e));
+                    if let Some(e) = fatal {
+                        return Err(e);
+                    }
+                }
+                None => jobs_open = false,
+            },
+            n = upstream_r.read(&mut buf) => {
+                let n = n.map_err(|e| (Side::Upstream, format!("reading from the database: {e}")))?;
+                if n == 0 {
+                    let _ = client_w.shutdown().await;
+                    return Ok(());
+                }
+                client_w.write_all(&buf[..n]).await.map_err(write_err)?;
+                counter.fetch_add(n as u64, Ordering::Relaxed);
+                inner.stats.bytes_down.fetch_add(n as u64, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// Replays a client's COM_CHANGE_USER upstream as an IAM login for the new user and relays the
+/// outcome. `Ok` means the client got an answer and the session goes on (or the server closes it
+/// after a refusal, as servers do); `Err` ends the connection.
+async fn change_user<R, W, U>(
+    inner: &Inner,
+    session: &Session,
+    upstream_r: &mut R,
+    client_w: &mut W,
+    upstream_w: &Mutex<U>,
+    payload: Bytes,
+) -> Result<(), DirError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+    U: AsyncWrite + Unpin,
+{
+    let cfg = &inner.config;
+    let endpoint = cfg.endpoint();
+    let reply_err = |err: ErrPacket| async move {
+        let mut out = BytesMut::new();
+        let mut p = BytesMut::new();
+        err.encode(&mut p);
+        packet::encode(1, &p, &mut out);
+        out
+    };
+    let request = match ComChangeUser::decode(&payload, session.client_caps) {
+        Ok(r) => r,
+        Err(e) => {
+            let out = reply_err(ErrPacket::new(
+                codes::HANDSHAKE_ERROR,
+                b"08S01",
+                format!("rds-iam-proxy: malformed COM_CHANGE_USER: {e}"),
+            ))
+            .await;
+            return write_client(client_w, &out).await;
+        }
+    };
+    let db_user = cfg
+        .db_user
+        .clone()
+        .unwrap_or_else(|| String::from_utf8_lossy(&request.username).into_owned());
+    let token_request = TokenRequest {
+        host: cfg.endpoint_host.clone(),
+        port: cfg.endpoint_port,
+        user: db_user.clone(),
+        region: cfg.region.clone(),
+    };
+    let token = match inner.tokens.token(&token_request).await {
+        Ok(t) => t,
+        Err(e) => {
+            let out = reply_err(ErrPacket::new(
+                codes::ACCESS_DENIED,
+                b"28000",
+                format!(
+                    "rds-iam-proxy: cannot create an IAM token for '{db_user}' on {endpoint}: {e}"
+                ),
+            ))
+            .await;
+            return write_client(client_w, &out).await;
+        }
+    };
+    tracing::info!(user = %db_user, "change user");
+    let upstream_caps = session.upstream_caps;
+    let replay = ComChangeUser {
+        username: Bytes::from(db_user.clone()),
+        auth_response: Bytes::new(),
+        database: request.database.clone(),
+        character_set: Some(
+            request
+                .character_set
+                .unwrap_or(u16::from(session.character_set)),
+        ),
+        auth_plugin_name: Some(session.upstream_plugin.clone()),
+        connect_attrs: request
+            .connect_attrs
+            .clone()
+            .filter(|_| upstream_caps.contains(Capabilities::CONNECT_ATTRS)),
+    };
+    let mut up = upstream_w.lock().await;
+    let mut p = BytesMut::new();
+    replay.encode(&mut p, upstream_caps);
+    let mut out = BytesMut::new();
+    packet::encode(0, &p, &mut out);
+    let up_err = |e: std::io::Error| (Side::Upstream, format!("writing to the database: {e}"));
+    up.write_all(&out).await.map_err(up_err)?;
+    up.flush().await.map_err(up_err)?;
+
+    let mut rbuf = BytesMut::with_capacity(1024);
+    let mut token_sent = false;
+    loop {
+        let p = read_packet(upstream_r, &mut rbuf, cfg.handshake_timeout).await?;
+        let reply = LoginReply::decode(p.payload).map_err(|e| {
+            (
+                Side::Upstream,
+                format!("malformed reply to COM_CHANGE_USER: {e}"),
+            )
+        })?;
+        match reply {
+            LoginReply::AuthSwitch(s)
+                if &s.plugin_name[..] == plugin::MYSQL_CLEAR_PASSWORD.as_bytes() && !token_sent =>
+            {
+                let mut out = BytesMut::new();
+                packet::encode(p.seq.wrapping_add(1), &token_bytes(&token), &mut out);
+                up.write_all(&out).await.map_err(up_err)?;
+                up.flush().await.map_err(up_err)?;
+                token_sent = true;
+            }
+            LoginReply::Ok(ok) => {
+                let mut out = BytesMut::new();
+                let mut seq = 1u8;
+                let client_plugin = request.auth_plugin_name.as_deref().unwrap_or_default();
+                let scrambled =
+                    !request.auth_response.is_empty() && &request.auth_response[..] != [0];
+                if client_plugin == plugin::CACHING_SHA2_PASSWORD.as_bytes() && scrambled {
+                    seq = packet::encode(
+                        seq,
+                        &[AuthMoreData::HEADER, AuthMoreData::FAST_AUTH_SUCCESS],
+                        &mut out,
+                    );
+                }
+                packet::encode(seq, &ok, &mut out);
+                out.extend_from_slice(&rbuf);
+                return write_client(client_w, &out).await;
+            }
+            LoginReply::Err(err) => {
+                let err = if err.code == codes::ACCESS_DENIED {
+                    inner.tokens.invalidate(&token_request);
+                    ErrPacket::new(
+                        codes::ACCESS_DENIED,
+                        b"28000",
+                        format!(
+                            "rds-iam-proxy: the database {endpoint} rejected the IAM token for \
+                             user '{db_user}' (region {}) on change user; check rds-db:connect \
+                             for that user. The server said: {}",
+                            cfg.region,
+                            err.message_str()
+                        ),
+                    )
+                } else {
+                    err
+                };
+                let mut p = BytesMut::new();
+                err.encode(&mut p);
+                let mut out = BytesMut::new();
+                packet::encode(1, &p, &mut out);
+                out.extend_from_slice(&rbuf);
+                return write_client(client_w, &out).await;
+            }
+            other => {
+                let what = match other {
+                    LoginReply::AuthSwitch(s) => {
+                        format!("the '{}' plugin", String::from_utf8_lossy(&s.plugin_name))
+                    }
+                    _ => "a non-IAM authentication step".to_owned(),
+                };
+                let msg = format!(
+                    "the database asked '{db_user}' for {what} on change user instead of \
+                     mysql_clear_password: '{db_user}' is probably not an IAM database user"
+                );
+                let out = reply_err(ErrPacket::new(
+                    codes::NOT_SUPPORTED_AUTH_MODE,
+                    b"08004",
+                    format!("rds-iam-proxy: {msg}"),
+                ))
+                .await;
+                let _ = write_client(client_w, &out).await;
+                return Err((Side::Upstream, msg));
+            }
+        }
+    }
+}
+
+async fn write_client<W: AsyncWrite + Unpin>(w: &mut W, bytes: &[u8]) -> Result<(), DirError> {
+    let e = |e: std::io::Error| (Side::Client, format!("writing to the client: {e}"));
+    w.write_all(bytes).await.map_err(e)?;
+    w.flush().await.map_err(e)
+}
+
+async fn read_packet<R: AsyncRead + Unpin>(
+    r: &mut R,
+    buf: &mut BytesMut,
+    timeout: std::time::Duration,
+) -> Result<packet::Packet, DirError> {
+    loop {
+        match packet::decode(buf, super::framed::MAX_LOGIN_PAYLOAD) {
+            Ok(Some(p)) => return Ok(p),
+            Ok(None) => {}
+            Err(e) => return Err((Side::Upstream, format!("bad packet from the database: {e}"))),
+        }
+        buf.reserve(4096);
+        let n = tokio::time::timeout(timeout, r.read_buf(buf))
+            .await
+            .map_err(|_| {
+                (
+                    Side::Upstream,
+                    "the database did not answer COM_CHANGE_USER".to_owned(),
+                )
+            })?
+            .map_err(|e| (Side::Upstream, format!("reading from the database: {e}")))?;
+        if n == 0 {
+            return Err((
+                Side::Upstream,
+                "the database closed the connection".to_owned(),
+            ));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pkt(seq: u8, payload: &[u8]) -> Vec<u8> {
+        let mut b = BytesMut::new();
+        packet::encode(seq, payload, &mut b);
+        b.to_vec()
+    }
+
+    /// Feeds `stream` to a scanner in chunks of `chunk` bytes, as reads would deliver it; returns
+    /// the forwarded bytes and the change-user packets found.
+    fn drive(stream: &[u8], chunk: usize) -> (Vec<u8>, Vec<Vec<u8>>) {
+        let mut sc = CommandScanner::default();
+        let mut buf = BytesMut::new();
+        let (mut fwd, mut cu) = (Vec::new(), Vec::new());
+        for part in stream.chunks(chunk) {
+            buf.extend_from_slice(part);
+            loop {
+                match sc.step(&buf).unwrap() {
+                    Step::Forward(n) => fwd.extend_from_slice(&buf.split_to(n)),
+                    Step::ChangeUser(n) => cu.push(buf.split_to(n).to_vec()),
+                    Step::NeedMore => break,
+                }
+            }
+        }
+        fwd.extend_from_slice(&buf);
+        (fwd, cu)
+    }
+
+    #[test]
+    fn finds_change_user_between_commands_at_any_chunking() {
+        let query = pkt(0, b"\x03SELECT 1");
+        let load_data = [pkt(2, b"\x11looks like change user but seq 2"), pkt(3, b"")].concat();
+        let change = pkt(0, b"\x11iamuser2\0\0proxytest\0");
+        let quit = pkt(0, b"\x01");
+        let stream = [
+            query.clone(),
+            load_data.clone(),
+            change.clone(),
+            quit.clone(),
+        ]
+        .concat();
+        for chunk in 1..=stream.len() {
+            let (fwd, cu) = drive(&stream, chunk);
+            assert_eq!(cu, vec![change.clone()], "chunk {chunk}");
+            assert_eq!(
+                fwd,
+                [query.clone(), load_data.clone(), quit.clone()].concat()
+            );
+        }
+    }
+
+    #[test]
+    fn sixteen_mib_continuation_with_seq_zero_is_not_a_command() {
+        // A 256-packet command wraps the sequence id to 0; the continuation must not be taken for
+        // a new command even if it starts with 0x11.
+        let mut sc = CommandScanner::default();
+        let mut head = vec![0xFF, 0xFF, 0xFF, 255];
+        head.push(0x03);
+        assert_eq!(sc.step(&head).unwrap(), Step::Forward(5));
+        sc.remaining = 0; // pretend the rest of the 16 MiB payload passed
+        let cont = pkt(0, b"\x11not a command");
+        assert_eq!(sc.step(&cont).unwrap(), Step::Forward(cont.len()));
+    }
+
+    #[test]
+    fn oversized_change_user_is_refused() {
+        let mut sc = CommandScanner::default();
+        let head = [0x00, 0x00, 0x10, 0x00, 0x11];
+        assert!(sc.step(&head).is_err());
+    }
+}

@@ -1,0 +1,167 @@
+//! TLS configurations: the upstream client config that trusts the RDS certificate authorities
+//! (embedded bundle or `--ca-bundle`), and the local server config with an ephemeral self-signed
+//! certificate for clients that insist on TLS to 127.0.0.1.
+//!
+//! Upstream verification is always on: rustls checks the chain against the bundle and the endpoint
+//! hostname against the certificate's SAN. There is no switch to turn it off.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
+
+/// The RDS root certificates (87 RDS G1 roots and 5 Amazon Trust roots for RDS Proxy), embedded.
+/// Source and licence: `data/README.md`.
+pub const EMBEDDED_RDS_CA_BUNDLE: &str = include_str!("../data/rds-ca-bundle.pem");
+
+/// Where the trusted certificate authorities come from; named in every TLS error.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CaSource {
+    /// The RDS bundle compiled into the binary.
+    Embedded,
+    /// A PEM file given with `--ca-bundle`.
+    File(PathBuf),
+}
+
+impl fmt::Display for CaSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CaSource::Embedded => f.write_str("the embedded RDS CA bundle"),
+            CaSource::File(p) => write!(f, "the CA bundle {}", p.display()),
+        }
+    }
+}
+
+/// A TLS setup failure.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The `--ca-bundle` file could not be read.
+    #[error("cannot read the CA bundle {path}: {source}")]
+    ReadCaBundle {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The bundle held no usable certificate.
+    #[error(
+        "{source_name} holds no usable PEM certificate; pass a PEM file such as AWS's global-bundle.pem"
+    )]
+    EmptyCaBundle {
+        /// Which bundle.
+        source_name: String,
+    },
+    /// The endpoint name cannot be used for TLS verification (for example it is not a DNS name).
+    #[error("`{host}` is not a valid TLS server name: {reason}")]
+    InvalidServerName {
+        /// The endpoint host.
+        host: String,
+        /// Why.
+        reason: String,
+    },
+    /// rustls refused the configuration.
+    #[error("TLS configuration error: {0}")]
+    Rustls(#[from] rustls::Error),
+    /// The local certificate could not be generated.
+    #[error("cannot generate the local TLS certificate: {0}")]
+    LocalCertificate(#[from] rcgen::Error),
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+/// Parses every certificate in a PEM text into a root store; returns the store and how many were
+/// added.
+pub fn root_store_from_pem(pem: &[u8], source: &CaSource) -> Result<RootCertStore, Error> {
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(pem).flatten() {
+        // A malformed entry is skipped rather than failing the whole bundle.
+        let _ = roots.add(cert);
+    }
+    if roots.is_empty() {
+        return Err(Error::EmptyCaBundle {
+            source_name: source.to_string(),
+        });
+    }
+    Ok(roots)
+}
+
+/// The client config for the upstream leg: TLS 1.2+, the given CAs, no client certificate.
+pub fn upstream_client_config(source: &CaSource) -> Result<Arc<ClientConfig>, Error> {
+    let pem = match source {
+        CaSource::Embedded => EMBEDDED_RDS_CA_BUNDLE.as_bytes().to_vec(),
+        CaSource::File(path) => std::fs::read(path).map_err(|source| Error::ReadCaBundle {
+            path: path.clone(),
+            source,
+        })?,
+    };
+    let roots = root_store_from_pem(&pem, source)?;
+    let config = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+/// The name rustls sends as SNI and verifies: the RDS endpoint host, never the dial address.
+pub fn server_name(host: &str) -> Result<ServerName<'static>, Error> {
+    ServerName::try_from(host.to_owned()).map_err(|e| Error::InvalidServerName {
+        host: host.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
+/// A server config with a fresh self-signed certificate for `localhost`, `127.0.0.1` and `::1`,
+/// generated in memory at start-up; the key never touches disk.
+pub fn local_server_config() -> Result<Arc<ServerConfig>, Error> {
+    let names = vec![
+        "localhost".to_owned(),
+        "127.0.0.1".to_owned(),
+        "::1".to_owned(),
+    ];
+    let certified = rcgen::generate_simple_self_signed(names)?;
+    let cert = certified.cert.der().clone();
+    let key = PrivateKeyDer::try_from(certified.signing_key.serialize_der()).map_err(|e| {
+        Error::Rustls(rustls::Error::General(format!(
+            "generated key unusable: {e}"
+        )))
+    })?;
+    let config = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(vec![cert], key)?;
+    Ok(Arc::new(config))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_bundle_loads_all_92_certificates() {
+        let roots =
+            root_store_from_pem(EMBEDDED_RDS_CA_BUNDLE.as_bytes(), &CaSource::Embedded).unwrap();
+        assert_eq!(roots.len(), 92);
+        upstream_client_config(&CaSource::Embedded).unwrap();
+    }
+
+    #[test]
+    fn empty_or_missing_bundles_are_clear_errors() {
+        let err = root_store_from_pem(b"not a pem", &CaSource::File("/x.pem".into())).unwrap_err();
+        assert!(err.to_string().contains("/x.pem"), "{err}");
+        let err =
+            upstream_client_config(&CaSource::File("/nonexistent/ca.pem".into())).unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/ca.pem"), "{err}");
+    }
+
+    #[test]
+    fn local_certificate_generates() {
+        local_server_config().unwrap();
+    }
+}
