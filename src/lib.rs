@@ -1,6 +1,21 @@
 //! rds-iam-proxy: a passwordless local MySQL endpoint for Amazon RDS / Aurora MySQL.
 //!
-//! (architecture tour: filled in as the modules land)
+//! A MySQL client connects to the proxy on 127.0.0.1 with a user name and no password. For each
+//! connection the proxy:
+//!
+//! 1. opens a stream to the database through a [`tunnel::Connector`] (plain TCP today, SSM Session
+//!    Manager next) and reads the server greeting **before** greeting the client, so both legs
+//!    agree on every capability that shapes the wire format ([`proxy::login`]);
+//! 2. accepts the client's login locally whatever it holds ([`mysql`] is the sans-IO codec);
+//! 3. upgrades the upstream leg to TLS, verified against the RDS endpoint name with the embedded
+//!    RDS CA bundle ([`tls`]), and logs in with an IAM token ([`iam`]) through
+//!    `mysql_clear_password`;
+//! 4. relays the session byte for byte, replaying `COM_CHANGE_USER` as an IAM login
+//!    ([`proxy::splice`]).
+//!
+//! [`cli`] and [`config`] turn flags into a [`proxy::ProxyConfig`]; [`proxy::Proxy::serve`] runs the
+//! accept loop until a [`tokio_util::sync::CancellationToken`] fires ([`shutdown`]). [`ssm`] holds
+//! the Session Manager data-channel layers the SSM transport is being built on.
 
 #![forbid(unsafe_code)]
 
@@ -10,5 +25,6 @@ pub mod iam;
 pub mod mysql;
 pub mod proxy;
 pub mod shutdown;
+pub mod ssm;
 pub mod tls;
 pub mod tunnel;

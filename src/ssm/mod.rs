@@ -1,0 +1,190 @@
+//! The SSM transport: MySQL bytes carried over an AWS Systems Manager Session Manager data channel,
+//! spoken natively (no `session-manager-plugin` binary).
+//!
+//! The byte-level reference is `shared/research/ssm-protocol.md` (cited below as "spec §n"); it was
+//! written from `aws/session-manager-plugin` (the client), `aws/amazon-ssm-agent` (the far end) and the
+//! `xtaci/smux` copies both vendor.
+//!
+//! # Layers, bottom to top
+//!
+//! ```text
+//!  SSM API        StartSession / ResumeSession / TerminateSession → StreamUrl + TokenValue  (later: api.rs)
+//!  WebSocket      SigV4-signed upgrade, text OpenDataChannel, then one binary frame per
+//!                 AgentMessage; pings; reconnect via ResumeSession                          (later: websocket.rs)
+//!  AgentMessage   120-byte big-endian header + SHA-256 digest + payload                     message.rs
+//!  payloads       JSON bodies (acknowledge, handshake, channel_closed) and flag words       payload.rs
+//!  reliability    sequence numbers, acks, RTO retransmission, reorder buffer, re-acks       reliable.rs
+//!  handshake      HandshakeRequest → HandshakeResponse → HandshakeComplete                  (later: handshake.rs)
+//!  smux v1        little-endian 8-byte frames, one stream per MySQL connection               smux.rs (codec)
+//!                 or basic mode (one raw connection) for old agents                         (later: mux.rs)
+//!  streams        AsyncRead + AsyncWrite per MySQL connection                               (later: stream.rs)
+//! ```
+//!
+//! # What exists now
+//!
+//! Only the pure, sans-IO layers: codecs and state machines that take bytes and the current time as
+//! arguments and return bytes and events. Nothing here opens a socket, spawns a task or reads a clock,
+//! so the same code serves our client and the simulator's agent side (DESIGN.md decision 9), and every
+//! path is testable with explicit fake time.
+//!
+//! * [`message`]: [`AgentMessage`](message::AgentMessage) decode/encode with every header check.
+//! * [`payload`]: serde types for the JSON payloads and the 4-byte flag payload.
+//! * [`smux`]: the smux v1 frame codec and the client's stream-id allocator.
+//! * [`reliable`]: the reliable-channel state machine shared by both ends.
+//!
+//! # What comes later
+//!
+//! The data-channel task that owns the WebSocket and drives [`reliable::ReliableChannel`] with real
+//! time, the handshake, the smux session (stream table, receive budget, per-stream buffers), the
+//! `Connector` implementation, the session pool and the simulator (`src/ssm/sim/`, feature `sim`).
+//!
+//! Every decoder here is bounded and returns [`Error`] instead of panicking on peer bytes.
+
+pub mod message;
+pub mod payload;
+pub mod reliable;
+pub mod smux;
+
+/// Everything that can go wrong in the SSM layers, named by the layer that noticed it.
+///
+/// Peer-caused variants describe what the bytes contained; the reference implementations log such
+/// messages and drop them, and so may a caller.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An AgentMessage frame is shorter than its fixed 120-byte header.
+    #[error("agent message: frame of {len} bytes is shorter than the 120-byte header")]
+    MessageTooShort {
+        /// Length of the frame received.
+        len: usize,
+    },
+
+    /// An AgentMessage frame is longer than [`message::MAX_FRAME_LEN`].
+    #[error("agent message: frame of {len} bytes exceeds the limit of {max} bytes")]
+    MessageTooLong {
+        /// Length of the frame received.
+        len: usize,
+        /// The limit it exceeded.
+        max: usize,
+    },
+
+    /// The HeaderLength field is not 116.
+    #[error("agent message: HeaderLength is {found}, expected 116")]
+    HeaderLength {
+        /// The value found in the first four bytes.
+        found: u32,
+    },
+
+    /// The PayloadLength field disagrees with the number of bytes after the header.
+    #[error("agent message: PayloadLength says {declared} bytes but {actual} follow the header")]
+    PayloadLength {
+        /// The PayloadLength field.
+        declared: u32,
+        /// Bytes actually present after the 120-byte header.
+        actual: usize,
+    },
+
+    /// The MessageType field is empty, not printable ASCII, or too long to encode.
+    #[error("agent message: invalid MessageType ({reason})")]
+    MessageType {
+        /// What was wrong with it.
+        reason: &'static str,
+    },
+
+    /// CreatedDate is zero, which both reference endpoints reject.
+    #[error("agent message: CreatedDate is zero on a {message_type} message")]
+    CreatedDateMissing {
+        /// The MessageType of the offending message.
+        message_type: String,
+    },
+
+    /// The PayloadDigest is not the SHA-256 of the payload.
+    #[error("agent message: PayloadDigest does not match the SHA-256 of the {len}-byte payload")]
+    PayloadDigest {
+        /// Length of the payload whose digest was checked.
+        len: usize,
+    },
+
+    /// A message id in text form is not a UUID.
+    #[error("message id: {0:?} is not a UUID")]
+    InvalidUuid(String),
+
+    /// A JSON payload is larger than [`payload::MAX_JSON_PAYLOAD_LEN`].
+    #[error("{what} payload: {len} bytes exceeds the limit of {max} bytes")]
+    PayloadTooLarge {
+        /// Which payload (e.g. "HandshakeRequest").
+        what: &'static str,
+        /// Its length.
+        len: usize,
+        /// The limit it exceeded.
+        max: usize,
+    },
+
+    /// A JSON payload did not parse into the expected shape.
+    #[error("{what} payload: invalid JSON")]
+    Json {
+        /// Which payload (e.g. "acknowledge").
+        what: &'static str,
+        /// What serde_json reported.
+        #[source]
+        source: serde_json::Error,
+    },
+
+    /// A flag payload (PayloadType 10) is not exactly four bytes.
+    #[error("flag payload: {len} bytes, expected 4")]
+    FlagLength {
+        /// Length of the payload received.
+        len: usize,
+    },
+
+    /// A flag payload carries a value the protocol does not define.
+    #[error("flag payload: unknown flag value {0}")]
+    UnknownFlag(u32),
+
+    /// A smux frame carries a version other than 1.
+    #[error("smux: frame version {0}, expected 1")]
+    SmuxVersion(u8),
+
+    /// A smux frame carries a command byte this implementation does not speak (UPD is v2-only).
+    #[error("smux: unsupported command {cmd} ({reason})")]
+    SmuxCommand {
+        /// The command byte.
+        cmd: u8,
+        /// Why it is refused.
+        reason: &'static str,
+    },
+
+    /// A smux PSH frame announces more data than the configured maximum frame size.
+    #[error("smux: frame of {len} data bytes exceeds the maximum of {max}")]
+    SmuxFrameTooLarge {
+        /// The length field.
+        len: usize,
+        /// The configured maximum.
+        max: usize,
+    },
+
+    /// A smux SYN, FIN or NOP frame has a non-zero length; a Go peer would desynchronise on it.
+    #[error("smux: {cmd} frame carries a non-zero length {len}")]
+    SmuxControlLength {
+        /// The command name (SYN, FIN, NOP).
+        cmd: &'static str,
+        /// The length field.
+        len: u16,
+    },
+
+    /// The client has used every odd stream id up to `u32::MAX`; a new session is needed.
+    #[error("smux: stream ids exhausted, open a new session")]
+    SmuxStreamIdsExhausted,
+
+    /// The reliable channel's unacknowledged buffer is full; stop reading local sockets until acks
+    /// arrive.
+    #[error(
+        "reliable channel: {messages} messages ({bytes} bytes) await acknowledgement, the send buffer is full"
+    )]
+    SendBufferFull {
+        /// Unacknowledged messages buffered.
+        messages: usize,
+        /// Their total encoded size.
+        bytes: usize,
+    },
+}
