@@ -563,10 +563,11 @@ impl ComChangeUser {
         if caps.contains(Capabilities::PLUGIN_AUTH) {
             put_nul_bytes(dst, self.auth_plugin_name.as_deref().unwrap_or_default());
         }
-        if caps.contains(Capabilities::CONNECT_ATTRS) {
-            if let Some(attrs) = &self.connect_attrs {
-                encode_attrs(dst, attrs);
-            }
+        if let (true, Some(attrs)) = (
+            caps.contains(Capabilities::CONNECT_ATTRS),
+            &self.connect_attrs,
+        ) {
+            encode_attrs(dst, attrs);
         }
     }
 }

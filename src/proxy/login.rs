@@ -339,7 +339,10 @@ async fn bridge(inner: &Arc<Inner>, leg: &mut ClientLeg) -> Result<Established, 
     if response.connect_attrs.is_none() {
         r_caps = r_caps - Capabilities::CONNECT_ATTRS;
     }
-    let mismatch = Capabilities((r_caps.0 ^ client_caps.0) & Capabilities::FRAMING.0);
+    // Clients may set flags that were not offered (mysql2 always sets QUERY_ATTRIBUTES) and then
+    // use only the intersection, as servers do: compare what each leg will actually use.
+    let mismatch =
+        Capabilities((r_caps.0 ^ (client_caps & local_caps).0) & Capabilities::FRAMING.0);
     if mismatch != Capabilities::EMPTY {
         return Err(Failure::new(
             Side::Client,
@@ -515,7 +518,7 @@ async fn bridge(inner: &Arc<Inner>, leg: &mut ClientLeg) -> Result<Established, 
 
     // 5. Finish the local login with the upstream's OK.
     let client_plugin = response.auth_plugin_name.as_deref().unwrap_or_default();
-    let scrambled = !response.auth_response.is_empty() && &response.auth_response[..] != [0];
+    let scrambled = !response.auth_response.is_empty() && response.auth_response[..] != [0];
     if client_plugin == plugin::CACHING_SHA2_PASSWORD.as_bytes() && scrambled {
         let fast = AuthMoreData {
             data: Bytes::from_static(&[AuthMoreData::FAST_AUTH_SUCCESS]),
@@ -642,8 +645,8 @@ fn not_iam_user(db_user: &str, endpoint: &str, asked: &str) -> Failure {
         b"08004",
         format!(
             "the database {endpoint} asked '{db_user}' for the '{asked}' authentication plugin \
-             instead of mysql_clear_password: '{db_user}' is probably not an IAM database user. \
-             Create it with CREATE USER '{db_user}' IDENTIFIED WITH AWSAuthenticationPlugin AS \
+             instead of mysql_clear_password: '{db_user}' is probably not an IAM database user \
+             (or does not exist). Create it with CREATE USER '{db_user}' IDENTIFIED WITH AWSAuthenticationPlugin AS \
              'RDS', or log in as an IAM-enabled user."
         ),
     )

@@ -7,7 +7,7 @@
 //! the other, and the connection ends when both directions have ended.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -23,6 +23,9 @@ use crate::tunnel::BoxStream;
 
 /// Read buffer size for each direction.
 const COPY_BUF: usize = 64 * 1024;
+
+/// `COM_QUIT`: the client ends the session.
+const COM_QUIT: u8 = 0x01;
 
 /// Largest COM_CHANGE_USER accepted (user, auth data, database, attributes).
 const MAX_CHANGE_USER: usize = 128 * 1024;
@@ -58,6 +61,8 @@ pub struct CommandScanner {
     remaining: usize,
     /// The previous packet was 16 MiB − 1 bytes, so the next one continues it whatever its seq id.
     continuation: bool,
+    /// The client has sent COM_QUIT: whatever closes next, the client ended the session.
+    pub quit: bool,
 }
 
 impl CommandScanner {
@@ -83,6 +88,9 @@ impl CommandScanner {
                 let Some(&command) = rest.get(HEADER_LEN) else {
                     break;
                 };
+                if command == COM_QUIT {
+                    self.quit = true;
+                }
                 if command == ComChangeUser::COMMAND {
                     if pos > 0 {
                         break;
@@ -140,6 +148,7 @@ pub async fn run(
     let (jobs_tx, jobs_rx) = mpsc::channel::<ChangeUserJob>(1);
     let bytes_up = AtomicU64::new(0);
     let bytes_down = AtomicU64::new(0);
+    let client_quit = AtomicBool::new(false);
 
     let up = client_to_upstream(
         &inner,
@@ -148,6 +157,7 @@ pub async fn run(
         upstream_w.clone(),
         jobs_tx,
         &bytes_up,
+        &client_quit,
     );
     let down = upstream_to_client(
         &inner,
@@ -170,6 +180,8 @@ pub async fn run(
             Err((side, e)) => (side, Some(e)),
         },
         r = &mut down => match r {
+            // After COM_QUIT the server closing is the client's doing.
+            Ok(()) if client_quit.load(Ordering::Relaxed) => (Side::Client, linger(&mut up).await),
             Ok(()) => (Side::Upstream, linger(&mut up).await),
             Err((side, e)) => (side, Some(e)),
         },
@@ -204,6 +216,7 @@ async fn client_to_upstream<R, W>(
     upstream_w: Arc<Mutex<W>>,
     jobs: mpsc::Sender<ChangeUserJob>,
     counter: &AtomicU64,
+    client_quit: &AtomicBool,
 ) -> Result<(), DirError>
 where
     R: AsyncRead + Unpin,
@@ -214,6 +227,9 @@ where
         loop {
             match scanner.step(&buf) {
                 Ok(Step::Forward(n)) => {
+                    if scanner.quit {
+                        client_quit.store(true, Ordering::Relaxed);
+                    }
                     upstream_w
                         .lock()
                         .await
@@ -249,10 +265,12 @@ where
         if buf.capacity() - buf.len() < 4096 {
             buf.reserve(COPY_BUF);
         }
-        let n = client_r
-            .read_buf(&mut buf)
-            .await
-            .map_err(|e| (Side::Client, format!("reading from the client: {e}")))?;
+        let n = match client_r.read_buf(&mut buf).await {
+            Ok(n) => n,
+            // A TLS client that closes without close_notify has still ended its stream.
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => 0,
+            Err(e) => return Err((Side::Client, format!("reading from the client: {e}"))),
+        };
         if n == 0 {
             let mut w = upstream_w.lock().await;
             if !buf.is_empty() {
@@ -306,7 +324,13 @@ where
                 None => jobs_open = false,
             },
             n = upstream_r.read(&mut buf) => {
-                let n = n.map_err(|e| (Side::Upstream, format!("reading from the database: {e}")))?;
+                let n = match n {
+                    Ok(n) => n,
+                    // MySQL servers close without a TLS close_notify after COM_QUIT: that is an
+                    // end of stream, not a failure.
+                    Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => 0,
+                    Err(e) => return Err((Side::Upstream, format!("reading from the database: {e}"))),
+                };
                 if n == 0 {
                     let _ = client_w.shutdown().await;
                     return Ok(());
@@ -431,7 +455,7 @@ where
                 let mut seq = 1u8;
                 let client_plugin = request.auth_plugin_name.as_deref().unwrap_or_default();
                 let scrambled =
-                    !request.auth_response.is_empty() && &request.auth_response[..] != [0];
+                    !request.auth_response.is_empty() && request.auth_response[..] != [0];
                 if client_plugin == plugin::CACHING_SHA2_PASSWORD.as_bytes() && scrambled {
                     seq = packet::encode(
                         seq,

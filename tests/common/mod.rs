@@ -1,1 +1,7 @@
+//! Shared test support: the RDS-shaped upstream, real client checks, an in-process proxy.
+// Each test binary uses a different subset of these helpers.
+#![allow(dead_code)]
+
+pub mod clients;
+pub mod proxy;
 pub mod upstream;
