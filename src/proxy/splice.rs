@@ -21,8 +21,24 @@ use crate::mysql::packet::{self, HEADER_LEN, MAX_PAYLOAD_LEN, peek_header};
 use crate::mysql::{AuthMoreData, Capabilities, ComChangeUser, ErrPacket, LoginReply, codes};
 use crate::tunnel::BoxStream;
 
-/// Read buffer size for each direction.
+/// Largest read buffer of each direction, reached while data streams.
 const COPY_BUF: usize = 64 * 1024;
+
+/// Read buffer of an idle direction: idle connections cost little memory, busy ones grow to
+/// [`COPY_BUF`] after a few full reads.
+const IDLE_BUF: usize = 4 * 1024;
+
+/// The next buffer size after a read of `n` bytes into a buffer of `cap`: grow when the read
+/// filled it, fall back to [`IDLE_BUF`] when the stream went quiet.
+fn next_buf_size(cap: usize, n: usize) -> usize {
+    if n == cap {
+        (cap * 4).min(COPY_BUF)
+    } else if n < IDLE_BUF {
+        IDLE_BUF
+    } else {
+        cap
+    }
+}
 
 /// `COM_QUIT`: the client ends the session.
 const COM_QUIT: u8 = 0x01;
@@ -223,6 +239,7 @@ where
     W: AsyncWrite + Unpin,
 {
     let mut scanner = CommandScanner::default();
+    let mut want = IDLE_BUF;
     loop {
         loop {
             match scanner.step(&buf) {
@@ -262,9 +279,13 @@ where
                 }
             }
         }
-        if buf.capacity() - buf.len() < 4096 {
-            buf.reserve(COPY_BUF);
+        if buf.is_empty() && buf.capacity() > want {
+            // Give back a grown buffer once the stream is quiet.
+            buf = BytesMut::with_capacity(want);
+        } else if buf.capacity() - buf.len() < want / 2 {
+            buf.reserve(want);
         }
+        let spare = buf.capacity() - buf.len();
         let n = match client_r.read_buf(&mut buf).await {
             Ok(n) => n,
             // A TLS client that closes without close_notify has still ended its stream.
@@ -280,6 +301,7 @@ where
             let _ = w.shutdown().await;
             return Ok(());
         }
+        want = next_buf_size(want.max(spare.min(COPY_BUF)), n);
     }
 }
 
@@ -304,7 +326,7 @@ where
         client_w.write_all(&read_ahead).await.map_err(write_err)?;
         counter.fetch_add(read_ahead.len() as u64, Ordering::Relaxed);
     }
-    let mut buf = vec![0u8; COPY_BUF];
+    let mut buf = vec![0u8; IDLE_BUF];
     let mut jobs_open = true;
     loop {
         tokio::select! {
@@ -338,6 +360,10 @@ where
                 client_w.write_all(&buf[..n]).await.map_err(write_err)?;
                 counter.fetch_add(n as u64, Ordering::Relaxed);
                 inner.stats.bytes_down.fetch_add(n as u64, Ordering::Relaxed);
+                let size = next_buf_size(buf.len(), n);
+                if size != buf.len() {
+                    buf = vec![0u8; size];
+                }
             }
         }
     }
@@ -615,6 +641,15 @@ mod tests {
         sc.remaining = 0; // pretend the rest of the 16 MiB payload passed
         let cont = pkt(0, b"\x11not a command");
         assert_eq!(sc.step(&cont).unwrap(), Step::Forward(cont.len()));
+    }
+
+    #[test]
+    fn buffers_grow_while_streaming_and_shrink_when_idle() {
+        assert_eq!(next_buf_size(IDLE_BUF, IDLE_BUF), 16 * 1024);
+        assert_eq!(next_buf_size(16 * 1024, 16 * 1024), COPY_BUF);
+        assert_eq!(next_buf_size(COPY_BUF, COPY_BUF), COPY_BUF);
+        assert_eq!(next_buf_size(COPY_BUF, 20_000), COPY_BUF);
+        assert_eq!(next_buf_size(COPY_BUF, 11), IDLE_BUF);
     }
 
     #[test]
