@@ -32,10 +32,63 @@ pub struct Cli {
 pub enum Command {
     /// Print an IAM authentication token, like `aws rds generate-db-auth-token`.
     Token(TokenArgs),
+    /// Start the proxy on a free local port, run a MySQL client through it, and exit with the
+    /// client's exit code (`rds-iam-proxy exec --db-endpoint … --db-user u -- mysql`).
+    Exec(ExecArgs),
+    /// Print connection strings (mysql://, JDBC, environment lines) for ORMs and GUI clients.
+    Dsn(DsnArgs),
+    /// Block until a running proxy's --health-addr reports ready (for scripts and CI).
+    Wait(WaitArgs),
+}
+
+/// Flags of `exec`.
+#[derive(Args, Debug, Clone)]
+pub struct ExecArgs {
+    /// The proxy's flags (`--listen` defaults to a free loopback port here).
+    #[command(flatten)]
+    pub serve: ServeArgs,
+
+    /// The client and its arguments, after `--`. The mysql/mariadb CLI gets -h/-P/-u; anything
+    /// else gets MYSQL_HOST, MYSQL_TCP_PORT, MYSQL_USER and DATABASE_URL.
+    #[arg(last = true, required = true, value_name = "CLIENT")]
+    pub command: Vec<String>,
+}
+
+/// Flags of `dsn`.
+#[derive(Args, Debug, Clone)]
+pub struct DsnArgs {
+    /// The proxy's local address.
+    #[arg(
+        long,
+        env = "RDS_IAM_PROXY_LISTEN",
+        value_name = "ADDR",
+        default_value = "127.0.0.1:3306"
+    )]
+    pub listen: String,
+
+    /// The IAM database user.
+    #[arg(long, env = "RDS_IAM_PROXY_DB_USER", value_name = "USER")]
+    pub db_user: String,
+
+    /// A default database (schema) for the connection strings.
+    #[arg(long, value_name = "NAME")]
+    pub database: Option<String>,
+}
+
+/// Flags of `wait`.
+#[derive(Args, Debug, Clone)]
+pub struct WaitArgs {
+    /// The running proxy's --health-addr.
+    #[arg(long, env = "RDS_IAM_PROXY_HEALTH_ADDR", value_name = "ADDR")]
+    pub health_addr: String,
+
+    /// Give up after this long.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub timeout: std::time::Duration,
 }
 
 /// Flags of the proxy itself.
-#[derive(Args, Debug, Clone)]
+#[derive(Args, Debug, Clone, Default)]
 pub struct ServeArgs {
     /// The database endpoint, HOST:PORT (port 3306 if omitted). The token is signed for this name
     /// and TLS verifies it, wherever the bytes actually travel.
@@ -51,14 +104,9 @@ pub struct ServeArgs {
     #[arg(long, env = "RDS_IAM_PROXY_DIAL", value_name = "ADDR")]
     pub dial: Option<String>,
 
-    /// Local address to listen on. Loopback only.
-    #[arg(
-        long,
-        env = "RDS_IAM_PROXY_LISTEN",
-        value_name = "ADDR",
-        default_value = "127.0.0.1:3306"
-    )]
-    pub listen: String,
+    /// Local address to listen on, loopback only [default: 127.0.0.1:3306; a free port for exec].
+    #[arg(long, env = "RDS_IAM_PROXY_LISTEN", value_name = "ADDR")]
+    pub listen: Option<String>,
 
     /// AWS region the token is signed for [default: from the endpoint name, else the AWS config].
     #[arg(long, env = "RDS_IAM_PROXY_REGION")]
@@ -85,17 +133,21 @@ pub struct ServeArgs {
     #[arg(long, env = "RDS_IAM_PROXY_DIRECT_AUTH")]
     pub direct_auth: bool,
 
-    /// Time allowed for each login step (a packet from either side, a TLS handshake).
-    #[arg(long, env = "RDS_IAM_PROXY_HANDSHAKE_TIMEOUT", value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
-    pub handshake_timeout: std::time::Duration,
+    /// Time allowed for each login step (a packet from either side, a TLS handshake) [default: 30s].
+    #[arg(long, env = "RDS_IAM_PROXY_HANDSHAKE_TIMEOUT", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub handshake_timeout: Option<std::time::Duration>,
 
-    /// Maximum simultaneous client connections; more are refused with MySQL error 1040.
-    #[arg(long, env = "RDS_IAM_PROXY_MAX_CONNECTIONS", default_value_t = crate::proxy::DEFAULT_MAX_CONNECTIONS)]
-    pub max_connections: usize,
+    /// Maximum simultaneous client connections; more are refused with MySQL error 1040 [default: 4096].
+    #[arg(long, env = "RDS_IAM_PROXY_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
 
-    /// How long open connections may finish after SIGINT/SIGTERM before they are closed.
-    #[arg(long, env = "RDS_IAM_PROXY_MAX_SIGTERM_DELAY", value_name = "DURATION", default_value = "0s", value_parser = humantime::parse_duration)]
-    pub max_sigterm_delay: std::time::Duration,
+    /// How long open connections may finish after SIGINT/SIGTERM before they are closed [default: 0s].
+    #[arg(long, env = "RDS_IAM_PROXY_MAX_SIGTERM_DELAY", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub max_sigterm_delay: Option<std::time::Duration>,
+
+    /// Serve /startup, /readiness, /liveness and /metrics (Prometheus) over HTTP on this address.
+    #[arg(long, env = "RDS_IAM_PROXY_HEALTH_ADDR", value_name = "ADDR")]
+    pub health_addr: Option<String>,
 }
 
 /// Flags of `token`.

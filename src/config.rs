@@ -13,6 +13,9 @@ use crate::tls::CaSource;
 /// The default MySQL port, used when an endpoint omits it.
 pub const DEFAULT_PORT: u16 = 3306;
 
+/// Where the proxy listens unless told otherwise.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:3306";
+
 /// A configuration error, worded as the fix.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[non_exhaustive]
@@ -34,6 +37,9 @@ pub enum Error {
          database as you. Listen on 127.0.0.1 (or ::1)"
     )]
     NotLoopback(SocketAddr),
+    /// `--health-addr` is not an IP:PORT.
+    #[error("--health-addr `{0}` is not IP:PORT (for example 127.0.0.1:9801)")]
+    BadHealthAddr(String),
     /// No endpoint given.
     #[error("--db-endpoint is required")]
     NoEndpoint,
@@ -44,6 +50,8 @@ pub enum Error {
 pub struct Config {
     /// Local listen address.
     pub listen: SocketAddr,
+    /// Health and metrics address, if enabled.
+    pub health: Option<SocketAddr>,
     /// Where TCP connections go.
     pub dial: String,
     /// AWS profile, if one was named.
@@ -91,10 +99,10 @@ pub fn build(args: &ServeArgs, aws_region: Option<String>) -> Result<Config, Err
         .or_else(|| iam::region_from_endpoint(&host))
         .or(aws_region)
         .ok_or_else(|| Error::NoRegion(host.clone()))?;
-    let listen: SocketAddr = args
-        .listen
+    let listen_text = args.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
+    let listen: SocketAddr = listen_text
         .parse()
-        .map_err(|_| Error::BadListen(args.listen.clone()))?;
+        .map_err(|_| Error::BadListen(listen_text.to_owned()))?;
     if !listen.ip().is_loopback() {
         return Err(Error::NotLoopback(listen));
     }
@@ -113,11 +121,22 @@ pub fn build(args: &ServeArgs, aws_region: Option<String>) -> Result<Config, Err
     };
     proxy.local_tls = args.local_tls;
     proxy.direct_auth = args.direct_auth;
-    proxy.handshake_timeout = args.handshake_timeout;
-    proxy.max_connections = args.max_connections.max(1);
-    proxy.shutdown_grace = args.max_sigterm_delay;
+    if let Some(t) = args.handshake_timeout {
+        proxy.handshake_timeout = t;
+    }
+    if let Some(n) = args.max_connections {
+        proxy.max_connections = n.max(1);
+    }
+    if let Some(d) = args.max_sigterm_delay {
+        proxy.shutdown_grace = d;
+    }
+    let health = match &args.health_addr {
+        Some(h) => Some(h.parse().map_err(|_| Error::BadHealthAddr(h.clone()))?),
+        None => None,
+    };
     Ok(Config {
         listen,
+        health,
         dial,
         profile: args.profile.clone(),
         proxy,

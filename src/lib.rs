@@ -21,7 +21,9 @@
 
 pub mod cli;
 pub mod config;
+pub mod health;
 pub mod iam;
+pub mod local;
 pub mod mysql;
 pub mod proxy;
 pub mod shutdown;

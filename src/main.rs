@@ -4,16 +4,17 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::Parser;
-use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use rds_iam_proxy::cli::{Cli, Command, LogArgs, LogFormat, ServeArgs, TokenArgs};
+use rds_iam_proxy::cli::{
+    Cli, Command, DsnArgs, ExecArgs, LogArgs, LogFormat, ServeArgs, TokenArgs, WaitArgs,
+};
 use rds_iam_proxy::iam::{self, TokenCache, TokenRequest};
-use rds_iam_proxy::proxy::Proxy;
+use rds_iam_proxy::local::{LocalProxy, url_escape};
 use rds_iam_proxy::tunnel::Direct;
-use rds_iam_proxy::{config, shutdown};
+use rds_iam_proxy::{config, health, shutdown};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -30,12 +31,15 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            Some(Command::Token(args)) => token(args).await,
-            None => serve(cli.serve).await,
+            Some(Command::Token(args)) => token(args).await.map(|()| ExitCode::SUCCESS),
+            Some(Command::Exec(args)) => exec(args).await,
+            Some(Command::Dsn(args)) => dsn(&args).map(|()| ExitCode::SUCCESS),
+            Some(Command::Wait(args)) => wait(args).await.map(|()| ExitCode::SUCCESS),
+            None => serve(cli.serve).await.map(|()| ExitCode::SUCCESS),
         }
     });
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("rds-iam-proxy: {e:#}");
             ExitCode::FAILURE
@@ -63,36 +67,40 @@ fn init_tracing(log: &LogArgs) {
     }
 }
 
-async fn serve(args: ServeArgs) -> Result<()> {
+/// Builds the configuration and starts the proxy (and its health endpoint) in-process.
+async fn start(args: &ServeArgs) -> Result<(LocalProxy, config::Config)> {
     let (provider, aws_region) = iam::load_aws(args.profile.as_deref()).await;
-    let cfg = config::build(&args, aws_region)?;
+    let cfg = config::build(args, aws_region)?;
     let tokens = Arc::new(TokenCache::new(provider, cfg.profile.clone()));
     let connector = Arc::new(Direct::new(cfg.dial.clone()));
-    let proxy = Proxy::new(cfg.proxy.clone(), connector, tokens)?;
-    let listener = tokio::net::TcpListener::bind(cfg.listen)
-        .await
-        .with_context(|| {
-            format!(
-                "cannot listen on {}: is another MySQL server or proxy using it? Choose another \
-                 address with --listen (e.g. 127.0.0.1:3307)",
-                cfg.listen
-            )
-        })?;
-    let local = listener
-        .local_addr()
-        .context("reading the listen address")?;
+    let local = LocalProxy::start_with(&cfg, connector, tokens).await?;
+    if let Some(addr) = cfg.health {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on --health-addr {addr}"))?;
+        tokio::spawn(health::serve(
+            listener,
+            local.proxy().clone(),
+            local.stop_token(),
+        ));
+    }
+    Ok((local, cfg))
+}
+
+async fn serve(args: ServeArgs) -> Result<()> {
+    let (local, cfg) = start(&args).await?;
     let user = match &cfg.proxy.db_user {
         Some(u) => format!("as IAM user {u}"),
         None => "as the user each client names".to_owned(),
     };
     println!(
-        "rds-iam-proxy listening on {local}, forwarding to {} (region {}, {user})",
-        proxy.destination(),
+        "rds-iam-proxy listening on {}, forwarding to {} (region {}, {user})",
+        local.addr(),
+        local.proxy().destination(),
         cfg.proxy.region
     );
-    let stop = CancellationToken::new();
-    tokio::spawn(shutdown::on_signal(stop.clone()));
-    let left = proxy.serve(listener, stop).await;
+    tokio::spawn(shutdown::on_signal(local.stop_token()));
+    let left = local.wait().await;
     if left > 0 {
         warn!(
             open = left,
@@ -101,6 +109,77 @@ async fn serve(args: ServeArgs) -> Result<()> {
     }
     info!("stopped");
     Ok(())
+}
+
+async fn exec(mut args: ExecArgs) -> Result<ExitCode> {
+    if args.serve.listen.is_none() {
+        args.serve.listen = Some("127.0.0.1:0".to_owned());
+    }
+    let Some(user) = args.serve.db_user.clone() else {
+        bail!("exec needs the IAM database user: pass --db-user (or set RDS_IAM_PROXY_DB_USER)");
+    };
+    let (local, _cfg) = start(&args.serve).await?;
+    let addr = local.addr();
+    let (program, rest) = args
+        .command
+        .split_first()
+        .context("exec needs a client to run after `--`")?;
+    let mut cmd = tokio::process::Command::new(program);
+    let name = std::path::Path::new(program)
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
+    if name == "mysql" || name == "mariadb" {
+        cmd.arg("-h")
+            .arg(addr.ip().to_string())
+            .arg("-P")
+            .arg(addr.port().to_string())
+            .arg("-u")
+            .arg(&user)
+            .arg("--protocol=TCP");
+    }
+    cmd.args(rest)
+        .env("MYSQL_HOST", addr.ip().to_string())
+        .env("MYSQL_TCP_PORT", addr.port().to_string())
+        .env("MYSQL_USER", &user)
+        .env("DATABASE_URL", local.url())
+        .env_remove("MYSQL_PWD");
+    let status = cmd
+        .status()
+        .await
+        .with_context(|| format!("cannot run `{program}`"))?;
+    local.shutdown().await;
+    // The client's own exit code, or 128 + signal like a shell.
+    let code = status.code().unwrap_or_else(|| {
+        use std::os::unix::process::ExitStatusExt;
+        128 + status.signal().unwrap_or(0)
+    });
+    Ok(ExitCode::from(code.clamp(0, 255) as u8))
+}
+
+fn dsn(args: &DsnArgs) -> Result<()> {
+    let addr: std::net::SocketAddr = args
+        .listen
+        .parse()
+        .map_err(|_| config::Error::BadListen(args.listen.clone()))?;
+    let (host, port) = (addr.ip(), addr.port());
+    let user = &args.db_user;
+    let db = args.database.as_deref().unwrap_or("");
+    let u = url_escape(user);
+    println!("mysql://{u}@{host}:{port}/{db}");
+    println!("jdbc:mysql://{host}:{port}/{db}?user={u}&sslMode=PREFERRED");
+    println!("jdbc:mariadb://{host}:{port}/{db}?user={u}");
+    println!("MYSQL_HOST={host}");
+    println!("MYSQL_TCP_PORT={port}");
+    println!("MYSQL_USER={user}");
+    println!("DATABASE_URL=mysql://{u}@{host}:{port}/{db}");
+    Ok(())
+}
+
+async fn wait(args: WaitArgs) -> Result<()> {
+    health::wait_ready(&args.health_addr, args.timeout)
+        .await
+        .map_err(anyhow::Error::msg)
 }
 
 async fn token(args: TokenArgs) -> Result<()> {

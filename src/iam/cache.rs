@@ -235,6 +235,10 @@ impl TokenSource for TokenCache {
             "rds iam token invalidated"
         );
     }
+
+    fn mints(&self) -> u64 {
+        TokenCache::mints(self)
+    }
 }
 
 impl fmt::Debug for TokenCache {

@@ -44,6 +44,11 @@ pub trait TokenSource: Send + Sync + 'static {
 
     /// Forget a cached token for `req` (called after the server rejected it, before one retry).
     fn invalidate(&self, req: &TokenRequest);
+
+    /// How many tokens this source has minted, for metrics (0 when it does not count).
+    fn mints(&self) -> u64 {
+        0
+    }
 }
 
 /// Why no token could be produced.

@@ -9,10 +9,13 @@
 pub mod framed;
 pub mod login;
 pub mod splice;
+pub mod stats;
+
+pub use stats::Stats;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use rustls::pki_types::ServerName;
@@ -86,23 +89,6 @@ impl ProxyConfig {
     }
 }
 
-/// Counters for logs, health and metrics.
-#[derive(Debug, Default)]
-pub struct Stats {
-    /// Connections open now.
-    pub open: AtomicU64,
-    /// Connections accepted since start.
-    pub total: AtomicU64,
-    /// Logins completed.
-    pub logins: AtomicU64,
-    /// Logins that failed.
-    pub login_failures: AtomicU64,
-    /// Bytes from clients to the database.
-    pub bytes_up: AtomicU64,
-    /// Bytes from the database to clients.
-    pub bytes_down: AtomicU64,
-}
-
 /// State shared by every connection.
 pub struct Inner {
     /// The configuration.
@@ -160,6 +146,11 @@ impl Proxy {
         &self.inner.stats
     }
 
+    /// Tokens minted so far by the token source.
+    pub fn token_mints(&self) -> u64 {
+        self.inner.tokens.mints()
+    }
+
     /// The configuration.
     pub fn config(&self) -> &ProxyConfig {
         &self.inner.config
@@ -182,6 +173,8 @@ impl Proxy {
         let conns = CancellationToken::new();
         let mut next_id: u64 = 0;
         let mut backoff = Duration::from_millis(10);
+        self.inner.stats.serving.store(true, Ordering::Relaxed);
+        self.inner.stats.started.store(true, Ordering::Relaxed);
         loop {
             let accepted = tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -203,6 +196,7 @@ impl Proxy {
             next_id += 1;
             self.inner.stats.total.fetch_add(1, Ordering::Relaxed);
             let Ok(permit) = limit.clone().try_acquire_owned() else {
+                self.inner.stats.refused.fetch_add(1, Ordering::Relaxed);
                 tracker.spawn(refuse_busy(stream, self.inner.config.max_connections));
                 continue;
             };
@@ -220,6 +214,7 @@ impl Proxy {
                 .instrument(span),
             );
         }
+        self.inner.stats.serving.store(false, Ordering::Relaxed);
         drop(listener);
         tracker.close();
         let open = self.inner.stats.open.load(Ordering::Relaxed) as usize;
@@ -260,11 +255,12 @@ async fn handle(inner: Arc<Inner>, stream: TcpStream, _peer: SocketAddr) {
     debug!("accepted");
     match login::run(&inner, stream).await {
         Err(f) => {
-            inner.stats.login_failures.fetch_add(1, Ordering::Relaxed);
+            inner.stats.login_failed(f.reason);
             warn!(side = %f.side, reason = f.reason, "login failed: {}", f.detail);
         }
         Ok(est) => {
             inner.stats.logins.fetch_add(1, Ordering::Relaxed);
+            inner.stats.login_latency.observe(started.elapsed());
             info!(
                 user = %est.session.db_user,
                 upstream_conn_id = est.session.connection_id,
