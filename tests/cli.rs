@@ -5,40 +5,13 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
+use common::process::{ProxyProcess, cmd_for, isolated_cmd, mariadb};
 use common::upstream::RdsLikeUpstream;
 
-const BIN: &str = env!("CARGO_BIN_EXE_rds-iam-proxy");
-
-/// The binary with an environment that cannot reach real AWS credentials or metadata.
 fn proxy_cmd() -> Command {
-    let mut c = Command::new(BIN);
-    for var in [
-        "AWS_ACCESS_KEY_ID",
-        "AWS_SECRET_ACCESS_KEY",
-        "AWS_SESSION_TOKEN",
-        "AWS_PROFILE",
-        "AWS_REGION",
-        "AWS_DEFAULT_REGION",
-        "RUST_LOG",
-    ] {
-        c.env_remove(var);
-    }
-    for (k, _) in std::env::vars() {
-        if k.starts_with("RDS_IAM_PROXY_") {
-            c.env_remove(k);
-        }
-    }
-    c.env("AWS_CONFIG_FILE", "/nonexistent/rds-iam-proxy-test/config")
-        .env(
-            "AWS_SHARED_CREDENTIALS_FILE",
-            "/nonexistent/rds-iam-proxy-test/credentials",
-        )
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .stdin(Stdio::null());
-    c
+    isolated_cmd()
 }
 
 #[test]
@@ -135,104 +108,36 @@ fn bad_flags_are_refused_with_the_flag_named() {
     }
 }
 
-/// A proxy process that is killed if the test fails before stopping it.
-struct ProxyProcess(Child);
-
-impl Drop for ProxyProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_proxy(up: &RdsLikeUpstream, creds: bool) -> (ProxyProcess, u16) {
-    let mut c = proxy_cmd();
-    if creds {
-        c.env("AWS_ACCESS_KEY_ID", &up.akid)
-            .env("AWS_SECRET_ACCESS_KEY", &up.secret);
-    }
-    let ca = up.ca.display().to_string();
-    let child = c
-        .env("RDS_IAM_PROXY_DB_ENDPOINT", up.endpoint())
-        .env("RDS_IAM_PROXY_REGION", &up.region)
-        .args([
-            "--dial",
-            &up.dial_addr(),
-            "--listen",
-            "127.0.0.1:0",
-            "--ca-bundle",
-            &ca,
-        ])
-        .args(["-vv"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut p = ProxyProcess(child);
-    let mut line = String::new();
-    BufReader::new(p.0.stdout.as_mut().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+fn start_proxy(up: &RdsLikeUpstream, creds: bool) -> ProxyProcess {
+    let mut cmd = cmd_for(up, creds);
+    cmd.arg("-vv");
+    let p = ProxyProcess::spawn(cmd);
     // "rds-iam-proxy listening on 127.0.0.1:PORT, forwarding to fake-rds.test:3306 via tcp ..."
     assert!(
-        line.contains(&up.endpoint()) && line.contains(&up.dial_addr()),
-        "{line}"
+        p.start_line.contains(&up.endpoint()) && p.start_line.contains(&up.dial_addr()),
+        "{}",
+        p.start_line
     );
-    let addr = line
-        .split_whitespace()
-        .nth(3)
-        .unwrap()
-        .trim_end_matches(',');
-    let port = addr.rsplit(':').next().unwrap().parse().unwrap();
-    (p, port)
+    p
 }
 
-fn mariadb(port: u16, user: &str, sql: &str) -> std::process::Output {
-    Command::new("mariadb")
-        .args([
-            "--no-defaults",
-            "--protocol=TCP",
-            "--skip-ssl",
-            "-h",
-            "127.0.0.1",
-        ])
-        .args([
-            "-P",
-            &port.to_string(),
-            "-u",
-            user,
-            "--batch",
-            "--skip-column-names",
-        ])
-        .args(["-e", sql])
-        .env_remove("MYSQL_PWD")
-        .output()
-        .unwrap()
-}
-
-fn stop(mut p: ProxyProcess) -> String {
-    let pid = p.0.id().to_string();
-    let status = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-    assert!(status.success());
-    let status = p.0.wait().unwrap();
-    assert!(status.success(), "exit after SIGTERM: {status:?}");
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(p.0.stderr.as_mut().unwrap(), &mut stderr).unwrap();
-    stderr
+fn run_sql(port: u16, user: &str, sql: &str) -> std::process::Output {
+    mariadb(port, user).args(["-e", sql]).output().unwrap()
 }
 
 #[test]
 fn the_binary_serves_the_mariadb_cli_and_stops_on_sigterm() {
     let up = RdsLikeUpstream::start();
-    let (p, port) = start_proxy(&up, true);
-    let out = mariadb(port, "iamuser", "SELECT CURRENT_USER()");
+    let p = start_proxy(&up, true);
+    let out = run_sql(p.port, "iamuser", "SELECT CURRENT_USER()");
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "iamuser@%");
-    let logs = stop(p);
+    let (status, logs) = p.terminate();
+    assert!(status.success(), "exit after SIGTERM: {status:?}");
     // Trace-level logs name the connection's end and never carry the token or the secret.
     assert!(logs.contains("closed_by=client"), "{logs}");
     assert!(!logs.contains(&up.secret), "secret in logs");
@@ -242,8 +147,8 @@ fn the_binary_serves_the_mariadb_cli_and_stops_on_sigterm() {
 #[test]
 fn missing_aws_credentials_reach_the_client_as_a_mysql_error() {
     let up = RdsLikeUpstream::start();
-    let (p, port) = start_proxy(&up, false);
-    let out = mariadb(port, "iamuser", "SELECT 1");
+    let p = start_proxy(&up, false);
+    let out = run_sql(p.port, "iamuser", "SELECT 1");
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("1045"), "{stderr}");
@@ -253,7 +158,8 @@ fn missing_aws_credentials_reach_the_client_as_a_mysql_error() {
         "{stderr}"
     );
     // The proxy is still up and still says the same thing to the next client.
-    let again = mariadb(port, "iamuser", "SELECT 1");
+    let again = run_sql(p.port, "iamuser", "SELECT 1");
     assert!(String::from_utf8_lossy(&again.stderr).contains("credentials"));
-    stop(p);
+    let (status, _) = p.terminate();
+    assert!(status.success());
 }

@@ -5,37 +5,13 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use common::process::{BIN, ProxyProcess, cmd_for, mariadb};
 use common::upstream::RdsLikeUpstream;
-
-const BIN: &str = env!("CARGO_BIN_EXE_rds-iam-proxy");
-
-fn proxy_cmd(up: &RdsLikeUpstream) -> Command {
-    let mut c = Command::new(BIN);
-    for (k, _) in std::env::vars() {
-        if k.starts_with("RDS_IAM_PROXY_") || k.starts_with("AWS_") || k == "RUST_LOG" {
-            c.env_remove(k);
-        }
-    }
-    c.env("AWS_CONFIG_FILE", "/nonexistent/rds-iam-proxy-test/config")
-        .env(
-            "AWS_SHARED_CREDENTIALS_FILE",
-            "/nonexistent/rds-iam-proxy-test/credentials",
-        )
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("AWS_ACCESS_KEY_ID", &up.akid)
-        .env("AWS_SECRET_ACCESS_KEY", &up.secret)
-        .env("RDS_IAM_PROXY_DB_ENDPOINT", up.endpoint())
-        .env("RDS_IAM_PROXY_DIAL", up.dial_addr())
-        .env("RDS_IAM_PROXY_REGION", &up.region)
-        .env("RDS_IAM_PROXY_CA_BUNDLE", &up.ca)
-        .stdin(Stdio::null());
-    c
-}
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -71,23 +47,25 @@ fn metric(body: &str, name: &str) -> u64 {
         .unwrap_or_else(|| panic!("metric {name} missing in:\n{body}"))
 }
 
-struct Proc(Child);
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn exec_runs_the_client_through_a_private_proxy_and_returns_its_exit_code() {
     let up = RdsLikeUpstream::start();
-    let out = proxy_cmd(&up)
-        .args(["exec", "--db-user", "iamuser", "--", "mariadb", "--skip-ssl", "--batch"])
-        .args(["--skip-column-names", "-e"])
-        .arg("SELECT CURRENT_USER(), VARIABLE_VALUE <> '' FROM information_schema.SESSION_STATUS WHERE VARIABLE_NAME = 'Ssl_cipher'")
-        .output()
-        .unwrap();
+    let exec = |args: &[&str]| {
+        let mut c = cmd_for(&up, true);
+        c.env_remove("RDS_IAM_PROXY_LISTEN")
+            .args(["exec", "--db-user", "iamuser", "--"])
+            .args(args);
+        c.output().unwrap()
+    };
+    let out = exec(&[
+        "mariadb",
+        "--skip-ssl",
+        "--batch",
+        "--skip-column-names",
+        "-e",
+        "SELECT CURRENT_USER(), VARIABLE_VALUE <> '' FROM information_schema.SESSION_STATUS \
+         WHERE VARIABLE_NAME = 'Ssl_cipher'",
+    ]);
     assert!(
         out.status.success(),
         "{}",
@@ -96,27 +74,21 @@ fn exec_runs_the_client_through_a_private_proxy_and_returns_its_exit_code() {
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "iamuser@%\t1");
 
     // The client's failure is the exit code of exec.
-    let out = proxy_cmd(&up)
-        .args([
-            "exec",
-            "--db-user",
-            "iamuser",
-            "--",
-            "mariadb",
-            "--skip-ssl",
-        ])
-        .args(["-e", "SELECT * FROM no_such_db.no_such_table"])
-        .output()
-        .unwrap();
+    let out = exec(&[
+        "mariadb",
+        "--skip-ssl",
+        "-e",
+        "SELECT * FROM no_such_db.no_such_table",
+    ]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no_such"));
 
     // Any other program gets the environment.
-    let out = proxy_cmd(&up)
-        .args(["exec", "--db-user", "iamuser", "--", "sh", "-c"])
-        .arg("echo $MYSQL_HOST $MYSQL_USER $DATABASE_URL; exit 7")
-        .output()
-        .unwrap();
+    let out = exec(&[
+        "sh",
+        "-c",
+        "echo $MYSQL_HOST $MYSQL_USER $DATABASE_URL; exit 7",
+    ]);
     assert_eq!(out.status.code(), Some(7));
     let line = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -156,34 +128,10 @@ fn dsn_prints_connection_strings() {
 fn health_metrics_wait_and_a_draining_sigterm() {
     let up = RdsLikeUpstream::start();
     let health = format!("127.0.0.1:{}", free_port());
-    let mut child = proxy_cmd(&up)
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--health-addr",
-            &health,
-            "--max-sigterm-delay",
-            "20s",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.as_mut().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let port: u16 = line
-        .split_whitespace()
-        .nth(3)
-        .unwrap()
-        .trim_end_matches(',')
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
-    let child = Proc(child);
+    let mut cmd = cmd_for(&up, true);
+    cmd.args(["--health-addr", &health, "--max-sigterm-delay", "20s"]);
+    let proxy = ProxyProcess::spawn(cmd);
+    let port = proxy.port;
 
     let waited = Command::new(BIN)
         .args(["wait", "--health-addr", &health, "--timeout", "20s"])
@@ -201,47 +149,13 @@ fn health_metrics_wait_and_a_draining_sigterm() {
     let (_, before) = http_get(&health, "/metrics");
     assert_eq!(metric(&before, "rds_iam_proxy_logins_total"), 0);
 
-    let mariadb = |sql: &str| {
-        Command::new("mariadb")
-            .args([
-                "--no-defaults",
-                "--protocol=TCP",
-                "--skip-ssl",
-                "-h",
-                "127.0.0.1",
-            ])
-            .args([
-                "-P",
-                &port.to_string(),
-                "-u",
-                "iamuser",
-                "--batch",
-                "--skip-column-names",
-            ])
-            .args(["-e", sql])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
-    };
-    let ok = mariadb("SELECT 1").wait_with_output().unwrap();
+    let ok = mariadb(port, "iamuser")
+        .args(["-e", "SELECT 1"])
+        .output()
+        .unwrap();
     assert!(ok.status.success());
-    let bad = Command::new("mariadb")
-        .args([
-            "--no-defaults",
-            "--protocol=TCP",
-            "--skip-ssl",
-            "-h",
-            "127.0.0.1",
-        ])
-        .args([
-            "-P",
-            &port.to_string(),
-            "-u",
-            "eduser_does_not_exist",
-            "-e",
-            "SELECT 1",
-        ])
+    let bad = mariadb(port, "nobody_here")
+        .args(["-e", "SELECT 1"])
         .output()
         .unwrap();
     assert!(!bad.status.success());
@@ -266,27 +180,25 @@ fn health_metrics_wait_and_a_draining_sigterm() {
 
     // SIGTERM while a query runs: the proxy stops accepting, the query still completes, then the
     // process exits cleanly.
-    let sleeper = mariadb("SELECT SLEEP(3), 'done'");
+    let sleeper = mariadb(port, "iamuser")
+        .args(["-e", "SELECT SLEEP(3), 'done'"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let (_, m) = http_get(&health, "/metrics");
-        if metric(&m, "rds_iam_proxy_logins_total") == 2 {
-            break;
-        }
+    while metric(
+        &http_get(&health, "/metrics").1,
+        "rds_iam_proxy_logins_total",
+    ) < 2
+    {
         assert!(
             std::time::Instant::now() < deadline,
             "the sleeper never logged in"
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    let pid = child.0.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    let (status, _) = proxy.terminate();
     let out = sleeper.wait_with_output().unwrap();
     assert!(
         out.status.success(),
@@ -294,9 +206,7 @@ fn health_metrics_wait_and_a_draining_sigterm() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "0\tdone");
-    let mut child = child;
-    let status = child.0.wait().unwrap();
     assert!(status.success(), "{status:?}");
-    // New connections are refused once draining began.
+    // New connections are refused once the proxy has gone.
     assert!(TcpStream::connect(("127.0.0.1", port)).is_err());
 }

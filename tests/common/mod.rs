@@ -3,5 +3,6 @@
 #![allow(dead_code)]
 
 pub mod clients;
+pub mod process;
 pub mod proxy;
 pub mod upstream;
