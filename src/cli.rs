@@ -145,6 +145,19 @@ pub struct ServeArgs {
     #[arg(long, env = "RDS_IAM_PROXY_MAX_SIGTERM_DELAY", value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub max_sigterm_delay: Option<std::time::Duration>,
 
+    /// Allow a non-loopback --listen address; requires --local-password.
+    #[arg(long, env = "RDS_IAM_PROXY_ALLOW_REMOTE")]
+    pub allow_remote: bool,
+
+    /// Require this password from local clients (verified from the MySQL scramble).
+    #[arg(
+        long,
+        env = "RDS_IAM_PROXY_LOCAL_PASSWORD",
+        hide_env_values = true,
+        value_name = "PASSWORD"
+    )]
+    pub local_password: Option<String>,
+
     /// Serve /startup, /readiness, /liveness and /metrics (Prometheus) over HTTP on this address.
     #[arg(long, env = "RDS_IAM_PROXY_HEALTH_ADDR", value_name = "ADDR")]
     pub health_addr: Option<String>,

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use crate::cli::ServeArgs;
 use crate::iam;
+use crate::mysql::scramble::PasswordVerifier;
 use crate::proxy::ProxyConfig;
 use crate::tls::CaSource;
 
@@ -34,9 +35,13 @@ pub enum Error {
     /// `--listen` is not a loopback address.
     #[error(
         "--listen {0} is not a loopback address: anyone who can reach it would get into the \
-         database as you. Listen on 127.0.0.1 (or ::1)"
+         database as you. Listen on 127.0.0.1 (or ::1), or add --allow-remote together with \
+         --local-password"
     )]
     NotLoopback(SocketAddr),
+    /// `--allow-remote` without a password.
+    #[error("--allow-remote needs --local-password: remote clients must prove who they are")]
+    RemoteWithoutPassword,
     /// `--health-addr` is not an IP:PORT.
     #[error("--health-addr `{0}` is not IP:PORT (for example 127.0.0.1:9801)")]
     BadHealthAddr(String),
@@ -103,8 +108,12 @@ pub fn build(args: &ServeArgs, aws_region: Option<String>) -> Result<Config, Err
     let listen: SocketAddr = listen_text
         .parse()
         .map_err(|_| Error::BadListen(listen_text.to_owned()))?;
-    if !listen.ip().is_loopback() {
+    let local_password = args.local_password.as_deref().filter(|p| !p.is_empty());
+    if !listen.ip().is_loopback() && !(args.allow_remote && local_password.is_some()) {
         return Err(Error::NotLoopback(listen));
+    }
+    if args.allow_remote && local_password.is_none() {
+        return Err(Error::RemoteWithoutPassword);
     }
     let dial = args.dial.clone().unwrap_or_else(|| {
         if host.contains(':') {
@@ -120,6 +129,7 @@ pub fn build(args: &ServeArgs, aws_region: Option<String>) -> Result<Config, Err
         None => CaSource::Embedded,
     };
     proxy.local_tls = args.local_tls;
+    proxy.local_password = local_password.map(PasswordVerifier::new);
     proxy.direct_auth = args.direct_auth;
     if let Some(t) = args.handshake_timeout {
         proxy.handshake_timeout = t;

@@ -11,6 +11,7 @@ pub mod capabilities;
 pub mod handshake;
 pub mod packet;
 pub mod response;
+pub mod scramble;
 
 #[cfg(test)]
 mod golden;

@@ -307,6 +307,26 @@ async fn bridge(inner: &Arc<Inner>, leg: &mut ClientLeg) -> Result<Established, 
             format!("malformed login packet from the client: {e}"),
         )
     })?;
+    if let Some(verifier) = &cfg.local_password {
+        let plugin_name = response
+            .auth_plugin_name
+            .as_deref()
+            .filter(|_| response.capabilities.contains(Capabilities::PLUGIN_AUTH));
+        if !verifier.verify(
+            plugin_name,
+            &local_greeting.auth_plugin_data,
+            &response.auth_response,
+        ) {
+            return Err(Failure::new(
+                Side::Client,
+                "local_password",
+                codes::ACCESS_DENIED,
+                b"28000",
+                "wrong or missing local password (this proxy was started with --local-password)"
+                    .into(),
+            ));
+        }
+    }
     let client_caps = response.capabilities;
     let db_user = match &cfg.db_user {
         Some(u) => u.clone(),

@@ -27,6 +27,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::iam::TokenSource;
+use crate::mysql::scramble::PasswordVerifier;
 use crate::mysql::{ErrPacket, codes, packet};
 use crate::tls::{self, CaSource};
 use crate::tunnel::Connector;
@@ -60,6 +61,8 @@ pub struct ProxyConfig {
     pub max_connections: usize,
     /// How long open connections may finish after shutdown is requested.
     pub shutdown_grace: Duration,
+    /// Require this local password from clients (checked from its scramble, never in clear).
+    pub local_password: Option<PasswordVerifier>,
 }
 
 impl ProxyConfig {
@@ -80,6 +83,7 @@ impl ProxyConfig {
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             shutdown_grace: Duration::ZERO,
+            local_password: None,
         }
     }
 
