@@ -653,3 +653,26 @@ async fn connection_limit_refuses_with_1040_and_recovers() {
         "{stats:?}"
     );
 }
+
+/// A login still pending when shutdown's grace runs out is cut: `serve` reports it, the client
+/// sees the close, and the `open` gauge still returns to zero.
+#[tokio::test]
+async fn open_returns_to_zero_after_a_forced_shutdown() {
+    let h = Harness::start(|c| {
+        c.handshake_timeout = TIMEOUT;
+        c.shutdown_grace = Duration::ZERO;
+    })
+    .await;
+    let (mut client, mut server) = h.pair().await;
+    server.greet(&mysql84_greeting()).await;
+    client.read_greeting().await;
+    assert_eq!(h.stats().open, 1);
+    let (left, stats) = h.stop().await;
+    assert_eq!(left, 1, "serve reports the connection it cut");
+    client.expect_closed("cut by shutdown").await;
+    server.expect_closed("cut by shutdown").await;
+    assert_eq!(
+        stats.open, 0,
+        "open gauge after every connection task ended: {stats:?}"
+    );
+}

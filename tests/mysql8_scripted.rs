@@ -379,8 +379,17 @@ async fn command_phase_is_byte_identical_both_ways() {
         client.send(0, &[0x01]).await;
         client.shutdown_write().await;
         client.expect_closed("after COM_QUIT").await;
+        two.len()
     };
-    tokio::join!(server_side, client_side);
+    let ((), two_len) = tokio::join!(server_side, client_side);
+    // Every command-phase byte, and nothing of the login, is counted.
+    let up = two_len + big_query.len() + 5;
+    let down = canned_result_set().len() + big_row.len();
+    assert_eq!(
+        h.bytes(),
+        (up as u64, down as u64),
+        "(bytes_up, bytes_down)"
+    );
     let stats = h.finish().await;
     assert_eq!((stats.logins, stats.login_failures), (1, 0));
 }
@@ -826,4 +835,59 @@ async fn change_user_to_a_non_iam_account_is_refused() {
     server.expect_closed("no token for root").await;
     drop(client);
     h.finish().await;
+}
+
+/// Local TLS (`--local-tls`): the greeting offers SSL, the client's SSLRequest (seq 1) is followed
+/// by TLS, its login comes at seq 2, and the replies continue from there (`01 03` at 3, OK at 4).
+///
+/// The SSLRequest and the ClientHello arrive in one segment. Any client that writes them back to
+/// back can make them arrive so (on this single-threaded test runtime even two separate writes
+/// always do, because the proxy's task runs only after both); the bytes after the SSLRequest are
+/// the start of the TLS handshake and belong to it.
+#[tokio::test]
+async fn local_tls_login_with_the_client_hello_right_behind_the_ssl_request() {
+    let h = Harness::start(|c| c.local_tls = true).await;
+    let (mut client, mut server) = h.pair().await;
+    let pki = &h.pki;
+    let server_side = async move {
+        server.greet(&mysql84_greeting()).await;
+        // If the proxy refuses the client, the client side reports why.
+        let Ok(p) = server.next().await else { return };
+        assert_eq!((p.seq, p.payload.len()), (1, 32), "SSLRequest");
+        server.start_tls(pki.good.clone()).await.expect("TLS");
+        server.read_response().await;
+        server.switch_to_clear_password(3).await;
+        verify_token(&server.read_token(4).await, "iamuser");
+        server.send(5, PLAIN_OK).await;
+        server.expect_closed("client closed").await;
+    };
+    let client_side = async {
+        let (g, _) = client.read_greeting().await;
+        assert!(
+            g.capabilities.contains(Capabilities::SSL),
+            "local TLS offered"
+        );
+        let mut ssl = BytesMut::new();
+        rds_iam_proxy::mysql::SslRequest {
+            capabilities: mysql8_client_caps() | Capabilities::SSL,
+            max_packet_size: 16 * 1024 * 1024,
+            character_set: 255,
+        }
+        .encode(&mut ssl);
+        if let Err(e) = client.start_tls(Some(frame(1, &ssl))).await {
+            panic!("local TLS handshake failed: {e}");
+        }
+        let mut login = client_response("iamuser", "caching_sha2_password", SHA2_ANSWER);
+        login.capabilities = login.capabilities | Capabilities::SSL;
+        client.send(2, &encode_response(&login)).await;
+        let fast = client.expect_packet("fast auth").await;
+        assert_eq!((fast.seq, &fast.payload[..]), (3, &[0x01, 0x03][..]));
+        let ok = client.expect_packet("OK").await;
+        assert_eq!((ok.seq, &ok.payload[..]), (4, PLAIN_OK));
+        client.shutdown_write().await;
+        client.expect_closed("after close").await;
+    };
+    tokio::join!(server_side, client_side);
+    let stats = h.finish().await;
+    assert_eq!((stats.logins, stats.login_failures), (1, 0));
 }

@@ -312,12 +312,12 @@ impl PacketIo {
 
     async fn next_unguarded(&mut self) -> Result<RawPacket, Closed> {
         loop {
-            if let Some((len, seq)) = packet::peek_header(&self.rbuf) {
-                if self.rbuf.len() >= packet::HEADER_LEN + len {
-                    let raw = self.rbuf.split_to(packet::HEADER_LEN + len).freeze();
-                    let payload = raw.slice(packet::HEADER_LEN..);
-                    return Ok(RawPacket { seq, payload, raw });
-                }
+            if let Some((len, seq)) = packet::peek_header(&self.rbuf)
+                && self.rbuf.len() >= packet::HEADER_LEN + len
+            {
+                let raw = self.rbuf.split_to(packet::HEADER_LEN + len).freeze();
+                let payload = raw.slice(packet::HEADER_LEN..);
+                return Ok(RawPacket { seq, payload, raw });
             }
             self.rbuf.reserve(64 * 1024);
             match self.io.read_buf(&mut self.rbuf).await {
@@ -421,7 +421,7 @@ impl Drop for Pki {
 /// Records every byte read from the raw TCP socket (below TLS), to prove what did or did not
 /// travel in cleartext.
 struct Recorder {
-    inner: TcpStream,
+    inner: BoxStream,
     seen: Arc<Mutex<Vec<u8>>>,
 }
 
@@ -543,7 +543,7 @@ impl ServerConn {
     fn new(tcp: TcpStream) -> Self {
         let raw = Arc::new(Mutex::new(Vec::new()));
         let rec = Recorder {
-            inner: tcp,
+            inner: Box::new(tcp),
             seen: raw.clone(),
         };
         ServerConn {
@@ -1023,7 +1023,7 @@ pub struct Harness {
     pub tokens: Arc<TokenCache>,
     /// The proxy's listen address.
     pub addr: SocketAddr,
-    stop: CancellationToken,
+    shutdown: CancellationToken,
     serve: Option<JoinHandle<usize>>,
 }
 
@@ -1070,7 +1070,7 @@ impl Harness {
             proxy,
             tokens,
             addr,
-            stop,
+            shutdown: stop,
             serve: Some(serve),
         }
     }
@@ -1100,17 +1100,32 @@ impl Harness {
 
     /// Stops the proxy, waits for every connection task to end (the proxy reports none left
     /// after the grace) and returns the final counters.
-    pub async fn finish(mut self) -> StatsSnapshot {
-        self.stop.cancel();
-        let serve = self.serve.take().expect("finish once");
+    pub async fn finish(self) -> StatsSnapshot {
+        let (left, stats) = self.stop().await;
+        assert_eq!(left, 0, "connections still open at shutdown");
+        assert_eq!(stats.open, 0, "open connections after all ended");
+        stats
+    }
+
+    /// Stops the proxy; returns what `serve` returned (connections still open when the grace
+    /// ran out) and the counters after it returned.
+    pub async fn stop(mut self) -> (usize, StatsSnapshot) {
+        self.shutdown.cancel();
+        let serve = self.serve.take().expect("stop once");
         let left = tokio::time::timeout(GUARD + GUARD, serve)
             .await
             .expect("serve did not return")
             .expect("serve panicked");
-        assert_eq!(left, 0, "connections still open at shutdown");
-        let stats = self.stats();
-        assert_eq!(stats.open, 0, "open connections after all ended");
-        stats
+        (left, self.stats())
+    }
+
+    /// Byte counters of the splice: (client → database, database → client).
+    pub fn bytes(&self) -> (u64, u64) {
+        let s = self.proxy.stats();
+        (
+            s.bytes_up.load(Ordering::Relaxed),
+            s.bytes_down.load(Ordering::Relaxed),
+        )
     }
 
     /// A complete good session through the proxy: MySQL 8.4 greeting, IAM login with a valid
@@ -1159,7 +1174,7 @@ impl Harness {
 
 impl Drop for Harness {
     fn drop(&mut self) {
-        self.stop.cancel();
+        self.shutdown.cancel();
         if let Some(serve) = self.serve.take() {
             serve.abort();
         }
@@ -1215,5 +1230,161 @@ impl TokenSource for SsoExpiredOnce {
 
     fn invalidate(&self, req: &TokenRequest) {
         self.inner.invalidate(req)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Local TLS on the client side
+// ---------------------------------------------------------------------------------------------
+
+/// Accepts any server certificate (the proxy's local one is ephemeral and self-signed), still
+/// checking handshake signatures.
+#[derive(Debug)]
+struct AcceptAnyCert(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AcceptAnyCert {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// Prepends `pending` to the first write, so an SSLRequest and the TLS ClientHello leave in one
+/// segment (as a fast client can make them arrive).
+struct Coalesce {
+    pending: Option<Bytes>,
+    out: BytesMut,
+    first_len: Option<usize>,
+    inner: BoxStream,
+}
+
+impl AsyncRead for Coalesce {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Coalesce {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        if let Some(p) = this.pending.take() {
+            this.out.extend_from_slice(&p);
+            this.out.extend_from_slice(buf);
+            this.first_len = Some(buf.len());
+        }
+        if let Some(first) = this.first_len {
+            while !this.out.is_empty() {
+                let n = match Pin::new(&mut this.inner).poll_write(cx, &this.out) {
+                    Poll::Ready(Ok(n)) => n,
+                    other => return other,
+                };
+                let _ = this.out.split_to(n);
+            }
+            this.first_len = None;
+            return Poll::Ready(Ok(first));
+        }
+        Pin::new(&mut this.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+impl TestClient {
+    /// Runs TLS to the proxy's local listener (any certificate accepted). With `coalesce`, those
+    /// bytes (the SSLRequest frame) are sent in the same write as the ClientHello; without, the
+    /// caller has sent the SSLRequest already.
+    pub async fn start_tls(&mut self, coalesce: Option<Bytes>) -> io::Result<()> {
+        assert!(self.io.rbuf.is_empty(), "bytes from the proxy before TLS");
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .expect("protocol versions")
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AcceptAnyCert(provider)))
+            .with_no_client_auth();
+        let placeholder: BoxStream = Box::new(tokio::io::duplex(1).0);
+        let raw = std::mem::replace(&mut self.io.io, placeholder);
+        // Record what the proxy sends during the handshake, to show it if TLS fails.
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let raw: BoxStream = Box::new(Recorder {
+            inner: raw,
+            seen: seen.clone(),
+        });
+        let raw: BoxStream = match coalesce {
+            Some(pending) => Box::new(Coalesce {
+                pending: Some(pending),
+                out: BytesMut::new(),
+                first_len: None,
+                inner: raw,
+            }),
+            None => raw,
+        };
+        let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+        let connect = tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, raw);
+        let tls = tokio::time::timeout(GUARD, connect)
+            .await
+            .expect("local TLS hung")
+            .map_err(|e| {
+                let got = seen.lock().unwrap().clone();
+                let plain = got
+                    .get(4..)
+                    .filter(|p| p.first() == Some(&0xFF))
+                    .and_then(|p| ErrPacket::decode(p).ok())
+                    .map(|e| format!("a plaintext ERR {}: {}", e.code, e.message_str()))
+                    .unwrap_or_else(|| format!("{:02x?}", &got[..got.len().min(32)]));
+                io::Error::new(e.kind(), format!("{e}; the proxy sent {plain}"))
+            })?;
+        self.io.io = Box::new(tls);
+        Ok(())
     }
 }
