@@ -30,7 +30,7 @@ use aws_credential_types::Credentials;
 use aws_credential_types::provider::SharedCredentialsProvider;
 use bytes::{BufMut, Bytes, BytesMut};
 use rds_iam_proxy::iam::{self, AuthToken, TokenCache, TokenRequest, TokenSource, presign};
-use rds_iam_proxy::mysql::buf::{Reader, put_lenenc_bytes, put_lenenc_int};
+use rds_iam_proxy::mysql::buf::put_lenenc_bytes;
 use rds_iam_proxy::mysql::packet;
 use rds_iam_proxy::mysql::{
     AuthSwitchRequest, Capabilities, ErrPacket, HandshakeResponse41, HandshakeV10, SslRequest,
@@ -231,19 +231,6 @@ pub fn encode_err(e: &ErrPacket) -> Bytes {
     b.freeze()
 }
 
-/// A connection-attributes block (`int<lenenc>` total, then lenenc key/value pairs).
-pub fn encode_attrs(attrs: &[(Bytes, Bytes)]) -> Bytes {
-    let mut block = BytesMut::new();
-    for (k, v) in attrs {
-        put_lenenc_bytes(&mut block, k);
-        put_lenenc_bytes(&mut block, v);
-    }
-    let mut out = BytesMut::new();
-    put_lenenc_int(&mut out, block.len() as u64);
-    out.put_slice(&block);
-    out.freeze()
-}
-
 /// A canned DEPRECATE_EOF result set for `SELECT 1` (column count, one column definition, one
 /// row, a terminating OK with header `0xFE`), sequence ids 1..=4, as raw bytes.
 pub fn canned_result_set() -> Bytes {
@@ -289,7 +276,7 @@ struct PacketIo {
 pub enum Closed {
     /// Clean EOF with no partial packet.
     Eof,
-    /// EOF or a socket/TLS error, with this many bytes of an incomplete packet buffered.
+    /// A socket or TLS error, or EOF inside a packet.
     Error(String),
 }
 
@@ -568,11 +555,6 @@ impl ServerConn {
     /// Sends raw bytes.
     pub async fn send_raw(&mut self, bytes: &[u8]) {
         self.io.write(bytes).await.expect("upstream write");
-    }
-
-    /// Sends raw bytes, ignoring failure (the proxy may be gone).
-    pub async fn try_send_raw(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.io.write(bytes).await
     }
 
     /// The next packet, or how the proxy closed.
@@ -1179,20 +1161,6 @@ impl Drop for Harness {
             serve.abort();
         }
     }
-}
-
-/// Reads a lenenc-prefixed attribute block back (for comparisons).
-pub fn decode_attrs(block: &[u8]) -> Vec<(Bytes, Bytes)> {
-    let mut r = Reader::new(block);
-    let inner = r.lenenc_bytes("attrs").expect("attrs block");
-    let mut a = Reader::new(inner);
-    let mut out = Vec::new();
-    while !a.is_empty() {
-        let k = a.lenenc_bytes("k").expect("key");
-        let v = a.lenenc_bytes("v").expect("value");
-        out.push((Bytes::copy_from_slice(k), Bytes::copy_from_slice(v)));
-    }
-    out
 }
 
 /// A token source whose first request fails as an expired AWS SSO login (profile `dev`), then
