@@ -1,0 +1,678 @@
+//! Hostile or broken input from either side of the proxy. Each case must end that one connection
+//! with a clear MySQL ERR (or a clean close where no reply is possible), send nothing it should
+//! not (no token without verified TLS), and leave the proxy serving: after every case a full good
+//! session runs through the same proxy, and the counters show one failure, one login and no
+//! connection left open.
+
+mod support;
+
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use rds_iam_proxy::mysql::{Capabilities, ErrPacket, SslRequest};
+use support::fake::*;
+
+/// The proxy's per-step login timeout in these tests.
+const TIMEOUT: Duration = Duration::from_secs(2);
+
+async fn harness() -> Harness {
+    Harness::start(|c| c.handshake_timeout = TIMEOUT).await
+}
+
+/// A harness, a client that has read the local greeting, and the upstream leg the proxy opened.
+async fn greeted() -> (Harness, TestClient, ServerConn) {
+    let h = harness().await;
+    let (mut client, mut server) = h.pair().await;
+    server.greet(&mysql84_greeting()).await;
+    client.read_greeting().await;
+    (h, client, server)
+}
+
+/// The upstream leg of a connection the client broke: closed, with not one byte sent on it.
+async fn upstream_untouched(mut server: ServerConn) {
+    server.expect_closed("the client failed its login").await;
+    assert_eq!(
+        server.raw_received(),
+        b"",
+        "bytes sent upstream for a broken client"
+    );
+}
+
+/// Runs a good session through the same proxy, stops it, and checks the counters: the bad case
+/// counted as one failure, the good one as a login, nothing left open.
+async fn still_serving(h: Harness) {
+    h.good_session().await;
+    let stats = h.finish().await;
+    assert_eq!(
+        (stats.total, stats.logins, stats.login_failures, stats.open),
+        (2, 1, 1, 0),
+        "{stats:?}"
+    );
+}
+
+fn assert_contains(msg: &str, parts: &[&str]) {
+    for p in parts {
+        assert!(msg.contains(p), "message lacks {p:?}: {msg}");
+    }
+}
+
+fn login(user: &str) -> Bytes {
+    encode_response(&client_response(user, "mysql_native_password", b""))
+}
+
+/// The upstream asserts what it saw never carried the token in cleartext.
+fn no_token_in_cleartext(server: &ServerConn) {
+    let raw = server.raw_received();
+    for needle in [&b"Action=connect"[..], b"X-Amz-", b"rds-db"] {
+        assert!(
+            !raw.windows(needle.len()).any(|w| w == needle),
+            "token material in cleartext upstream"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The client side
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn client_sends_a_garbage_login_packet() {
+    let (h, mut client, server) = greeted().await;
+    client.send(1, b"\x01\x02\x03hello").await;
+    let err = client.expect_err(2).await;
+    assert_eq!((err.code, err.sql_state), (1043, Some(*b"08S01")));
+    assert_contains(
+        &err.message_str(),
+        &["rds-iam-proxy", "malformed login packet", "truncated"],
+    );
+    upstream_untouched(server).await;
+    still_serving(h).await;
+}
+
+#[tokio::test]
+async fn client_speaks_http_instead_of_mysql() {
+    let (h, mut client, server) = greeted().await;
+    client
+        .send_raw(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await;
+    // "GET " read as a header announces 5,522,759 bytes: refused at once, not awaited.
+    let p = client.expect_packet("ERR").await;
+    let err = ErrPacket::decode(&p.payload).expect("ERR");
+    assert_eq!(err.code, 1043);
+    assert_contains(
+        &err.message_str(),
+        &["bad packet from the client", "exceeds"],
+    );
+    client.expect_closed("after ERR").await;
+    upstream_untouched(server).await;
+    still_serving(h).await;
+}
+
+/// A header announcing 16 MiB − 1 bytes is refused from the header alone: the proxy answers while
+/// the payload is still missing (so it did not wait to buffer it), at the sequence id after the
+/// client's.
+#[tokio::test]
+async fn client_announces_a_16_mib_login_packet() {
+    let (h, mut client, server) = greeted().await;
+    let mut bytes = vec![0xFF, 0xFF, 0xFF, 0x01];
+    bytes.extend_from_slice(&[0x41; 100]);
+    client.send_raw(&bytes).await;
+    let p = client.expect_packet("ERR").await;
+    let err = ErrPacket::decode(&p.payload).expect("ERR");
+    assert_eq!(err.code, 1043);
+    assert_contains(
+        &err.message_str(),
+        &["bad packet from the client", "16777215", "exceeds"],
+    );
+    assert!(
+        !err.message_str().contains("within"),
+        "the proxy waited for the payload: {}",
+        err.message_str()
+    );
+    client.expect_closed("after ERR").await;
+    upstream_untouched(server).await;
+    // The client's packet was seq 1; an ERR at seq 1 is "packets out of order" to libmysqlclient,
+    // Connector/C and PyMySQL, which then drop the message.
+    assert_eq!(p.seq, 2, "ERR sequence id after the client's seq-1 packet");
+    still_serving(h).await;
+}
+
+#[tokio::test]
+async fn client_sends_only_the_fixed_head_of_its_login() {
+    let (h, mut client, server) = greeted().await;
+    let full = login("iamuser");
+    client.send(1, &full[..32]).await;
+    let err = client.expect_err(2).await;
+    assert_eq!((err.code, err.sql_state), (1043, Some(*b"08S01")));
+    assert_contains(
+        &err.message_str(),
+        &["malformed login packet", "truncated", "username"],
+    );
+    upstream_untouched(server).await;
+    still_serving(h).await;
+}
+
+#[tokio::test]
+async fn client_closes_in_the_middle_of_its_login_packet() {
+    let (h, mut client, server) = greeted().await;
+    let full = frame(1, &login("iamuser"));
+    client.send_raw(&full[..full.len() / 2]).await;
+    client.shutdown_write().await;
+    // Nobody to tell: the proxy just closes.
+    client.expect_closed("client went away mid-packet").await;
+    upstream_untouched(server).await;
+    still_serving(h).await;
+}
+
+#[tokio::test]
+async fn client_asks_for_tls_when_local_tls_is_off() {
+    let (h, mut client, server) = greeted().await;
+    let ssl = SslRequest {
+        capabilities: mysql8_client_caps() | Capabilities::SSL,
+        max_packet_size: 16 * 1024 * 1024,
+        character_set: 255,
+    };
+    let mut payload = BytesMut::new();
+    ssl.encode(&mut payload);
+    client.send(1, &payload).await;
+    let err = client.expect_err(2).await;
+    assert_eq!((err.code, err.sql_state), (1043, Some(*b"08S01")));
+    assert_contains(&err.message_str(), &["asked for TLS", "--local-tls"]);
+    upstream_untouched(server).await;
+    still_serving(h).await;
+}
+
+#[tokio::test]
+async fn client_never_sends_its_login() {
+    let (h, mut client, server) = greeted().await;
+    let p = client.expect_packet("ERR after the timeout").await;
+    let err = ErrPacket::decode(&p.payload).expect("ERR");
+    assert_eq!(err.code, 1043);
+    assert_contains(
+        &err.message_str(),
+        &["did not send its login response within 2s"],
+    );
+    client.expect_closed("after ERR").await;
+    upstream_untouched(server).await;
+    still_serving(h).await;
+}
+
+#[tokio::test]
+async fn client_without_protocol_41() {
+    let (h, mut client, server) = greeted().await;
+    let mut r = client_response("iamuser", "mysql_native_password", NATIVE_ANSWER);
+    r.capabilities = r.capabilities - Capabilities::PROTOCOL_41;
+    client.send(1, &encode_response(&r)).await;
+    let err = client.expect_err(2).await;
+    assert_eq!(err.code, 1043);
+    assert_contains(&err.message_str(), &["PROTOCOL_41"]);
+    upstream_untouched(server).await;
+    still_serving(h).await;
+}
+
+#[tokio::test]
+async fn client_without_a_user_name() {
+    let (h, mut client, server) = greeted().await;
+    client.send(1, &login("")).await;
+    let err = client.expect_err(2).await;
+    assert_eq!((err.code, err.sql_state), (1045, Some(*b"28000")));
+    assert_contains(&err.message_str(), &["IAM database user name", "--db-user"]);
+    upstream_untouched(server).await;
+    still_serving(h).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The upstream side before TLS: the client gets the ERR in place of the greeting (seq 0)
+// ---------------------------------------------------------------------------------------------
+
+/// The client's view when the upstream fails before the proxy could greet: an ERR as packet #0
+/// without SQLSTATE (capabilities are not agreed yet), then close.
+async fn err_instead_of_greeting(client: &mut TestClient) -> ErrPacket {
+    let err = client.expect_err(0).await;
+    assert_eq!(err.sql_state, None, "no SQLSTATE before the greeting");
+    err
+}
+
+#[tokio::test]
+async fn upstream_closes_right_after_accept() {
+    let h = harness().await;
+    let (mut client, server) = h.pair().await;
+    drop(server);
+    let err = err_instead_of_greeting(&mut client).await;
+    assert_eq!(err.code, 2003);
+    assert_contains(
+        &err.message_str(),
+        &[
+            "mysql8.test:3306",
+            "did not send a valid MySQL greeting",
+            "closed",
+        ],
+    );
+    still_serving(h).await;
+}
+
+#[tokio::test]
+async fn upstream_speaks_ssh_instead_of_mysql() {
+    let h = harness().await;
+    let (mut client, mut server) = h.pair().await;
+    server.send_raw(b"SSH-2.0-OpenSSH_9.6\r\n").await;
+    let err = err_instead_of_greeting(&mut client).await;
+    assert_eq!(err.code, 2003);
+    assert_contains(
+        &err.message_str(),
+        &[
+            "did not send a valid MySQL greeting",
+            "exceeds",
+            "really a MySQL endpoint",
+        ],
+    );
+    drop(server);
+    still_serving(h).await;
+}
+
+#[tokio::test]
+async fn upstream_sends_a_greeting_of_another_protocol_version() {
+    let h = harness().await;
+    let (mut client, mut server) = h.pair().await;
+    let mut g = encode_greeting(&mysql84_greeting()).to_vec();
+    g[0] = 9;
+    server.send(0, &g).await;
+    let err = err_instead_of_greeting(&mut client).await;
+    assert_eq!(err.code, 1043);
+    assert_contains(
+        &err.message_str(),
+        &["greeting the proxy cannot read", "protocol version"],
+    );
+    server.expect_closed("bad greeting").await;
+    still_serving(h).await;
+}
+
+#[tokio::test]
+async fn upstream_err_in_place_of_the_greeting_is_forwarded_as_packet_0() {
+    let h = harness().await;
+    let (mut client, mut server) = h.pair().await;
+    let too_many = ErrPacket::before_greeting(1040, "Too many connections");
+    server.send(0, &encode_err(&too_many)).await;
+    let p = client.expect_packet("ERR").await;
+    assert_eq!(p.seq, 0);
+    assert_eq!(p.payload, encode_err(&too_many), "forwarded byte for byte");
+    client.expect_closed("after ERR").await;
+    server.expect_closed("refused").await;
+    still_serving(h).await;
+}
+
+#[tokio::test]
+async fn upstream_without_tls_gets_no_login_and_no_token() {
+    let h = harness().await;
+    let (mut client, mut server) = h.pair().await;
+    let mut g = mysql84_greeting();
+    g.capabilities = g.capabilities - Capabilities::SSL;
+    server.greet(&g).await;
+    let err = err_instead_of_greeting(&mut client).await;
+    assert_eq!(err.code, 1043);
+    assert_contains(
+        &err.message_str(),
+        &[
+            "mysql8.test:3306",
+            "does not offer TLS",
+            "never sent in cleartext",
+        ],
+    );
+    server.expect_closed("no TLS").await;
+    assert_eq!(
+        server.raw_received(),
+        b"",
+        "anything sent to a TLS-less server"
+    );
+    still_serving(h).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The upstream side during TLS and authentication: the client's login is answered with an ERR
+// ---------------------------------------------------------------------------------------------
+
+/// A client that logged in with mysql_native_password (so no `01 03`): its ERR comes at seq 2.
+async fn client_logs_in(client: &mut TestClient) {
+    client.send(1, &login("iamuser")).await;
+}
+
+#[tokio::test]
+async fn upstream_closes_after_the_ssl_request() {
+    let (h, mut client, mut server) = greeted().await;
+    client_logs_in(&mut client).await;
+    server.read_ssl_request().await;
+    drop(server);
+    let err = client.expect_err(2).await;
+    assert_eq!(err.code, 2026);
+    assert_contains(
+        &err.message_str(),
+        &["TLS handshake with mysql8.test:3306 failed"],
+    );
+    still_serving(h).await;
+}
+
+#[tokio::test]
+async fn upstream_certificate_for_the_wrong_name_gets_no_token() {
+    let (h, mut client, mut server) = greeted().await;
+    client_logs_in(&mut client).await;
+    server.read_ssl_request().await;
+    let tls = server.start_tls(h.pki.wrong_name.clone()).await;
+    assert!(
+        tls.is_err(),
+        "the proxy accepted a certificate for other.test"
+    );
+    let err = client.expect_err(2).await;
+    assert_eq!(err.code, 2026);
+    let ca = h.pki.ca_path.display().to_string();
+    assert_contains(
+        &err.message_str(),
+        &[
+            "TLS verification of mysql8.test:3306 failed",
+            "must name mysql8.test",
+            &ca,
+        ],
+    );
+    server.expect_closed("TLS refused").await;
+    no_token_in_cleartext(&server);
+    still_serving(h).await;
+}
+
+#[tokio::test]
+async fn upstream_certificate_from_another_ca_gets_no_token() {
+    let (h, mut client, mut server) = greeted().await;
+    let stranger = Pki::new();
+    client_logs_in(&mut client).await;
+    server.read_ssl_request().await;
+    let tls = server.start_tls(stranger.good.clone()).await;
+    assert!(
+        tls.is_err(),
+        "the proxy accepted a certificate from an unknown CA"
+    );
+    let err = client.expect_err(2).await;
+    assert_eq!(err.code, 2026);
+    let ca = h.pki.ca_path.display().to_string();
+    assert_contains(&err.message_str(), &["TLS verification", &ca]);
+    server.expect_closed("TLS refused").await;
+    no_token_in_cleartext(&server);
+    still_serving(h).await;
+}
+
+#[tokio::test]
+async fn upstream_rejects_the_token() {
+    let (h, mut client, mut server) = greeted().await;
+    client_logs_in(&mut client).await;
+    server.read_ssl_request().await;
+    server.start_tls(h.pki.good.clone()).await.expect("TLS");
+    server.read_response().await;
+    server.switch_to_clear_password(3).await;
+    let token = server.read_token(4).await;
+    verify_token(&token, "iamuser");
+    let denied = ErrPacket::new(
+        1045,
+        b"28000",
+        "Access denied for user 'iamuser'@'10.0.0.1' (using password: YES)",
+    );
+    server.send(5, &encode_err(&denied)).await;
+    let err = client.expect_err(2).await;
+    assert_eq!((err.code, err.sql_state), (1045, Some(*b"28000")));
+    assert_contains(
+        &err.message_str(),
+        &[
+            "'iamuser'",
+            "us-east-1",
+            "rds-db:connect",
+            "AWSAuthenticationPlugin",
+            "Access denied for user 'iamuser'@'10.0.0.1'",
+        ],
+    );
+    server.expect_closed("login refused").await;
+    assert_eq!(h.tokens.mints(), 1);
+    still_serving_after_fresh_token(h).await;
+}
+
+/// After a rejected token the cache was invalidated: the good session mints a new one.
+async fn still_serving_after_fresh_token(h: Harness) {
+    h.good_session().await;
+    assert_eq!(h.tokens.mints(), 2, "the rejected token was reused");
+    still_serving_counts(h).await;
+}
+
+async fn still_serving_counts(h: Harness) {
+    let stats = h.finish().await;
+    assert_eq!(
+        (stats.total, stats.logins, stats.login_failures, stats.open),
+        (2, 1, 1, 0),
+        "{stats:?}"
+    );
+}
+
+/// The upstream answers the login (before any token) with something other than a switch to
+/// mysql_clear_password; the proxy refuses with 1251 and sends no token.
+async fn upstream_wants_another_auth(reply: &[u8], asked: &str) {
+    let (h, mut client, mut server) = greeted().await;
+    client_logs_in(&mut client).await;
+    server.read_ssl_request().await;
+    server.start_tls(h.pki.good.clone()).await.expect("TLS");
+    server.read_response().await;
+    server.send(3, reply).await;
+    let err = client.expect_err(2).await;
+    assert_eq!((err.code, err.sql_state), (1251, Some(*b"08004")));
+    assert_contains(
+        &err.message_str(),
+        &[
+            "'iamuser'",
+            asked,
+            "AWSAuthenticationPlugin",
+            "not an IAM database user",
+        ],
+    );
+    server.expect_closed("no token for a non-IAM account").await;
+    still_serving(h).await;
+}
+
+#[tokio::test]
+async fn upstream_switches_to_caching_sha2() {
+    let mut switch = b"\xfecaching_sha2_password\0".to_vec();
+    switch.extend_from_slice(UPSTREAM_SCRAMBLE);
+    switch.push(0);
+    upstream_wants_another_auth(&switch, "caching_sha2_password").await;
+}
+
+#[tokio::test]
+async fn upstream_asks_for_caching_sha2_full_authentication() {
+    upstream_wants_another_auth(&[0x01, 0x04], "caching_sha2_password").await;
+}
+
+#[tokio::test]
+async fn upstream_sends_the_pre_41_old_password_switch() {
+    let (h, mut client, mut server) = greeted().await;
+    client_logs_in(&mut client).await;
+    server.read_ssl_request().await;
+    server.start_tls(h.pki.good.clone()).await.expect("TLS");
+    server.read_response().await;
+    server.send(3, &[0xFE]).await;
+    let err = client.expect_err(2).await;
+    assert_eq!(err.code, 1043);
+    assert_contains(
+        &err.message_str(),
+        &["malformed login reply", "old-password"],
+    );
+    server.expect_closed("no token").await;
+    still_serving(h).await;
+}
+
+#[tokio::test]
+async fn upstream_never_answers_the_token() {
+    let (h, mut client, mut server) = greeted().await;
+    client_logs_in(&mut client).await;
+    server.read_ssl_request().await;
+    server.start_tls(h.pki.good.clone()).await.expect("TLS");
+    server.read_response().await;
+    server.switch_to_clear_password(3).await;
+    server.read_token(4).await;
+    // Silence: the proxy gives up after its login timeout and closes this leg.
+    server.expect_closed("timed out").await;
+    let err = client.expect_err(2).await;
+    assert_eq!(err.code, 2003);
+    assert_contains(
+        &err.message_str(),
+        &["mysql8.test:3306", "failed during login", "within 2s"],
+    );
+    still_serving(h).await;
+}
+
+#[tokio::test]
+async fn upstream_asks_for_a_second_factor() {
+    let (h, mut client, mut server) = greeted().await;
+    client_logs_in(&mut client).await;
+    server.read_ssl_request().await;
+    server.start_tls(h.pki.good.clone()).await.expect("TLS");
+    server.read_response().await;
+    server.switch_to_clear_password(3).await;
+    server.read_token(4).await;
+    server.send(5, b"\x02authentication_fido_client\0").await;
+    let err = client.expect_err(2).await;
+    assert_eq!((err.code, err.sql_state), (1251, Some(*b"08004")));
+    assert_contains(
+        &err.message_str(),
+        &["'iamuser'", "second authentication factor", "IAM only"],
+    );
+    server.expect_closed("MFA refused").await;
+    still_serving(h).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Counters across many failures on one proxy
+// ---------------------------------------------------------------------------------------------
+
+/// `open` counts a connection while its login is pending and drops back to zero; every failure
+/// above, run back to back on one proxy, is one `login_failures`.
+#[tokio::test]
+async fn counters_follow_failures_and_open_returns_to_zero() {
+    let h = harness().await;
+    // One pending login is open.
+    let (mut client, mut server) = h.pair().await;
+    server.greet(&mysql84_greeting()).await;
+    client.read_greeting().await;
+    assert_eq!(h.stats().open, 1);
+    // A handful of failures of different kinds, one after the other.
+    client.send(1, b"garbage").await;
+    client.expect_err(2).await;
+    server.expect_closed("client failed").await;
+
+    let (mut client, server) = h.pair().await;
+    drop(server);
+    client.expect_err(0).await;
+
+    let (mut client, mut server) = h.pair().await;
+    let mut g = mysql84_greeting();
+    g.capabilities = g.capabilities - Capabilities::SSL;
+    server.greet(&g).await;
+    client.expect_err(0).await;
+
+    let (mut client, mut server) = h.pair().await;
+    server.greet(&mysql84_greeting()).await;
+    client.read_greeting().await;
+    client.send(1, &login("iamuser")).await;
+    server.read_ssl_request().await;
+    assert!(server.start_tls(h.pki.wrong_name.clone()).await.is_err());
+    client.expect_err(2).await;
+
+    let (mut client, mut server) = h.pair().await;
+    server.greet(&mysql84_greeting()).await;
+    client.read_greeting().await;
+    drop(client);
+    server.expect_closed("client left").await;
+
+    h.good_session().await;
+    let stats = h.finish().await;
+    assert_eq!(
+        (stats.total, stats.logins, stats.login_failures, stats.open),
+        (6, 1, 5, 0),
+        "{stats:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The proxy's own side: AWS credentials and the connection limit
+// ---------------------------------------------------------------------------------------------
+
+/// No token can be made (expired SSO login): the client is told what to run, and the upstream,
+/// already in TLS, gets no login packet at all.
+#[tokio::test]
+async fn aws_credentials_fail_then_the_next_login_works() {
+    let h = Harness::start_with(|c| c.handshake_timeout = TIMEOUT, SsoExpiredOnce::wrap).await;
+    let (mut client, mut server) = h.pair().await;
+    server.greet(&mysql84_greeting()).await;
+    client.read_greeting().await;
+    client_logs_in(&mut client).await;
+    server.read_ssl_request().await;
+    server.start_tls(h.pki.good.clone()).await.expect("TLS");
+    let err = client.expect_err(2).await;
+    assert_eq!((err.code, err.sql_state), (1045, Some(*b"28000")));
+    assert_contains(
+        &err.message_str(),
+        &[
+            "cannot create an IAM token for 'iamuser' on mysql8.test:3306",
+            "aws sso login --profile dev",
+        ],
+    );
+    server
+        .expect_closed("no HandshakeResponse41 without a token")
+        .await;
+    still_serving(h).await;
+}
+
+/// Over `--max-connections`, a client gets ERR 1040 as packet #0 and no upstream connection is
+/// opened for it; once the slot frees, logins work again.
+#[tokio::test]
+async fn connection_limit_refuses_with_1040_and_recovers() {
+    let h = Harness::start(|c| {
+        c.handshake_timeout = TIMEOUT;
+        c.max_connections = 1;
+    })
+    .await;
+    let (mut first, mut server) = h.pair().await;
+    server.greet(&mysql84_greeting()).await;
+    first.read_greeting().await;
+    let mut second = h.client().await;
+    let err = second.expect_err(0).await;
+    assert_eq!((err.code, err.sql_state), (1040, None));
+    assert_contains(
+        &err.message_str(),
+        &["too many connections", "limit 1", "--max-connections"],
+    );
+    // The first one goes away; its slot is free again.
+    drop(first);
+    server.expect_closed("client left").await;
+    h.good_session().await;
+    let stats = h.finish().await;
+    assert_eq!(
+        (stats.total, stats.logins, stats.login_failures, stats.open),
+        (3, 1, 1, 0),
+        "{stats:?}"
+    );
+}
+
+/// A login still pending when shutdown's grace runs out is cut: `serve` reports it, the client
+/// sees the close, and the `open` gauge still returns to zero.
+#[tokio::test]
+async fn open_returns_to_zero_after_a_forced_shutdown() {
+    let h = Harness::start(|c| {
+        c.handshake_timeout = TIMEOUT;
+        c.shutdown_grace = Duration::ZERO;
+    })
+    .await;
+    let (mut client, mut server) = h.pair().await;
+    server.greet(&mysql84_greeting()).await;
+    client.read_greeting().await;
+    assert_eq!(h.stats().open, 1);
+    let (left, stats) = h.stop().await;
+    assert_eq!(left, 1, "serve reports the connection it cut");
+    client.expect_closed("cut by shutdown").await;
+    server.expect_closed("cut by shutdown").await;
+    assert_eq!(
+        stats.open, 0,
+        "open gauge after every connection task ended: {stats:?}"
+    );
+}
