@@ -109,7 +109,8 @@ pub fn build(args: &ServeArgs, aws_region: Option<String>) -> Result<Config, Err
         .parse()
         .map_err(|_| Error::BadListen(listen_text.to_owned()))?;
     let local_password = args.local_password.as_deref().filter(|p| !p.is_empty());
-    if !listen.ip().is_loopback() && !(args.allow_remote && local_password.is_some()) {
+    let remote_allowed = args.allow_remote && local_password.is_some();
+    if !listen.ip().is_loopback() && !remote_allowed {
         return Err(Error::NotLoopback(listen));
     }
     if args.allow_remote && local_password.is_none() {

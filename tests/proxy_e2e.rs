@@ -271,3 +271,69 @@ async fn failures_reach_the_client_as_mysql_errors_and_the_proxy_keeps_serving()
     );
     px.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_password_is_checked_from_the_clients_scramble() {
+    use rds_iam_proxy::mysql::scramble::PasswordVerifier;
+    let up = RdsLikeUpstream::start();
+    let px = RunningProxy::start(&UpstreamSpec::of(&up), |c| {
+        c.local_password = Some(PasswordVerifier::new("local pw!"))
+    })
+    .await;
+    let with_pass = |pass: Option<&str>| {
+        let t = px.target("iamuser");
+        mysql_async::OptsBuilder::from_opts(opts(&t)).pass(pass.map(str::to_owned))
+    };
+    // mysql_async answers the caching_sha2_password greeting with the SHA-256 scramble.
+    let mut conn = mysql_async::Conn::new(with_pass(Some("local pw!")))
+        .await
+        .unwrap();
+    let user: Option<String> = conn.query_first("SELECT CURRENT_USER()").await.unwrap();
+    assert_eq!(user.as_deref(), Some("iamuser@%"));
+    conn.disconnect().await.unwrap();
+    for wrong in [Some("wrong"), None] {
+        match mysql_async::Conn::new(with_pass(wrong)).await {
+            Err(mysql_async::Error::Server(e)) => {
+                assert_eq!(e.code, 1045, "{}", e.message);
+                assert!(e.message.contains("local password"), "{}", e.message);
+            }
+            other => panic!(
+                "{wrong:?}: expected access denied, got {:?}",
+                other.map(|_| ())
+            ),
+        }
+    }
+    // The mariadb CLI (libmariadb) with the password on the command line.
+    let port = px.addr.port().to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("mariadb")
+            .args([
+                "--no-defaults",
+                "--protocol=TCP",
+                "--skip-ssl",
+                "-h",
+                "127.0.0.1",
+            ])
+            .args([
+                "-P",
+                &port,
+                "-u",
+                "iamuser",
+                "-plocal pw!",
+                "--batch",
+                "--skip-column-names",
+            ])
+            .args(["-e", "SELECT CURRENT_USER()"])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "iamuser@%");
+    px.stop().await;
+}

@@ -21,7 +21,7 @@ use rand::Rng;
 use tokio::net::TcpStream;
 
 use super::Inner;
-use super::framed::{PacketStream, ReadError};
+use super::framed::{PacketStream, Prefixed, ReadError};
 use crate::iam::{AuthToken, TokenRequest};
 use crate::mysql::handshake::{SSL_REQUEST_LEN, plugin};
 use crate::mysql::{
@@ -248,7 +248,9 @@ async fn bridge(inner: &Arc<Inner>, leg: &mut ClientLeg) -> Result<Established, 
     };
     let mut payload = BytesMut::new();
     local_greeting.encode(&mut payload);
-    leg.next_seq = leg.io.queue(0, &payload);
+    leg.io.queue(0, &payload);
+    // An error before the client's packet is decoded answers its seq 1 with seq 2.
+    leg.next_seq = 2;
     leg.io
         .flush()
         .await
@@ -271,16 +273,10 @@ async fn bridge(inner: &Arc<Inner>, leg: &mut ClientLeg) -> Result<Established, 
                 "the client asked for TLS, but the proxy was started without --local-tls".into(),
             ));
         };
-        if leg.io.has_read_ahead() {
-            return Err(Failure::new(
-                Side::Client,
-                "client_protocol",
-                codes::HANDSHAKE_ERROR,
-                b"08S01",
-                "the client sent data before the TLS handshake".into(),
-            ));
-        }
-        let (raw, _) = take(&mut leg.io).into_parts();
+        // Bytes read past the SSLRequest are the start of the client's TLS handshake (clients
+        // may send both in one write): hand them to the TLS acceptor, never to MySQL parsing.
+        let (raw, ahead) = take(&mut leg.io).into_parts();
+        let raw = Prefixed::new(ahead.freeze(), raw);
         let tls = tokio::time::timeout(timeout, acceptor.accept(raw))
             .await
             .map_err(|_| Failure::client_gone(ReadError::Timeout(timeout)))?
@@ -291,6 +287,7 @@ async fn bridge(inner: &Arc<Inner>, leg: &mut ClientLeg) -> Result<Established, 
                 reply: None,
             })?;
         leg.io = PacketStream::new(Box::new(tls), BytesMut::new());
+        leg.next_seq = 3;
         packet = leg
             .io
             .read_packet(timeout)
@@ -513,6 +510,20 @@ async fn bridge(inner: &Arc<Inner>, leg: &mut ClientLeg) -> Result<Established, 
                     .map_err(|e| upstream_io_failure(&endpoint, e))?;
                 token_sent = true;
             }
+            LoginReply::AuthSwitch(switch)
+                if &switch.plugin_name[..] == plugin::MYSQL_CLEAR_PASSWORD.as_bytes() =>
+            {
+                return Err(Failure::new(
+                    Side::Upstream,
+                    "upstream_protocol",
+                    codes::HANDSHAKE_ERROR,
+                    b"08S01",
+                    format!(
+                        "the database {endpoint} asked for a password again after the IAM token; \
+                         the proxy sends the token once"
+                    ),
+                ));
+            }
             LoginReply::AuthSwitch(switch) => {
                 let asked = String::from_utf8_lossy(&switch.plugin_name).into_owned();
                 return Err(not_iam_user(&db_user, &endpoint, &asked));
@@ -632,7 +643,7 @@ fn upstream_read_failure(endpoint: &str, e: ReadError) -> Failure {
     Failure::new(
         Side::Upstream,
         "upstream_io",
-        codes::CONN_HOST_ERROR,
+        codes::SERVER_LOST,
         b"HY000",
         format!("the database {endpoint} failed during login: {e}"),
     )

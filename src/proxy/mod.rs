@@ -253,8 +253,25 @@ async fn refuse_busy(mut stream: TcpStream, max: usize) {
 }
 
 /// One client connection: login, then splice; logs how it ended.
+/// Counts a connection as open for as long as it lives, however its task ends (finished,
+/// cancelled by shutdown, or panicked).
+struct OpenGuard<'a>(&'a Stats);
+
+impl<'a> OpenGuard<'a> {
+    fn new(stats: &'a Stats) -> Self {
+        stats.open.fetch_add(1, Ordering::Relaxed);
+        OpenGuard(stats)
+    }
+}
+
+impl Drop for OpenGuard<'_> {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 async fn handle(inner: Arc<Inner>, stream: TcpStream, _peer: SocketAddr) {
-    inner.stats.open.fetch_add(1, Ordering::Relaxed);
+    let _open = OpenGuard::new(&inner.stats);
     let started = Instant::now();
     debug!("accepted");
     match login::run(&inner, stream).await {
@@ -298,5 +315,4 @@ async fn handle(inner: Arc<Inner>, stream: TcpStream, _peer: SocketAddr) {
             }
         }
     }
-    inner.stats.open.fetch_sub(1, Ordering::Relaxed);
 }

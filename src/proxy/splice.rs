@@ -77,6 +77,9 @@ pub struct CommandScanner {
     remaining: usize,
     /// The previous packet was 16 MiB − 1 bytes, so the next one continues it whatever its seq id.
     continuation: bool,
+    /// Inside the file data of a `LOAD DATA LOCAL` (packets with seq != 0 until an empty one):
+    /// sequence ids wrap there, so a seq 0 packet is data, not a command.
+    in_file_data: bool,
     /// The client has sent COM_QUIT: whatever closes next, the client ended the session.
     pub quit: bool,
 }
@@ -99,7 +102,7 @@ impl CommandScanner {
             let Some((len, seq)) = peek_header(rest) else {
                 break;
             };
-            let is_command = seq == 0 && !self.continuation;
+            let is_command = seq == 0 && !self.continuation && !self.in_file_data;
             if is_command && len > 0 {
                 let Some(&command) = rest.get(HEADER_LEN) else {
                     break;
@@ -121,6 +124,15 @@ impl CommandScanner {
                         return Ok(Step::NeedMore);
                     }
                     return Ok(Step::ChangeUser(HEADER_LEN + len));
+                }
+            }
+            if !self.continuation {
+                // Outside a command's first packet the client only sends LOAD DATA LOCAL file
+                // contents (seq 2, 3, …), ended by an empty packet.
+                if self.in_file_data {
+                    self.in_file_data = len != 0;
+                } else if seq != 0 && len != 0 {
+                    self.in_file_data = true;
                 }
             }
             self.continuation = len == MAX_PAYLOAD_LEN;
@@ -627,6 +639,26 @@ mod tests {
                 fwd,
                 [query.clone(), load_data.clone(), quit.clone()].concat()
             );
+        }
+    }
+
+    #[test]
+    fn load_data_file_packets_are_data_even_after_the_sequence_id_wraps() {
+        let query = pkt(0, b"\x03LOAD DATA LOCAL INFILE 'f' INTO TABLE t");
+        // seq 2..=255, then 0 (starting with 0x11), 1, then the empty terminator.
+        let mut file = Vec::new();
+        for i in 0..257u32 {
+            let seq = (2 + i) as u8;
+            let body: &[u8] = if seq == 0 { b"\x11data" } else { b"row\n" };
+            file.extend_from_slice(&pkt(seq, body));
+        }
+        file.extend_from_slice(&pkt(3, b""));
+        let change = pkt(0, b"\x11iamuser2\0\0\0");
+        let stream = [query.clone(), file.clone(), change.clone()].concat();
+        for chunk in [1, 7, 4096, stream.len()] {
+            let (fwd, cu) = drive(&stream, chunk);
+            assert_eq!(cu, vec![change.clone()], "chunk {chunk}");
+            assert_eq!(fwd, [query.clone(), file.clone()].concat());
         }
     }
 
