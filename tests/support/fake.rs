@@ -35,6 +35,7 @@ use rds_iam_proxy::mysql::packet;
 use rds_iam_proxy::mysql::{
     AuthSwitchRequest, Capabilities, ErrPacket, HandshakeResponse41, HandshakeV10, SslRequest,
 };
+use rds_iam_proxy::proxy::framed::Prefixed;
 use rds_iam_proxy::proxy::{Proxy, ProxyConfig};
 use rds_iam_proxy::tls::CaSource;
 use rds_iam_proxy::tunnel::{BoxStream, Direct};
@@ -444,44 +445,6 @@ impl AsyncWrite for Recorder {
     }
 }
 
-/// A stream that yields `prefix` before reading `inner`.
-struct Prefixed {
-    prefix: Bytes,
-    inner: BoxStream,
-}
-
-impl AsyncRead for Prefixed {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        if !self.prefix.is_empty() {
-            let n = self.prefix.len().min(buf.remaining());
-            let head = self.prefix.split_to(n);
-            buf.put_slice(&head);
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut self.inner).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for Prefixed {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
-
 /// The listening side of the fake database.
 pub struct FakeUpstream {
     listener: TcpListener,
@@ -613,7 +576,7 @@ impl ServerConn {
         let placeholder: BoxStream = Box::new(tokio::io::duplex(1).0);
         let raw = std::mem::replace(&mut self.io.io, placeholder);
         let prefix = self.io.rbuf.split().freeze();
-        let raw: BoxStream = Box::new(Prefixed { prefix, inner: raw });
+        let raw: BoxStream = Box::new(Prefixed::new(prefix, raw));
         let accept = TlsAcceptor::from(config).accept(raw).into_fallible();
         match tokio::time::timeout(GUARD, accept)
             .await
