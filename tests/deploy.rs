@@ -663,3 +663,19 @@ print(json.dumps(yaml.safe_load(open(sys.argv[1]))))
         );
     }
 }
+
+#[test]
+fn bootstrap_sql_creates_the_default_iam_user() {
+    let user = template()["Parameters"]["DbUser"]["Default"]
+        .as_str()
+        .expect("DbUser default");
+    let sql = std::fs::read_to_string(root().join("deploy/bootstrap-iam-user.sql"))
+        .expect("deploy/bootstrap-iam-user.sql");
+    let create = format!(
+        "CREATE USER IF NOT EXISTS '{user}'@'%' IDENTIFIED WITH AWSAuthenticationPlugin AS 'RDS' REQUIRE SSL;"
+    );
+    assert!(
+        sql.lines().any(|l| l.trim() == create),
+        "deploy/bootstrap-iam-user.sql must create the stack's default IAM user: {create}"
+    );
+}
