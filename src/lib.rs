@@ -19,6 +19,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod aws;
 pub mod cli;
 pub mod config;
 pub mod health;
