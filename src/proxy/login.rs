@@ -21,7 +21,7 @@ use rand::Rng;
 use tokio::net::TcpStream;
 
 use super::Inner;
-use super::framed::{PacketStream, Prefixed, ReadError};
+use super::framed::{PacketStream, Prefixed, ReadAhead, ReadError};
 use crate::iam::{AuthToken, TokenRequest};
 use crate::mysql::handshake::{SSL_REQUEST_LEN, plugin};
 use crate::mysql::{
@@ -402,6 +402,7 @@ async fn bridge(inner: &Arc<Inner>, leg: &mut ClientLeg) -> Result<Established, 
         ));
     }
     let (raw, _) = upstream.into_parts();
+    let raw = ReadAhead::new(raw);
     let tls_connect = async {
         tokio::time::timeout(
             timeout,
