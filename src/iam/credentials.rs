@@ -79,6 +79,19 @@ pub async fn load_aws(profile: Option<&str>) -> (SharedCredentialsProvider, Opti
     load_aws_from(aws_config::defaults(BehaviorVersion::latest()), profile).await
 }
 
+/// The whole AWS SDK configuration (region, endpoint overrides such as `AWS_ENDPOINT_URL_SSM`,
+/// credentials) for SDK clients, honouring an optional profile name and region override.
+pub async fn load_sdk_config(profile: Option<&str>, region: Option<&str>) -> aws_config::SdkConfig {
+    let mut loader = aws_config::defaults(BehaviorVersion::latest());
+    if let Some(name) = profile {
+        loader = loader.profile_name(name);
+    }
+    if let Some(r) = region {
+        loader = loader.region(aws_config::Region::new(r.to_owned()));
+    }
+    loader.load().await
+}
+
 /// [`load_aws`] over a given loader (tests pass one with in-memory profile files).
 pub(super) async fn load_aws_from(
     loader: ConfigLoader,
