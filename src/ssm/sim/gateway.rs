@@ -149,6 +149,11 @@ pub async fn serve(state: Arc<SimState>, session: Arc<SimSession>, ws: ServerWs)
     debug!(session_id = %session.id, conn_id, "data channel open");
 
     // 2. Attach to the agent: it sends toward the client through `to_client`.
+    for f in &state.config.inject_frames {
+        if sink.send(Message::Binary(f.clone())).await.is_err() {
+            return;
+        }
+    }
     let (to_client, mut from_agent) = outbox(4 << 20, session.agent_wake.clone());
     let _ = session.agent_tx.send(AgentEvent::Attach {
         conn_id,

@@ -119,6 +119,9 @@ pub struct SimConfig {
     pub verify_secret: Option<String>,
     /// Require the upgrade to be signed.
     pub require_signature: bool,
+    /// Raw WebSocket binary messages sent to every client right after OpenDataChannel, before any
+    /// agent traffic (for testing how clients treat garbage from the service).
+    pub inject_frames: Vec<bytes::Bytes>,
 }
 
 impl Default for SimConfig {
@@ -140,6 +143,7 @@ impl Default for SimConfig {
             handshake: HandshakeBehaviour::Normal,
             verify_secret: None,
             require_signature: false,
+            inject_frames: Vec::new(),
         }
     }
 }
