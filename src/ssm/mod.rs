@@ -40,10 +40,23 @@
 //!
 //! Every decoder here is bounded and returns [`Error`] instead of panicking on peer bytes.
 
+pub mod api;
 pub mod message;
+pub mod mux;
+pub mod outbox;
 pub mod payload;
+pub mod pool;
 pub mod reliable;
+pub mod session;
+#[cfg(feature = "sim")]
+pub mod sim;
 pub mod smux;
+pub mod stream;
+pub mod version;
+pub mod websocket;
+
+pub use pool::{Pool, SsmConfig};
+pub use stream::SsmStream;
 
 /// Everything that can go wrong in the SSM layers, named by the layer that noticed it.
 ///
@@ -175,6 +188,123 @@ pub enum Error {
     /// The client has used every odd stream id up to `u32::MAX`; a new session is needed.
     #[error("smux: stream ids exhausted, open a new session")]
     SmuxStreamIdsExhausted,
+
+    /// An SSM API call failed for a reason not listed below.
+    #[error("SSM {operation} failed: {message}")]
+    Api {
+        /// The operation (`StartSession`, `ResumeSession`, `TerminateSession`).
+        operation: &'static str,
+        /// The service's error code and message, or the transport failure.
+        message: String,
+    },
+
+    /// StartSession was refused because the target's SSM agent is not connected.
+    #[error(
+        "SSM StartSession refused: target {target} is not connected (TargetNotConnected: {message}); \
+         check that the ECS task or instance is running and its SSM agent is online"
+    )]
+    TargetNotConnected {
+        /// The target.
+        target: String,
+        /// The service's message.
+        message: String,
+    },
+
+    /// StartSession was refused for lack of permission.
+    #[error(
+        "SSM StartSession refused: access denied for target {target} ({code}: {message}); the caller needs \
+         ssm:StartSession on the target and on the document {document}"
+    )]
+    AccessDenied {
+        /// The target.
+        target: String,
+        /// The document the session was started with.
+        document: String,
+        /// The error code (`AccessDeniedException`, ..).
+        code: String,
+        /// The service's message.
+        message: String,
+    },
+
+    /// The credentials for signing could not be obtained.
+    #[error("AWS credentials for the SSM WebSocket: {0}")]
+    Credentials(String),
+
+    /// The StreamUrl, the dial or the WebSocket upgrade failed, or the socket broke.
+    #[error("SSM WebSocket {url}: {message}")]
+    WebSocket {
+        /// The stream URL without its query (it carries no secret, but is long).
+        url: String,
+        /// What went wrong.
+        message: String,
+    },
+
+    /// The agent's handshake was not what a port-forwarding client accepts.
+    #[error("SSM handshake with target {target}: {message}")]
+    Handshake {
+        /// The target.
+        target: String,
+        /// What went wrong.
+        message: String,
+    },
+
+    /// No HandshakeRequest/HandshakeComplete arrived in time.
+    #[error("SSM handshake with target {target}: no handshake from the agent within {}s", .after.as_secs())]
+    HandshakeTimeout {
+        /// The target.
+        target: String,
+        /// How long we waited.
+        after: std::time::Duration,
+    },
+
+    /// The agent could not connect to the destination (smux ConnectToPortError + FIN).
+    #[error(
+        "the SSM agent on target {target} could not connect to {host}:{port} (ConnectToPortError); \
+         check that the database endpoint is reachable from the target"
+    )]
+    ConnectToPort {
+        /// The target.
+        target: String,
+        /// Destination host.
+        host: String,
+        /// Destination port.
+        port: u16,
+    },
+
+    /// The session ended (channel_closed, TerminateSession, idle timeout, resume refused).
+    #[error("SSM session {session_id} to target {target} ended: {reason}")]
+    SessionClosed {
+        /// The session.
+        session_id: String,
+        /// The target.
+        target: String,
+        /// Why, as far as we know.
+        reason: String,
+    },
+
+    /// The peer broke the smux or data-channel protocol.
+    #[error("SSM session {session_id}: protocol error: {message}")]
+    Protocol {
+        /// The session.
+        session_id: String,
+        /// What went wrong.
+        message: String,
+    },
+
+    /// No session became usable within the connect timeout.
+    #[error("no SSM session to target {target} became ready within {}s{}", .after.as_secs(), .last_error.as_ref().map(|e| format!("; last error: {e}")).unwrap_or_default())]
+    NoSession {
+        /// The target.
+        target: String,
+        /// How long we waited.
+        after: std::time::Duration,
+        /// The most recent failure opening a session, if any.
+        last_error: Option<String>,
+    },
+
+    /// The connector has been shut down.
+    #[error("the SSM connector is shut down")]
+    Shutdown,
 
     /// The reliable channel's unacknowledged buffer is full; stop reading local sockets until acks
     /// arrive.

@@ -1,0 +1,306 @@
+//! The stream table of one session: what the session task and the [`SsmStream`] handles share.
+//!
+//! One mutex guards the whole table. Critical sections are short (append or take a buffer, flip a
+//! flag) and wakers are woken after the lock is released, so contention stays negligible next to
+//! hashing and socket I/O even with many streams.
+//!
+//! Flow control, within what smux v1 allows (spec §7.4):
+//! * **upstream** (our writes): each stream buffers at most [`STREAM_SEND_BUFFER`] bytes before
+//!   `poll_write` returns `Pending`; the session task drains streams round-robin only while the
+//!   reliable channel and the socket writer have room, so a slow agent slows every writer instead
+//!   of growing memory;
+//! * **downstream**: smux v1 has no per-stream window, so, like smux's `MaxReceiveBuffer`, the
+//!   session stops taking messages off the WebSocket while more than the session's receive budget
+//!   is buffered unread across its streams; reading any stream below the budget wakes it again.
+//!
+//! In mux mode streams are smux streams (odd ids from 3). In basic mode the session carries one
+//! raw stream, id 0, and is used once (see [`super::session`]).
+//!
+//! [`SsmStream`]: super::stream::SsmStream
+
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::Waker;
+
+use bytes::{Bytes, BytesMut};
+use tokio::sync::Notify;
+
+use super::smux::{self, ClientStreamIds, Frame};
+
+/// Most bytes one stream buffers for sending before its writer waits.
+pub const STREAM_SEND_BUFFER: usize = 256 * 1024;
+
+/// How the session carries streams, as agreed in the handshake (spec §7.2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// smux v1: many streams per session.
+    Mux,
+    /// One raw byte stream per session (agents up to 3.0.196.0).
+    Basic,
+}
+
+/// Why a stream cannot go on, as an I/O error kind and a message.
+#[derive(Clone, Debug)]
+pub struct Failure {
+    /// The kind reported to readers and writers.
+    pub kind: io::ErrorKind,
+    /// The message.
+    pub message: String,
+}
+
+impl Failure {
+    /// The failure as an `io::Error`.
+    pub fn to_io(&self) -> io::Error {
+        io::Error::new(self.kind, self.message.clone())
+    }
+}
+
+/// One stream's buffers and flags.
+#[derive(Debug, Default)]
+pub struct StreamState {
+    /// Received data not yet read.
+    pub recv: VecDeque<Bytes>,
+    /// Total bytes in `recv`.
+    pub recv_len: usize,
+    /// Whether any data has been received (for attributing ConnectToPortError).
+    pub received_any: bool,
+    /// The agent closed the stream (FIN): reads end after `recv` drains.
+    pub remote_fin: bool,
+    /// The stream failed (dial refused, session gone).
+    pub failure: Option<Failure>,
+    /// Reader waiting for data.
+    pub read_waker: Option<Waker>,
+    /// Data written and not yet taken by the session task.
+    pub send: BytesMut,
+    /// The handle was shut down or dropped: send a FIN after `send` drains.
+    pub local_close: bool,
+    /// The FIN has been put on the wire (or the stream needs none).
+    pub fin_sent: bool,
+    /// The handle is gone; the entry is removed once the FIN is out.
+    pub handle_dropped: bool,
+    /// Queued in [`Table::ready`].
+    pub queued: bool,
+    /// Writer waiting for buffer room, flush or shutdown.
+    pub write_waker: Option<Waker>,
+}
+
+/// The mutable part of the table.
+#[derive(Debug)]
+pub struct Table {
+    /// Open streams by id.
+    pub streams: HashMap<u32, StreamState>,
+    /// Stream ids to announce with SYN, in order.
+    pub new_streams: VecDeque<u32>,
+    /// Streams with data or a close to send, in arrival order.
+    pub ready: VecDeque<u32>,
+    /// Client stream ids.
+    pub ids: ClientStreamIds,
+    /// Received bytes buffered across all streams.
+    pub recv_buffered: usize,
+    /// Set when the session has ended; every stream fails with it.
+    pub dead: Option<Failure>,
+    /// Streams opened over the session's life.
+    pub opened: u64,
+}
+
+/// Shared between the session task and its streams.
+#[derive(Debug)]
+pub struct Shared {
+    /// The session id, for messages.
+    pub session_id: String,
+    /// The stream table.
+    table: Mutex<Table>,
+    /// Wakes the session task: data to send, a close, room in the receive budget.
+    pub wake: Arc<Notify>,
+    /// Received-but-unread bytes above which the session stops reading the WebSocket.
+    pub recv_budget: usize,
+}
+
+impl Shared {
+    /// An empty table.
+    pub fn new(session_id: String, recv_budget: usize, wake: Arc<Notify>) -> Self {
+        Self {
+            session_id,
+            table: Mutex::new(Table {
+                streams: HashMap::new(),
+                new_streams: VecDeque::new(),
+                ready: VecDeque::new(),
+                ids: ClientStreamIds::new(),
+                recv_buffered: 0,
+                dead: None,
+                opened: 0,
+            }),
+            wake,
+            recv_budget,
+        }
+    }
+
+    /// Locks the table. A panic while holding the lock is a bug; the data is still consistent
+    /// enough to fail streams, so poisoning is ignored.
+    pub fn lock(&self) -> MutexGuard<'_, Table> {
+        self.table.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether the session may take more messages off the WebSocket.
+    pub fn has_recv_room(&self) -> bool {
+        self.lock().recv_buffered < self.recv_budget
+    }
+}
+
+/// Wakers collected under the lock, woken after it is released.
+#[derive(Default)]
+pub struct Wakers(Vec<Waker>);
+
+impl Wakers {
+    /// Adds a waker if there is one.
+    pub fn push(&mut self, w: Option<Waker>) {
+        if let Some(w) = w {
+            self.0.push(w);
+        }
+    }
+
+    /// Wakes them all.
+    pub fn wake(self) {
+        for w in self.0 {
+            w.wake();
+        }
+    }
+}
+
+impl Table {
+    /// Registers a new stream with `id` (announced with SYN in mux mode).
+    pub fn insert(&mut self, id: u32, announce: bool) {
+        self.streams.insert(id, StreamState::default());
+        if announce {
+            self.new_streams.push_back(id);
+        }
+        self.opened += 1;
+    }
+
+    /// Streams currently open.
+    pub fn open_streams(&self) -> usize {
+        self.streams.len()
+    }
+
+    /// Delivers data to stream `id`; unknown ids are ignored (smux discards them too).
+    pub fn deliver(&mut self, id: u32, data: Bytes, wakers: &mut Wakers) {
+        if data.is_empty() {
+            return;
+        }
+        if let Some(s) = self.streams.get_mut(&id) {
+            if s.handle_dropped || s.failure.is_some() {
+                return;
+            }
+            s.received_any = true;
+            s.recv_len += data.len();
+            self.recv_buffered += data.len();
+            s.recv.push_back(data);
+            wakers.push(s.read_waker.take());
+        }
+    }
+
+    /// The agent closed stream `id`; with `failure`, readers see that error instead of EOF.
+    pub fn remote_close(&mut self, id: u32, failure: Option<Failure>, wakers: &mut Wakers) {
+        if let Some(s) = self.streams.get_mut(&id) {
+            s.remote_fin = true;
+            if failure.is_some() && s.failure.is_none() {
+                s.failure = failure;
+            }
+            wakers.push(s.read_waker.take());
+            wakers.push(s.write_waker.take());
+        }
+    }
+
+    /// Fails every stream and the table itself.
+    pub fn fail_all(&mut self, failure: Failure, wakers: &mut Wakers) {
+        for s in self.streams.values_mut() {
+            if s.failure.is_none() {
+                s.failure = Some(failure.clone());
+            }
+            wakers.push(s.read_waker.take());
+            wakers.push(s.write_waker.take());
+        }
+        if self.dead.is_none() {
+            self.dead = Some(failure);
+        }
+    }
+
+    /// Appends pending SYNs, data (as smux frames, at most `quantum` bytes per stream per round)
+    /// and FINs to `out` until it holds at least `want` bytes or nothing is left to send.
+    pub fn take_mux(
+        &mut self,
+        out: &mut BytesMut,
+        want: usize,
+        quantum: usize,
+        wakers: &mut Wakers,
+    ) {
+        while let Some(id) = self.new_streams.pop_front() {
+            Frame::syn(id).encode(out);
+        }
+        while out.len() < want {
+            let Some(id) = self.ready.pop_front() else {
+                break;
+            };
+            let Some(s) = self.streams.get_mut(&id) else {
+                continue;
+            };
+            let n = s.send.len().min(quantum);
+            if n > 0 {
+                let data = s.send.split_to(n);
+                smux::encode_data(id, &data, smux::DEFAULT_MAX_FRAME_SIZE, out);
+                wakers.push(s.write_waker.take());
+            }
+            if !s.send.is_empty() {
+                self.ready.push_back(id);
+                continue;
+            }
+            if s.local_close && !s.fin_sent {
+                Frame::fin(id).encode(out);
+                s.fin_sent = true;
+                wakers.push(s.write_waker.take());
+            }
+            s.queued = false;
+            if s.fin_sent && s.handle_dropped {
+                self.remove(id);
+            }
+        }
+    }
+
+    /// Basic mode: takes up to `want` raw bytes of stream 0; `Some(true)` in the second field when
+    /// the stream has been closed locally and everything is taken.
+    pub fn take_basic(&mut self, want: usize, wakers: &mut Wakers) -> (Bytes, bool) {
+        self.ready.retain(|&id| id != 0);
+        let Some(s) = self.streams.get_mut(&0) else {
+            return (Bytes::new(), false);
+        };
+        s.queued = false;
+        let n = s.send.len().min(want);
+        let data = s.send.split_to(n).freeze();
+        if n > 0 {
+            wakers.push(s.write_waker.take());
+        }
+        if !s.send.is_empty() {
+            s.queued = true;
+            self.ready.push_back(0);
+        }
+        let closing = s.send.is_empty() && s.local_close && !s.fin_sent;
+        if closing {
+            s.fin_sent = true;
+            wakers.push(s.write_waker.take());
+        }
+        (data, closing)
+    }
+
+    /// Whether any stream has something to send.
+    pub fn has_pending_send(&self) -> bool {
+        !self.new_streams.is_empty() || !self.ready.is_empty()
+    }
+
+    /// Removes a stream, releasing its share of the receive budget.
+    pub fn remove(&mut self, id: u32) {
+        if let Some(s) = self.streams.remove(&id) {
+            self.recv_buffered -= s.recv_len;
+        }
+    }
+}

@@ -1,0 +1,989 @@
+//! One SSM session: the task that owns its WebSocket, its [`ReliableChannel`], the handshake and
+//! the stream table, and heals the socket with ResumeSession when the service drops it.
+//!
+//! ```text
+//!  SsmStream ──write──▶ Table ──take──▶ session task ──reliable.send──▶ Outbox ──▶ writer task ──▶ WebSocket
+//!  SsmStream ◀──read─── Table ◀─deliver─ session task ◀──on_message──── reader task ◀────────────── WebSocket
+//! ```
+//!
+//! The session task is the only place that touches the reliable channel, so sequence numbers,
+//! acknowledgements and retransmissions need no locking. The reader and writer tasks belong to one
+//! WebSocket connection; when it breaks they end, and the session task dials again with a fresh
+//! token from ResumeSession (spec §8.2). Counters and buffers carry over: unacknowledged messages
+//! go out again through retransmission, duplicates are re-acknowledged, so no byte of an open
+//! stream is lost or duplicated. When the session is gone (channel_closed, ResumeSession without a
+//! token, a broken smux stream) every stream fails with the reason and the pool opens a new session.
+//!
+//! Acknowledgements are sent as soon as a message is processed; there are no per-message sleeps.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::{Bytes, BytesMut};
+use futures_util::{SinkExt, StreamExt};
+use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use super::Error;
+use super::api::{Api, SessionGrant, SessionRequest, strip_query};
+use super::message::{AgentMessage, PayloadType};
+use super::mux::{Failure, Mode, Shared, Wakers};
+use super::outbox::{Outbox, OutboxReceiver, Outgoing, outbox};
+use super::payload::{
+    ACTION_SESSION_TYPE, ActionParameters, ActionStatus, Flag, HandshakeComplete, HandshakeRequest,
+    HandshakeResponse, PORT_TYPE_LOCAL_PORT_FORWARDING, PortProperties, ProcessedClientAction,
+    SESSION_TYPE_PORT,
+};
+use super::reliable::{Config as ReliableConfig, Inbound, Now, ReliableChannel};
+use super::smux::{Cmd, Decoded, Frame, FrameDecoder};
+use super::stream::SsmStream;
+use super::version;
+use super::websocket::{self, DialConfig, WsStream};
+
+/// Knobs of one session; [`SessionParams::new`] gives the defaults.
+#[derive(Clone, Debug)]
+pub struct SessionParams {
+    /// Target and destination.
+    pub request: SessionRequest,
+    /// How to dial and sign the WebSocket.
+    pub dial: DialConfig,
+    /// Time from StartSession to HandshakeComplete.
+    pub handshake_timeout: Duration,
+    /// Largest Output payload we send (the plugin sends 1024).
+    pub max_payload: usize,
+    /// WebSocket ping period.
+    pub ping_interval: Duration,
+    /// A connection with no frame at all (pongs included) for this long is considered dead.
+    pub dead_after: Duration,
+    /// Received-but-unread bytes across streams above which we stop reading the socket.
+    pub recv_budget: usize,
+    /// How long to keep trying ResumeSession after the socket dropped before giving the session up.
+    pub resume_for: Duration,
+    /// Give the connection up when the oldest unacknowledged message is this old.
+    pub stall_timeout: Duration,
+    /// Send smux NOPs every this often when the agent wants keep-alive (spec §7.4).
+    pub smux_keepalive: Duration,
+}
+
+impl SessionParams {
+    /// Defaults for `request`.
+    pub fn new(request: SessionRequest, dial: DialConfig) -> Self {
+        Self {
+            request,
+            dial,
+            handshake_timeout: Duration::from_secs(30),
+            max_payload: 1024,
+            ping_interval: Duration::from_secs(30),
+            dead_after: Duration::from_secs(90),
+            recv_budget: 8 << 20,
+            resume_for: Duration::from_secs(120),
+            stall_timeout: Duration::from_secs(120),
+            smux_keepalive: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What the handshake settled.
+#[derive(Clone, Debug)]
+pub struct HandshakeInfo {
+    /// The agent's version.
+    pub agent_version: String,
+    /// Mux or basic.
+    pub mode: Mode,
+    /// Whether we send smux keep-alives.
+    pub keepalive: bool,
+}
+
+/// A running session: open streams on it, watch it end, shut it down.
+#[derive(Debug)]
+pub struct SessionHandle {
+    /// The stream table.
+    shared: Arc<Shared>,
+    /// What the handshake settled.
+    info: HandshakeInfo,
+    /// Stops the session task (it then sends TerminateSession).
+    cancel: CancellationToken,
+    /// Cancelled by the session task when it has finished (TerminateSession included).
+    ended: CancellationToken,
+    /// Target, for messages.
+    target: String,
+}
+
+impl SessionHandle {
+    /// The session id.
+    pub fn session_id(&self) -> &str {
+        &self.shared.session_id
+    }
+
+    /// What the handshake settled.
+    pub fn info(&self) -> &HandshakeInfo {
+        &self.info
+    }
+
+    /// Whether the session still works.
+    pub fn is_alive(&self) -> bool {
+        self.shared.lock().dead.is_none() && !self.ended.is_cancelled()
+    }
+
+    /// Why the session ended, if it has.
+    pub fn failure(&self) -> Option<String> {
+        self.shared.lock().dead.as_ref().map(|f| f.message.clone())
+    }
+
+    /// Streams open now.
+    pub fn open_streams(&self) -> usize {
+        self.shared.lock().open_streams()
+    }
+
+    /// Streams opened over the session's life.
+    pub fn opened_streams(&self) -> u64 {
+        self.shared.lock().opened
+    }
+
+    /// Whether a stream can be opened now (basic-mode sessions carry exactly one).
+    pub fn can_open(&self) -> bool {
+        let t = self.shared.lock();
+        t.dead.is_none() && (self.info.mode == Mode::Mux || t.opened == 0)
+    }
+
+    /// Opens a stream: a smux SYN in mux mode, the session's only stream in basic mode.
+    pub fn open_stream(&self) -> Result<SsmStream, Error> {
+        let mut t = self.shared.lock();
+        if let Some(f) = &t.dead {
+            return Err(Error::SessionClosed {
+                session_id: self.shared.session_id.clone(),
+                target: self.target.clone(),
+                reason: f.message.clone(),
+            });
+        }
+        let id = match self.info.mode {
+            Mode::Mux => t.ids.next_id()?,
+            Mode::Basic => {
+                if t.opened > 0 {
+                    return Err(Error::SessionClosed {
+                        session_id: self.shared.session_id.clone(),
+                        target: self.target.clone(),
+                        reason: "a basic-mode session carries one connection".to_owned(),
+                    });
+                }
+                0
+            }
+        };
+        t.insert(id, self.info.mode == Mode::Mux);
+        drop(t);
+        self.shared.wake.notify_one();
+        Ok(SsmStream::new(self.shared.clone(), id))
+    }
+
+    /// Waits until the session task has ended.
+    pub async fn closed(&self) {
+        self.ended.cancelled().await;
+    }
+
+    /// Ends the session: TerminateSession flag and API call, streams fail. Waits for the task.
+    pub async fn shutdown(&self) {
+        self.cancel.cancel();
+        self.closed().await;
+    }
+}
+
+impl Drop for SessionHandle {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+/// Starts a session: StartSession, WebSocket, handshake. Returns when the handshake is complete.
+pub async fn open(api: Api, params: Arc<SessionParams>) -> Result<SessionHandle, Error> {
+    let grant = api.start_session(&params.request).await?;
+    info!(session_id = %grant.session_id, target = %params.request.target, "ssm session started");
+    match connect_and_handshake(api.clone(), params.clone(), grant.clone()).await {
+        Ok(handle) => Ok(handle),
+        Err(e) => {
+            // Do not leave a half-open session behind on the service.
+            let _ = tokio::time::timeout(
+                Duration::from_secs(5),
+                api.terminate_session(&grant.session_id),
+            )
+            .await;
+            Err(e)
+        }
+    }
+}
+
+async fn connect_and_handshake(
+    api: Api,
+    params: Arc<SessionParams>,
+    grant: SessionGrant,
+) -> Result<SessionHandle, Error> {
+    let deadline = tokio::time::Instant::now() + params.handshake_timeout;
+    let ws = tokio::time::timeout_at(
+        deadline,
+        websocket::connect(&grant.stream_url, &grant.token, &params.dial),
+    )
+    .await
+    .map_err(|_| Error::HandshakeTimeout {
+        target: params.request.target.clone(),
+        after: params.handshake_timeout,
+    })??;
+    let wake = Arc::new(Notify::new());
+    let shared = Arc::new(Shared::new(
+        grant.session_id.clone(),
+        params.recv_budget,
+        wake.clone(),
+    ));
+    let cancel = CancellationToken::new();
+    let ended = CancellationToken::new();
+    let (handshake_tx, handshake_rx) = oneshot::channel();
+    let span = info_span!("ssm_session", session_id = %grant.session_id);
+    let mut actor = Actor {
+        api,
+        params: params.clone(),
+        shared: shared.clone(),
+        grant,
+        reliable: ReliableChannel::new(ReliableConfig::client()),
+        conn: None,
+        cancel: cancel.clone(),
+        handshake_tx: Some(handshake_tx),
+        info: None,
+        mux_in: BytesMut::new(),
+        decoder: FrameDecoder::default(),
+        out: BytesMut::new(),
+        connect_errors: 0,
+        basic_closing: false,
+    };
+    actor.attach(ws);
+    let ended_by_task = ended.clone();
+    tokio::spawn(
+        async move {
+            actor.run().await;
+            ended_by_task.cancel();
+        }
+        .instrument(span),
+    );
+    let info = match tokio::time::timeout_at(deadline, handshake_rx).await {
+        Ok(Ok(Ok(info))) => info,
+        Ok(Ok(Err(e))) => {
+            cancel.cancel();
+            return Err(e);
+        }
+        Ok(Err(_)) => {
+            cancel.cancel();
+            let reason = shared
+                .lock()
+                .dead
+                .clone()
+                .map(|f| f.message)
+                .unwrap_or_else(|| "ended during the handshake".to_owned());
+            return Err(Error::Handshake {
+                target: params.request.target.clone(),
+                message: reason,
+            });
+        }
+        Err(_) => {
+            cancel.cancel();
+            return Err(Error::HandshakeTimeout {
+                target: params.request.target.clone(),
+                after: params.handshake_timeout,
+            });
+        }
+    };
+    Ok(SessionHandle {
+        shared,
+        info,
+        cancel,
+        ended,
+        target: params.request.target.clone(),
+    })
+}
+
+/// What the reader task reports.
+enum ConnEvent {
+    /// A decoded AgentMessage.
+    Message(AgentMessage),
+    /// The socket ended.
+    Closed(String),
+}
+
+/// One WebSocket connection's tasks and queues.
+struct Conn {
+    /// Messages from the reader task.
+    rx: mpsc::Receiver<ConnEvent>,
+    /// Frames to the writer task.
+    outbox: Outbox,
+    /// The reader task.
+    reader: JoinHandle<()>,
+    /// The writer task.
+    writer: JoinHandle<()>,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.reader.abort();
+        self.writer.abort();
+    }
+}
+
+/// How the session task ended.
+enum End {
+    /// We were asked to stop: tell the agent and the API.
+    Shutdown,
+    /// The session is over.
+    Failed(Error),
+}
+
+/// The session task's state.
+struct Actor {
+    /// For ResumeSession and TerminateSession.
+    api: Api,
+    /// Knobs.
+    params: Arc<SessionParams>,
+    /// The stream table.
+    shared: Arc<Shared>,
+    /// The current StreamUrl and token.
+    grant: SessionGrant,
+    /// Sequence numbers, acks, retransmission.
+    reliable: ReliableChannel,
+    /// The current WebSocket, if connected.
+    conn: Option<Conn>,
+    /// Stop request.
+    cancel: CancellationToken,
+    /// Reports the handshake outcome to [`open`].
+    handshake_tx: Option<oneshot::Sender<Result<HandshakeInfo, Error>>>,
+    /// Set once the handshake completed.
+    info: Option<HandshakeInfo>,
+    /// smux bytes received and not yet decoded.
+    mux_in: BytesMut,
+    /// smux frame decoder.
+    decoder: FrameDecoder,
+    /// Bytes to send not yet cut into messages (smux frames, or raw in basic mode).
+    out: BytesMut,
+    /// ConnectToPortError flags not yet matched with a FIN.
+    connect_errors: u32,
+    /// Basic mode: the stream closed, the session is ending.
+    basic_closing: bool,
+}
+
+fn now() -> Now {
+    let unix_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(1)
+        .max(1);
+    Now {
+        instant: Instant::now(),
+        unix_ms,
+    }
+}
+
+impl Actor {
+    /// Installs a freshly dialled WebSocket: spawns its reader and writer tasks.
+    fn attach(&mut self, ws: WsStream) {
+        let (sink, stream) = ws.split();
+        let (tx, rx) = mpsc::channel(256);
+        let (ob, ob_rx) = outbox(super::outbox::DEFAULT_HIGH_WATER, self.shared.wake.clone());
+        let reader = tokio::spawn(read_loop(stream, tx, self.params.dead_after).in_current_span());
+        let writer =
+            tokio::spawn(write_loop(sink, ob_rx, self.params.ping_interval).in_current_span());
+        self.conn = Some(Conn {
+            rx,
+            outbox: ob,
+            reader,
+            writer,
+        });
+    }
+
+    async fn run(mut self) {
+        let end = self.run_inner().await;
+        let (failure, terminate) = match end {
+            End::Shutdown => (
+                Failure {
+                    kind: std::io::ErrorKind::ConnectionAborted,
+                    message: "the SSM connector is shutting down".to_owned(),
+                },
+                true,
+            ),
+            End::Failed(e) => {
+                warn!(error = %e, "ssm session ended");
+                let terminate = !matches!(e, Error::SessionClosed { .. });
+                let f = Failure {
+                    kind: std::io::ErrorKind::ConnectionAborted,
+                    message: e.to_string(),
+                };
+                if let Some(tx) = self.handshake_tx.take() {
+                    let _ = tx.send(Err(e));
+                }
+                (f, terminate)
+            }
+        };
+        let mut wakers = Wakers::default();
+        self.shared.lock().fail_all(failure, &mut wakers);
+        wakers.wake();
+        if terminate {
+            // Best effort: tell the agent, then the API.
+            if let Ok(Some(frame)) =
+                self.reliable
+                    .send(now(), PayloadType::FLAG, Flag::TerminateSession.encode())
+                && let Some(conn) = &self.conn
+            {
+                conn.outbox.send(frame);
+                conn.outbox.close(1000, "");
+                // Give the writer a moment to put the flag on the wire.
+                let _ = tokio::time::timeout(Duration::from_millis(200), async {
+                    while !conn.writer.is_finished() {
+                        tokio::task::yield_now().await;
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                })
+                .await;
+            }
+            match tokio::time::timeout(
+                Duration::from_secs(5),
+                self.api.terminate_session(&self.grant.session_id),
+            )
+            .await
+            {
+                Ok(Ok(())) => debug!("TerminateSession done"),
+                Ok(Err(e)) => debug!(error = %e, "TerminateSession failed"),
+                Err(_) => debug!("TerminateSession timed out"),
+            }
+        }
+        self.conn = None;
+        info!("ssm session closed");
+    }
+
+    async fn run_inner(&mut self) -> End {
+        let mut retransmit = std::pin::pin!(tokio::time::sleep(Duration::from_secs(3600)));
+        let mut keepalive = tokio::time::interval(self.params.smux_keepalive);
+        keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let handshake_deadline = tokio::time::Instant::now() + self.params.handshake_timeout;
+        loop {
+            if let Err(e) = self.pump() {
+                return End::Failed(e);
+            }
+            if let Some(at) = self.reliable.next_retransmit_at() {
+                retransmit
+                    .as_mut()
+                    .reset(tokio::time::Instant::from_std(at));
+            } else {
+                retransmit
+                    .as_mut()
+                    .reset(tokio::time::Instant::now() + Duration::from_secs(3600));
+            }
+            let keepalive_on = self
+                .info
+                .as_ref()
+                .is_some_and(|i| i.keepalive && i.mode == Mode::Mux);
+            let handshaking = self.info.is_none();
+            let Some(conn) = self.conn.as_mut() else {
+                if let Err(end) = self.reconnect("not connected".to_owned()).await {
+                    return end;
+                }
+                continue;
+            };
+            let event = tokio::select! {
+                biased;
+                _ = self.cancel.cancelled() => return End::Shutdown,
+                ev = conn.rx.recv() => ev.unwrap_or(ConnEvent::Closed("reader ended".to_owned())),
+                _ = &mut retransmit => {
+                    let frames = self.reliable.poll_retransmit(Instant::now());
+                    if !frames.is_empty() {
+                        debug!(count = frames.len(), rto_ms = self.reliable.rtt().rto().as_millis() as u64, unacked = self.reliable.unacked_len(), "retransmitting");
+                    }
+                    if let Some(conn) = &self.conn {
+                        for f in frames {
+                            conn.outbox.send(f);
+                        }
+                    }
+                    if let Some(old) = self.reliable.oldest_unacked()
+                        && old.first_sent.elapsed() > self.params.stall_timeout
+                    {
+                        ConnEvent::Closed(format!(
+                            "message {} unacknowledged for {}s",
+                            old.sequence_number,
+                            old.first_sent.elapsed().as_secs()
+                        ))
+                    } else {
+                        continue;
+                    }
+                }
+                _ = self.shared.wake.notified() => continue,
+                _ = keepalive.tick(), if keepalive_on => {
+                    Frame::nop().encode(&mut self.out);
+                    continue;
+                }
+                _ = tokio::time::sleep_until(handshake_deadline), if handshaking => {
+                    return End::Failed(Error::HandshakeTimeout {
+                        target: self.params.request.target.clone(),
+                        after: self.params.handshake_timeout,
+                    });
+                }
+            };
+            let mut event = Some(event);
+            // Process a batch of what is already queued before pumping again.
+            for _ in 0..64 {
+                let Some(ev) = event.take() else { break };
+                match ev {
+                    ConnEvent::Message(m) => {
+                        if let Err(end) = self.on_message(m) {
+                            return end;
+                        }
+                    }
+                    ConnEvent::Closed(why) => {
+                        if let Err(end) = self.reconnect(why).await {
+                            return end;
+                        }
+                        break;
+                    }
+                }
+                event = self.conn.as_mut().and_then(|c| c.rx.try_recv().ok());
+            }
+        }
+    }
+
+    /// Cuts pending stream data into Output messages while the reliable channel and the writer
+    /// have room.
+    fn pump(&mut self) -> Result<(), Error> {
+        let Some(info) = self.info.clone() else {
+            return Ok(());
+        };
+        let Some(conn) = self.conn.as_ref() else {
+            return Ok(());
+        };
+        let max = self.params.max_payload;
+        loop {
+            if !conn.outbox.has_room() || !self.reliable.can_send(max) {
+                return Ok(());
+            }
+            let mut wakers = Wakers::default();
+            match info.mode {
+                Mode::Mux => {
+                    if self.out.len() < max {
+                        let mut t = self.shared.lock();
+                        if t.has_pending_send() {
+                            t.take_mux(&mut self.out, max, max.max(16 * 1024), &mut wakers);
+                        }
+                    }
+                }
+                Mode::Basic => {
+                    if self.out.is_empty() && !self.basic_closing {
+                        let (data, closing) = self.shared.lock().take_basic(max, &mut wakers);
+                        self.out.extend_from_slice(&data);
+                        if closing {
+                            self.basic_closing = true;
+                        }
+                    }
+                }
+            }
+            wakers.wake();
+            if self.out.is_empty() {
+                if self.basic_closing {
+                    // Basic sessions carry one connection: tell the agent and end the session.
+                    for flag in [Flag::DisconnectToPort, Flag::TerminateSession] {
+                        if let Some(frame) =
+                            self.reliable
+                                .send(now(), PayloadType::FLAG, flag.encode())?
+                        {
+                            conn.outbox.send(frame);
+                        }
+                    }
+                    self.basic_closing = false;
+                    self.cancel.cancel();
+                }
+                return Ok(());
+            }
+            let n = self.out.len().min(max);
+            let chunk = self.out.split_to(n).freeze();
+            if let Some(frame) = self.reliable.send(now(), PayloadType::OUTPUT, chunk)? {
+                conn.outbox.send(frame);
+            }
+        }
+    }
+
+    /// Handles one message from the socket.
+    fn on_message(&mut self, m: AgentMessage) -> Result<(), End> {
+        // Over the receive budget, in-order stream data is dropped unacknowledged and the agent
+        // retransmits it; acknowledgements are always processed, so our sends never wait on
+        // unread downloads.
+        self.reliable.set_ready(self.shared.has_recv_room());
+        let inbound = match self.reliable.on_message(now(), m) {
+            Ok(i) => i,
+            Err(e) => {
+                debug!(error = %e, "dropping undecodable message");
+                return Ok(());
+            }
+        };
+        match inbound {
+            Inbound::Delivered { ack, messages } => {
+                self.send_frame(ack);
+                for m in messages {
+                    self.on_stream_message(m)?;
+                }
+            }
+            Inbound::Buffered { ack } | Inbound::Duplicate { ack } => self.send_frame(ack),
+            Inbound::NotReady => debug!("receive budget full, message left for retransmission"),
+            Inbound::ChannelClosed(closed) => {
+                let reason = closed
+                    .map(|c| c.output)
+                    .filter(|o| !o.is_empty())
+                    .unwrap_or_else(|| {
+                        "the service closed the channel (channel_closed)".to_owned()
+                    });
+                return Err(End::Failed(self.closed(reason)));
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn send_frame(&self, frame: Bytes) {
+        if let Some(conn) = &self.conn {
+            conn.outbox.send(frame);
+        }
+    }
+
+    fn closed(&self, reason: String) -> Error {
+        Error::SessionClosed {
+            session_id: self.grant.session_id.clone(),
+            target: self.params.request.target.clone(),
+            reason,
+        }
+    }
+
+    fn protocol(&self, message: String) -> End {
+        End::Failed(Error::Protocol {
+            session_id: self.grant.session_id.clone(),
+            message,
+        })
+    }
+
+    /// Handles one in-order stream message from the agent.
+    fn on_stream_message(&mut self, m: AgentMessage) -> Result<(), End> {
+        match m.payload_type {
+            PayloadType::HANDSHAKE_REQUEST => self.on_handshake_request(&m.payload),
+            PayloadType::HANDSHAKE_COMPLETE => {
+                let complete = HandshakeComplete::decode(&m.payload).unwrap_or_default();
+                let Some(info) = self.info.clone() else {
+                    return Err(self
+                        .handshake_error("HandshakeComplete before HandshakeRequest".to_owned()));
+                };
+                if !complete.customer_message.is_empty() {
+                    info!(message = %complete.customer_message, "agent message");
+                }
+                info!(agent_version = %info.agent_version, mode = ?info.mode, "ssm handshake complete");
+                if let Some(tx) = self.handshake_tx.take() {
+                    let _ = tx.send(Ok(info));
+                }
+                Ok(())
+            }
+            PayloadType::OUTPUT => {
+                if self.handshake_tx.is_some() {
+                    debug!("dropping Output before HandshakeComplete");
+                    return Ok(());
+                }
+                match self.info.as_ref().map(|i| i.mode) {
+                    Some(Mode::Mux) => self.on_mux_bytes(&m.payload),
+                    Some(Mode::Basic) => {
+                        let mut wakers = Wakers::default();
+                        self.shared.lock().deliver(0, m.payload, &mut wakers);
+                        wakers.wake();
+                        Ok(())
+                    }
+                    None => Ok(()),
+                }
+            }
+            PayloadType::FLAG => {
+                match Flag::decode(&m.payload) {
+                    Ok(Flag::ConnectToPortError) => self.connect_errors += 1,
+                    Ok(flag) => debug!(?flag, "flag from agent"),
+                    Err(e) => debug!(error = %e, "bad flag payload"),
+                }
+                Ok(())
+            }
+            PayloadType::ENC_CHALLENGE_REQUEST => Err(self.handshake_error(
+                "the agent asked for KMS encryption, which port sessions never use".to_owned(),
+            )),
+            other => {
+                debug!(payload_type = ?other, "ignoring payload");
+                Ok(())
+            }
+        }
+    }
+
+    fn handshake_error(&self, message: String) -> End {
+        End::Failed(Error::Handshake {
+            target: self.params.request.target.clone(),
+            message,
+        })
+    }
+
+    fn on_handshake_request(&mut self, payload: &[u8]) -> Result<(), End> {
+        let request = HandshakeRequest::decode(payload)
+            .map_err(|e| self.handshake_error(format!("unreadable HandshakeRequest: {e}")))?;
+        let mut processed = Vec::new();
+        let mut session: Option<PortProperties> = None;
+        let mut problem = None;
+        for action in &request.requested_client_actions {
+            let (status, error) = match (&action.action_type[..], &action.action_parameters) {
+                (ACTION_SESSION_TYPE, ActionParameters::SessionType(st))
+                    if st.session_type == SESSION_TYPE_PORT =>
+                {
+                    match PortProperties::from_value(&st.properties) {
+                        Ok(p) => {
+                            session = Some(p);
+                            (ActionStatus::SUCCESS, String::new())
+                        }
+                        Err(e) => (ActionStatus::FAILED, e.to_string()),
+                    }
+                }
+                (ACTION_SESSION_TYPE, ActionParameters::SessionType(st)) => {
+                    let msg = format!(
+                        "session type {:?} is not port forwarding; start the session with a port-forwarding document",
+                        st.session_type
+                    );
+                    problem = Some(msg.clone());
+                    (ActionStatus::FAILED, msg)
+                }
+                (other, _) => {
+                    let msg = format!("unsupported action {other:?}");
+                    problem.get_or_insert(msg.clone());
+                    (ActionStatus::FAILED, msg)
+                }
+            };
+            processed.push(ProcessedClientAction {
+                action_type: action.action_type.clone(),
+                action_status: status,
+                action_result: serde_json::Value::Null,
+                error,
+            });
+        }
+        let response = HandshakeResponse {
+            client_version: self.params.dial.client_version.clone(),
+            processed_client_actions: processed,
+            errors: problem.clone().map(|p| vec![p]),
+        };
+        match self
+            .reliable
+            .send(now(), PayloadType::HANDSHAKE_RESPONSE, response.encode())
+        {
+            Ok(Some(frame)) => self.send_frame(frame),
+            Ok(None) => {}
+            Err(e) => return Err(End::Failed(e)),
+        }
+        if let Some(p) = problem {
+            return Err(self.handshake_error(p));
+        }
+        let Some(props) = session else {
+            return Err(
+                self.handshake_error("the HandshakeRequest has no SessionType action".to_owned())
+            );
+        };
+        let port_forwarding = props.r#type.as_deref() == Some(PORT_TYPE_LOCAL_PORT_FORWARDING);
+        if !port_forwarding {
+            return Err(self.handshake_error(format!(
+                "the session properties have type {:?}, not {PORT_TYPE_LOCAL_PORT_FORWARDING}",
+                props.r#type
+            )));
+        }
+        let mode = if version::agent_supports_mux(&request.agent_version) {
+            Mode::Mux
+        } else {
+            Mode::Basic
+        };
+        self.info = Some(HandshakeInfo {
+            keepalive: mode == Mode::Mux && version::agent_wants_keepalive(&request.agent_version),
+            agent_version: request.agent_version,
+            mode,
+        });
+        Ok(())
+    }
+
+    /// Feeds Output bytes to the smux decoder and dispatches complete frames.
+    fn on_mux_bytes(&mut self, data: &[u8]) -> Result<(), End> {
+        self.mux_in.extend_from_slice(data);
+        let mut wakers = Wakers::default();
+        let mut t = self.shared.lock();
+        let result = loop {
+            match self.decoder.decode(&mut self.mux_in) {
+                Ok(Decoded::Frame(frame)) => match frame.cmd {
+                    Cmd::Psh => t.deliver(frame.stream_id, frame.data, &mut wakers),
+                    Cmd::Fin => {
+                        let failure = match t.streams.get(&frame.stream_id) {
+                            Some(s) if !s.received_any && self.connect_errors > 0 => {
+                                self.connect_errors -= 1;
+                                let e = Error::ConnectToPort {
+                                    target: self.params.request.target.clone(),
+                                    host: self.params.request.host.clone(),
+                                    port: self.params.request.port,
+                                };
+                                Some(Failure {
+                                    kind: std::io::ErrorKind::ConnectionRefused,
+                                    message: e.to_string(),
+                                })
+                            }
+                            _ => None,
+                        };
+                        t.remote_close(frame.stream_id, failure, &mut wakers);
+                    }
+                    Cmd::Syn | Cmd::Nop => {}
+                },
+                Ok(Decoded::Incomplete { .. }) => break Ok(()),
+                Err(e) => break Err(e),
+            }
+        };
+        drop(t);
+        wakers.wake();
+        result.map_err(|e| self.protocol(format!("smux: {e}")))
+    }
+
+    /// The socket is gone: ResumeSession and dial again, with capped backoff, for up to
+    /// [`SessionParams::resume_for`].
+    async fn reconnect(&mut self, why: String) -> Result<(), End> {
+        self.conn = None;
+        if self.cancel.is_cancelled() {
+            return Err(End::Shutdown);
+        }
+        info!(reason = %why, "ssm websocket lost, resuming");
+        let started = Instant::now();
+        let mut delay = Duration::from_millis(100);
+        let mut last = why;
+        loop {
+            match self.api.resume_session(&self.grant.session_id).await {
+                Ok(Some(grant)) => {
+                    self.grant.token = grant.token;
+                    if !grant.stream_url.is_empty() {
+                        self.grant.stream_url = grant.stream_url;
+                    }
+                    match websocket::connect(
+                        &self.grant.stream_url,
+                        &self.grant.token,
+                        &self.params.dial,
+                    )
+                    .await
+                    {
+                        Ok(ws) => {
+                            self.attach(ws);
+                            info!(url = %strip_query(&self.grant.stream_url), "ssm websocket resumed");
+                            return Ok(());
+                        }
+                        Err(e) => last = e.to_string(),
+                    }
+                }
+                Ok(None) => {
+                    return Err(End::Failed(self.closed(format!(
+                        "ResumeSession returned no token: the session is gone (after: {last})"
+                    ))));
+                }
+                Err(e) => last = e.to_string(),
+            }
+            if started.elapsed() > self.params.resume_for {
+                return Err(End::Failed(self.closed(format!(
+                    "could not resume for {}s: {last}",
+                    self.params.resume_for.as_secs()
+                ))));
+            }
+            debug!(error = %last, delay_ms = delay.as_millis() as u64, "resume failed, retrying");
+            tokio::select! {
+                _ = self.cancel.cancelled() => return Err(End::Shutdown),
+                _ = tokio::time::sleep(delay) => {}
+            }
+            delay = (delay * 2).min(Duration::from_secs(5));
+        }
+    }
+}
+
+/// Reads frames, decodes AgentMessages and hands them to the session task. Undecodable frames are
+/// logged and dropped, as both reference ends do; the sender retransmits.
+async fn read_loop(
+    mut stream: futures_util::stream::SplitStream<WsStream>,
+    tx: mpsc::Sender<ConnEvent>,
+    dead_after: Duration,
+) {
+    let why = loop {
+        let next = match tokio::time::timeout(dead_after, stream.next()).await {
+            Ok(n) => n,
+            Err(_) => break format!("no frame for {}s", dead_after.as_secs()),
+        };
+        let msg = match next {
+            None => break "the server closed the connection".to_owned(),
+            Some(Err(e)) => break format!("read error: {e}"),
+            Some(Ok(m)) => m,
+        };
+        let data = match msg {
+            Message::Binary(b) => b,
+            // The plugin feeds text frames to the binary parser too; nothing is known to send any.
+            Message::Text(t) => Bytes::from(t),
+            Message::Close(frame) => {
+                break match frame {
+                    Some(f) => format!("closed by the server ({} {})", u16::from(f.code), f.reason),
+                    None => "closed by the server".to_owned(),
+                };
+            }
+            _ => continue,
+        };
+        match AgentMessage::decode_bytes(data) {
+            Ok(m) => {
+                if tx.send(ConnEvent::Message(m)).await.is_err() {
+                    return;
+                }
+            }
+            Err(e) => warn!(error = %e, "dropping invalid agent message"),
+        }
+    };
+    let _ = tx.send(ConnEvent::Closed(why)).await;
+}
+
+/// Writes queued frames (batched, one flush per batch) and pings every `ping_interval`.
+async fn write_loop(
+    mut sink: futures_util::stream::SplitSink<WsStream, Message>,
+    mut rx: OutboxReceiver,
+    ping_interval: Duration,
+) {
+    let mut ping = tokio::time::interval(ping_interval);
+    loop {
+        tokio::select! {
+            item = rx.recv() => {
+                let Some(mut item) = item else { return };
+                let mut batch = 0;
+                loop {
+                    match item {
+                        Outgoing::Frame(f) => {
+                            let len = f.len();
+                            let r = sink.feed(Message::Binary(f)).await;
+                            rx.written(len);
+                            if r.is_err() {
+                                return;
+                            }
+                        }
+                        Outgoing::Close(code, reason) => {
+                            let _ = sink.flush().await;
+                            let _ = sink
+                                .send(Message::Close(Some(tokio_tungstenite::tungstenite::protocol::CloseFrame {
+                                    code: code.into(),
+                                    reason: reason.into(),
+                                })))
+                                .await;
+                            return;
+                        }
+                    }
+                    batch += 1;
+                    match (batch < 256).then(|| rx.try_recv()).flatten() {
+                        Some(next) => item = next,
+                        None => break,
+                    }
+                }
+                if sink.flush().await.is_err() {
+                    return;
+                }
+            }
+            _ = ping.tick() => {
+                if sink.send(Message::Ping(Bytes::from_static(b"keepalive"))).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,375 @@
+//! A local stand-in for AWS Systems Manager Session Manager port forwarding (DESIGN.md decision 9;
+//! spec §12): the SSM API, the message gateway's WebSocket and the SSM agent, on one loopback port.
+//!
+//! * [`http`]: one HTTP/1.1 listener serves the awsJson1_1 API (`POST /`, `X-Amz-Target:
+//!   AmazonSSM.StartSession|ResumeSession|TerminateSession`, errors as `{"__type","message"}`) and
+//!   the data-channel WebSocket (`GET /v1/data-channel/<SessionId>`, signed or unsigned upgrade,
+//!   then a text OpenDataChannel carrying the current token);
+//! * [`gateway`]: relays AgentMessages between the client's WebSocket and the agent, through the
+//!   fault injector ([`faults`]) and the injected round-trip time, and resets the socket on demand;
+//! * [`agent`]: the agent side of one session with the agent's reliability rules
+//!   ([`crate::ssm::reliable::Config::agent`]), the handshake, a smux v1 server that dials the
+//!   routed destination per stream (ConnectToPortError + FIN when that fails), basic mode for
+//!   agent versions too old for smux, `channel_closed` on TerminateSession, idle timeout, and an
+//!   optional realistic pump (1 KiB per message, 1 ms pause, as the real agent).
+//!
+//! Start one with [`SimServer::start`]; point `aws-sdk-ssm` (or the AWS CLI with
+//! `AWS_ENDPOINT_URL_SSM`) at [`SimServer::endpoint_url`]. Destinations are routed: a
+//! StartSession whose `host`/`portNumber` match a [`Route`] is forwarded to its dial address;
+//! without a route only loopback destinations are dialled.
+
+pub mod agent;
+pub mod faults;
+pub mod gateway;
+pub mod http;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use faults::Faults;
+
+/// The default agent version: current, smux without keep-alive.
+pub const DEFAULT_AGENT_VERSION: &str = "3.3.987.0";
+
+/// A destination override: StartSession for `host:port` is forwarded to `dial`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Route {
+    /// Host as given in the StartSession `host` parameter.
+    pub host: String,
+    /// Port as given in `portNumber`.
+    pub port: u16,
+    /// Address the agent dials instead (`127.0.0.1:3306`).
+    pub dial: String,
+}
+
+impl std::str::FromStr for Route {
+    type Err = String;
+
+    /// `HOST:PORT=DIALADDR`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (from, dial) = s
+            .split_once('=')
+            .ok_or_else(|| format!("route {s:?}: expected HOST:PORT=DIALADDR"))?;
+        let (host, port) = from
+            .rsplit_once(':')
+            .ok_or_else(|| format!("route {s:?}: expected HOST:PORT before '='"))?;
+        let port = port
+            .parse()
+            .map_err(|_| format!("route {s:?}: {port:?} is not a port"))?;
+        if dial.is_empty() {
+            return Err(format!("route {s:?}: empty dial address"));
+        }
+        Ok(Route {
+            host: host.to_owned(),
+            port,
+            dial: dial.to_owned(),
+        })
+    }
+}
+
+/// Whether the agent sends its HandshakeRequest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HandshakeBehaviour {
+    /// As the agent does.
+    Normal,
+    /// Never: the client must time out.
+    Never,
+}
+
+/// Everything the simulator can be told.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    /// Where to listen (`127.0.0.1:0` by default).
+    pub listen: SocketAddr,
+    /// Destination routes.
+    pub routes: Vec<Route>,
+    /// AgentVersion in the HandshakeRequest (`3.0.196.0` or older forces basic mode).
+    pub agent_version: String,
+    /// Message faults on the gateway.
+    pub faults: Faults,
+    /// Realistic agent pump: 1024-byte messages with a 1 ms pause after each.
+    pub realistic: bool,
+    /// Bytes per agent message when not realistic.
+    pub agent_chunk: usize,
+    /// Round-trip time added by the gateway (half each way).
+    pub rtt: Duration,
+    /// Close every client WebSocket with 1000 "Bye" after this long.
+    pub ws_reset_every: Option<Duration>,
+    /// Answer ResumeSession without a token (the session is gone).
+    pub refuse_resume: bool,
+    /// Answer every StartSession with this error (`__type`, message).
+    pub start_session_error: Option<(String, String)>,
+    /// Targets whose agent is "not connected" (StartSession → TargetNotConnected).
+    pub disconnected_targets: Vec<String>,
+    /// Service idle timeout: no stream data either way for this long ends the session.
+    pub idle_timeout: Duration,
+    /// How long the agent waits for the HandshakeResponse.
+    pub handshake_timeout: Duration,
+    /// Whether the agent starts the handshake.
+    pub handshake: HandshakeBehaviour,
+    /// Verify SigV4 upgrade signatures (when present) with this secret key.
+    pub verify_secret: Option<String>,
+    /// Require the upgrade to be signed.
+    pub require_signature: bool,
+    /// Raw WebSocket binary messages sent to every client right after OpenDataChannel, before any
+    /// agent traffic (for testing how clients treat garbage from the service).
+    pub inject_frames: Vec<bytes::Bytes>,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            routes: Vec::new(),
+            agent_version: DEFAULT_AGENT_VERSION.to_owned(),
+            faults: Faults::default(),
+            realistic: false,
+            agent_chunk: 32 * 1024,
+            rtt: Duration::ZERO,
+            ws_reset_every: None,
+            refuse_resume: false,
+            start_session_error: None,
+            disconnected_targets: Vec::new(),
+            idle_timeout: Duration::from_secs(20 * 60),
+            handshake_timeout: Duration::from_secs(15),
+            handshake: HandshakeBehaviour::Normal,
+            verify_secret: None,
+            require_signature: false,
+            inject_frames: Vec::new(),
+        }
+    }
+}
+
+/// Counters, for tests and the binary's log.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// StartSession calls that created a session.
+    pub start_session: AtomicU64,
+    /// ResumeSession calls.
+    pub resume_session: AtomicU64,
+    /// TerminateSession calls.
+    pub terminate_session: AtomicU64,
+    /// WebSocket connections accepted (OpenDataChannel valid).
+    pub ws_connections: AtomicU64,
+    /// WebSocket upgrades whose signature was verified.
+    pub signed_upgrades: AtomicU64,
+    /// smux streams opened.
+    pub streams: AtomicU64,
+    /// Destination dials that failed.
+    pub dial_failures: AtomicU64,
+    /// Messages the fault injector dropped.
+    pub dropped: AtomicU64,
+    /// Messages it duplicated.
+    pub duplicated: AtomicU64,
+    /// Sessions whose handshake completed in basic mode.
+    pub basic_sessions: AtomicU64,
+    /// Sessions whose handshake completed in mux mode.
+    pub mux_sessions: AtomicU64,
+}
+
+/// A snapshot of [`Stats`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StatsSnapshot {
+    /// See [`Stats::start_session`].
+    pub start_session: u64,
+    /// See [`Stats::resume_session`].
+    pub resume_session: u64,
+    /// See [`Stats::terminate_session`].
+    pub terminate_session: u64,
+    /// See [`Stats::ws_connections`].
+    pub ws_connections: u64,
+    /// See [`Stats::signed_upgrades`].
+    pub signed_upgrades: u64,
+    /// See [`Stats::streams`].
+    pub streams: u64,
+    /// See [`Stats::dial_failures`].
+    pub dial_failures: u64,
+    /// See [`Stats::dropped`].
+    pub dropped: u64,
+    /// See [`Stats::duplicated`].
+    pub duplicated: u64,
+    /// See [`Stats::basic_sessions`].
+    pub basic_sessions: u64,
+    /// See [`Stats::mux_sessions`].
+    pub mux_sessions: u64,
+}
+
+impl Stats {
+    /// The current values.
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        StatsSnapshot {
+            start_session: l(&self.start_session),
+            resume_session: l(&self.resume_session),
+            terminate_session: l(&self.terminate_session),
+            ws_connections: l(&self.ws_connections),
+            signed_upgrades: l(&self.signed_upgrades),
+            streams: l(&self.streams),
+            dial_failures: l(&self.dial_failures),
+            dropped: l(&self.dropped),
+            duplicated: l(&self.duplicated),
+            basic_sessions: l(&self.basic_sessions),
+            mux_sessions: l(&self.mux_sessions),
+        }
+    }
+}
+
+/// One session as the simulated service knows it.
+#[derive(Debug)]
+pub struct SimSession {
+    /// The session id.
+    pub id: String,
+    /// The StartSession target.
+    pub target: String,
+    /// Mutable parts.
+    pub state: Mutex<SessionState>,
+    /// Events to the agent task.
+    pub agent_tx: mpsc::UnboundedSender<agent::AgentEvent>,
+    /// Wakes the agent task when the gateway has drained what it sent.
+    pub agent_wake: Arc<tokio::sync::Notify>,
+    /// Cancelled when the session is terminated (for whatever reason).
+    pub terminated: CancellationToken,
+}
+
+/// The mutable part of a [`SimSession`].
+#[derive(Debug)]
+pub struct SessionState {
+    /// The token a new OpenDataChannel must carry.
+    pub token: String,
+    /// The current cell-number.
+    pub cell: String,
+}
+
+/// State shared by the listener, the gateway connections and the agents.
+#[derive(Debug)]
+pub struct SimState {
+    /// The configuration.
+    pub config: SimConfig,
+    /// The address the listener is bound to.
+    pub addr: SocketAddr,
+    /// Sessions by id (terminated ones stay, so ResumeSession can say they are gone).
+    pub sessions: Mutex<HashMap<String, Arc<SimSession>>>,
+    /// Counters.
+    pub stats: Stats,
+    /// Session counter for ids.
+    pub next_session: AtomicU64,
+    /// Stops everything.
+    pub cancel: CancellationToken,
+    /// Every task the simulator spawns.
+    pub tracker: TaskTracker,
+    /// Bumped by [`SimServer::reset_connections`]; gateway connections close when it changes.
+    pub reset_epoch: tokio::sync::watch::Sender<u64>,
+}
+
+impl SimState {
+    /// Looks up a session.
+    pub fn session(&self, id: &str) -> Option<Arc<SimSession>> {
+        lock(&self.sessions).get(id).cloned()
+    }
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A running simulator. Dropping it stops everything.
+#[derive(Debug)]
+pub struct SimServer {
+    /// Shared state.
+    state: Arc<SimState>,
+}
+
+impl SimServer {
+    /// Binds `config.listen` and starts serving.
+    pub async fn start(config: SimConfig) -> std::io::Result<SimServer> {
+        let listener = TcpListener::bind(config.listen).await?;
+        let addr = listener.local_addr()?;
+        let (reset_epoch, _) = tokio::sync::watch::channel(0);
+        let state = Arc::new(SimState {
+            config,
+            addr,
+            sessions: Mutex::new(HashMap::new()),
+            stats: Stats::default(),
+            next_session: AtomicU64::new(1),
+            cancel: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+            reset_epoch,
+        });
+        state.tracker.spawn(http::serve(state.clone(), listener));
+        Ok(SimServer { state })
+    }
+
+    /// `http://127.0.0.1:<port>`: the SSM endpoint URL.
+    pub fn endpoint_url(&self) -> String {
+        format!("http://{}", self.state.addr)
+    }
+
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.state.addr
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> StatsSnapshot {
+        self.state.stats.snapshot()
+    }
+
+    /// Ids of sessions not yet terminated.
+    pub fn live_sessions(&self) -> Vec<String> {
+        lock(&self.state.sessions)
+            .values()
+            .filter(|s| !s.terminated.is_cancelled())
+            .map(|s| s.id.clone())
+            .collect()
+    }
+
+    /// Terminates a session as the TerminateSession API would (channel_closed to the client).
+    pub fn terminate(&self, session_id: &str, reason: &str) -> bool {
+        match self.state.session(session_id) {
+            Some(s) if !s.terminated.is_cancelled() => {
+                let _ = s
+                    .agent_tx
+                    .send(agent::AgentEvent::Terminate(reason.to_owned()));
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Closes every client WebSocket now with 1000 "Bye" (sessions stay resumable).
+    pub fn reset_connections(&self) {
+        self.state.reset_epoch.send_modify(|e| *e += 1);
+    }
+
+    /// Stops the listener, every session and every connection, and waits for their tasks.
+    pub async fn shutdown(self) {
+        self.state.cancel.cancel();
+        self.state.tracker.close();
+        self.state.tracker.wait().await;
+    }
+}
+
+impl Drop for SimServer {
+    fn drop(&mut self) {
+        self.state.cancel.cancel();
+    }
+}
+
+/// Random printable text for tokens and cell numbers.
+pub(crate) fn random_text(len: usize, alphabet: &[u8]) -> String {
+    (0..len)
+        .map(|_| alphabet[rand::random_range(0..alphabet.len())] as char)
+        .collect()
+}
+
+/// Base64 alphabet, to make cell numbers carry `+`, `/` (and a trailing `=`) like the real ones.
+pub(crate) const BASE64: &[u8] =
+    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
