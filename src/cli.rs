@@ -104,6 +104,16 @@ pub struct ServeArgs {
     #[arg(long, env = "RDS_IAM_PROXY_DIAL", value_name = "ADDR")]
     pub dial: Option<String>,
 
+    /// Reach the database through AWS Systems Manager Session Manager port forwarding via this
+    /// target: an EC2 instance id (i-…) or an ECS task (ecs:<cluster>_<taskId>_<runtimeId>).
+    #[arg(long, env = "RDS_IAM_PROXY_SSM_TARGET", value_name = "TARGET", conflicts_with = "dial")]
+    pub ssm_target: Option<String>,
+
+    /// Warm SSM sessions to spread connections over; the agent paces each session to about
+    /// 0.9 MiB/s downstream [default: 2].
+    #[arg(long, env = "RDS_IAM_PROXY_SSM_SESSIONS", value_name = "N", requires = "ssm_target")]
+    pub ssm_sessions: Option<usize>,
+
     /// Local address to listen on, loopback only [default: 127.0.0.1:3306; a free port for exec].
     #[arg(long, env = "RDS_IAM_PROXY_LISTEN", value_name = "ADDR")]
     pub listen: Option<String>,

@@ -61,6 +61,10 @@ pub struct Config {
     pub dial: String,
     /// AWS profile, if one was named.
     pub profile: Option<String>,
+    /// The SSM target, when the transport is Session Manager.
+    pub ssm_target: Option<String>,
+    /// Warm SSM sessions (default chosen by the pool).
+    pub ssm_sessions: Option<usize>,
     /// The engine configuration.
     pub proxy: ProxyConfig,
 }
@@ -150,6 +154,8 @@ pub fn build(args: &ServeArgs, aws_region: Option<String>) -> Result<Config, Err
         health,
         dial,
         profile: args.profile.clone(),
+        ssm_target: args.ssm_target.clone().filter(|t| !t.is_empty()),
+        ssm_sessions: args.ssm_sessions.map(|n| n.max(1)),
         proxy,
     })
 }

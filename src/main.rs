@@ -13,7 +13,9 @@ use rds_iam_proxy::cli::{
 };
 use rds_iam_proxy::iam::{self, TokenCache, TokenRequest};
 use rds_iam_proxy::local::{LocalProxy, url_escape};
-use rds_iam_proxy::tunnel::Direct;
+use rds_iam_proxy::ssm::SsmConfig;
+use rds_iam_proxy::tunnel::ssm::Ssm;
+use rds_iam_proxy::tunnel::{Connector, Direct};
 use rds_iam_proxy::{config, health, shutdown};
 
 fn main() -> ExitCode {
@@ -67,12 +69,37 @@ fn init_tracing(log: &LogArgs) {
     }
 }
 
+/// A running proxy, its configuration, and the SSM pool to end on shutdown (if any).
+struct Started {
+    local: LocalProxy,
+    cfg: config::Config,
+    ssm: Option<Ssm>,
+}
+
 /// Builds the configuration and starts the proxy (and its health endpoint) in-process.
-async fn start(args: &ServeArgs) -> Result<(LocalProxy, config::Config)> {
+async fn start(args: &ServeArgs) -> Result<Started> {
     let (provider, aws_region) = iam::load_aws(args.profile.as_deref()).await;
     let cfg = config::build(args, aws_region)?;
     let tokens = Arc::new(TokenCache::new(provider, cfg.profile.clone()));
-    let connector = Arc::new(Direct::new(cfg.dial.clone()));
+    let mut ssm = None;
+    let connector: Arc<dyn Connector> = match &cfg.ssm_target {
+        Some(target) => {
+            let sdk = iam::load_sdk_config(cfg.profile.as_deref(), Some(&cfg.proxy.region)).await;
+            let mut sc = SsmConfig::new(
+                target.clone(),
+                cfg.proxy.endpoint_host.clone(),
+                cfg.proxy.endpoint_port,
+                cfg.proxy.region.clone(),
+            );
+            if let Some(n) = cfg.ssm_sessions {
+                sc.sessions = n;
+            }
+            let s = Ssm::new(sc, &sdk).context("starting the SSM session pool")?;
+            ssm = Some(s.clone());
+            Arc::new(s)
+        }
+        None => Arc::new(Direct::new(cfg.dial.clone())),
+    };
     let local = LocalProxy::start_with(&cfg, connector, tokens).await?;
     if let Some(addr) = cfg.health {
         let listener = tokio::net::TcpListener::bind(addr)
@@ -84,11 +111,23 @@ async fn start(args: &ServeArgs) -> Result<(LocalProxy, config::Config)> {
             local.stop_token(),
         ));
     }
-    Ok((local, cfg))
+    Ok(Started { local, cfg, ssm })
+}
+
+impl Started {
+    /// Waits for the proxy to stop, then ends the SSM sessions (TerminateSession).
+    async fn wait(self) -> usize {
+        let left = self.local.wait().await;
+        if let Some(ssm) = self.ssm {
+            ssm.shutdown().await;
+        }
+        left
+    }
 }
 
 async fn serve(args: ServeArgs) -> Result<()> {
-    let (local, cfg) = start(&args).await?;
+    let started = start(&args).await?;
+    let (local, cfg) = (&started.local, &started.cfg);
     let user = match &cfg.proxy.db_user {
         Some(u) => format!("as IAM user {u}"),
         None => "as the user each client names".to_owned(),
@@ -100,7 +139,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         cfg.proxy.region
     );
     tokio::spawn(shutdown::on_signal(local.stop_token()));
-    let left = local.wait().await;
+    let left = started.wait().await;
     if left > 0 {
         warn!(
             open = left,
@@ -118,7 +157,8 @@ async fn exec(mut args: ExecArgs) -> Result<ExitCode> {
     let Some(user) = args.serve.db_user.clone() else {
         bail!("exec needs the IAM database user: pass --db-user (or set RDS_IAM_PROXY_DB_USER)");
     };
-    let (local, _cfg) = start(&args.serve).await?;
+    let started = start(&args.serve).await?;
+    let local = &started.local;
     let addr = local.addr();
     let (program, rest) = args
         .command
@@ -148,7 +188,8 @@ async fn exec(mut args: ExecArgs) -> Result<ExitCode> {
         .status()
         .await
         .with_context(|| format!("cannot run `{program}`"))?;
-    local.shutdown().await;
+    local.stop_token().cancel();
+    started.wait().await;
     // The client's own exit code, or 128 + signal like a shell.
     let code = status.code().unwrap_or_else(|| {
         use std::os::unix::process::ExitStatusExt;

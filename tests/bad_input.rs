@@ -239,7 +239,7 @@ async fn upstream_closes_right_after_accept() {
     let (mut client, server) = h.pair().await;
     drop(server);
     let err = err_instead_of_greeting(&mut client).await;
-    assert_eq!(err.code, 2003);
+    assert_eq!(err.code, 1105);
     assert_contains(
         &err.message_str(),
         &[
@@ -257,7 +257,7 @@ async fn upstream_speaks_ssh_instead_of_mysql() {
     let (mut client, mut server) = h.pair().await;
     server.send_raw(b"SSH-2.0-OpenSSH_9.6\r\n").await;
     let err = err_instead_of_greeting(&mut client).await;
-    assert_eq!(err.code, 2003);
+    assert_eq!(err.code, 1105);
     assert_contains(
         &err.message_str(),
         &[
@@ -343,7 +343,7 @@ async fn upstream_closes_after_the_ssl_request() {
     server.read_ssl_request().await;
     drop(server);
     let err = client.expect_err(2).await;
-    assert_eq!(err.code, 2026);
+    assert_eq!(err.code, 1105);
     assert_contains(
         &err.message_str(),
         &["TLS handshake with mysql8.test:3306 failed"],
@@ -362,7 +362,7 @@ async fn upstream_certificate_for_the_wrong_name_gets_no_token() {
         "the proxy accepted a certificate for other.test"
     );
     let err = client.expect_err(2).await;
-    assert_eq!(err.code, 2026);
+    assert_eq!(err.code, 1105);
     let ca = h.pki.ca_path.display().to_string();
     assert_contains(
         &err.message_str(),
@@ -389,7 +389,7 @@ async fn upstream_certificate_from_another_ca_gets_no_token() {
         "the proxy accepted a certificate from an unknown CA"
     );
     let err = client.expect_err(2).await;
-    assert_eq!(err.code, 2026);
+    assert_eq!(err.code, 1105);
     let ca = h.pki.ca_path.display().to_string();
     assert_contains(&err.message_str(), &["TLS verification", &ca]);
     server.expect_closed("TLS refused").await;
@@ -513,7 +513,7 @@ async fn upstream_never_answers_the_token() {
     // Silence: the proxy gives up after its login timeout and closes this leg.
     server.expect_closed("timed out").await;
     let err = client.expect_err(2).await;
-    assert_eq!(err.code, 2013, "server lost");
+    assert_eq!(err.code, 1105, "server lost");
     assert_contains(
         &err.message_str(),
         &["mysql8.test:3306", "failed during login", "within 2s"],

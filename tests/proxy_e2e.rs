@@ -229,7 +229,7 @@ async fn failures_reach_the_client_as_mysql_errors_and_the_proxy_keeps_serving()
     wrong_name.endpoint_host = "wrong-name.test".into();
     let px2 = RunningProxy::start(&wrong_name, |_| {}).await;
     let (code, msg) = login_error(&px2.target("iamuser")).await;
-    assert_eq!(code, 2026, "{msg}");
+    assert_eq!(code, 1105, "{msg}");
     assert!(
         msg.contains("wrong-name.test") && msg.contains(&spec.ca.display().to_string()),
         "{msg}"
@@ -250,11 +250,19 @@ async fn failures_reach_the_client_as_mysql_errors_and_the_proxy_keeps_serving()
     unreachable.dial = closed.to_string();
     let px3 = RunningProxy::start(&unreachable, |_| {}).await;
     let (code, msg) = login_error(&px3.target("iamuser")).await;
-    assert_eq!(code, 2003, "{msg}");
+    assert_eq!(code, 1105, "{msg}");
     assert!(
         msg.contains(&spec.endpoint_host) && msg.contains(&closed.to_string()),
         "{msg}"
     );
+    // libmariadb shows it too (it calls an ERR with a 2xxx code "malformed" and drops the text).
+    let cli = tokio::task::spawn_blocking({
+        let t = px3.target("iamuser");
+        move || clients::mariadb_cli_expect_error(&t)
+    })
+    .await
+    .unwrap();
+    assert!(cli.contains(&closed.to_string()) && !cli.contains("malformed"), "{cli}");
     px3.stop().await;
 
     // And the first proxy still serves after all of that.

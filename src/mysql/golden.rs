@@ -115,7 +115,7 @@ fn err_packets_with_and_without_sql_state() {
     e.encode(&mut out);
     assert_eq!(&out[..4], &[0xFF, 0x15, 0x04, b'#']);
     assert_eq!(ErrPacket::decode(&out).unwrap(), e);
-    let e = ErrPacket::before_greeting(2003, "upstream unreachable");
+    let e = ErrPacket::before_greeting(1105, "upstream unreachable");
     let mut out = BytesMut::new();
     e.encode(&mut out);
     assert_eq!(ErrPacket::decode(&out).unwrap(), e);

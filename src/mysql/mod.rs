@@ -29,10 +29,11 @@ pub mod codes {
     pub const ACCESS_DENIED: u16 = 1045;
     /// `ER_HANDSHAKE_ERROR` (SQLSTATE 08S01): a malformed or unsupported handshake.
     pub const HANDSHAKE_ERROR: u16 = 1043;
-    /// `CR_CONN_HOST_ERROR`: the upstream could not be reached (shown as "ERROR 2003").
-    pub const CONN_HOST_ERROR: u16 = 2003;
-    /// `CR_SERVER_LOST`: the server stopped answering mid-exchange (shown as "ERROR 2013").
-    pub const SERVER_LOST: u16 = 2013;
+    /// `ER_UNKNOWN_ERROR` (SQLSTATE HY000): the path to the database failed (unreachable, TLS,
+    /// stopped answering); the message says which hop. Client-range codes such as 2003 or 2026
+    /// cannot be used: libmariadb reports an ERR carrying a 2xxx code as "malformed packet" and
+    /// drops its message.
+    pub const UPSTREAM_ERROR: u16 = 1105;
     /// `ER_CON_COUNT_ERROR` (SQLSTATE 08004): too many connections.
     pub const TOO_MANY_CONNECTIONS: u16 = 1040;
     /// `ER_NOT_SUPPORTED_AUTH_MODE` (SQLSTATE 08004): the account does not use IAM authentication.

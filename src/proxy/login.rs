@@ -170,7 +170,7 @@ async fn bridge(inner: &Arc<Inner>, leg: &mut ClientLeg) -> Result<Established, 
         reason: "upstream_unreachable",
         detail: e.to_string(),
         reply: Some(ErrPacket::before_greeting(
-            codes::CONN_HOST_ERROR,
+            codes::UPSTREAM_ERROR,
             format!(
                 "rds-iam-proxy could not reach the database {endpoint} via {}: {e}. Check that the \
                  database is running and reachable from here (or through the tunnel).",
@@ -184,7 +184,7 @@ async fn bridge(inner: &Arc<Inner>, leg: &mut ClientLeg) -> Result<Established, 
         reason: "upstream_handshake",
         detail: format!("reading the upstream greeting: {e}"),
         reply: Some(ErrPacket::before_greeting(
-            codes::CONN_HOST_ERROR,
+            codes::UPSTREAM_ERROR,
             format!(
                 "rds-iam-proxy: the database {endpoint} did not send a valid MySQL greeting ({e}); \
                  is {} really a MySQL endpoint?",
@@ -194,7 +194,7 @@ async fn bridge(inner: &Arc<Inner>, leg: &mut ClientLeg) -> Result<Established, 
     })?;
     if greeting_packet.payload.first() == Some(&ErrPacket::HEADER) {
         let err = ErrPacket::decode(&greeting_packet.payload).unwrap_or_else(|_| {
-            ErrPacket::before_greeting(codes::CONN_HOST_ERROR, "malformed error from the database")
+            ErrPacket::before_greeting(codes::UPSTREAM_ERROR, "malformed error from the database")
         });
         return Err(Failure::forward(Side::Upstream, "upstream_refused", err));
     }
@@ -416,7 +416,7 @@ async fn bridge(inner: &Arc<Inner>, leg: &mut ClientLeg) -> Result<Established, 
             return Err(Failure::new(
                 Side::Upstream,
                 "tls",
-                2026,
+                codes::UPSTREAM_ERROR,
                 b"HY000",
                 format!(
                     "the TLS handshake with {endpoint} did not finish within {}s",
@@ -634,7 +634,7 @@ fn upstream_io_failure(endpoint: &str, e: std::io::Error) -> Failure {
     Failure::new(
         Side::Upstream,
         "upstream_io",
-        codes::CONN_HOST_ERROR,
+        codes::UPSTREAM_ERROR,
         b"HY000",
         format!("lost the connection to the database {endpoint} during login: {e}"),
     )
@@ -644,7 +644,7 @@ fn upstream_read_failure(endpoint: &str, e: ReadError) -> Failure {
     Failure::new(
         Side::Upstream,
         "upstream_io",
-        codes::SERVER_LOST,
+        codes::UPSTREAM_ERROR,
         b"HY000",
         format!("the database {endpoint} failed during login: {e}"),
     )
@@ -666,7 +666,7 @@ fn tls_failure(inner: &Inner, endpoint: &str, e: std::io::Error) -> Failure {
     } else {
         format!("the TLS handshake with {endpoint} failed: {e}")
     };
-    Failure::new(Side::Upstream, "tls", 2026, b"HY000", msg)
+    Failure::new(Side::Upstream, "tls", codes::UPSTREAM_ERROR, b"HY000", msg)
 }
 
 fn not_iam_user(db_user: &str, endpoint: &str, asked: &str) -> Failure {
