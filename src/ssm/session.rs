@@ -581,14 +581,14 @@ impl Actor {
             wakers.wake();
             if self.out.is_empty() {
                 if self.basic_closing {
-                    // Basic sessions carry one connection: tell the agent and end the session.
-                    for flag in [Flag::DisconnectToPort, Flag::TerminateSession] {
-                        if let Some(frame) =
-                            self.reliable
-                                .send(now(), PayloadType::FLAG, flag.encode())?
-                        {
-                            conn.outbox.send(frame);
-                        }
+                    // Basic sessions carry one connection: tell the agent, then end the session
+                    // (the session task's end sends TerminateSession).
+                    if let Some(frame) = self.reliable.send(
+                        now(),
+                        PayloadType::FLAG,
+                        Flag::DisconnectToPort.encode(),
+                    )? {
+                        conn.outbox.send(frame);
                     }
                     self.basic_closing = false;
                     self.cancel.cancel();
