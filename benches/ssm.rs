@@ -10,7 +10,6 @@
 //! `SSM_BENCH_QUICK=1` shrinks the transfers for a smoke run.
 
 #[path = "../tests/ssm_support/mod.rs"]
-#[allow(dead_code)]
 mod ssm_support;
 
 use std::net::SocketAddr;

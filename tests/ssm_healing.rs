@@ -253,3 +253,24 @@ async fn oversized_websocket_message_drops_the_socket_and_resumes() {
     stop.cancel();
     sim.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_timeout_ends_the_session_and_a_new_one_follows() {
+    let stop = CancellationToken::new();
+    let echo = echo_server(stop.clone()).await;
+    let sim_cfg = SimConfig {
+        idle_timeout: Duration::from_millis(800),
+        ..sim_config(echo)
+    };
+    let (sim, ssm) = start(sim_cfg, ssm_config(1)).await;
+    let mut idle = ssm.connect().await.unwrap();
+    let mut buf = [0u8; 8];
+    let err = idle.read(&mut buf).await.unwrap_err();
+    assert!(err.to_string().contains("inactivity"), "{err}");
+    let (a, b) = echo_roundtrip(ssm.connect().await.unwrap(), 8, 10_000, 1000).await;
+    assert_eq!(a, b);
+    assert!(sim.stats().start_session >= 2);
+    ssm.shutdown().await;
+    stop.cancel();
+    sim.shutdown().await;
+}
