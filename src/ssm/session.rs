@@ -43,6 +43,10 @@ use super::stream::SsmStream;
 use super::version;
 use super::websocket::{self, DialConfig, WsStream};
 
+/// Decoded messages queued between the reader task and the session task. With frames capped at
+/// about 1 MiB by the WebSocket layer, this bounds what a misbehaving service can make us hold.
+const READER_QUEUE: usize = 32;
+
 /// Knobs of one session; [`SessionParams::new`] gives the defaults.
 #[derive(Clone, Debug)]
 pub struct SessionParams {
@@ -383,7 +387,7 @@ impl Actor {
     /// Installs a freshly dialled WebSocket: spawns its reader and writer tasks.
     fn attach(&mut self, ws: WsStream) {
         let (sink, stream) = ws.split();
-        let (tx, rx) = mpsc::channel(256);
+        let (tx, rx) = mpsc::channel(READER_QUEUE);
         let (ob, ob_rx) = outbox(super::outbox::DEFAULT_HIGH_WATER, self.shared.wake.clone());
         let reader = tokio::spawn(read_loop(stream, tx, self.params.dead_after).in_current_span());
         let writer =
