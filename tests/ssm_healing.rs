@@ -274,3 +274,29 @@ async fn idle_timeout_ends_the_session_and_a_new_one_follows() {
     stop.cancel();
     sim.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_or_foreign_handshakes_are_clear_errors() {
+    let nowhere = closed_port().await;
+    let shell = br#"{"AgentVersion":"3.3.987.0","RequestedClientActions":[{"ActionType":"SessionType","ActionParameters":{"SessionType":"InteractiveCommands","Properties":{}}}]}"#;
+    let cases: [(&'static [u8], &str); 2] = [
+        (b"{not json", "unreadable HandshakeRequest"),
+        (shell, "is not port forwarding"),
+    ];
+    for (payload, expected) in cases {
+        // Injected as the agent's first stream message (sequence 0), ahead of the real one.
+        let sim_cfg = SimConfig {
+            inject_frames: vec![frame("output_stream_data", 0, 5, payload)],
+            ..sim_config(nowhere)
+        };
+        let mut cfg = ssm_config(1);
+        cfg.connect_timeout = Duration::from_secs(2);
+        let (sim, ssm) = start(sim_cfg, cfg).await;
+        let err = ssm.connect().await.err().expect("no session can be ready");
+        let msg = std::error::Error::source(&err).unwrap().to_string();
+        assert!(msg.contains(expected), "{msg}");
+        assert!(msg.contains("SSM handshake with target"), "{msg}");
+        ssm.shutdown().await;
+        sim.shutdown().await;
+    }
+}
