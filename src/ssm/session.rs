@@ -431,18 +431,12 @@ impl Actor {
             if let Ok(Some(frame)) =
                 self.reliable
                     .send(now(), PayloadType::FLAG, Flag::TerminateSession.encode())
-                && let Some(conn) = &self.conn
+                && let Some(conn) = self.conn.as_mut()
             {
                 conn.outbox.send(frame);
                 conn.outbox.close(1000, "");
-                // Give the writer a moment to put the flag on the wire.
-                let _ = tokio::time::timeout(Duration::from_millis(200), async {
-                    while !conn.writer.is_finished() {
-                        tokio::task::yield_now().await;
-                        tokio::time::sleep(Duration::from_millis(5)).await;
-                    }
-                })
-                .await;
+                // Give the writer a moment to put the flag on the wire and close the socket.
+                let _ = tokio::time::timeout(Duration::from_millis(200), &mut conn.writer).await;
             }
             match tokio::time::timeout(
                 Duration::from_secs(5),
