@@ -177,3 +177,69 @@ async fn stream_close_reaches_the_destination() {
     ssm.shutdown().await;
     sim.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrade_signatures_are_checked_and_unsigned_upgrades_accepted() {
+    let stop = CancellationToken::new();
+    let echo = echo_server(stop.clone()).await;
+
+    // Wrong secret: the simulator refuses the upgrade, and the connector says so.
+    let server = rds_iam_proxy::ssm::sim::SimServer::start(sim_config(echo))
+        .await
+        .unwrap();
+    let mut bad = sdk_config(&server.endpoint_url()).to_builder();
+    bad.set_credentials_provider(Some(
+        aws_credential_types::provider::SharedCredentialsProvider::new(
+            aws_credential_types::Credentials::new(ACCESS_KEY, "not-the-secret", None, None, "bad"),
+        ),
+    ));
+    let mut cfg = ssm_config(1);
+    cfg.connect_timeout = Duration::from_secs(2);
+    let ssm = rds_iam_proxy::tunnel::ssm::Ssm::new(cfg, &bad.build()).unwrap();
+    let err = ssm.connect().await.err().expect("upgrade refused");
+    let msg = std::error::Error::source(&err).unwrap().to_string();
+    assert!(msg.contains("403"), "{msg}");
+    assert!(msg.contains("signature does not match"), "{msg}");
+    ssm.shutdown().await;
+    server.shutdown().await;
+
+    // Unsigned upgrades (plugins before 1.2.764.0) are accepted unless signatures are required.
+    let sim_cfg = SimConfig {
+        require_signature: false,
+        ..sim_config(echo)
+    };
+    let mut cfg = ssm_config(1);
+    cfg.sign_websocket = false;
+    let (sim, ssm) = start(sim_cfg, cfg).await;
+    let (a, b) = echo_roundtrip(ssm.connect().await.unwrap(), 5, 10_000, 1000).await;
+    assert_eq!(a, b);
+    assert_eq!(sim.stats().signed_upgrades, 0);
+    ssm.shutdown().await;
+    stop.cancel();
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn realistic_mode_with_rtt_delivers_intact() {
+    let stop = CancellationToken::new();
+    let echo = echo_server(stop.clone()).await;
+    let sim_cfg = SimConfig {
+        realistic: true,
+        rtt: Duration::from_millis(20),
+        ..sim_config(echo)
+    };
+    let (sim, ssm) = start(sim_cfg, ssm_config(2)).await;
+    let (ra, rb) = tokio::join!(
+        echo_roundtrip(ssm.connect().await.unwrap(), 6, 100_000, 3000),
+        echo_roundtrip(ssm.connect().await.unwrap(), 7, 100_000, 3000)
+    );
+    assert_eq!(ra.0, ra.1);
+    assert_eq!(rb.0, rb.1);
+    assert!(
+        sim.stats().start_session >= 2,
+        "the pool keeps two sessions warm"
+    );
+    ssm.shutdown().await;
+    stop.cancel();
+    sim.shutdown().await;
+}

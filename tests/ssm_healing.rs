@@ -38,15 +38,26 @@ async fn lossy_transfer_with_websocket_resets_is_byte_identical() {
     let started = Instant::now();
     let stream = ssm.connect().await.unwrap();
     let (sent, got) = echo_roundtrip(stream, 7, total, 256 * 1024).await;
-    assert_eq!(sent, got, "{} MiB each way arrived byte-identical", total >> 20);
+    assert_eq!(
+        sent,
+        got,
+        "{} MiB each way arrived byte-identical",
+        total >> 20
+    );
     let stats = sim.stats();
     eprintln!(
         "{} MiB each way in {:.1}s; sim: {stats:?}",
         total >> 20,
         started.elapsed().as_secs_f64()
     );
-    assert!(stats.dropped > 0 && stats.duplicated > 0, "faults were injected: {stats:?}");
-    assert_eq!(stats.start_session, 1, "the session was resumed, never replaced: {stats:?}");
+    assert!(
+        stats.dropped > 0 && stats.duplicated > 0,
+        "faults were injected: {stats:?}"
+    );
+    assert_eq!(
+        stats.start_session, 1,
+        "the session was resumed, never replaced: {stats:?}"
+    );
     ssm.shutdown().await;
     stop.cancel();
     sim.shutdown().await;
@@ -67,7 +78,10 @@ async fn terminated_session_is_replaced() {
     // The open stream fails with the reason; the pool starts a new session.
     let mut buf = [0u8; 8];
     let err = open.read(&mut buf).await.unwrap_err();
-    assert!(err.to_string().contains("terminated by an administrator"), "{err}");
+    assert!(
+        err.to_string().contains("terminated by an administrator"),
+        "{err}"
+    );
     let next = ssm.connect().await.unwrap();
     let (a, b) = echo_roundtrip(next, 2, 10_000, 1000).await;
     assert_eq!(a, b);
@@ -93,7 +107,10 @@ async fn refused_resume_starts_a_new_session() {
     sim.reset_connections();
     let mut buf = [0u8; 8];
     let err = open.read(&mut buf).await.unwrap_err();
-    assert!(err.to_string().contains("ResumeSession returned no token"), "{err}");
+    assert!(
+        err.to_string().contains("ResumeSession returned no token"),
+        "{err}"
+    );
     let (a, b) = echo_roundtrip(ssm.connect().await.unwrap(), 2, 50_000, 4096).await;
     assert_eq!(a, b);
     let stats = sim.stats();
@@ -122,7 +139,10 @@ async fn resumed_websocket_keeps_open_streams() {
     }
     let stats = sim.stats();
     assert_eq!(stats.start_session, 1, "{stats:?}");
-    assert!(stats.resume_session >= 4 && stats.ws_connections >= 5, "{stats:?}");
+    assert!(
+        stats.resume_session >= 4 && stats.ws_connections >= 5,
+        "{stats:?}"
+    );
     ssm.shutdown().await;
     stop.cancel();
     sim.shutdown().await;
@@ -232,4 +252,51 @@ async fn oversized_websocket_message_drops_the_socket_and_resumes() {
     ssm.shutdown().await;
     stop.cancel();
     sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_timeout_ends_the_session_and_a_new_one_follows() {
+    let stop = CancellationToken::new();
+    let echo = echo_server(stop.clone()).await;
+    let sim_cfg = SimConfig {
+        idle_timeout: Duration::from_millis(800),
+        ..sim_config(echo)
+    };
+    let (sim, ssm) = start(sim_cfg, ssm_config(1)).await;
+    let mut idle = ssm.connect().await.unwrap();
+    let mut buf = [0u8; 8];
+    let err = idle.read(&mut buf).await.unwrap_err();
+    assert!(err.to_string().contains("inactivity"), "{err}");
+    let (a, b) = echo_roundtrip(ssm.connect().await.unwrap(), 8, 10_000, 1000).await;
+    assert_eq!(a, b);
+    assert!(sim.stats().start_session >= 2);
+    ssm.shutdown().await;
+    stop.cancel();
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_or_foreign_handshakes_are_clear_errors() {
+    let nowhere = closed_port().await;
+    let shell = br#"{"AgentVersion":"3.3.987.0","RequestedClientActions":[{"ActionType":"SessionType","ActionParameters":{"SessionType":"InteractiveCommands","Properties":{}}}]}"#;
+    let cases: [(&'static [u8], &str); 2] = [
+        (b"{not json", "unreadable HandshakeRequest"),
+        (shell, "is not port forwarding"),
+    ];
+    for (payload, expected) in cases {
+        // Injected as the agent's first stream message (sequence 0), ahead of the real one.
+        let sim_cfg = SimConfig {
+            inject_frames: vec![frame("output_stream_data", 0, 5, payload)],
+            ..sim_config(nowhere)
+        };
+        let mut cfg = ssm_config(1);
+        cfg.connect_timeout = Duration::from_secs(2);
+        let (sim, ssm) = start(sim_cfg, cfg).await;
+        let err = ssm.connect().await.err().expect("no session can be ready");
+        let msg = std::error::Error::source(&err).unwrap().to_string();
+        assert!(msg.contains(expected), "{msg}");
+        assert!(msg.contains("SSM handshake with target"), "{msg}");
+        ssm.shutdown().await;
+        sim.shutdown().await;
+    }
 }

@@ -8,35 +8,40 @@
 //! # Layers, bottom to top
 //!
 //! ```text
-//!  SSM API        StartSession / ResumeSession / TerminateSession → StreamUrl + TokenValue  (later: api.rs)
+//!  SSM API        StartSession / ResumeSession / TerminateSession → StreamUrl + TokenValue  api.rs
 //!  WebSocket      SigV4-signed upgrade, text OpenDataChannel, then one binary frame per
-//!                 AgentMessage; pings; reconnect via ResumeSession                          (later: websocket.rs)
+//!                 AgentMessage                                                              websocket.rs
 //!  AgentMessage   120-byte big-endian header + SHA-256 digest + payload                     message.rs
 //!  payloads       JSON bodies (acknowledge, handshake, channel_closed) and flag words       payload.rs
 //!  reliability    sequence numbers, acks, RTO retransmission, reorder buffer, re-acks       reliable.rs
-//!  handshake      HandshakeRequest → HandshakeResponse → HandshakeComplete                  (later: handshake.rs)
-//!  smux v1        little-endian 8-byte frames, one stream per MySQL connection               smux.rs (codec)
-//!                 or basic mode (one raw connection) for old agents                         (later: mux.rs)
-//!  streams        AsyncRead + AsyncWrite per MySQL connection                               (later: stream.rs)
+//!  session task   owns socket + reliable channel: handshake, acks, retransmit timer,
+//!                 pings, ResumeSession on socket loss, smux demultiplexing                  session.rs, outbox.rs
+//!  smux v1        little-endian 8-byte frames, one stream per MySQL connection               smux.rs (codec), mux.rs (table)
+//!                 or basic mode (one raw connection per session) for old agents
+//!  streams        AsyncRead + AsyncWrite per MySQL connection                               stream.rs
+//!  pool           N warm sessions, least-loaded placement, replacement with backoff          pool.rs
 //! ```
 //!
-//! # What exists now
+//! The codecs and state machines ([`message`], [`payload`], [`smux`], [`reliable`], [`version`])
+//! are sans-IO: they take bytes and the current time and return bytes and events, so the same
+//! code serves our client and the simulator's agent (`sim`, feature `sim`; DESIGN.md decision
+//! 9). The I/O layers are [`websocket`] (dial and sign), [`session`] (one task per session),
+//! [`mux`]/[`stream`] (the stream table and the `AsyncRead + AsyncWrite` handles) and [`pool`]
+//! (what [`crate::tunnel::ssm::Ssm`] connects through).
 //!
-//! Only the pure, sans-IO layers: codecs and state machines that take bytes and the current time as
-//! arguments and return bytes and events. Nothing here opens a socket, spawns a task or reads a clock,
-//! so the same code serves our client and the simulator's agent side (DESIGN.md decision 9), and every
-//! path is testable with explicit fake time.
+//! # Choices
 //!
-//! * [`message`]: [`AgentMessage`](message::AgentMessage) decode/encode with every header check.
-//! * [`payload`]: serde types for the JSON payloads and the 4-byte flag payload.
-//! * [`smux`]: the smux v1 frame codec and the client's stream-id allocator.
-//! * [`reliable`]: the reliable-channel state machine shared by both ends.
-//!
-//! # What comes later
-//!
-//! The data-channel task that owns the WebSocket and drives [`reliable::ReliableChannel`] with real
-//! time, the handshake, the smux session (stream table, receive budget, per-stream buffers), the
-//! `Connector` implementation, the session pool and the simulator (`src/ssm/sim/`, feature `sim`).
+//! * **smux is our own** ([`smux`] + [`mux`]): the session task feeds frames straight into the
+//!   reliable channel (no socket pair, no second copy), upstream backpressure is tied to the
+//!   reliable channel's unacknowledged budget, and downstream follows smux v1's session-wide
+//!   receive budget. The crates of spec §11 either hide the frame boundary we need, run their own
+//!   I/O task over an `AsyncRead + AsyncWrite`, or are young; the wire protocol is 8 bytes.
+//! * **No artificial sleeps, acks at once, every overdue message resent** (Karn's rule, 1 s RTO
+//!   cap), duplicates re-acknowledged, never data dropped on overflow: spec §5.7.
+//! * **Client version 1.2.764.0** (spec §6.5): signed upgrade, smux, no smux keep-alive; NOPs are
+//!   sent only to agents ≤ 3.1.1511.0, which expect them.
+//! * **Basic mode** sessions carry exactly one connection and end with it: the agent only redials
+//!   after the client speaks, which a server-speaks-first protocol like MySQL never does.
 //!
 //! Every decoder here is bounded and returns [`Error`] instead of panicking on peer bytes.
 

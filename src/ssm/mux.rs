@@ -304,3 +304,106 @@ impl Table {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ssm::smux::{Cmd, Decoded, FrameDecoder};
+
+    fn frames(mut out: BytesMut) -> Vec<Frame> {
+        let d = FrameDecoder::default();
+        let mut v = Vec::new();
+        while let Decoded::Frame(f) = d.decode(&mut out).unwrap() {
+            v.push(f);
+        }
+        assert!(out.is_empty());
+        v
+    }
+
+    fn queue(t: &mut Table, id: u32, data: &[u8]) {
+        let s = t.streams.get_mut(&id).unwrap();
+        s.send.extend_from_slice(data);
+        if !s.queued {
+            s.queued = true;
+            t.ready.push_back(id);
+        }
+    }
+
+    #[test]
+    fn syn_before_data_and_round_robin_between_streams() {
+        let shared = Shared::new("s".into(), 1 << 20, Arc::new(Notify::new()));
+        let mut t = shared.lock();
+        t.insert(3, true);
+        t.insert(5, true);
+        queue(&mut t, 3, &[1; 10]);
+        queue(&mut t, 5, &[2; 10]);
+        let mut out = BytesMut::new();
+        let mut w = Wakers::default();
+        t.take_mux(&mut out, 1 << 20, 4, &mut w);
+        let got: Vec<(Cmd, u32, usize)> = frames(out)
+            .into_iter()
+            .map(|f| (f.cmd, f.stream_id, f.data.len()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (Cmd::Syn, 3, 0),
+                (Cmd::Syn, 5, 0),
+                (Cmd::Psh, 3, 4),
+                (Cmd::Psh, 5, 4),
+                (Cmd::Psh, 3, 4),
+                (Cmd::Psh, 5, 4),
+                (Cmd::Psh, 3, 2),
+                (Cmd::Psh, 5, 2),
+            ]
+        );
+        assert!(!t.has_pending_send());
+    }
+
+    #[test]
+    fn close_sends_remaining_data_then_fin_and_drops_the_entry() {
+        let shared = Shared::new("s".into(), 1 << 20, Arc::new(Notify::new()));
+        let mut t = shared.lock();
+        t.insert(3, true);
+        queue(&mut t, 3, b"bye");
+        let s = t.streams.get_mut(&3).unwrap();
+        s.local_close = true;
+        s.handle_dropped = true;
+        let mut out = BytesMut::new();
+        t.take_mux(&mut out, 1 << 20, 1024, &mut Wakers::default());
+        let got: Vec<Cmd> = frames(out).into_iter().map(|f| f.cmd).collect();
+        assert_eq!(got, vec![Cmd::Syn, Cmd::Psh, Cmd::Fin]);
+        assert!(t.streams.is_empty());
+    }
+
+    #[test]
+    fn receive_budget_is_accounted_and_released() {
+        let shared = Shared::new("s".into(), 100, Arc::new(Notify::new()));
+        {
+            let mut t = shared.lock();
+            t.insert(3, true);
+            t.deliver(3, Bytes::from(vec![0; 150]), &mut Wakers::default());
+            // Unknown streams are ignored, as smux does.
+            t.deliver(99, Bytes::from(vec![0; 150]), &mut Wakers::default());
+            assert_eq!(t.recv_buffered, 150);
+        }
+        assert!(!shared.has_recv_room());
+        shared.lock().remove(3);
+        assert!(shared.has_recv_room());
+    }
+
+    #[test]
+    fn fail_all_fails_every_stream() {
+        let shared = Shared::new("s".into(), 100, Arc::new(Notify::new()));
+        let mut t = shared.lock();
+        t.insert(3, true);
+        t.insert(5, true);
+        let f = Failure {
+            kind: io::ErrorKind::ConnectionAborted,
+            message: "gone".into(),
+        };
+        t.fail_all(f, &mut Wakers::default());
+        assert!(t.dead.is_some());
+        assert!(t.streams.values().all(|s| s.failure.is_some()));
+    }
+}

@@ -43,6 +43,10 @@ use super::stream::SsmStream;
 use super::version;
 use super::websocket::{self, DialConfig, WsStream};
 
+/// Decoded messages queued between the reader task and the session task. With frames capped at
+/// about 1 MiB by the WebSocket layer, this bounds what a misbehaving service can make us hold.
+const READER_QUEUE: usize = 32;
+
 /// Knobs of one session; [`SessionParams::new`] gives the defaults.
 #[derive(Clone, Debug)]
 pub struct SessionParams {
@@ -383,7 +387,7 @@ impl Actor {
     /// Installs a freshly dialled WebSocket: spawns its reader and writer tasks.
     fn attach(&mut self, ws: WsStream) {
         let (sink, stream) = ws.split();
-        let (tx, rx) = mpsc::channel(256);
+        let (tx, rx) = mpsc::channel(READER_QUEUE);
         let (ob, ob_rx) = outbox(super::outbox::DEFAULT_HIGH_WATER, self.shared.wake.clone());
         let reader = tokio::spawn(read_loop(stream, tx, self.params.dead_after).in_current_span());
         let writer =
@@ -427,18 +431,12 @@ impl Actor {
             if let Ok(Some(frame)) =
                 self.reliable
                     .send(now(), PayloadType::FLAG, Flag::TerminateSession.encode())
-                && let Some(conn) = &self.conn
+                && let Some(conn) = self.conn.as_mut()
             {
                 conn.outbox.send(frame);
                 conn.outbox.close(1000, "");
-                // Give the writer a moment to put the flag on the wire.
-                let _ = tokio::time::timeout(Duration::from_millis(200), async {
-                    while !conn.writer.is_finished() {
-                        tokio::task::yield_now().await;
-                        tokio::time::sleep(Duration::from_millis(5)).await;
-                    }
-                })
-                .await;
+                // Give the writer a moment to put the flag on the wire and close the socket.
+                let _ = tokio::time::timeout(Duration::from_millis(200), &mut conn.writer).await;
             }
             match tokio::time::timeout(
                 Duration::from_secs(5),
@@ -581,14 +579,14 @@ impl Actor {
             wakers.wake();
             if self.out.is_empty() {
                 if self.basic_closing {
-                    // Basic sessions carry one connection: tell the agent and end the session.
-                    for flag in [Flag::DisconnectToPort, Flag::TerminateSession] {
-                        if let Some(frame) =
-                            self.reliable
-                                .send(now(), PayloadType::FLAG, flag.encode())?
-                        {
-                            conn.outbox.send(frame);
-                        }
+                    // Basic sessions carry one connection: tell the agent, then end the session
+                    // (the session task's end sends TerminateSession).
+                    if let Some(frame) = self.reliable.send(
+                        now(),
+                        PayloadType::FLAG,
+                        Flag::DisconnectToPort.encode(),
+                    )? {
+                        conn.outbox.send(frame);
                     }
                     self.basic_closing = false;
                     self.cancel.cancel();

@@ -47,9 +47,13 @@ const OUT_HIGH_WATER: usize = 256 * 1024;
 /// Bytes per destination socket read.
 const TCP_READ: usize = 32 * 1024;
 
-/// Realistic pump: bytes per message and the pause after each (spec §9).
-const REALISTIC_CHUNK: usize = 1024;
-const REALISTIC_PAUSE: Duration = Duration::from_millis(1);
+/// Realistic pump: bytes per message (spec §9).
+pub const REALISTIC_CHUNK: usize = 1024;
+
+/// Realistic pump: the agent's `time.Sleep(1 ms)` after each message, as long as Go really sleeps
+/// it (1.13 ms on average, spec §9). Messages are scheduled on this cadence rather than "1 ms after
+/// each wake-up", which Tokio's millisecond timer would stretch to about 2 ms.
+pub const REALISTIC_PAUSE: Duration = Duration::from_micros(1130);
 
 /// smux keep-alive (when the client's version asks for it): NOP period and silence limit.
 const SMUX_KEEPALIVE: Duration = Duration::from_secs(10);
@@ -110,6 +114,8 @@ struct Dest {
     pending: Vec<Bytes>,
     /// The read pump.
     reader: Option<AbortHandle>,
+    /// The stream was closed while dialling: deliver `pending`, then close.
+    closing: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -311,7 +317,12 @@ impl Agent {
                 if t < self.next_send {
                     return;
                 }
-                self.next_send = t + REALISTIC_PAUSE;
+                // Keep the cadence, but never bank more than one period of lateness.
+                self.next_send = if self.next_send + REALISTIC_PAUSE < t {
+                    t
+                } else {
+                    self.next_send + REALISTIC_PAUSE
+                };
             }
             let n = self.out.len().min(chunk);
             let data = self.out.split_to(n).freeze();
@@ -500,6 +511,7 @@ impl Agent {
                 writer: None,
                 pending: Vec::new(),
                 reader: None,
+                closing: false,
             },
         );
         let tx = self.tcp_tx.clone();
@@ -550,16 +562,26 @@ impl Agent {
         self.write_dest(0, data);
     }
 
+    /// Closes a destination connection: what was written to it is delivered first, then the
+    /// socket is closed (the reader stops with it). While still dialling, the close waits for the
+    /// dial so buffered data is not lost.
     fn close_dest(&mut self, id: u32) {
+        let Some(d) = self.dests.get_mut(&id) else {
+            return;
+        };
+        if d.writer.is_none() {
+            d.closing = true;
+            return;
+        }
+        // Dropping the writer lets it drain and close the socket; the reader stops with it.
+        self.dests.remove(&id);
+    }
+
+    /// Forgets a destination whose dial failed.
+    fn forget_dest(&mut self, id: u32) {
         if let Some(d) = self.dests.remove(&id) {
-            // Dropping the writer lets it drain and close the socket; the reader stops with it.
             for p in &d.pending {
                 self.queued_to_dest.fetch_sub(p.len(), Ordering::AcqRel);
-            }
-            if d.writer.is_none()
-                && let Some(r) = d.reader
-            {
-                r.abort();
             }
         }
     }
@@ -618,8 +640,13 @@ impl Agent {
                 for p in d.pending.drain(..) {
                     let _ = wtx.send(p);
                 }
-                d.writer = Some(wtx);
-                d.reader = Some(abort);
+                if d.closing {
+                    // Closed while dialling: the writer delivers what was sent, then closes.
+                    self.dests.remove(&id);
+                } else {
+                    d.writer = Some(wtx);
+                    d.reader = Some(abort);
+                }
             }
             TcpEvent::DialFailed(id, why) => {
                 self.state
@@ -627,11 +654,11 @@ impl Agent {
                     .dial_failures
                     .fetch_add(1, Ordering::Relaxed);
                 debug!(stream = id, reason = %why, "dial failed");
-                if !self.dests.contains_key(&id) {
+                let Some(closing) = self.dests.get(&id).map(|d| d.closing) else {
                     return;
-                }
-                self.close_dest(id);
-                if matches!(self.phase, Phase::Ready { mux: true, .. }) {
+                };
+                self.forget_dest(id);
+                if !closing && matches!(self.phase, Phase::Ready { mux: true, .. }) {
                     // Whatever is pending goes first, then the flag and the FIN.
                     let pending = self.out.split().freeze();
                     if !pending.is_empty() {
