@@ -34,7 +34,7 @@ pub enum Command {
     Token(TokenArgs),
     /// Start the proxy on a free local port, run a MySQL client through it, and exit with the
     /// client's exit code (`rds-iam-proxy exec --db-endpoint … --db-user u -- mysql`).
-    Exec(ExecArgs),
+    Exec(Box<ExecArgs>),
     /// Print connection strings (mysql://, JDBC, environment lines) for ORMs and GUI clients.
     Dsn(DsnArgs),
     /// Block until a running proxy's --health-addr reports ready (for scripts and CI).
@@ -106,12 +106,22 @@ pub struct ServeArgs {
 
     /// Reach the database through AWS Systems Manager Session Manager port forwarding via this
     /// target: an EC2 instance id (i-…) or an ECS task (ecs:<cluster>_<taskId>_<runtimeId>).
-    #[arg(long, env = "RDS_IAM_PROXY_SSM_TARGET", value_name = "TARGET", conflicts_with = "dial")]
+    #[arg(
+        long,
+        env = "RDS_IAM_PROXY_SSM_TARGET",
+        value_name = "TARGET",
+        conflicts_with = "dial"
+    )]
     pub ssm_target: Option<String>,
 
     /// Warm SSM sessions to spread connections over; the agent paces each session to about
     /// 0.9 MiB/s downstream [default: 2].
-    #[arg(long, env = "RDS_IAM_PROXY_SSM_SESSIONS", value_name = "N", requires = "ssm_target")]
+    #[arg(
+        long,
+        env = "RDS_IAM_PROXY_SSM_SESSIONS",
+        value_name = "N",
+        requires = "ssm_target"
+    )]
     pub ssm_sessions: Option<usize>,
 
     /// Local address to listen on, loopback only [default: 127.0.0.1:3306; a free port for exec].

@@ -34,7 +34,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Some(Command::Token(args)) => token(args).await.map(|()| ExitCode::SUCCESS),
-            Some(Command::Exec(args)) => exec(args).await,
+            Some(Command::Exec(args)) => exec(*args).await,
             Some(Command::Dsn(args)) => dsn(&args).map(|()| ExitCode::SUCCESS),
             Some(Command::Wait(args)) => wait(args).await.map(|()| ExitCode::SUCCESS),
             None => serve(cli.serve).await.map(|()| ExitCode::SUCCESS),

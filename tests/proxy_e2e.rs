@@ -262,7 +262,10 @@ async fn failures_reach_the_client_as_mysql_errors_and_the_proxy_keeps_serving()
     })
     .await
     .unwrap();
-    assert!(cli.contains(&closed.to_string()) && !cli.contains("malformed"), "{cli}");
+    assert!(
+        cli.contains(&closed.to_string()) && !cli.contains("malformed"),
+        "{cli}"
+    );
     px3.stop().await;
 
     // And the first proxy still serves after all of that.

@@ -45,7 +45,9 @@ fn sim_config(up: &RdsLikeUpstream, dial: String) -> SimConfig {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_clients_through_ssm_to_the_rds_shaped_upstream() {
     let up = RdsLikeUpstream::start();
-    let sim = SimServer::start(sim_config(&up, up.dial_addr())).await.unwrap();
+    let sim = SimServer::start(sim_config(&up, up.dial_addr()))
+        .await
+        .unwrap();
     let proxy = ssm_proxy(&up, &sim, "2");
     let t = Target {
         host: "127.0.0.1".into(),
@@ -59,10 +61,15 @@ async fn real_clients_through_ssm_to_the_rds_shaped_upstream() {
     let r = mysql_async_check(&t).await;
     assert_report_sane(&r, "iamuser");
     let t2 = t.clone();
-    let r = tokio::task::spawn_blocking(move || pymysql_check(&t2)).await.unwrap();
+    let r = tokio::task::spawn_blocking(move || pymysql_check(&t2))
+        .await
+        .unwrap();
     assert_report_sane(&r, "iamuser");
     let stats = sim.stats();
-    assert!(stats.start_session >= 1 && stats.signed_upgrades >= 1, "{stats:?}");
+    assert!(
+        stats.start_session >= 1 && stats.signed_upgrades >= 1,
+        "{stats:?}"
+    );
     assert!(stats.streams >= 4, "{stats:?}");
 
     // The service ends every session: the pool replaces them and the next client still gets in.
@@ -71,11 +78,18 @@ async fn real_clients_through_ssm_to_the_rds_shaped_upstream() {
     }
     let port = proxy.port;
     let out = tokio::task::spawn_blocking(move || {
-        mariadb(port, "iamuser").args(["-e", "SELECT CURRENT_USER()"]).output().unwrap()
+        mariadb(port, "iamuser")
+            .args(["-e", "SELECT CURRENT_USER()"])
+            .output()
+            .unwrap()
     })
     .await
     .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "iamuser@%");
 
     let (status, logs) = proxy.terminate();
@@ -96,7 +110,10 @@ async fn a_refused_dial_on_the_agent_is_a_mysql_error_naming_target_and_destinat
     let proxy = ssm_proxy(&up, &sim, "1");
     let port = proxy.port;
     let out = tokio::task::spawn_blocking(move || {
-        mariadb(port, "iamuser").args(["-e", "SELECT 1"]).output().unwrap()
+        mariadb(port, "iamuser")
+            .args(["-e", "SELECT 1"])
+            .output()
+            .unwrap()
     })
     .await
     .unwrap();
