@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use bytes::{Buf, Bytes, BytesMut};
+use futures_util::FutureExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{Mutex, mpsc, oneshot};
 
@@ -368,6 +369,16 @@ where
                 if n == 0 {
                     let _ = client_w.shutdown().await;
                     return Ok(());
+                }
+                // Take whatever else is already there (more TLS records decrypted or buffered) so
+                // a result set goes to the client in few large writes. An end of stream or error
+                // met here shows up again on the next read and is handled there.
+                let mut n = n;
+                while n < buf.len() {
+                    match upstream_r.read(&mut buf[n..]).now_or_never() {
+                        Some(Ok(more)) if more > 0 => n += more,
+                        _ => break,
+                    }
                 }
                 client_w.write_all(&buf[..n]).await.map_err(write_err)?;
                 counter.fetch_add(n as u64, Ordering::Relaxed);
