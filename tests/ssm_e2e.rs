@@ -243,3 +243,64 @@ async fn realistic_mode_with_rtt_delivers_intact() {
     stop.cancel();
     sim.shutdown().await;
 }
+
+/// AWS's session-manager-plugin pings as soon as the WebSocket is open, which can reach the gateway
+/// before its OpenDataChannel text frame: the simulator must skip control frames there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ping_before_open_data_channel_is_tolerated_like_the_plugin_needs() {
+    use futures_util::{SinkExt, StreamExt};
+    use rds_iam_proxy::ssm::api::{Api, SessionRequest};
+    use rds_iam_proxy::ssm::message::AgentMessage;
+    use rds_iam_proxy::ssm::payload::{MESSAGE_SCHEMA_VERSION, OpenDataChannel};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let stop = CancellationToken::new();
+    let echo = echo_server(stop.clone()).await;
+    let mut sim_cfg = sim_config(echo);
+    sim_cfg.require_signature = false;
+    let sim = rds_iam_proxy::ssm::sim::SimServer::start(sim_cfg)
+        .await
+        .unwrap();
+    let api = Api::new(&sdk_config(&sim.endpoint_url()));
+    let grant = api
+        .start_session(&SessionRequest {
+            target: TARGET.to_owned(),
+            document: rds_iam_proxy::ssm::api::DOCUMENT_REMOTE_HOST.to_owned(),
+            host: DB_HOST.to_owned(),
+            port: DB_PORT,
+            reason: None,
+        })
+        .await
+        .unwrap();
+    let tcp = tokio::net::TcpStream::connect(sim.addr()).await.unwrap();
+    let (mut ws, _) = tokio_tungstenite::client_async(grant.stream_url.as_str(), tcp)
+        .await
+        .unwrap();
+    ws.send(Message::Ping(b"keepalive".to_vec().into()))
+        .await
+        .unwrap();
+    let open = OpenDataChannel {
+        message_schema_version: MESSAGE_SCHEMA_VERSION.to_owned(),
+        request_id: rds_iam_proxy::ssm::message::MessageId::random().to_string(),
+        token_value: grant.token.clone(),
+        client_instance_id: None,
+        client_id: rds_iam_proxy::ssm::message::MessageId::random().to_string(),
+        client_version: Some("1.2.764.0".to_owned()),
+    };
+    ws.send(Message::Text(open.encode().into())).await.unwrap();
+    // The agent starts the handshake: the first binary frame is an AgentMessage.
+    let first = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Binary(b))) => return AgentMessage::decode(&b).unwrap(),
+                Some(Ok(_)) => continue,
+                other => panic!("the gateway closed the channel: {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("no handshake after a ping-first open");
+    assert!(first.message_type.is_stream_data(), "{first:?}");
+    stop.cancel();
+    sim.shutdown().await;
+}

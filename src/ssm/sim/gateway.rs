@@ -111,7 +111,17 @@ fn parse_amz_date(s: &str) -> Option<SystemTime> {
 pub async fn serve(state: Arc<SimState>, session: Arc<SimSession>, ws: ServerWs) {
     let (mut sink, mut stream) = ws.split();
     // 1. OpenDataChannel, as text, with the current token.
-    let first = tokio::time::timeout(OPEN_TIMEOUT, stream.next()).await;
+    // The plugin pings ("keepalive") as soon as the socket is open, so control frames may come
+    // before the OpenDataChannel text frame: skip them (tungstenite answers pings itself).
+    let first = tokio::time::timeout(OPEN_TIMEOUT, async {
+        loop {
+            match stream.next().await {
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                other => return other,
+            }
+        }
+    })
+    .await;
     let open = match first {
         Ok(Some(Ok(Message::Text(t)))) => OpenDataChannel::decode(t.as_str()).ok(),
         _ => None,
