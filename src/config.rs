@@ -98,16 +98,23 @@ pub fn parse_endpoint(s: &str) -> Result<(String, u16), Error> {
     }
 }
 
+/// The region tokens are signed for: the flag, else the one in the endpoint name, else the AWS
+/// config's.
+pub fn resolve_region(
+    flag: Option<String>,
+    host: &str,
+    aws_region: Option<String>,
+) -> Result<String, Error> {
+    flag.or_else(|| iam::region_from_endpoint(host))
+        .or(aws_region)
+        .ok_or_else(|| Error::NoRegion(host.to_owned()))
+}
+
 /// Builds the configuration. `aws_region` is the region the AWS config resolved, if any.
 pub fn build(args: &ServeArgs, aws_region: Option<String>) -> Result<Config, Error> {
     let endpoint = args.db_endpoint.as_deref().ok_or(Error::NoEndpoint)?;
     let (host, port) = parse_endpoint(endpoint)?;
-    let region = args
-        .region
-        .clone()
-        .or_else(|| iam::region_from_endpoint(&host))
-        .or(aws_region)
-        .ok_or_else(|| Error::NoRegion(host.clone()))?;
+    let region = resolve_region(args.region.clone(), &host, aws_region)?;
     let listen_text = args.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
     let listen: SocketAddr = listen_text
         .parse()

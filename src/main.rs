@@ -226,12 +226,7 @@ async fn wait(args: WaitArgs) -> Result<()> {
 async fn token(args: TokenArgs) -> Result<()> {
     let (host, port) = config::parse_endpoint(&args.db_endpoint)?;
     let (provider, aws_region) = iam::load_aws(args.profile.as_deref()).await;
-    let region = args
-        .region
-        .clone()
-        .or_else(|| iam::region_from_endpoint(&host))
-        .or(aws_region)
-        .ok_or_else(|| config::Error::NoRegion(host.clone()))?;
+    let region = config::resolve_region(args.region.clone(), &host, aws_region)?;
     let time = match &args.signing_time {
         Some(t) => humantime::parse_rfc3339_weak(t).with_context(|| {
             format!("--signing-time `{t}` is not RFC 3339 (e.g. 2026-01-02T03:04:05Z)")

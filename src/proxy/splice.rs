@@ -410,22 +410,14 @@ where
 {
     let cfg = &inner.config;
     let endpoint = cfg.endpoint();
-    let reply_err = |err: ErrPacket| async move {
-        let mut out = BytesMut::new();
-        let mut p = BytesMut::new();
-        err.encode(&mut p);
-        packet::encode(1, &p, &mut out);
-        out
-    };
     let request = match ComChangeUser::decode(&payload, session.client_caps) {
         Ok(r) => r,
         Err(e) => {
-            let out = reply_err(ErrPacket::new(
+            let out = err_reply(ErrPacket::new(
                 codes::HANDSHAKE_ERROR,
                 b"08S01",
                 format!("rds-iam-proxy: malformed COM_CHANGE_USER: {e}"),
-            ))
-            .await;
+            ));
             return write_client(client_w, &out).await;
         }
     };
@@ -442,14 +434,13 @@ where
     let token = match inner.tokens.token(&token_request).await {
         Ok(t) => t,
         Err(e) => {
-            let out = reply_err(ErrPacket::new(
+            let out = err_reply(ErrPacket::new(
                 codes::ACCESS_DENIED,
                 b"28000",
                 format!(
                     "rds-iam-proxy: cannot create an IAM token for '{db_user}' on {endpoint}: {e}"
                 ),
-            ))
-            .await;
+            ));
             return write_client(client_w, &out).await;
         }
     };
@@ -533,10 +524,7 @@ where
                 } else {
                     err
                 };
-                let mut p = BytesMut::new();
-                err.encode(&mut p);
-                let mut out = BytesMut::new();
-                packet::encode(1, &p, &mut out);
+                let mut out = err_reply(err);
                 out.extend_from_slice(&rbuf);
                 return write_client(client_w, &out).await;
             }
@@ -551,17 +539,25 @@ where
                     "the database asked '{db_user}' for {what} on change user instead of \
                      mysql_clear_password: '{db_user}' is probably not an IAM database user"
                 );
-                let out = reply_err(ErrPacket::new(
+                let out = err_reply(ErrPacket::new(
                     codes::NOT_SUPPORTED_AUTH_MODE,
                     b"08004",
                     format!("rds-iam-proxy: {msg}"),
-                ))
-                .await;
+                ));
                 let _ = write_client(client_w, &out).await;
                 return Err((Side::Upstream, msg));
             }
         }
     }
+}
+
+/// An ERR packet answering the client's COM_CHANGE_USER (sequence id 1).
+fn err_reply(err: ErrPacket) -> BytesMut {
+    let mut payload = BytesMut::new();
+    err.encode(&mut payload);
+    let mut out = BytesMut::new();
+    packet::encode(1, &payload, &mut out);
+    out
 }
 
 async fn write_client<W: AsyncWrite + Unpin>(w: &mut W, bytes: &[u8]) -> Result<(), DirError> {
