@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde::Deserialize;
 
 /// A passwordless local MySQL endpoint for Amazon RDS / Aurora MySQL.
 ///
@@ -18,32 +19,78 @@ pub struct Cli {
     #[command(flatten)]
     pub serve: ServeArgs,
 
-    /// Logging.
+    /// Databases of the config file to serve [default: all of them].
+    #[arg(value_name = "NAME")]
+    pub databases: Vec<String>,
+
+    /// The config file and logging.
     #[command(flatten)]
-    pub log: LogArgs,
+    pub global: GlobalArgs,
 
     /// A subcommand instead of serving.
     #[command(subcommand)]
     pub command: Option<Command>,
 }
 
+/// Flags every subcommand takes.
+#[derive(Args, Debug, Clone)]
+pub struct GlobalArgs {
+    /// The config file with named databases [default: $XDG_CONFIG_HOME/rds-iam-proxy/config.toml,
+    /// i.e. ~/.config/rds-iam-proxy/config.toml, if it exists]. `rds-iam-proxy init` writes one.
+    #[arg(long, env = "RDS_IAM_PROXY_CONFIG", value_name = "PATH", global = true)]
+    pub config: Option<PathBuf>,
+
+    /// Logging.
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
 /// Subcommands.
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Check every hop from your AWS credentials to `SELECT 1`, one line each, and say what to
+    /// fix first.
+    Doctor(Box<DoctorArgs>),
+    /// Write a commented example config file (to --config, or the default path).
+    Init(InitArgs),
     /// Print an IAM authentication token, like `aws rds generate-db-auth-token`.
     Token(TokenArgs),
     /// Start the proxy on a free local port, run a MySQL client through it, and exit with the
     /// client's exit code (`rds-iam-proxy exec --db-endpoint … --db-user u -- mysql`).
     Exec(Box<ExecArgs>),
     /// Print connection strings (mysql://, JDBC, environment lines) for ORMs and GUI clients.
-    Dsn(DsnArgs),
+    Dsn(Box<DsnArgs>),
     /// Block until a running proxy's --health-addr reports ready (for scripts and CI).
     Wait(WaitArgs),
+}
+
+/// Flags of `doctor`.
+#[derive(Args, Debug, Clone)]
+pub struct DoctorArgs {
+    /// The database of the config file to check [default: the only one, or the flags].
+    #[arg(value_name = "NAME")]
+    pub name: Option<String>,
+
+    /// The proxy's flags.
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+/// Flags of `init`.
+#[derive(Args, Debug, Clone)]
+pub struct InitArgs {
+    /// Replace an existing file.
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// Flags of `exec`.
 #[derive(Args, Debug, Clone)]
 pub struct ExecArgs {
+    /// The database of the config file to use [default: the only one, or the flags].
+    #[arg(value_name = "NAME")]
+    pub name: Option<String>,
+
     /// The proxy's flags (`--listen` defaults to a free loopback port here).
     #[command(flatten)]
     pub serve: ServeArgs,
@@ -57,22 +104,17 @@ pub struct ExecArgs {
 /// Flags of `dsn`.
 #[derive(Args, Debug, Clone)]
 pub struct DsnArgs {
-    /// The proxy's local address.
-    #[arg(
-        long,
-        env = "RDS_IAM_PROXY_LISTEN",
-        value_name = "ADDR",
-        default_value = "127.0.0.1:3306"
-    )]
-    pub listen: String,
-
-    /// The IAM database user.
-    #[arg(long, env = "RDS_IAM_PROXY_DB_USER", value_name = "USER")]
-    pub db_user: String,
+    /// The database of the config file [default: the only one, or the flags].
+    #[arg(value_name = "NAME")]
+    pub name: Option<String>,
 
     /// A default database (schema) for the connection strings.
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, value_name = "SCHEMA")]
     pub database: Option<String>,
+
+    /// The proxy's flags (the listen address and user are printed; a stack is read for its user).
+    #[command(flatten)]
+    pub serve: ServeArgs,
 }
 
 /// Flags of `wait`.
@@ -87,18 +129,54 @@ pub struct WaitArgs {
     pub timeout: std::time::Duration,
 }
 
-/// Flags of the proxy itself.
-#[derive(Args, Debug, Clone, Default)]
+/// Flags of the proxy itself. The same names (`db-endpoint`, `listen`, ...) are the keys of a
+/// database in the config file, so the file and the command line cannot drift apart.
+#[derive(Args, Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct ServeArgs {
     /// The database endpoint, HOST:PORT (port 3306 if omitted). The token is signed for this name
     /// and TLS verifies it, wherever the bytes actually travel.
-    #[arg(
-        long,
-        env = "RDS_IAM_PROXY_DB_ENDPOINT",
-        value_name = "HOST:PORT",
-        required = true
-    )]
+    #[arg(long, env = "RDS_IAM_PROXY_DB_ENDPOINT", value_name = "HOST:PORT")]
     pub db_endpoint: Option<String>,
+
+    /// Read the endpoint, user, region and bastion from the outputs of this CloudFormation stack
+    /// (deploy/secure-db-connection.yaml) [default with no other source: SecureDbConnectionStack].
+    #[arg(long, env = "RDS_IAM_PROXY_STACK", value_name = "NAME")]
+    pub stack: Option<String>,
+
+    /// Read the endpoint from this Aurora DB cluster (rds:DescribeDBClusters).
+    #[arg(long, env = "RDS_IAM_PROXY_DB_CLUSTER", value_name = "ID")]
+    pub db_cluster: Option<String>,
+
+    /// Read the endpoint from this RDS DB instance (rds:DescribeDBInstances).
+    #[arg(long, env = "RDS_IAM_PROXY_DB_INSTANCE", value_name = "ID")]
+    pub db_instance: Option<String>,
+
+    /// Use the cluster's reader endpoint (with --stack or --db-cluster).
+    #[arg(long, env = "RDS_IAM_PROXY_READER")]
+    pub reader: bool,
+
+    /// Reach the database through the RUNNING task of this ECS service's cluster (with
+    /// --ecs-service); a replaced task is followed.
+    #[arg(long, env = "RDS_IAM_PROXY_ECS_CLUSTER", value_name = "CLUSTER")]
+    pub ecs_cluster: Option<String>,
+
+    /// The ECS service of the bastion task (with --ecs-cluster).
+    #[arg(long, env = "RDS_IAM_PROXY_ECS_SERVICE", value_name = "SERVICE")]
+    pub ecs_service: Option<String>,
+
+    /// The container of the bastion task with the SSM agent [default: the first with a running
+    /// ExecuteCommandAgent].
+    #[arg(long, env = "RDS_IAM_PROXY_ECS_CONTAINER", value_name = "NAME")]
+    pub ecs_container: Option<String>,
+
+    /// Reach the database through this EC2 instance (i-…) with the SSM agent.
+    #[arg(long, env = "RDS_IAM_PROXY_INSTANCE", value_name = "ID")]
+    pub instance: Option<String>,
+
+    /// Reach the database through the running EC2 instance with this tag (Key=Value).
+    #[arg(long, env = "RDS_IAM_PROXY_INSTANCE_TAG", value_name = "KEY=VALUE")]
+    pub instance_tag: Option<String>,
 
     /// Where to open TCP connections, if not the endpoint itself (e.g. the local end of a tunnel).
     #[arg(long, env = "RDS_IAM_PROXY_DIAL", value_name = "ADDR")]
@@ -106,22 +184,12 @@ pub struct ServeArgs {
 
     /// Reach the database through AWS Systems Manager Session Manager port forwarding via this
     /// target: an EC2 instance id (i-…) or an ECS task (ecs:<cluster>_<taskId>_<runtimeId>).
-    #[arg(
-        long,
-        env = "RDS_IAM_PROXY_SSM_TARGET",
-        value_name = "TARGET",
-        conflicts_with = "dial"
-    )]
+    #[arg(long, env = "RDS_IAM_PROXY_SSM_TARGET", value_name = "TARGET")]
     pub ssm_target: Option<String>,
 
     /// Warm SSM sessions to spread connections over; the agent paces each session to about
     /// 0.9 MiB/s downstream [default: 2].
-    #[arg(
-        long,
-        env = "RDS_IAM_PROXY_SSM_SESSIONS",
-        value_name = "N",
-        requires = "ssm_target"
-    )]
+    #[arg(long, env = "RDS_IAM_PROXY_SSM_SESSIONS", value_name = "N")]
     pub ssm_sessions: Option<usize>,
 
     /// Local address to listen on, loopback only [default: 127.0.0.1:3306; a free port for exec].
@@ -155,6 +223,7 @@ pub struct ServeArgs {
 
     /// Time allowed for each login step (a packet from either side, a TLS handshake) [default: 30s].
     #[arg(long, env = "RDS_IAM_PROXY_HANDSHAKE_TIMEOUT", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    #[serde(deserialize_with = "duration")]
     pub handshake_timeout: Option<std::time::Duration>,
 
     /// Maximum simultaneous client connections; more are refused with MySQL error 1040 [default: 4096].
@@ -163,6 +232,7 @@ pub struct ServeArgs {
 
     /// How long open connections may finish after SIGINT/SIGTERM before they are closed [default: 0s].
     #[arg(long, env = "RDS_IAM_PROXY_MAX_SIGTERM_DELAY", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    #[serde(deserialize_with = "duration")]
     pub max_sigterm_delay: Option<std::time::Duration>,
 
     /// Allow a non-loopback --listen address; requires --local-password.
@@ -181,6 +251,16 @@ pub struct ServeArgs {
     /// Serve /startup, /readiness, /liveness and /metrics (Prometheus) over HTTP on this address.
     #[arg(long, env = "RDS_IAM_PROXY_HEALTH_ADDR", value_name = "ADDR")]
     pub health_addr: Option<String>,
+}
+
+/// A duration in a config file, written as on the command line ("30s", "2m").
+pub(crate) fn duration<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<std::time::Duration>, D::Error> {
+    let text = String::deserialize(d)?;
+    humantime::parse_duration(&text)
+        .map(Some)
+        .map_err(|e| serde::de::Error::custom(format!("`{text}` is not a duration like 30s: {e}")))
 }
 
 /// Flags of `token`.
@@ -257,7 +337,8 @@ mod tests {
     }
 
     #[test]
-    fn serve_requires_an_endpoint() {
-        assert!(Cli::try_parse_from(["rds-iam-proxy"]).is_err());
+    fn no_arguments_is_a_valid_command_line() {
+        let cli = Cli::try_parse_from(["rds-iam-proxy"]).unwrap();
+        assert!(cli.command.is_none() && cli.databases.is_empty());
     }
 }

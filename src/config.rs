@@ -5,7 +5,10 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use crate::aws::discover::{DbSource, Source, TargetSpec};
+use crate::aws::stack::DEFAULT_STACK_NAME;
 use crate::cli::ServeArgs;
+use crate::config_file::File;
 use crate::iam;
 use crate::mysql::scramble::PasswordVerifier;
 use crate::proxy::ProxyConfig;
@@ -48,6 +51,256 @@ pub enum Error {
     /// No endpoint given.
     #[error("--db-endpoint is required")]
     NoEndpoint,
+    /// More than one database source.
+    #[error("{0}: give only one of --db-endpoint, --stack, --db-cluster, --db-instance")]
+    TwoSources(String),
+    /// More than one way to the database.
+    #[error(
+        "{0}: give only one of --dial, --ssm-target, --instance, --instance-tag, --ecs-cluster/--ecs-service"
+    )]
+    TwoTargets(String),
+    /// Half of the ECS pair.
+    #[error("--ecs-cluster and --ecs-service go together")]
+    EcsHalf,
+    /// `--instance-tag` is not KEY=VALUE.
+    #[error("--instance-tag `{0}` is not KEY=VALUE (for example Role=bastion)")]
+    BadInstanceTag(String),
+    /// `--reader` without a cluster.
+    #[error(
+        "--reader needs --stack or --db-cluster (a reader endpoint belongs to an Aurora cluster)"
+    )]
+    ReaderWithoutCluster,
+    /// `--ssm-sessions` without SSM.
+    #[error(
+        "--ssm-sessions needs an SSM target (--ssm-target, --instance, --instance-tag, --ecs-cluster/--ecs-service, or a stack)"
+    )]
+    SessionsWithoutSsm,
+    /// A database name that the config file does not have.
+    #[error("{}", unknown_database(.name, .file, .known))]
+    UnknownDatabase {
+        /// The name asked for.
+        name: String,
+        /// The config file, if any.
+        file: Option<PathBuf>,
+        /// The names it has.
+        known: Vec<String>,
+    },
+    /// Two databases on one address.
+    #[error("databases `{0}` and `{1}` both listen on {2}: give each its own `listen`")]
+    SameListen(String, String, String),
+}
+
+fn unknown_database(name: &str, file: &Option<PathBuf>, known: &[String]) -> String {
+    match file {
+        None => format!(
+            "there is no config file, so there is no database `{name}`: write one with              `rds-iam-proxy init` or pass --config"
+        ),
+        Some(f) if known.is_empty() => {
+            format!("{} defines no databases, so not `{name}`", f.display())
+        }
+        Some(f) => format!(
+            "{} has no database `{name}`; it has: {}",
+            f.display(),
+            known.join(", ")
+        ),
+    }
+}
+
+/// One database to serve: its name (from the config file, or `default`) and its merged flags.
+#[derive(Debug, Clone)]
+pub struct Planned {
+    /// The name.
+    pub name: String,
+    /// File defaults, the database's table, then environment and flags on top.
+    pub args: ServeArgs,
+}
+
+/// The name of the database given by flags alone.
+pub const ADHOC_NAME: &str = "default";
+
+/// Decides which databases to serve, and with which settings.
+///
+/// - names given: those databases of the file, flags on top;
+/// - the flags name a database themselves (`--db-endpoint`, `--stack`, ...): that one only, with
+///   the file's `[defaults]` under it;
+/// - otherwise every database of the file, flags on top;
+/// - with no file (or an empty one) either: the stack `SecureDbConnectionStack`.
+pub fn plan(cli: &ServeArgs, names: &[String], file: Option<&File>) -> Result<Vec<Planned>, Error> {
+    let defaults = file.map(|f| f.defaults.clone()).unwrap_or_default();
+    let cli_names_a_source = cli.db_endpoint.is_some()
+        || cli.stack.is_some()
+        || cli.db_cluster.is_some()
+        || cli.db_instance.is_some();
+    let mut planned = Vec::new();
+    if !names.is_empty() {
+        for name in names {
+            let db =
+                file.and_then(|f| f.databases.get(name))
+                    .ok_or_else(|| Error::UnknownDatabase {
+                        name: name.clone(),
+                        file: file.map(|f| f.path.clone()),
+                        known: file
+                            .map(|f| f.databases.keys().cloned().collect())
+                            .unwrap_or_default(),
+                    })?;
+            planned.push(Planned {
+                name: name.clone(),
+                args: overlay(overlay(defaults.clone(), db), cli),
+            });
+        }
+    } else if !cli_names_a_source && file.is_some_and(|f| !f.databases.is_empty()) {
+        for (name, db) in &file.expect("checked above").databases {
+            planned.push(Planned {
+                name: name.clone(),
+                args: overlay(overlay(defaults.clone(), db), cli),
+            });
+        }
+    } else {
+        planned.push(Planned {
+            name: ADHOC_NAME.to_owned(),
+            args: overlay(defaults, cli),
+        });
+    }
+    for p in &mut planned {
+        let a = &mut p.args;
+        if a.db_endpoint.is_none()
+            && a.stack.is_none()
+            && a.db_cluster.is_none()
+            && a.db_instance.is_none()
+        {
+            a.stack = Some(DEFAULT_STACK_NAME.to_owned());
+        }
+        if let Some(f) = file {
+            if a.health_addr.is_none() {
+                a.health_addr = f.health_addr.clone();
+            }
+            if a.max_sigterm_delay.is_none() {
+                a.max_sigterm_delay = f.max_sigterm_delay;
+            }
+        }
+    }
+    for (i, a) in planned.iter().enumerate() {
+        for b in &planned[..i] {
+            let la = a.args.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
+            let lb = b.args.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
+            if la == lb && !la.ends_with(":0") {
+                return Err(Error::SameListen(
+                    b.name.clone(),
+                    a.name.clone(),
+                    la.to_owned(),
+                ));
+            }
+        }
+    }
+    Ok(planned)
+}
+
+/// `top`'s values where it has them, `base`'s elsewhere.
+pub fn overlay(base: ServeArgs, top: &ServeArgs) -> ServeArgs {
+    macro_rules! pick {
+        ($($opt:ident),* ; $($flag:ident),*) => {
+            ServeArgs {
+                $($opt: top.$opt.clone().or(base.$opt),)*
+                $($flag: top.$flag || base.$flag,)*
+            }
+        };
+    }
+    pick!(
+        db_endpoint, stack, db_cluster, db_instance, ecs_cluster, ecs_service, ecs_container,
+        instance, instance_tag, dial, ssm_target, ssm_sessions, listen, region, db_user, profile,
+        ca_bundle, handshake_timeout, max_connections, max_sigterm_delay, local_password,
+        health_addr;
+        reader, local_tls, direct_auth, allow_remote
+    )
+}
+
+/// What discovery must find for `args`: the database source and the way to it.
+pub fn source(args: &ServeArgs) -> Result<Source, Error> {
+    let mut dbs = Vec::new();
+    if let Some(e) = &args.db_endpoint {
+        let (host, port) = parse_endpoint(e)?;
+        dbs.push((
+            format!("--db-endpoint {e}"),
+            DbSource::Endpoint { host, port },
+        ));
+    }
+    if let Some(s) = &args.stack {
+        dbs.push((format!("--stack {s}"), DbSource::Stack(s.clone())));
+    }
+    if let Some(c) = &args.db_cluster {
+        dbs.push((format!("--db-cluster {c}"), DbSource::Cluster(c.clone())));
+    }
+    if let Some(i) = &args.db_instance {
+        dbs.push((format!("--db-instance {i}"), DbSource::Instance(i.clone())));
+    }
+    if dbs.len() > 1 {
+        let given: Vec<String> = dbs.into_iter().map(|(g, _)| g).collect();
+        return Err(Error::TwoSources(given.join(" and ")));
+    }
+    let db = dbs.pop().map(|(_, d)| d).ok_or(Error::NoEndpoint)?;
+    if args.reader && !matches!(db, DbSource::Stack(_) | DbSource::Cluster(_)) {
+        return Err(Error::ReaderWithoutCluster);
+    }
+    let mut targets = Vec::new();
+    if let Some(d) = &args.dial {
+        targets.push((format!("--dial {d}"), None));
+    }
+    if let Some(t) = args.ssm_target.as_ref().filter(|t| !t.is_empty()) {
+        targets.push((
+            format!("--ssm-target {t}"),
+            Some(TargetSpec::Fixed(t.clone())),
+        ));
+    }
+    if let Some(i) = &args.instance {
+        targets.push((
+            format!("--instance {i}"),
+            Some(TargetSpec::Fixed(i.clone())),
+        ));
+    }
+    if let Some(tag) = &args.instance_tag {
+        let (key, value) = tag
+            .split_once('=')
+            .filter(|(k, _)| !k.is_empty())
+            .ok_or_else(|| Error::BadInstanceTag(tag.clone()))?;
+        targets.push((
+            format!("--instance-tag {tag}"),
+            Some(TargetSpec::InstanceTag {
+                key: key.to_owned(),
+                value: value.to_owned(),
+            }),
+        ));
+    }
+    match (&args.ecs_cluster, &args.ecs_service) {
+        (Some(cluster), Some(service)) => targets.push((
+            format!("--ecs-cluster {cluster}"),
+            Some(TargetSpec::Ecs {
+                cluster: cluster.clone(),
+                service: service.clone(),
+                container: args.ecs_container.clone(),
+            }),
+        )),
+        (None, None) => {}
+        _ => return Err(Error::EcsHalf),
+    }
+    if targets.len() > 1 {
+        let given: Vec<String> = targets.into_iter().map(|(g, _)| g).collect();
+        return Err(Error::TwoTargets(given.join(" and ")));
+    }
+    let (direct, target) = match targets.pop() {
+        Some((_, None)) => (true, None),
+        Some((_, Some(t))) => (false, Some(t)),
+        None => (false, None),
+    };
+    let ssm_possible = target.is_some() || (matches!(db, DbSource::Stack(_)) && !direct);
+    if args.ssm_sessions.is_some() && !ssm_possible {
+        return Err(Error::SessionsWithoutSsm);
+    }
+    Ok(Source {
+        db,
+        reader: args.reader,
+        target,
+        direct,
+    })
 }
 
 /// Everything `main` needs to run the proxy.
@@ -62,7 +315,7 @@ pub struct Config {
     /// AWS profile, if one was named.
     pub profile: Option<String>,
     /// The SSM target, when the transport is Session Manager.
-    pub ssm_target: Option<String>,
+    pub target: Option<TargetSpec>,
     /// Warm SSM sessions (default chosen by the pool).
     pub ssm_sessions: Option<usize>,
     /// The engine configuration.
@@ -161,7 +414,7 @@ pub fn build(args: &ServeArgs, aws_region: Option<String>) -> Result<Config, Err
         health,
         dial,
         profile: args.profile.clone(),
-        ssm_target: args.ssm_target.clone().filter(|t| !t.is_empty()),
+        target: None,
         ssm_sessions: args.ssm_sessions.map(|n| n.max(1)),
         proxy,
     })

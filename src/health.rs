@@ -1,6 +1,9 @@
 //! The health and metrics endpoint (`--health-addr`): `/startup`, `/readiness` and `/liveness` for
 //! orchestrators and scripts, and `/metrics` in the Prometheus text format. A deliberately small
 //! HTTP/1.1 responder: one bounded request per connection, then close.
+//!
+//! One endpoint serves every database of the process: readiness needs all of them ready (and,
+//! over SSM, a live session), and every metric carries a `database` label.
 
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
@@ -11,6 +14,18 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 use crate::proxy::Proxy;
+use crate::ssm::Pool;
+
+/// One database as the health endpoint sees it.
+#[derive(Clone)]
+pub struct Watched {
+    /// The database's name (`default` without a config file).
+    pub name: String,
+    /// Its engine.
+    pub proxy: Proxy,
+    /// Its SSM pool, when it goes through Session Manager.
+    pub ssm: Option<Pool>,
+}
 
 /// Largest request head accepted.
 const MAX_REQUEST: usize = 8 * 1024;
@@ -19,7 +34,8 @@ const MAX_REQUEST: usize = 8 * 1024;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Serves the endpoints on `listener` until `stop` is cancelled.
-pub async fn serve(listener: TcpListener, proxy: Proxy, stop: CancellationToken) {
+pub async fn serve(listener: TcpListener, dbs: Vec<Watched>, stop: CancellationToken) {
+    let dbs = std::sync::Arc::new(dbs);
     loop {
         let stream = tokio::select! {
             _ = stop.cancelled() => return,
@@ -32,14 +48,14 @@ pub async fn serve(listener: TcpListener, proxy: Proxy, stop: CancellationToken)
                 }
             },
         };
-        let proxy = proxy.clone();
+        let dbs = dbs.clone();
         tokio::spawn(async move {
-            let _ = tokio::time::timeout(REQUEST_TIMEOUT, answer(stream, &proxy)).await;
+            let _ = tokio::time::timeout(REQUEST_TIMEOUT, answer(stream, &dbs)).await;
         });
     }
 }
 
-async fn answer(mut stream: TcpStream, proxy: &Proxy) -> std::io::Result<()> {
+async fn answer(mut stream: TcpStream, dbs: &[Watched]) -> std::io::Result<()> {
     let mut buf = Vec::with_capacity(512);
     let mut chunk = [0u8; 1024];
     while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
@@ -58,7 +74,7 @@ async fn answer(mut stream: TcpStream, proxy: &Proxy) -> std::io::Result<()> {
     if method != "GET" && method != "HEAD" {
         return respond(&mut stream, 405, "text/plain", "only GET\n").await;
     }
-    let (status, body) = route(path.split('?').next().unwrap_or(""), proxy);
+    let (status, body) = route(path.split('?').next().unwrap_or(""), dbs);
     let content_type = if path.starts_with("/metrics") {
         "text/plain; version=0.0.4"
     } else {
@@ -68,29 +84,30 @@ async fn answer(mut stream: TcpStream, proxy: &Proxy) -> std::io::Result<()> {
 }
 
 /// The status and body for `path`.
-pub fn route(path: &str, proxy: &Proxy) -> (u16, String) {
-    let stats = proxy.stats();
+pub fn route(path: &str, dbs: &[Watched]) -> (u16, String) {
     match path {
         "/liveness" => (200, "ok\n".into()),
         "/startup" => {
-            if stats.started.load(Ordering::Relaxed) {
+            let waiting: Vec<&str> = dbs
+                .iter()
+                .filter(|d| !d.proxy.stats().started.load(Ordering::Relaxed))
+                .map(|d| d.name.as_str())
+                .collect();
+            if waiting.is_empty() {
                 (200, "ok\n".into())
             } else {
-                (503, "starting\n".into())
+                (503, format!("starting: {}\n", waiting.join(", ")))
             }
         }
         "/readiness" => {
-            let open = stats.open.load(Ordering::Relaxed);
-            let max = proxy.config().max_connections as u64;
-            if !stats.serving.load(Ordering::Relaxed) {
-                (503, "not serving (starting or draining)\n".into())
-            } else if open >= max {
-                (503, format!("at --max-connections ({open}/{max})\n"))
-            } else {
+            let problems: Vec<String> = dbs.iter().filter_map(not_ready).collect();
+            if problems.is_empty() {
                 (200, "ok\n".into())
+            } else {
+                (503, problems.join("\n") + "\n")
             }
         }
-        "/metrics" => (200, metrics(proxy)),
+        "/metrics" => (200, metrics(dbs)),
         _ => (
             404,
             "endpoints: /startup /readiness /liveness /metrics\n".into(),
@@ -98,93 +115,221 @@ pub fn route(path: &str, proxy: &Proxy) -> (u16, String) {
     }
 }
 
-/// The Prometheus text exposition of the proxy's counters.
-pub fn metrics(proxy: &Proxy) -> String {
+/// Why `db` is not ready, if it is not.
+fn not_ready(db: &Watched) -> Option<String> {
+    let stats = db.proxy.stats();
+    let open = stats.open.load(Ordering::Relaxed);
+    let max = db.proxy.config().max_connections as u64;
+    let name = &db.name;
+    if !stats.serving.load(Ordering::Relaxed) {
+        Some(format!("{name}: not serving (starting or draining)"))
+    } else if open >= max {
+        Some(format!("{name}: at --max-connections ({open}/{max})"))
+    } else if db.ssm.as_ref().is_some_and(|p| p.live_sessions() == 0) {
+        let last = db
+            .ssm
+            .as_ref()
+            .and_then(|p| p.last_error())
+            .unwrap_or_else(|| "opening".into());
+        Some(format!("{name}: no live SSM session ({last})"))
+    } else {
+        None
+    }
+}
+
+/// Metric families in the order first seen, each with its samples, so every family's HELP and
+/// TYPE appear once however many databases report it (the Prometheus text format requires it).
+#[derive(Default)]
+struct Families {
+    order: Vec<&'static str>,
+    by_name: std::collections::HashMap<&'static str, (&'static str, &'static str, Vec<String>)>,
+}
+
+impl Families {
+    /// One sample: `labels` is the inside of the braces (the database label comes first).
+    fn sample(
+        &mut self,
+        name: &'static str,
+        kind: &'static str,
+        help: &'static str,
+        labels: String,
+        value: impl std::fmt::Display,
+        suffix: &str,
+    ) {
+        let entry = self.by_name.entry(name).or_insert_with(|| {
+            self.order.push(name);
+            (kind, help, Vec::new())
+        });
+        entry
+            .2
+            .push(format!("rds_iam_proxy_{name}{suffix}{{{labels}}} {value}"));
+    }
+
+    fn render(&self) -> String {
+        let mut out = String::new();
+        for name in &self.order {
+            let (kind, help, lines) = &self.by_name[name];
+            let _ = writeln!(out, "# HELP rds_iam_proxy_{name} {help}");
+            let _ = writeln!(out, "# TYPE rds_iam_proxy_{name} {kind}");
+            for line in lines {
+                let _ = writeln!(out, "{line}");
+            }
+        }
+        out
+    }
+}
+
+/// The Prometheus text exposition of every database's counters.
+pub fn metrics(dbs: &[Watched]) -> String {
+    let mut f = Families::default();
+    for db in dbs {
+        proxy_metrics(&mut f, &db.proxy, &db.name);
+        if let Some(pool) = &db.ssm {
+            ssm_metrics(&mut f, pool, &db.name);
+        }
+    }
+    f.render()
+}
+
+/// The SSM pool's series.
+fn ssm_metrics(f: &mut Families, pool: &Pool, name: &str) {
+    let s = pool.stats();
+    let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    let db = format!("database=\"{name}\"");
+    for (metric, kind, help, v) in [
+        (
+            "ssm_sessions_live",
+            "gauge",
+            "SSM sessions open now.",
+            pool.live_sessions() as u64,
+        ),
+        (
+            "ssm_sessions_started_total",
+            "counter",
+            "SSM sessions opened (StartSession through handshake).",
+            load(&s.started),
+        ),
+        (
+            "ssm_session_failures_total",
+            "counter",
+            "Attempts to open an SSM session that failed.",
+            load(&s.open_failures),
+        ),
+        (
+            "ssm_sessions_replaced_total",
+            "counter",
+            "SSM sessions that ended and were replaced.",
+            load(&s.replaced),
+        ),
+        (
+            "ssm_reconnects_total",
+            "counter",
+            "WebSocket reconnects that resumed an SSM session.",
+            load(&s.resumes),
+        ),
+    ] {
+        f.sample(metric, kind, help, db.clone(), v, "");
+    }
+}
+
+/// The engine's series for one database.
+fn proxy_metrics(f: &mut Families, proxy: &Proxy, name: &str) {
     let s = proxy.stats();
     let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
-    let mut out = String::new();
-    let mut metric = |name: &str, kind: &str, help: &str, lines: &[(String, u64)]| {
-        let _ = writeln!(out, "# HELP rds_iam_proxy_{name} {help}");
-        let _ = writeln!(out, "# TYPE rds_iam_proxy_{name} {kind}");
-        for (labels, v) in lines {
-            let _ = writeln!(out, "rds_iam_proxy_{name}{labels} {v}");
-        }
-    };
-    metric(
-        "open_connections",
-        "gauge",
-        "Client connections open now.",
-        &[(String::new(), load(&s.open))],
-    );
-    metric(
-        "connections_total",
-        "counter",
-        "Client connections accepted.",
-        &[(String::new(), load(&s.total))],
-    );
-    metric(
-        "connections_refused_total",
-        "counter",
-        "Client connections refused at --max-connections.",
-        &[(String::new(), load(&s.refused))],
-    );
-    metric(
-        "logins_total",
-        "counter",
-        "Logins completed.",
-        &[(String::new(), load(&s.logins))],
-    );
-    let failures: Vec<(String, u64)> = s
-        .failures_by_reason()
-        .into_iter()
-        .map(|(r, n)| (format!("{{reason=\"{r}\"}}"), n))
-        .collect();
-    metric(
-        "login_failures_total",
-        "counter",
-        "Logins that failed, by reason.",
-        &failures,
-    );
-    metric(
-        "bytes_total",
-        "counter",
-        "Bytes relayed after login, by direction.",
-        &[
-            (
-                "{direction=\"client_to_database\"}".into(),
-                load(&s.bytes_up),
-            ),
-            (
-                "{direction=\"database_to_client\"}".into(),
-                load(&s.bytes_down),
-            ),
-        ],
-    );
-    metric(
-        "token_mints_total",
-        "counter",
-        "IAM authentication tokens minted.",
-        &[(String::new(), proxy.token_mints())],
-    );
-    let (buckets, count, sum) = s.login_latency.snapshot();
-    let _ = writeln!(
-        out,
-        "# HELP rds_iam_proxy_login_duration_seconds Time from accept to the client's login OK."
-    );
-    let _ = writeln!(out, "# TYPE rds_iam_proxy_login_duration_seconds histogram");
-    for (bound, n) in buckets {
-        let _ = writeln!(
-            out,
-            "rds_iam_proxy_login_duration_seconds_bucket{{le=\"{bound}\"}} {n}"
+    let db = format!("database=\"{name}\"");
+    for (metric, kind, help, v) in [
+        (
+            "open_connections",
+            "gauge",
+            "Client connections open now.",
+            load(&s.open),
+        ),
+        (
+            "connections_total",
+            "counter",
+            "Client connections accepted.",
+            load(&s.total),
+        ),
+        (
+            "connections_refused_total",
+            "counter",
+            "Client connections refused at --max-connections.",
+            load(&s.refused),
+        ),
+        (
+            "logins_total",
+            "counter",
+            "Logins completed.",
+            load(&s.logins),
+        ),
+        (
+            "token_mints_total",
+            "counter",
+            "IAM authentication tokens minted.",
+            proxy.token_mints(),
+        ),
+    ] {
+        f.sample(metric, kind, help, db.clone(), v, "");
+    }
+    const FAILURES: &str = "Logins that failed, by reason.";
+    let failures = s.failures_by_reason();
+    if failures.is_empty() {
+        // The family is always present, so dashboards find it before the first failure.
+        f.sample(
+            "login_failures_total",
+            "counter",
+            FAILURES,
+            format!("{db},reason=\"none\""),
+            0,
+            "",
         );
     }
-    let _ = writeln!(
-        out,
-        "rds_iam_proxy_login_duration_seconds_bucket{{le=\"+Inf\"}} {count}"
+    for (reason, n) in failures {
+        f.sample(
+            "login_failures_total",
+            "counter",
+            FAILURES,
+            format!("{db},reason=\"{reason}\""),
+            n,
+            "",
+        );
+    }
+    for (direction, v) in [
+        ("client_to_database", load(&s.bytes_up)),
+        ("database_to_client", load(&s.bytes_down)),
+    ] {
+        f.sample(
+            "bytes_total",
+            "counter",
+            "Bytes relayed after login, by direction.",
+            format!("{db},direction=\"{direction}\""),
+            v,
+            "",
+        );
+    }
+    const LOGIN: &str = "Time from accept to the client's login OK.";
+    const H: &str = "login_duration_seconds";
+    let (buckets, count, sum) = s.login_latency.snapshot();
+    for (bound, n) in buckets {
+        f.sample(
+            H,
+            "histogram",
+            LOGIN,
+            format!("{db},le=\"{bound}\""),
+            n,
+            "_bucket",
+        );
+    }
+    f.sample(
+        H,
+        "histogram",
+        LOGIN,
+        format!("{db},le=\"+Inf\""),
+        count,
+        "_bucket",
     );
-    let _ = writeln!(out, "rds_iam_proxy_login_duration_seconds_sum {sum}");
-    let _ = writeln!(out, "rds_iam_proxy_login_duration_seconds_count {count}");
-    out
+    f.sample(H, "histogram", LOGIN, db.clone(), sum, "_sum");
+    f.sample(H, "histogram", LOGIN, db, count, "_count");
 }
 
 async fn respond(

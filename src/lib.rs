@@ -22,10 +22,14 @@
 pub mod aws;
 pub mod cli;
 pub mod config;
+pub mod config_file;
+pub mod doctor;
 pub mod health;
 pub mod iam;
+pub mod launch;
 pub mod local;
 pub mod mysql;
+pub mod progress;
 pub mod proxy;
 pub mod shutdown;
 pub mod ssm;

@@ -1,26 +1,28 @@
 //! `rds-iam-proxy`: parse the command line, set up logging, run, map errors to an exit code.
 
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::SystemTime;
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use tracing::{info, warn};
 
+use tokio_util::sync::CancellationToken;
+
 use rds_iam_proxy::cli::{
-    Cli, Command, DsnArgs, ExecArgs, LogArgs, LogFormat, ServeArgs, TokenArgs, WaitArgs,
+    Cli, Command, DsnArgs, ExecArgs, GlobalArgs, InitArgs, LogArgs, LogFormat, ServeArgs,
+    TokenArgs, WaitArgs,
 };
-use rds_iam_proxy::iam::{self, TokenCache, TokenRequest};
-use rds_iam_proxy::local::{LocalProxy, url_escape};
-use rds_iam_proxy::ssm::SsmConfig;
-use rds_iam_proxy::tunnel::ssm::Ssm;
-use rds_iam_proxy::tunnel::{Connector, Direct};
-use rds_iam_proxy::{config, health, shutdown};
+use rds_iam_proxy::config::Planned;
+use rds_iam_proxy::iam::{self, TokenRequest};
+use rds_iam_proxy::launch::{self, Running};
+use rds_iam_proxy::local::url_escape;
+use rds_iam_proxy::progress::Progress;
+use rds_iam_proxy::{config, config_file, doctor, health, shutdown};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(&cli.log);
+    init_tracing(&cli.global.log);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -31,15 +33,27 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let progress = Progress::new(cli.global.log.quiet);
+    let global = cli.global.clone();
     let result = runtime.block_on(async move {
         match cli.command {
             Some(Command::Token(args)) => token(args).await.map(|()| ExitCode::SUCCESS),
-            Some(Command::Exec(args)) => exec(*args).await,
-            Some(Command::Dsn(args)) => dsn(&args).map(|()| ExitCode::SUCCESS),
+            Some(Command::Exec(args)) => exec(*args, &global, &progress).await,
+            Some(Command::Dsn(args)) => dsn(&args, &global).await.map(|()| ExitCode::SUCCESS),
             Some(Command::Wait(args)) => wait(args).await.map(|()| ExitCode::SUCCESS),
-            None => serve(cli.serve).await.map(|()| ExitCode::SUCCESS),
+            Some(Command::Doctor(args)) => {
+                let file = config_file::load(global.config.as_deref())?;
+                let planned = one(&args.serve, args.name.as_deref(), file.as_ref())?;
+                Ok(doctor::run(&planned).await)
+            }
+            Some(Command::Init(args)) => init(&args, &global).map(|()| ExitCode::SUCCESS),
+            None => serve(&cli.serve, &cli.databases, &global, &progress)
+                .await
+                .map(|()| ExitCode::SUCCESS),
         }
     });
+    // Background tasks (spinners, SSM slots) must not hold the process open.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
     match result {
         Ok(code) => code,
         Err(e) => {
@@ -69,77 +83,103 @@ fn init_tracing(log: &LogArgs) {
     }
 }
 
-/// A running proxy, its configuration, and the SSM pool to end on shutdown (if any).
-struct Started {
-    local: LocalProxy,
-    cfg: config::Config,
-    ssm: Option<Ssm>,
-}
-
-/// Builds the configuration and starts the proxy (and its health endpoint) in-process.
-async fn start(args: &ServeArgs) -> Result<Started> {
-    let (provider, aws_region) = iam::load_aws(args.profile.as_deref()).await;
-    let cfg = config::build(args, aws_region)?;
-    let tokens = Arc::new(TokenCache::new(provider, cfg.profile.clone()));
-    let mut ssm = None;
-    let connector: Arc<dyn Connector> = match &cfg.ssm_target {
-        Some(target) => {
-            let sdk = iam::load_sdk_config(cfg.profile.as_deref(), Some(&cfg.proxy.region)).await;
-            let mut sc = SsmConfig::new(
-                target.clone(),
-                cfg.proxy.endpoint_host.clone(),
-                cfg.proxy.endpoint_port,
-                cfg.proxy.region.clone(),
-            );
-            if let Some(n) = cfg.ssm_sessions {
-                sc.sessions = n;
+/// Prepares and starts every planned database, then the health endpoint and the credentials
+/// watchers.
+async fn start_all(planned: &[Planned], progress: &Progress) -> Result<Vec<Running>> {
+    let mut running = Vec::new();
+    for p in planned {
+        let label = |e: anyhow::Error| {
+            if planned.len() > 1 {
+                e.context(format!("database `{}`", p.name))
+            } else {
+                e
             }
-            let s = Ssm::new(sc, &sdk).context("starting the SSM session pool")?;
-            ssm = Some(s.clone());
-            Arc::new(s)
-        }
-        None => Arc::new(Direct::new(cfg.dial.clone())),
-    };
-    let local = LocalProxy::start_with(&cfg, connector, tokens).await?;
-    if let Some(addr) = cfg.health {
+        };
+        let prepared = launch::prepare(p, progress).await.map_err(label)?;
+        running.push(launch::start(prepared, progress).await.map_err(label)?);
+    }
+    let mut profiles: Vec<Option<String>> = running.iter().map(|r| r.cfg.profile.clone()).collect();
+    profiles.dedup();
+    for profile in profiles {
+        let (provider, _) = iam::load_aws(profile.as_deref()).await;
+        tokio::spawn(iam::watch_expiry(provider, profile));
+    }
+    if let Some(addr) = running.first().and_then(|r| r.cfg.health) {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot listen on --health-addr {addr}"))?;
-        tokio::spawn(health::serve(
-            listener,
-            local.proxy().clone(),
-            local.stop_token(),
-        ));
+        let watched = running
+            .iter()
+            .map(|r| health::Watched {
+                name: r.name.clone(),
+                proxy: r.local.proxy().clone(),
+                ssm: r.ssm.as_ref().map(|s| s.pool().clone()),
+            })
+            .collect();
+        let stop = CancellationToken::new();
+        for r in &running {
+            // The endpoint stops with the first database to stop (they all stop together).
+            let (db_stop, stop) = (r.local.stop_token(), stop.clone());
+            tokio::spawn(async move {
+                db_stop.cancelled().await;
+                stop.cancel();
+            });
+        }
+        tokio::spawn(health::serve(listener, watched, stop));
     }
-    Ok(Started { local, cfg, ssm })
+    Ok(running)
 }
 
-impl Started {
-    /// Waits for the proxy to stop, then ends the SSM sessions (TerminateSession).
-    async fn wait(self) -> usize {
-        let left = self.local.wait().await;
-        if let Some(ssm) = self.ssm {
+/// Waits for every database to stop, then ends their SSM sessions; returns the connections that
+/// were still open at the drain deadline.
+async fn wait_all(running: Vec<Running>) -> usize {
+    let mut left = 0;
+    for r in running {
+        left += r.local.wait().await;
+        if let Some(ssm) = r.ssm {
             ssm.shutdown().await;
         }
-        left
     }
+    left
 }
 
-async fn serve(args: ServeArgs) -> Result<()> {
-    let started = start(&args).await?;
-    let (local, cfg) = (&started.local, &started.cfg);
-    let user = match &cfg.proxy.db_user {
-        Some(u) => format!("as IAM user {u}"),
-        None => "as the user each client names".to_owned(),
-    };
-    println!(
-        "rds-iam-proxy listening on {}, forwarding to {} (region {}, {user})",
-        local.addr(),
-        local.proxy().destination(),
-        cfg.proxy.region
-    );
-    tokio::spawn(shutdown::on_signal(local.stop_token()));
-    let left = started.wait().await;
+async fn serve(
+    args: &ServeArgs,
+    names: &[String],
+    global: &GlobalArgs,
+    progress: &Progress,
+) -> Result<()> {
+    let file = config_file::load(global.config.as_deref())?;
+    let planned = config::plan(args, names, file.as_ref())?;
+    let running = start_all(&planned, progress).await?;
+    for r in &running {
+        let user = match &r.cfg.proxy.db_user {
+            Some(u) => format!("as IAM user {u}"),
+            None => "as the user each client names".to_owned(),
+        };
+        let name = if running.len() > 1 || r.name != config::ADHOC_NAME {
+            format!("database {}, ", r.name)
+        } else {
+            String::new()
+        };
+        // One line per database; scripts and tests read the address (the fourth word).
+        println!(
+            "rds-iam-proxy listening on {}, forwarding to {} ({name}region {}, {user})",
+            r.local.addr(),
+            r.local.proxy().destination(),
+            r.cfg.proxy.region
+        );
+    }
+    let stop = CancellationToken::new();
+    for r in &running {
+        let (db_stop, stop) = (r.local.stop_token(), stop.clone());
+        tokio::spawn(async move {
+            stop.cancelled().await;
+            db_stop.cancel();
+        });
+    }
+    tokio::spawn(shutdown::on_signal(stop));
+    let left = wait_all(running).await;
     if left > 0 {
         warn!(
             open = left,
@@ -150,16 +190,43 @@ async fn serve(args: ServeArgs) -> Result<()> {
     Ok(())
 }
 
-async fn exec(mut args: ExecArgs) -> Result<ExitCode> {
-    if args.serve.listen.is_none() {
-        args.serve.listen = Some("127.0.0.1:0".to_owned());
+/// The one database a subcommand works on: `name` from the file, or the flags, or the only one.
+fn one(args: &ServeArgs, name: Option<&str>, file: Option<&config_file::File>) -> Result<Planned> {
+    let names: Vec<String> = name.map(str::to_owned).into_iter().collect();
+    let mut planned = config::plan(args, &names, file)?;
+    if planned.len() > 1 {
+        let all: Vec<&str> = planned.iter().map(|p| p.name.as_str()).collect();
+        bail!(
+            "the config file has several databases; name one: {}",
+            all.join(", ")
+        );
     }
-    let Some(user) = args.serve.db_user.clone() else {
-        bail!("exec needs the IAM database user: pass --db-user (or set RDS_IAM_PROXY_DB_USER)");
+    Ok(planned.remove(0))
+}
+
+async fn exec(args: ExecArgs, global: &GlobalArgs, progress: &Progress) -> Result<ExitCode> {
+    let file = config_file::load(global.config.as_deref())?;
+    let mut planned = one(&args.serve, args.name.as_deref(), file.as_ref())?;
+    // A private proxy on a free port, unless --listen was given for this run.
+    planned.args.listen = Some(
+        args.serve
+            .listen
+            .clone()
+            .unwrap_or("127.0.0.1:0".to_owned()),
+    );
+    planned.args.health_addr = args.serve.health_addr.clone();
+    let running = start_all(std::slice::from_ref(&planned), progress).await?;
+    let r = &running[0];
+    let Some(user) = r.cfg.proxy.db_user.clone() else {
+        running[0].local.stop_token().cancel();
+        wait_all(running).await;
+        bail!(
+            "exec needs the IAM database user: pass --db-user (or set RDS_IAM_PROXY_DB_USER, or \
+             `db-user` in the config file)"
+        );
     };
-    let started = start(&args.serve).await?;
-    let local = &started.local;
-    let addr = local.addr();
+    let addr = r.local.addr();
+    let url = r.local.url();
     let (program, rest) = args
         .command
         .split_first()
@@ -182,14 +249,12 @@ async fn exec(mut args: ExecArgs) -> Result<ExitCode> {
         .env("MYSQL_HOST", addr.ip().to_string())
         .env("MYSQL_TCP_PORT", addr.port().to_string())
         .env("MYSQL_USER", &user)
-        .env("DATABASE_URL", local.url())
+        .env("DATABASE_URL", url)
         .env_remove("MYSQL_PWD");
-    let status = cmd
-        .status()
-        .await
-        .with_context(|| format!("cannot run `{program}`"))?;
-    local.stop_token().cancel();
-    started.wait().await;
+    let status = cmd.status().await;
+    running[0].local.stop_token().cancel();
+    wait_all(running).await;
+    let status = status.with_context(|| format!("cannot run `{program}`"))?;
     // The client's own exit code, or 128 + signal like a shell.
     let code = status.code().unwrap_or_else(|| {
         use std::os::unix::process::ExitStatusExt;
@@ -198,15 +263,32 @@ async fn exec(mut args: ExecArgs) -> Result<ExitCode> {
     Ok(ExitCode::from(code.clamp(0, 255) as u8))
 }
 
-fn dsn(args: &DsnArgs) -> Result<()> {
-    let addr: std::net::SocketAddr = args
+async fn dsn(args: &DsnArgs, global: &GlobalArgs) -> Result<()> {
+    let file = config_file::load(global.config.as_deref())?;
+    let planned = one(&args.serve, args.name.as_deref(), file.as_ref())?;
+    let listen = planned
+        .args
         .listen
+        .clone()
+        .unwrap_or(config::DEFAULT_LISTEN.to_owned());
+    let addr: std::net::SocketAddr = listen
         .parse()
-        .map_err(|_| config::Error::BadListen(args.listen.clone()))?;
+        .map_err(|_| config::Error::BadListen(listen.clone()))?;
+    let user = match &planned.args.db_user {
+        Some(u) => u.clone(),
+        // The user comes from the stack (or is missing): look it up quietly.
+        None => launch::prepare(&planned, &Progress::quiet())
+            .await?
+            .cfg
+            .proxy
+            .db_user
+            .context(
+                "dsn needs the IAM database user: pass --db-user (or `db-user` in the config file)",
+            )?,
+    };
     let (host, port) = (addr.ip(), addr.port());
-    let user = &args.db_user;
     let db = args.database.as_deref().unwrap_or("");
-    let u = url_escape(user);
+    let u = url_escape(&user);
     println!("mysql://{u}@{host}:{port}/{db}");
     println!("jdbc:mysql://{host}:{port}/{db}?user={u}&sslMode=PREFERRED");
     println!("jdbc:mariadb://{host}:{port}/{db}?user={u}");
@@ -214,6 +296,20 @@ fn dsn(args: &DsnArgs) -> Result<()> {
     println!("MYSQL_TCP_PORT={port}");
     println!("MYSQL_USER={user}");
     println!("DATABASE_URL=mysql://{u}@{host}:{port}/{db}");
+    Ok(())
+}
+
+fn init(args: &InitArgs, global: &GlobalArgs) -> Result<()> {
+    let path = global
+        .config
+        .clone()
+        .or_else(config_file::default_path)
+        .context("no home directory to put the config file in: pass --config PATH")?;
+    config_file::write_example(&path, args.force)?;
+    println!(
+        "wrote {}: edit it, then run `rds-iam-proxy` (or `rds-iam-proxy doctor`)",
+        path.display()
+    );
     Ok(())
 }
 

@@ -39,9 +39,14 @@ fn http_get(addr: &str, path: &str) -> (u16, String) {
     (code, body)
 }
 
+/// A sample of the `default` database: `name` alone, or `name{label="v"}` for one more label.
 fn metric(body: &str, name: &str) -> u64 {
+    let labelled = match name.split_once('{') {
+        Some((family, rest)) => format!("{family}{{database=\"default\",{rest} "),
+        None => format!("{name}{{database=\"default\"}} "),
+    };
     body.lines()
-        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .find(|l| l.starts_with(&labelled))
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("metric {name} missing in:\n{body}"))
@@ -164,7 +169,7 @@ fn health_metrics_wait_and_a_draining_sigterm() {
     assert_eq!(metric(&after, "rds_iam_proxy_connections_total"), 2);
     assert!(metric(&after, "rds_iam_proxy_token_mints_total") >= 1);
     assert!(
-        after.contains("rds_iam_proxy_login_failures_total{reason="),
+        after.contains("rds_iam_proxy_login_failures_total{database=\"default\",reason="),
         "{after}"
     );
     assert!(

@@ -246,6 +246,84 @@ fn context_from(chain: &[String]) -> String {
     }
 }
 
+/// Warn this long before the current credentials expire.
+pub const EXPIRY_WARNING: Duration = Duration::from_secs(15 * 60);
+
+/// Watches the credentials behind `profile` for as long as the proxy runs: logs when they change
+/// and when they expire, warns [`EXPIRY_WARNING`] ahead with the command that renews them, and
+/// logs the failure (which names `aws sso login --profile …`) once when they cannot be had.
+/// Nothing is cached here: the token cache fetches on its own, so a renewed login is used by the
+/// next connection whether or not this task has noticed it.
+pub async fn watch_expiry(provider: SharedCredentialsProvider, profile: Option<String>) {
+    let profile = effective_profile(profile);
+    let renew = match &profile {
+        Some(p) => format!("`aws sso login --profile {p}` (or renew the profile's credentials)"),
+        None => "`aws sso login` (or renew your credentials)".to_owned(),
+    };
+    let mut last_expiry: Option<Option<SystemTime>> = None;
+    let mut last_error: Option<String> = None;
+    let mut warned_for: Option<SystemTime> = None;
+    loop {
+        let now = SystemTime::now();
+        let pause = match fetch(&provider, &profile, CREDENTIALS_TIMEOUT, now).await {
+            Ok(creds) => {
+                if last_error.take().is_some() {
+                    tracing::info!("AWS credentials are available again");
+                }
+                let expiry = creds.expiry();
+                if last_expiry != Some(expiry) {
+                    match expiry {
+                        Some(t) => tracing::info!(
+                            expires = %humantime::format_rfc3339_seconds(t),
+                            in_minutes = left(t, now).as_secs() / 60,
+                            "AWS credentials loaded"
+                        ),
+                        None => tracing::debug!("AWS credentials loaded (they do not expire)"),
+                    }
+                    last_expiry = Some(expiry);
+                }
+                match expiry {
+                    None => Duration::from_secs(30 * 60),
+                    Some(t) => {
+                        let remaining = left(t, now);
+                        if remaining <= EXPIRY_WARNING && warned_for != Some(t) {
+                            tracing::warn!(
+                                "AWS credentials expire in {} min (at {}): run {renew} to keep new \
+                                 connections working",
+                                remaining.as_secs().div_ceil(60),
+                                humantime::format_rfc3339_seconds(t)
+                            );
+                            warned_for = Some(t);
+                        }
+                        // Look again at the warning point, at expiry, and at least every 5 min.
+                        let until_warning = remaining.saturating_sub(EXPIRY_WARNING);
+                        let next = if until_warning.is_zero() {
+                            remaining
+                        } else {
+                            until_warning
+                        };
+                        next.clamp(Duration::from_secs(20), Duration::from_secs(300))
+                    }
+                }
+            }
+            Err(e) => {
+                let text = e.to_string();
+                if last_error.as_deref() != Some(text.as_str()) {
+                    tracing::warn!("{text}");
+                    last_error = Some(text);
+                }
+                last_expiry = None;
+                Duration::from_secs(30)
+            }
+        };
+        tokio::time::sleep(pause).await;
+    }
+}
+
+fn left(t: SystemTime, now: SystemTime) -> Duration {
+    t.duration_since(now).unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

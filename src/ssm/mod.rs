@@ -60,7 +60,7 @@ pub mod stream;
 pub mod version;
 pub mod websocket;
 
-pub use pool::{Pool, SsmConfig};
+pub use pool::{Pool, PoolStats, SsmConfig, TargetResolver};
 pub use stream::SsmStream;
 
 /// Everything that can go wrong in the SSM layers, named by the layer that noticed it.

@@ -15,6 +15,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -143,6 +144,8 @@ impl SsmConfig {
 struct Inner {
     /// The configuration.
     config: SsmConfig,
+    /// Counters for metrics.
+    stats: PoolStats,
     /// SSM API client.
     api: Api,
     /// Session parameters (target filled in per session).
@@ -157,6 +160,19 @@ struct Inner {
     cancel: CancellationToken,
     /// The slot tasks.
     tracker: TaskTracker,
+}
+
+/// What a pool has done, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct PoolStats {
+    /// Sessions opened (StartSession through handshake).
+    pub started: AtomicU64,
+    /// Attempts to open a session that failed.
+    pub open_failures: AtomicU64,
+    /// Sessions that ended and were replaced.
+    pub replaced: AtomicU64,
+    /// WebSocket reconnects that resumed a session.
+    pub resumes: Arc<AtomicU64>,
 }
 
 /// N warm sessions to one target; see the module docs.
@@ -232,8 +248,13 @@ impl Pool {
         params.resume_for = config.resume_for;
         let n = config.sessions.max(1);
         let (changed, _) = watch::channel(0);
+        let stats = PoolStats {
+            resumes: params.resumes.clone(),
+            ..PoolStats::default()
+        };
         let inner = Arc::new(Inner {
             config,
+            stats,
             api,
             params,
             slots: Mutex::new(vec![None; n]),
@@ -332,6 +353,20 @@ impl Pool {
         }
     }
 
+    /// Counters for metrics.
+    pub fn stats(&self) -> &PoolStats {
+        &self.inner.stats
+    }
+
+    /// The handshake of a live session (agent version, mux or basic), if one is live.
+    pub fn handshake_info(&self) -> Option<super::session::HandshakeInfo> {
+        lock(&self.inner.slots)
+            .iter()
+            .flatten()
+            .find(|s| s.is_alive())
+            .map(|s| s.info().clone())
+    }
+
     /// The most recent failure to open a session.
     pub fn last_error(&self) -> Option<String> {
         lock(&self.inner.last_error).clone()
@@ -380,6 +415,7 @@ async fn run_slot(inner: Arc<Inner>, slot: usize) {
         };
         match opened {
             Ok(handle) => {
+                inner.stats.started.fetch_add(1, Ordering::Relaxed);
                 let handle = Arc::new(handle);
                 let started = Instant::now();
                 lock(&inner.slots)[slot] = Some(handle.clone());
@@ -393,6 +429,7 @@ async fn run_slot(inner: Arc<Inner>, slot: usize) {
                     }
                 }
                 lock(&inner.slots)[slot] = None;
+                inner.stats.replaced.fetch_add(1, Ordering::Relaxed);
                 inner.changed.send_modify(|v| *v += 1);
                 if let Some(why) = handle.failure() {
                     info!(session_id = %handle.session_id(), reason = %why, "ssm session replaced");
@@ -407,6 +444,7 @@ async fn run_slot(inner: Arc<Inner>, slot: usize) {
                 }
             }
             Err(e) => {
+                inner.stats.open_failures.fetch_add(1, Ordering::Relaxed);
                 warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "cannot open ssm session");
                 record_error(&inner, e.to_string());
                 inner.changed.send_modify(|v| *v += 1);

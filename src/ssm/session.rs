@@ -17,6 +17,7 @@
 //! Acknowledgements are sent as soon as a message is processed; there are no per-message sleeps.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
@@ -70,6 +71,8 @@ pub struct SessionParams {
     pub stall_timeout: Duration,
     /// Send smux NOPs every this often when the agent wants keep-alive (spec §7.4).
     pub smux_keepalive: Duration,
+    /// Counts WebSocket reconnects that resumed the session (shared with the pool's metrics).
+    pub resumes: Arc<AtomicU64>,
 }
 
 impl SessionParams {
@@ -86,6 +89,7 @@ impl SessionParams {
             resume_for: Duration::from_secs(120),
             stall_timeout: Duration::from_secs(120),
             smux_keepalive: Duration::from_secs(10),
+            resumes: Arc::new(AtomicU64::new(0)),
         }
     }
 }
@@ -864,6 +868,7 @@ impl Actor {
                     {
                         Ok(ws) => {
                             self.attach(ws);
+                            self.params.resumes.fetch_add(1, Ordering::Relaxed);
                             info!(url = %strip_query(&self.grant.stream_url), "ssm websocket resumed");
                             return Ok(());
                         }

@@ -18,6 +18,7 @@ pub fn isolated_cmd() -> Command {
         }
     }
     c.env("AWS_CONFIG_FILE", "/nonexistent/rds-iam-proxy-test/config")
+        .env("XDG_CONFIG_HOME", "/nonexistent/rds-iam-proxy-test/xdg")
         .env(
             "AWS_SHARED_CREDENTIALS_FILE",
             "/nonexistent/rds-iam-proxy-test/credentials",

@@ -1,0 +1,420 @@
+//! `rds-iam-proxy doctor`: every hop from the AWS credentials to `SELECT 1`, in order, one line
+//! each with ✓ or ✗, and on the first failure the fix and a non-zero exit.
+//!
+//! The hops: AWS credentials (`sts:GetCallerIdentity`, and when they expire) → discovery (stack,
+//! cluster or instance) → IAM database authentication on the cluster → the bastion (ECS task or
+//! EC2 instance) → an SSM session (`ssm:StartSession` allowed, agent version, multiplexing) → TCP
+//! to the endpoint through the tunnel (the server's greeting) → TLS verified against the RDS CAs
+//! and the endpoint name → the IAM token accepted → `SELECT 1`.
+//!
+//! The last four run the real proxy in-process on a free loopback port and log in to it as a
+//! MySQL client would, so doctor checks exactly the code path clients use; which hop failed is
+//! read from the proxy's failure reason, and the fix from the MySQL error it sends.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::aws::api::Api;
+use crate::aws::discover::{self, DbSource, TargetSpec};
+use crate::config::{self, Planned};
+use crate::iam::{self, TokenCache};
+use crate::local::LocalProxy;
+use crate::mysql::capabilities::Capabilities;
+use crate::mysql::handshake::{HandshakeResponse41, HandshakeV10, plugin};
+use crate::mysql::packet;
+use crate::mysql::response::ErrPacket;
+use crate::progress::format_duration;
+use crate::tunnel::{Connector, Direct};
+
+/// Time allowed for each MySQL step of the check.
+const STEP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Prints one hop's line.
+struct Report {
+    started: Instant,
+}
+
+impl Report {
+    fn new() -> Self {
+        Self {
+            started: Instant::now(),
+        }
+    }
+
+    fn ok(&mut self, hop: &str, detail: impl AsRef<str>) {
+        println!(
+            "✓ {hop}: {} ({})",
+            detail.as_ref(),
+            format_duration(self.started.elapsed())
+        );
+        self.started = Instant::now();
+    }
+
+    /// Prints the failure and its fix; the caller returns the exit code.
+    fn fail(&mut self, hop: &str, why: impl std::fmt::Display) -> std::process::ExitCode {
+        println!("✗ {hop}: {why}");
+        std::process::ExitCode::FAILURE
+    }
+}
+
+/// Runs the checks for one database; the exit code is non-zero on the first failure.
+pub async fn run(planned: &Planned) -> std::process::ExitCode {
+    let mut r = Report::new();
+    let mut args = planned.args.clone();
+    if planned.name != config::ADHOC_NAME {
+        println!("database `{}`", planned.name);
+    }
+    let source = match config::source(&args) {
+        Ok(s) => s,
+        Err(e) => return r.fail("configuration", e),
+    };
+
+    // 1. Credentials.
+    let (provider, aws_region) = iam::load_aws(args.profile.as_deref()).await;
+    let region = match &source.db {
+        DbSource::Endpoint { host, .. } => {
+            config::resolve_region(args.region.clone(), host, aws_region.clone()).ok()
+        }
+        _ => args.region.clone().or(aws_region.clone()),
+    };
+    let Some(region) = region else {
+        return r.fail(
+            "AWS region",
+            "none configured: pass --region, set AWS_REGION, or set `region` in your AWS profile",
+        );
+    };
+    let creds = match iam::credentials(&provider, args.profile.as_deref()).await {
+        Ok(c) => c,
+        Err(e) => return r.fail("AWS credentials", e),
+    };
+    let api = match Api::new(provider.clone(), args.profile.clone(), region) {
+        Ok(a) => a,
+        Err(e) => return r.fail("TLS setup", e),
+    };
+    match discover::caller_identity(&api).await {
+        Ok(id) => {
+            let expiry = match creds.expiry() {
+                Some(t) => {
+                    let left = t.duration_since(SystemTime::now()).unwrap_or_default();
+                    format!("; they expire in {} min", left.as_secs() / 60)
+                }
+                None => "; they do not expire".to_owned(),
+            };
+            r.ok("AWS credentials", format!("{}{expiry}", id.arn));
+        }
+        Err(e) => return r.fail("AWS credentials", e),
+    }
+
+    // 2. Discovery.
+    let resolved = match discover::resolve(&api, &source).await {
+        Ok(res) => res,
+        Err(e @ discover::Error::IamAuthDisabled { .. }) => {
+            return r.fail("IAM database authentication", e);
+        }
+        Err(e) => return r.fail("discovery", e),
+    };
+    let found = match &source.db {
+        DbSource::Endpoint { .. } => "given".to_owned(),
+        DbSource::Stack(s) => format!("from stack {s}"),
+        DbSource::Cluster(c) => format!("from DB cluster {c}"),
+        DbSource::Instance(i) => format!("from DB instance {i}"),
+    };
+    r.ok(
+        "database endpoint",
+        format!("{}:{} ({found})", resolved.host, resolved.port),
+    );
+    args.db_endpoint = Some(format!("{}:{}", resolved.host, resolved.port));
+    if args.db_user.is_none() {
+        args.db_user = resolved.db_user.clone();
+    }
+    if args.region.is_none() {
+        args.region = resolved.region.clone();
+    }
+    let mut cfg = match config::build(&args, aws_region) {
+        Ok(c) => c,
+        Err(e) => return r.fail("configuration", e),
+    };
+    cfg.listen = "127.0.0.1:0".parse().expect("a valid address");
+    cfg.health = None;
+    let api = api.with_region(cfg.proxy.region.clone());
+
+    // 3. IAM database authentication on the cluster.
+    if let Some(cluster) = &resolved.cluster_id {
+        match discover::check_iam_auth(&api, cluster).await {
+            Ok(_) => r.ok(
+                "IAM database authentication",
+                format!("enabled on cluster {cluster}"),
+            ),
+            Err(e @ discover::Error::IamAuthDisabled { .. }) => {
+                return r.fail("IAM database authentication", e);
+            }
+            // Not being allowed to describe the cluster does not stop a connection.
+            Err(e) if matches!(&e, discover::Error::Api(a) if a.is_access_denied()) => {
+                println!("- IAM database authentication: not checked ({e})");
+            }
+            Err(e) => return r.fail("IAM database authentication", e),
+        }
+    }
+
+    // 4. The bastion and 5. the SSM session.
+    let connector: std::sync::Arc<dyn Connector>;
+    let mut ssm = None;
+    match &resolved.target {
+        None => {
+            connector = std::sync::Arc::new(Direct::new(cfg.dial.clone()));
+        }
+        Some(spec) => {
+            let target = match spec.resolve(&api).await {
+                Ok(t) => t,
+                Err(e) => return r.fail("bastion", e),
+            };
+            if !matches!(spec, TargetSpec::Fixed(_)) {
+                r.ok("bastion", &target);
+            }
+            let mut one = cfg.clone();
+            one.ssm_sessions = Some(1);
+            let s = match crate::launch::open_ssm(&one, &resolved, &target, &api).await {
+                Ok(s) => s,
+                Err(e) => return r.fail("SSM session", format!("{e:#}")),
+            };
+            if !s
+                .pool()
+                .wait_live(1, crate::launch::FIRST_SESSION_WAIT)
+                .await
+            {
+                let why = s
+                    .pool()
+                    .last_error()
+                    .unwrap_or_else(|| "no session within 30 s".into());
+                s.shutdown().await;
+                return r.fail("SSM session", why);
+            }
+            let detail = match s.pool().handshake_info() {
+                Some(i) => {
+                    let mode = match i.mode {
+                        crate::ssm::mux::Mode::Mux => {
+                            "multiplexed: one session carries many connections".to_owned()
+                        }
+                        _ => "basic mode: one connection per session (upgrade the SSM agent to \
+                              3.0.222.0 or later for multiplexing)"
+                            .to_owned(),
+                    };
+                    format!(
+                        "ssm:StartSession allowed on {target}; agent {}, {mode}",
+                        i.agent_version
+                    )
+                }
+                None => format!("ssm:StartSession allowed on {target}"),
+            };
+            r.ok("SSM session", detail);
+            connector = std::sync::Arc::new(s.clone());
+            ssm = Some(s);
+        }
+    }
+
+    // 6–9. Through the real proxy.
+    let tokens = std::sync::Arc::new(TokenCache::new(provider, cfg.profile.clone()));
+    let code = match LocalProxy::start_with(&cfg, connector, tokens).await {
+        Ok(local) => {
+            let code = login_checks(&mut r, &local, &cfg).await;
+            local.shutdown().await;
+            code
+        }
+        Err(e) => r.fail("local listener", format!("{e:#}")),
+    };
+    if let Some(s) = ssm {
+        s.shutdown().await;
+    }
+    code
+}
+
+/// Reach, TLS, token and `SELECT 1`, as a client of the in-process proxy.
+async fn login_checks(
+    r: &mut Report,
+    local: &LocalProxy,
+    cfg: &config::Config,
+) -> std::process::ExitCode {
+    let destination = local.proxy().destination();
+    let Some(user) = cfg.proxy.db_user.clone() else {
+        return r.fail(
+            "IAM database user",
+            "unknown: pass --db-user (or `db-user` in the config file) so doctor can log in",
+        );
+    };
+    let mut client = match MiniClient::connect(local).await {
+        Ok(c) => c,
+        Err(e) => return r.fail("local listener", e),
+    };
+    let greeting = match client.greeting().await {
+        Ok(Ok(g)) => g,
+        Ok(Err(err)) => return r.fail("reach the database", err.message_str()),
+        Err(e) => return r.fail("reach the database", e),
+    };
+    r.ok(
+        "reach the database",
+        format!(
+            "{destination} answered (server {})",
+            String::from_utf8_lossy(&greeting.server_version)
+        ),
+    );
+    let reply = match client.login(&greeting, &user).await {
+        Ok(reply) => reply,
+        Err(e) => return r.fail("login", e),
+    };
+    let failures = local.proxy().stats().failures_by_reason();
+    let tls_failed = failures.contains_key("tls") || failures.contains_key("upstream_no_tls");
+    match reply {
+        Ok(()) => {
+            r.ok(
+                "TLS",
+                format!(
+                    "verified {} against {}",
+                    cfg.proxy.endpoint_host, cfg.proxy.ca_source
+                ),
+            );
+            r.ok("IAM token", format!("accepted for user {user}"));
+        }
+        Err(err) if tls_failed => return r.fail("TLS", err.message_str()),
+        Err(err) => {
+            r.ok(
+                "TLS",
+                format!(
+                    "verified {} against {}",
+                    cfg.proxy.endpoint_host, cfg.proxy.ca_source
+                ),
+            );
+            return r.fail("IAM token", err.message_str());
+        }
+    }
+    match client.select_one().await {
+        Ok(()) => {
+            r.ok("SELECT 1", "returned 1");
+            let _ = local.proxy().stats().logins.load(Ordering::Relaxed);
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => r.fail("SELECT 1", e),
+    }
+}
+
+/// Just enough of a MySQL client to log in to the local proxy and run `SELECT 1`.
+struct MiniClient {
+    stream: TcpStream,
+    buf: BytesMut,
+}
+
+impl MiniClient {
+    async fn connect(local: &LocalProxy) -> Result<Self, String> {
+        let stream = TcpStream::connect(local.addr())
+            .await
+            .map_err(|e| format!("cannot connect to {}: {e}", local.addr()))?;
+        Ok(Self {
+            stream,
+            buf: BytesMut::new(),
+        })
+    }
+
+    async fn read(&mut self) -> Result<packet::Packet, String> {
+        loop {
+            match packet::decode(&mut self.buf, 1 << 24) {
+                Ok(Some(p)) => return Ok(p),
+                Ok(None) => {}
+                Err(e) => return Err(format!("malformed packet from the proxy: {e}")),
+            }
+            let n = tokio::time::timeout(STEP_TIMEOUT, self.stream.read_buf(&mut self.buf))
+                .await
+                .map_err(|_| format!("no answer within {}s", STEP_TIMEOUT.as_secs()))?
+                .map_err(|e| e.to_string())?;
+            if n == 0 {
+                return Err("the proxy closed the connection".into());
+            }
+        }
+    }
+
+    async fn write(&mut self, seq: u8, payload: &[u8]) -> Result<(), String> {
+        let mut out = BytesMut::new();
+        packet::encode(seq, payload, &mut out);
+        self.stream.write_all(&out).await.map_err(|e| e.to_string())
+    }
+
+    /// The greeting, or the ERR the proxy sends instead when it cannot reach the database.
+    async fn greeting(&mut self) -> Result<Result<HandshakeV10, ErrPacket>, String> {
+        let p = self.read().await?;
+        if p.payload.first() == Some(&ErrPacket::HEADER) {
+            return ErrPacket::decode(&p.payload)
+                .map(Err)
+                .map_err(|e| e.to_string());
+        }
+        HandshakeV10::decode(&p.payload)
+            .map(Ok)
+            .map_err(|e| format!("unreadable greeting: {e}"))
+    }
+
+    async fn login(
+        &mut self,
+        greeting: &HandshakeV10,
+        user: &str,
+    ) -> Result<Result<(), ErrPacket>, String> {
+        let caps = (Capabilities::LONG_PASSWORD
+            | Capabilities::PROTOCOL_41
+            | Capabilities::SECURE_CONNECTION
+            | Capabilities::PLUGIN_AUTH
+            | Capabilities::TRANSACTIONS
+            | Capabilities::MULTI_RESULTS)
+            & greeting.capabilities;
+        let response = HandshakeResponse41 {
+            capabilities: caps,
+            max_packet_size: 1 << 24,
+            character_set: 45,
+            username: Bytes::copy_from_slice(user.as_bytes()),
+            auth_response: Bytes::new(),
+            database: None,
+            auth_plugin_name: Some(Bytes::from_static(plugin::CACHING_SHA2_PASSWORD.as_bytes())),
+            connect_attrs: None,
+            zstd_level: None,
+        };
+        let mut payload = BytesMut::new();
+        response.encode(&mut payload);
+        self.write(1, &payload).await?;
+        loop {
+            let p = self.read().await?;
+            match p.payload.first() {
+                Some(0x00) => return Ok(Ok(())),
+                Some(&ErrPacket::HEADER) => {
+                    return ErrPacket::decode(&p.payload)
+                        .map(Err)
+                        .map_err(|e| e.to_string());
+                }
+                // AuthMoreData (fast-auth OK): the OK follows.
+                Some(0x01) => continue,
+                _ => return Err("unexpected packet during login".into()),
+            }
+        }
+    }
+
+    async fn select_one(&mut self) -> Result<(), String> {
+        let mut q = BytesMut::new();
+        q.put_u8(0x03);
+        q.put_slice(b"SELECT 1");
+        self.write(0, &q).await?;
+        let first = self.read().await?;
+        if first.payload.first() == Some(&ErrPacket::HEADER) {
+            let e = ErrPacket::decode(&first.payload).map_err(|e| e.to_string())?;
+            return Err(e.message_str());
+        }
+        // Column count, one column definition, EOF, the row, EOF.
+        let _column = self.read().await?;
+        let mut row = self.read().await?;
+        if row.payload.first() == Some(&0xFE) && row.payload.len() < 9 {
+            row = self.read().await?;
+        }
+        if row.payload.as_ref() == b"\x011" {
+            Ok(())
+        } else {
+            Err(format!("unexpected row {:?}", row.payload))
+        }
+    }
+}

@@ -1,0 +1,199 @@
+//! From a planned database ([`crate::config::Planned`]) to a running proxy: AWS discovery, the
+//! validated [`Config`], the transport (direct, or a pool of SSM sessions that looks the bastion up
+//! again for every new session), the token cache, and the start-up progress a person sees.
+//!
+//! `serve`, `exec`, `dsn` and `doctor` all go through [`prepare`]; `doctor` then checks each hop
+//! itself instead of calling [`start`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use aws_credential_types::provider::SharedCredentialsProvider;
+
+use crate::aws::api::Api;
+use crate::aws::discover::{self, DbSource, Resolved, TargetSpec};
+use crate::config::{self, Config, Planned};
+use crate::iam::{self, TokenCache};
+use crate::local::LocalProxy;
+use crate::progress::Progress;
+use crate::ssm::SsmConfig;
+use crate::tunnel::ssm::Ssm;
+use crate::tunnel::{Connector, Direct};
+
+/// How long start-up waits for the first SSM session before serving anyway (sessions keep being
+/// retried in the background, and clients get a MySQL error that says why meanwhile).
+pub const FIRST_SESSION_WAIT: Duration = Duration::from_secs(30);
+
+/// A database whose configuration is known and whose AWS lookups are done.
+pub struct Prepared {
+    /// Its name.
+    pub name: String,
+    /// The validated configuration (endpoint, user and region filled in from discovery).
+    pub cfg: Config,
+    /// What discovery found.
+    pub resolved: Resolved,
+    /// The SSM target now, when the bytes go through Session Manager.
+    pub target: Option<String>,
+    /// The credentials provider.
+    pub provider: SharedCredentialsProvider,
+    /// The AWS API client, for the region of the database.
+    pub api: Api,
+}
+
+/// A database being served.
+pub struct Running {
+    /// Its name.
+    pub name: String,
+    /// The proxy.
+    pub local: LocalProxy,
+    /// Its configuration.
+    pub cfg: Config,
+    /// The SSM pool, when used.
+    pub ssm: Option<Ssm>,
+}
+
+/// Loads credentials, runs discovery and validates the configuration of one database.
+pub async fn prepare(planned: &Planned, progress: &Progress) -> Result<Prepared> {
+    let mut args = planned.args.clone();
+    let source = config::source(&args)?;
+    let (provider, aws_region) = iam::load_aws(args.profile.as_deref()).await;
+    let api_region = match &source.db {
+        DbSource::Endpoint { host, .. } => {
+            config::resolve_region(args.region.clone(), host, aws_region.clone())?
+        }
+        _ => args.region.clone().or(aws_region.clone()).context(
+            "cannot tell which AWS region to look in: pass --region (or set AWS_REGION, or \
+             `region` in your AWS profile)",
+        )?,
+    };
+    let api = Api::new(provider.clone(), args.profile.clone(), api_region)
+        .context("setting up TLS for AWS API calls")?;
+    let what = match &source.db {
+        DbSource::Endpoint { .. } => None,
+        DbSource::Stack(s) => Some(format!("Reading CloudFormation stack {s}")),
+        DbSource::Cluster(c) => Some(format!("Looking up DB cluster {c}")),
+        DbSource::Instance(i) => Some(format!("Looking up DB instance {i}")),
+    };
+    let resolved = match what {
+        None => discover::resolve(&api, &source).await?,
+        Some(doing) => {
+            let step = progress.step(doing);
+            match discover::resolve(&api, &source).await {
+                Ok(r) => {
+                    step.ok(format!("{}:{}", r.host, r.port));
+                    r
+                }
+                Err(e) => {
+                    step.fail("");
+                    return Err(e.into());
+                }
+            }
+        }
+    };
+    args.db_endpoint = Some(endpoint_text(&resolved.host, resolved.port));
+    if args.db_user.is_none() {
+        args.db_user = resolved.db_user.clone();
+    }
+    if args.region.is_none() {
+        args.region = resolved.region.clone();
+    }
+    let mut cfg = config::build(&args, aws_region)?;
+    cfg.target = resolved.target.clone();
+    let api = api.with_region(cfg.proxy.region.clone());
+    let target = match &resolved.target {
+        None => None,
+        Some(TargetSpec::Fixed(t)) => Some(t.clone()),
+        Some(spec) => {
+            let step = progress.step(format!("Finding the bastion: {spec}"));
+            match spec.resolve(&api).await {
+                Ok(t) => {
+                    step.ok(&t);
+                    Some(t)
+                }
+                Err(e) => {
+                    step.fail("");
+                    return Err(e.into());
+                }
+            }
+        }
+    };
+    Ok(Prepared {
+        name: planned.name.clone(),
+        cfg,
+        resolved,
+        target,
+        provider,
+        api,
+    })
+}
+
+/// Starts serving a prepared database.
+pub async fn start(prepared: Prepared, progress: &Progress) -> Result<Running> {
+    let Prepared {
+        name,
+        cfg,
+        resolved,
+        target,
+        provider,
+        api,
+    } = prepared;
+    let tokens = Arc::new(TokenCache::new(provider, cfg.profile.clone()));
+    let (connector, ssm): (Arc<dyn Connector>, _) = match &target {
+        Some(target) => {
+            let ssm = open_ssm(&cfg, &resolved, target, &api).await?;
+            let step = progress.step(format!("Opening an SSM session to {target}"));
+            if ssm.pool().wait_live(1, FIRST_SESSION_WAIT).await {
+                let detail = ssm
+                    .pool()
+                    .handshake_info()
+                    .map(|i| format!("agent {}, {:?} mode", i.agent_version, i.mode).to_lowercase())
+                    .unwrap_or_default();
+                step.ok(detail);
+            } else {
+                step.fail(format!(
+                    "{} (still retrying; clients get a MySQL error meanwhile)",
+                    ssm.pool()
+                        .last_error()
+                        .unwrap_or_else(|| "no session yet".into())
+                ));
+            }
+            (Arc::new(ssm.clone()), Some(ssm))
+        }
+        None => (Arc::new(Direct::new(cfg.dial.clone())), None),
+    };
+    let local = LocalProxy::start_with(&cfg, connector, tokens).await?;
+    Ok(Running {
+        name,
+        local,
+        cfg,
+        ssm,
+    })
+}
+
+/// The SSM transport for `target`, following the bastion when it is discovered.
+pub async fn open_ssm(cfg: &Config, resolved: &Resolved, target: &str, api: &Api) -> Result<Ssm> {
+    let sdk = iam::load_sdk_config(cfg.profile.as_deref(), Some(&cfg.proxy.region)).await;
+    let mut sc = SsmConfig::new(
+        target.to_owned(),
+        cfg.proxy.endpoint_host.clone(),
+        cfg.proxy.endpoint_port,
+        cfg.proxy.region.clone(),
+    );
+    if let Some(spec) = &resolved.target {
+        sc.target_resolver = spec.resolver(api);
+    }
+    if let Some(n) = cfg.ssm_sessions {
+        sc.sessions = n;
+    }
+    Ssm::new(sc, &sdk).context("starting the SSM session pool")
+}
+
+/// `host:port`, bracketing IPv6.
+fn endpoint_text(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
