@@ -62,6 +62,41 @@ pub enum Command {
     Dsn(Box<DsnArgs>),
     /// Block until a running proxy's --health-addr reports ready (for scripts and CI).
     Wait(WaitArgs),
+    /// Create the IAM database user, once after deploy: read the master password from Secrets
+    /// Manager, log in through the tunnel over verified TLS, run deploy/bootstrap-iam-user.sql (or
+    /// --sql FILE), then log in as the IAM user with a token to check.
+    Admin(Box<AdminArgs>),
+}
+
+/// Flags of `admin`.
+#[derive(Args, Debug, Clone)]
+pub struct AdminArgs {
+    /// The database of the config file [default: the only one, or the flags].
+    #[arg(value_name = "NAME")]
+    pub name: Option<String>,
+
+    /// The Secrets Manager secret (ARN or name) with the master user's `username` and `password`
+    /// [default: the stack's DbMasterSecretArn output, or the DB cluster's managed secret].
+    #[arg(long, env = "RDS_IAM_PROXY_MASTER_SECRET", value_name = "ARN")]
+    pub master_secret: Option<String>,
+
+    /// Run this SQL file instead of deploy/bootstrap-iam-user.sql (e.g. for RDS for MariaDB, or
+    /// more grants). The string literal 'iam_user' in it stands for the IAM database user.
+    #[arg(long, value_name = "FILE")]
+    pub sql: Option<PathBuf>,
+
+    /// Print the statements, with the user name filled in, and connect to nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Do not log in as the IAM database user afterwards (for an administrator who may not
+    /// rds-db:connect as it).
+    #[arg(long)]
+    pub no_verify: bool,
+
+    /// The proxy's flags (where the database is, how to reach it, the IAM user).
+    #[command(flatten)]
+    pub serve: ServeArgs,
 }
 
 /// Flags of `doctor`.

@@ -2,8 +2,8 @@
 //! validated [`Config`], the transport (direct, or a pool of SSM sessions that looks the bastion up
 //! again for every new session), the token cache, and the start-up progress a person sees.
 //!
-//! `serve`, `exec`, `dsn` and `doctor` all go through [`prepare`]; `doctor` then checks each hop
-//! itself instead of calling [`start`].
+//! `serve`, `exec`, `dsn`, `doctor` and `admin` all go through [`prepare`]; `doctor` and `admin`
+//! then open their own connections instead of calling [`start`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -142,22 +142,13 @@ pub async fn start(prepared: Prepared, progress: &Progress) -> Result<Running> {
     let (connector, ssm): (Arc<dyn Connector>, _) = match &target {
         Some(target) => {
             let ssm = open_ssm(&cfg, &resolved, target, &api).await?;
-            let step = progress.step(format!("Opening an SSM session to {target}"));
-            if ssm.pool().wait_live(1, FIRST_SESSION_WAIT).await {
-                let detail = ssm
-                    .pool()
-                    .handshake_info()
-                    .map(|i| format!("agent {}, {:?} mode", i.agent_version, i.mode).to_lowercase())
-                    .unwrap_or_default();
-                step.ok(detail);
-            } else {
-                step.fail(format!(
-                    "{} (still retrying; clients get a MySQL error meanwhile)",
-                    ssm.pool()
-                        .last_error()
-                        .unwrap_or_else(|| "no session yet".into())
-                ));
-            }
+            wait_first_session(
+                &ssm,
+                target,
+                progress,
+                " (still retrying; clients get a MySQL error meanwhile)",
+            )
+            .await;
             (Arc::new(ssm.clone()), Some(ssm))
         }
         None => (Arc::new(Direct::new(cfg.dial.clone())), None),
@@ -169,6 +160,34 @@ pub async fn start(prepared: Prepared, progress: &Progress) -> Result<Running> {
         cfg,
         ssm,
     })
+}
+
+/// Waits up to [`FIRST_SESSION_WAIT`] for the first live session of `ssm`, shown as a step; false
+/// when none came up (the step says why, then `meanwhile`).
+pub async fn wait_first_session(
+    ssm: &Ssm,
+    target: &str,
+    progress: &Progress,
+    meanwhile: &str,
+) -> bool {
+    let step = progress.step(format!("Opening an SSM session to {target}"));
+    if ssm.pool().wait_live(1, FIRST_SESSION_WAIT).await {
+        let detail = ssm
+            .pool()
+            .handshake_info()
+            .map(|i| format!("agent {}, {:?} mode", i.agent_version, i.mode).to_lowercase())
+            .unwrap_or_default();
+        step.ok(detail);
+        true
+    } else {
+        step.fail(format!(
+            "{}{meanwhile}",
+            ssm.pool()
+                .last_error()
+                .unwrap_or_else(|| "no session yet".into())
+        ));
+        false
+    }
 }
 
 /// The SSM transport for `target`, following the bastion when it is discovered.

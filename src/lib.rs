@@ -19,6 +19,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod aws;
 pub mod cli;
 pub mod config;

@@ -18,7 +18,7 @@ use rds_iam_proxy::iam::{self, TokenRequest};
 use rds_iam_proxy::launch::{self, Running};
 use rds_iam_proxy::local::url_escape;
 use rds_iam_proxy::progress::Progress;
-use rds_iam_proxy::{config, config_file, doctor, health, shutdown};
+use rds_iam_proxy::{admin, config, config_file, doctor, health, shutdown};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -47,6 +47,13 @@ fn main() -> ExitCode {
                 Ok(doctor::run(&planned).await)
             }
             Some(Command::Init(args)) => init(&args, &global).map(|()| ExitCode::SUCCESS),
+            Some(Command::Admin(args)) => {
+                let file = config_file::load(global.config.as_deref())?;
+                let planned = one(&args.serve, args.name.as_deref(), file.as_ref())?;
+                admin::run(&planned, &admin::Options::from(&*args), &progress)
+                    .await
+                    .map(|()| ExitCode::SUCCESS)
+            }
             None => serve(&cli.serve, &cli.databases, &global, &progress)
                 .await
                 .map(|()| ExitCode::SUCCESS),

@@ -8,7 +8,9 @@
 //! - [`discover`]: from a [`discover::Source`] (stack, DB cluster or instance, or a plain
 //!   endpoint; an ECS service, an EC2 instance or tag, or a fixed SSM target) to the endpoint, user,
 //!   region and SSM target to use, following a replaced bastion task on every new session.
+//! - [`secrets`]: the database master credentials from Secrets Manager, for `admin`.
 
 pub mod api;
 pub mod discover;
+pub mod secrets;
 pub mod stack;

@@ -33,6 +33,11 @@ impl<'a> Reader<'a> {
         self.remaining() == 0
     }
 
+    /// The next byte, without consuming it.
+    pub fn peek(&self) -> Option<u8> {
+        self.buf.get(self.pos).copied()
+    }
+
     /// `string<fix>`: the next `n` bytes.
     pub fn bytes(&mut self, n: usize, field: &'static str) -> Result<&'a [u8], Error> {
         if self.remaining() < n {

@@ -4,10 +4,12 @@
 //! capability rules. Sans-IO: nothing here touches a socket.
 //!
 //! Spec: <https://dev.mysql.com/doc/dev/mysql-server/latest/page_protocol_connection_phase.html>.
-//! The command phase is not parsed: after login the proxy copies bytes (see `proxy::splice`).
+//! The proxy does not parse the command phase: after login it copies bytes (see `proxy::splice`).
+//! [`command`] holds the little of it that the admin client needs to run SQL text.
 
 pub mod buf;
 pub mod capabilities;
+pub mod command;
 pub mod handshake;
 pub mod packet;
 pub mod response;

@@ -1,6 +1,8 @@
 //! Challenge-response password checks for the proxy's optional local password: the
 //! `mysql_native_password` and `caching_sha2_password` (fast path) scrambles, verified from
-//! stored double hashes so the clear password is never kept or compared.
+//! stored double hashes so the clear password is never kept or compared. The client side of both
+//! scrambles ([`native_scramble`], [`sha2_scramble`]) serves the admin client's password login
+//! (`proxy::client`).
 //!
 //! Spec: <https://dev.mysql.com/doc/dev/mysql-server/latest/page_protocol_connection_phase_authentication_methods_native_password_authentication.html>
 //! and <https://dev.mysql.com/doc/dev/mysql-server/latest/page_caching_sha2_authentication_exchanges.html>.
@@ -87,7 +89,8 @@ impl PasswordVerifier {
     }
 }
 
-/// The client side of `mysql_native_password`, for tests.
+/// The client side of `mysql_native_password`:
+/// `SHA1(password) XOR SHA1(nonce + SHA1(SHA1(password)))`.
 pub fn native_scramble(password: &str, nonce: &[u8]) -> [u8; 20] {
     let stage1: [u8; 20] = Sha1::digest(password.as_bytes()).into();
     let stage2: [u8; 20] = Sha1::digest(stage1).into();
@@ -99,7 +102,8 @@ pub fn native_scramble(password: &str, nonce: &[u8]) -> [u8; 20] {
     std::array::from_fn(|i| stage1[i] ^ mask[i])
 }
 
-/// The client side of caching_sha2's fast path, for tests.
+/// The client side of caching_sha2's fast path:
+/// `SHA256(password) XOR SHA256(SHA256(SHA256(password)) + nonce)`.
 pub fn sha2_scramble(password: &str, nonce: &[u8]) -> [u8; 32] {
     let stage1: [u8; 32] = Sha256::digest(password.as_bytes()).into();
     let stage2: [u8; 32] = Sha256::digest(stage1).into();

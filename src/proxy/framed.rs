@@ -1,6 +1,10 @@
 //! Packet I/O for the login phase: a byte stream plus a read buffer and a write buffer, driven by the
 //! sans-IO codec in `mysql::packet`. After login, [`PacketStream::into_parts`] hands back the raw
 //! stream and any bytes read ahead, and the splice takes over.
+//!
+//! [`PacketStream::start_tls`] is the client side of the TLS upgrade (SSLRequest, then rustls
+//! verified against the endpoint name), shared by the proxy's upstream leg ([`super::login`]) and
+//! the standalone client ([`super::client`]).
 
 use std::io;
 use std::time::Duration;
@@ -10,9 +14,12 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes};
+use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio_rustls::TlsConnector;
 
-use crate::mysql::{self, Packet, packet};
+use crate::mysql::handshake::SSL_REQUEST_LEN;
+use crate::mysql::{self, Packet, SslRequest, packet};
 use crate::tunnel::BoxStream;
 
 /// Largest payload accepted during login. Handshake responses carry at most 64 KiB of connection
@@ -56,11 +63,21 @@ impl PacketStream {
         }
     }
 
-    /// Reads one packet, waiting at most `timeout` for it to arrive whole.
+    /// Reads one packet of the login phase (at most [`MAX_LOGIN_PAYLOAD`] bytes), waiting at most
+    /// `timeout` for it to arrive whole.
     pub async fn read_packet(&mut self, timeout: Duration) -> Result<Packet, ReadError> {
+        self.read_packet_limit(timeout, MAX_LOGIN_PAYLOAD).await
+    }
+
+    /// Reads one packet of at most `max_payload` bytes, waiting at most `timeout` for it.
+    pub async fn read_packet_limit(
+        &mut self,
+        timeout: Duration,
+        max_payload: usize,
+    ) -> Result<Packet, ReadError> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            if let Some(p) = packet::decode(&mut self.rbuf, MAX_LOGIN_PAYLOAD)? {
+            if let Some(p) = packet::decode(&mut self.rbuf, max_payload)? {
                 return Ok(p);
             }
             if self.rbuf.capacity() - self.rbuf.len() < 1024 {
@@ -100,6 +117,51 @@ impl PacketStream {
         debug_assert!(self.wbuf.is_empty(), "flush before into_parts");
         (self.stream, self.rbuf)
     }
+
+    /// Upgrades this leg to TLS as a MySQL client: sends `request` (sequence id `seq`), then runs
+    /// the rustls handshake with `name` as SNI and as the name the certificate must carry (the
+    /// endpoint name, never the dial address). Bytes the server sent before the handshake are
+    /// refused: they would be cleartext packets anyone on the path could have injected.
+    pub async fn start_tls(
+        mut self,
+        request: &SslRequest,
+        seq: u8,
+        tls: &TlsConnector,
+        name: ServerName<'static>,
+        timeout: Duration,
+    ) -> Result<PacketStream, StartTlsError> {
+        let mut payload = BytesMut::with_capacity(SSL_REQUEST_LEN);
+        request.encode(&mut payload);
+        self.queue(seq, &payload);
+        self.flush().await.map_err(StartTlsError::Io)?;
+        if self.has_read_ahead() {
+            return Err(StartTlsError::DataBeforeTls);
+        }
+        let (raw, _) = self.into_parts();
+        let stream = tokio::time::timeout(timeout, tls.connect(name, ReadAhead::new(raw)))
+            .await
+            .map_err(|_| StartTlsError::Timeout(timeout))?
+            .map_err(StartTlsError::Tls)?;
+        Ok(PacketStream::new(Box::new(stream), BytesMut::new()))
+    }
+}
+
+/// Why [`PacketStream::start_tls`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StartTlsError {
+    /// Writing the SSLRequest failed.
+    #[error("{0}")]
+    Io(io::Error),
+    /// The server sent bytes after the SSLRequest and before the TLS handshake.
+    #[error("the server sent data before the TLS handshake")]
+    DataBeforeTls,
+    /// The handshake did not finish in time.
+    #[error("the TLS handshake did not finish within {}s", .0.as_secs())]
+    Timeout(Duration),
+    /// The handshake failed (certificate not trusted or not for the name, no common version...);
+    /// the rustls error is inside.
+    #[error("{0}")]
+    Tls(io::Error),
 }
 
 /// A stream that first yields bytes already read from it, then reads on; writes pass through.

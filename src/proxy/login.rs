@@ -21,9 +21,9 @@ use rand::Rng;
 use tokio::net::TcpStream;
 
 use super::Inner;
-use super::framed::{PacketStream, Prefixed, ReadAhead, ReadError};
+use super::framed::{PacketStream, Prefixed, ReadError, StartTlsError};
 use crate::iam::{AuthToken, TokenRequest};
-use crate::mysql::handshake::{SSL_REQUEST_LEN, plugin};
+use crate::mysql::handshake::plugin;
 use crate::mysql::{
     AuthMoreData, Capabilities, ErrPacket, HandshakeResponse41, HandshakeV10, LoginReply,
     SslRequest, codes,
@@ -385,34 +385,27 @@ async fn bridge(inner: &Arc<Inner>, leg: &mut ClientLeg) -> Result<Established, 
         max_packet_size: response.max_packet_size,
         character_set: response.character_set,
     };
-    let mut payload = BytesMut::with_capacity(SSL_REQUEST_LEN);
-    ssl_request.encode(&mut payload);
-    upstream.queue(1, &payload);
-    upstream
-        .flush()
-        .await
-        .map_err(|e| upstream_io_failure(&endpoint, e))?;
-    if upstream.has_read_ahead() {
-        return Err(Failure::new(
-            Side::Upstream,
-            "upstream_protocol",
-            codes::HANDSHAKE_ERROR,
-            b"08S01",
-            format!("the database {endpoint} sent data before the TLS handshake"),
-        ));
-    }
-    let (raw, _) = upstream.into_parts();
-    let raw = ReadAhead::new(raw);
-    let tls_connect = async {
-        tokio::time::timeout(
-            timeout,
-            inner.upstream_tls.connect(inner.server_name.clone(), raw),
-        )
-        .await
-    };
+    let tls_connect = upstream.start_tls(
+        &ssl_request,
+        1,
+        &inner.upstream_tls,
+        inner.server_name.clone(),
+        timeout,
+    );
     let (tls, token) = tokio::join!(tls_connect, inner.tokens.token(&token_request));
-    let tls = match tls {
-        Err(_) => {
+    let mut upstream = match tls {
+        Ok(upstream) => upstream,
+        Err(StartTlsError::Io(e)) => return Err(upstream_io_failure(&endpoint, e)),
+        Err(StartTlsError::DataBeforeTls) => {
+            return Err(Failure::new(
+                Side::Upstream,
+                "upstream_protocol",
+                codes::HANDSHAKE_ERROR,
+                b"08S01",
+                format!("the database {endpoint} sent data before the TLS handshake"),
+            ));
+        }
+        Err(StartTlsError::Timeout(_)) => {
             return Err(Failure::new(
                 Side::Upstream,
                 "tls",
@@ -424,8 +417,7 @@ async fn bridge(inner: &Arc<Inner>, leg: &mut ClientLeg) -> Result<Established, 
                 ),
             ));
         }
-        Ok(Err(e)) => return Err(tls_failure(inner, &endpoint, e)),
-        Ok(Ok(tls)) => tls,
+        Err(StartTlsError::Tls(e)) => return Err(tls_failure(inner, &endpoint, e)),
     };
     let token = token.map_err(|e| {
         Failure::new(
@@ -436,7 +428,6 @@ async fn bridge(inner: &Arc<Inner>, leg: &mut ClientLeg) -> Result<Established, 
             format!("cannot create an IAM token for '{db_user}' on {endpoint}: {e}"),
         )
     })?;
-    let mut upstream = PacketStream::new(Box::new(tls), BytesMut::new());
     let (auth_plugin_name, auth_response) = if cfg.direct_auth {
         (
             plugin::MYSQL_CLEAR_PASSWORD.as_bytes().to_vec(),

@@ -5,7 +5,11 @@
 //! ([`Connector`]) and where IAM tokens come from ([`TokenSource`]) — so every path runs offline in
 //! tests. [`Proxy::serve`] takes an already bound listener and a cancellation token; `main` passes
 //! signals, tests pass their own.
+//!
+//! [`client`] is the upstream leg on its own: a small MySQL client with a password login over the
+//! same verified TLS upgrade ([`framed::PacketStream::start_tls`]), for `rds-iam-proxy admin`.
 
+pub mod client;
 pub mod framed;
 pub mod login;
 pub mod splice;
