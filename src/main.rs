@@ -4,7 +4,6 @@ use std::process::ExitCode;
 use std::time::SystemTime;
 
 use anyhow::{Context, Result, bail};
-use clap::Parser;
 use tracing::{info, warn};
 
 use tokio_util::sync::CancellationToken;
@@ -21,7 +20,7 @@ use rds_iam_proxy::progress::Progress;
 use rds_iam_proxy::{config, config_file, doctor, health, shutdown};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_checked();
     init_tracing(&cli.global.log);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
