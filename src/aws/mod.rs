@@ -5,4 +5,6 @@
 //! the region). The template and the code agree through that one module: `tests/deploy.rs`
 //! checks the template's `Outputs` against [`stack::ALL`].
 
+#[cfg(feature = "sim")]
+pub mod mock;
 pub mod stack;
