@@ -18,11 +18,12 @@
 //! operation" error (`InvalidAction`, `UnknownOperationException`) for anything else; a
 //! `MissingAuthenticationToken` error for unsigned requests; and, when the world holds
 //! [`AwsWorld::credentials`], the invalid-token and signature-mismatch errors after recomputing
-//! the SigV4 signature ([`sigv4`]).
+//! the SigV4 signature (module `sigv4`).
 //!
-//! **Routing.** The service is the one named in the credential scope of the `Authorization`
-//! header (`Credential=AKID/DATE/REGION/SERVICE/aws4_request`), as each real endpoint only ever
-//! sees its own. The region of that scope matters too: a request signed for a region other
+//! **Routing.** API calls are `POST /` (body bounded by the simulator). The service is the one
+//! named in the credential scope of the `Authorization` header
+//! (`Credential=AKID/DATE/REGION/SERVICE/aws4_request`), as each real endpoint only ever sees its
+//! own. The region of that scope matters too: a request signed for a region other
 //! than [`AwsWorld::region`] sees an account with no resources (STS answers everywhere).
 //!
 //! **The world** is an [`AwsWorld`]: serde types, loadable from JSON with

@@ -3,7 +3,7 @@
 //!
 //! This module owns the data and the questions asked of it (find a stack, a DB cluster, a task;
 //! is an action denied; may a Session Manager session reach a target). It knows nothing of wire
-//! formats: [`super::query`] and [`super::json`] and the per-service modules turn its answers
+//! formats: the `query` and `json` protocol modules and the per-service modules turn its answers
 //! into AWS responses.
 
 use std::borrow::Cow;
