@@ -7,7 +7,7 @@
 use serde_json::{Map, Value, json};
 
 use super::json::opt_str;
-use super::world::{CREATED_EPOCH_SECS, EcsTask, RUNNING, STOPPED, digest_hex};
+use super::world::{CREATED_EPOCH_SECS, EcsCluster, EcsTask, RUNNING, STOPPED, digest_hex};
 use super::{AwsWorld, Ctx, Fault};
 
 /// Most tasks one DescribeTasks may name (the API's limit).
@@ -35,11 +35,13 @@ fn string<'a>(input: &'a Map<String, Value>, name: &str) -> Result<Option<&'a st
     opt_str(input, name).map_err(|()| invalid(format!("{name} must be a string.")))
 }
 
-/// The cluster named by `cluster` (`default` when absent).
-fn cluster<'w>(w: &'w AwsWorld, input: &Map<String, Value>) -> Result<&'w str, Fault> {
+/// The cluster named by `cluster` (`default` when absent), with its name.
+fn cluster<'w>(
+    w: &'w AwsWorld,
+    input: &Map<String, Value>,
+) -> Result<(&'w str, &'w EcsCluster), Fault> {
     let wanted = string(input, "cluster")?.unwrap_or("default");
     w.ecs_cluster(wanted)
-        .map(|(name, _)| name)
         .ok_or_else(|| Fault::bad_request("ClusterNotFoundException", "Cluster not found."))
 }
 
@@ -53,14 +55,14 @@ fn list_tasks(ctx: &Ctx<'_>, input: &Map<String, Value>) -> Result<Value, Fault>
             )));
         }
     }
-    let cluster = cluster(w, input)?;
+    let (cluster, found) = cluster(w, input)?;
     let desired = string(input, "desiredStatus")?.unwrap_or(RUNNING);
     if !matches!(desired, "RUNNING" | "PENDING" | "STOPPED") {
         return Err(invalid(format!(
             "desiredStatus {desired:?} is not one of RUNNING, PENDING, STOPPED."
         )));
     }
-    let services = &w.ecs_clusters[cluster].services;
+    let services = &found.services;
     let tasks: Vec<&EcsTask> = match string(input, "serviceName")? {
         Some(name) => {
             let name = name.rsplit('/').next().unwrap_or(name);
@@ -107,7 +109,7 @@ fn describe_tasks(ctx: &Ctx<'_>, input: &Map<String, Value>) -> Result<Value, Fa
             wanted.len()
         )));
     }
-    let cluster = cluster(w, input)?;
+    let (cluster, _) = cluster(w, input)?;
     let mut tasks = Vec::new();
     let mut failures = Vec::new();
     for id in wanted {

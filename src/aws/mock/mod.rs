@@ -239,8 +239,8 @@ pub enum Routed {
 /// Routes and answers one API request against `world`.
 pub fn route(world: &AwsWorld, req: &ApiRequest<'_>) -> Routed {
     let request_id = crate::ssm::message::MessageId::random().to_string();
-    let guessed = guess_protocol(req);
     let Some(header) = req.headers.get(http::header::AUTHORIZATION) else {
+        let guessed = guess_protocol(req);
         return Routed::Answer(Fault::missing_authentication(guessed).render(guessed, request_id));
     };
     let auth = match header
@@ -249,9 +249,13 @@ pub fn route(world: &AwsWorld, req: &ApiRequest<'_>) -> Routed {
         .and_then(sigv4::parse)
     {
         Ok(a) => a,
-        Err(r) => return Routed::Answer(Fault::rejected(guessed, r).render(guessed, request_id)),
+        Err(r) => {
+            let guessed = guess_protocol(req);
+            return Routed::Answer(Fault::rejected(guessed, r).render(guessed, request_id));
+        }
     };
     let Some(service) = Service::from_signing_name(auth.service) else {
+        let guessed = guess_protocol(req);
         let fault = Fault::new(
             StatusCode::BAD_REQUEST,
             match guessed {
@@ -585,6 +589,71 @@ mod tests {
         match route(&AwsWorld::from_json(EXAMPLE_WORLD).unwrap(), &req) {
             Routed::Answer(a) => a,
             Routed::Ssm { .. } => panic!("routed to SSM"),
+        }
+    }
+
+    /// A header signed for `service` (the world below checks no signatures).
+    fn signed_for(service: &str) -> String {
+        format!(
+            "AWS4-HMAC-SHA256 Credential=AKID/20240101/eu-west-1/{service}/aws4_request, \
+             SignedHeaders=host;x-amz-date, Signature=00"
+        )
+    }
+
+    #[test]
+    fn hostile_bodies_get_client_errors_never_panics() {
+        let mut world = AwsWorld::from_json(EXAMPLE_WORLD).unwrap();
+        world.credentials = None;
+        let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        let bodies: Vec<Vec<u8>> = vec![
+            b"".to_vec(),
+            b"\xff\xfe\x00garbage".to_vec(),
+            b"[1,2,3]".to_vec(),
+            b"{\"cluster\": {\"a\": 1}, \"tasks\": \"x\", \"SecretId\": 7}".to_vec(),
+            b"{\"tasks\": [1, null]}".to_vec(),
+            deep.into_bytes(),
+            b"Action=DescribeInstances&InstanceId.1=i-&Filter.1.Name=tag:&Filter.1.Value.1=*"
+                .to_vec(),
+            b"Action=DescribeStacks&StackName=%00%ff<&>".to_vec(),
+            b"Action=DescribeDBClusters&Filters.Filter.1.Name=engine".to_vec(),
+            b"Action=%ff%fe".to_vec(),
+        ];
+        let uri: Uri = "/".parse().unwrap();
+        for service in [
+            "cloudformation",
+            "rds",
+            "sts",
+            "ec2",
+            "ecs",
+            "secretsmanager",
+        ] {
+            for target in [
+                "AmazonEC2ContainerServiceV20141113.DescribeTasks",
+                "secretsmanager.GetSecretValue",
+                "AmazonEC2ContainerServiceV20141113.ListTasks",
+            ] {
+                for body in &bodies {
+                    let mut headers = HeaderMap::new();
+                    headers.insert("authorization", signed_for(service).parse().unwrap());
+                    headers.insert("x-amz-target", target.parse().unwrap());
+                    let req = ApiRequest {
+                        method: &Method::POST,
+                        uri: &uri,
+                        headers: &headers,
+                        body,
+                    };
+                    let Routed::Answer(a) = route(&world, &req) else {
+                        panic!("routed to SSM");
+                    };
+                    assert!(
+                        a.status.is_success() || a.status.is_client_error(),
+                        "{service} {target} {body:?}: {} {}",
+                        a.status,
+                        a.body
+                    );
+                    assert!(!a.body.is_empty());
+                }
+            }
         }
     }
 

@@ -60,7 +60,6 @@ impl Params {
                 rest.split_once('.')?.0.parse().ok()
             })
             .collect();
-        ns.dedup();
         ns.sort_unstable();
         ns.dedup();
         ns
