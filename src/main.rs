@@ -235,7 +235,25 @@ async fn exec(args: ExecArgs, global: &GlobalArgs, progress: &Progress) -> Resul
         .file_name()
         .and_then(|n| n.to_str())
         .unwrap_or_default();
+    let mut rest = rest;
     if name == "mysql" || name == "mariadb" {
+        // The option-file flags must come first on these clients' command lines.
+        let leading = rest
+            .iter()
+            .take_while(|a| {
+                [
+                    "--no-defaults",
+                    "--defaults-file",
+                    "--defaults-extra-file",
+                    "--defaults-group-suffix",
+                    "--print-defaults",
+                ]
+                .iter()
+                .any(|f| a.as_str() == *f || a.starts_with(&format!("{f}=")))
+            })
+            .count();
+        cmd.args(&rest[..leading]);
+        rest = &rest[leading..];
         cmd.arg("-h")
             .arg(addr.ip().to_string())
             .arg("-P")
