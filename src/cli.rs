@@ -215,7 +215,7 @@ pub struct ServeArgs {
     pub dial: Option<String>,
 
     /// Reach the database through AWS Systems Manager Session Manager port forwarding via this
-    /// target: an EC2 instance id (i-…) or an ECS task (ecs:<cluster>_<taskId>_<runtimeId>).
+    /// target: an EC2 instance id (i-…) or an ECS task (ecs:CLUSTER_TASKID_RUNTIMEID).
     #[arg(long, env = "RDS_IAM_PROXY_SSM_TARGET", value_name = "TARGET")]
     pub ssm_target: Option<String>,
 

@@ -24,7 +24,7 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:3306";
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Error {
-    /// `--db-endpoint` is not HOST[:PORT].
+    /// `--db-endpoint` is not HOST or HOST:PORT.
     #[error(
         "--db-endpoint `{0}` is not HOST:PORT (for example mydb.cluster-abc.eu-west-1.rds.amazonaws.com:3306)"
     )]
