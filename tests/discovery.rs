@@ -57,6 +57,10 @@ fn world(up: &RdsLikeUpstream) -> AwsWorld {
             "port": up.endpoint_port,
             "iam_database_authentication_enabled": false
         }],
+        "ec2_instances": [
+            {"id": "i-0000000000000000a", "state": "stopped", "tags": {"Role": "bastion"}},
+            {"id": "i-0123456789abcdef0", "tags": {"Role": "bastion", "Name": "bastion"}}
+        ],
         "ecs_clusters": {"bastion": {"services": {"bastion": {"tasks": [
             {"id": TASK_1, "containers": [{"name": "bastion", "runtime_id": format!("{TASK_1}-1")}]}
         ]}}}}
@@ -182,6 +186,41 @@ async fn no_arguments_serve_the_default_stack_and_follow_a_replaced_task() {
         "✓ Opening an SSM session to ecs:bastion_",
     ] {
         assert!(stderr.contains(step), "missing {step:?} in:\n{stderr}");
+    }
+}
+
+/// An EC2 bastion found by tag (the stopped one with the same tag is passed over), and the
+/// cluster's reader endpoint from RDS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ec2_bastion_by_tag_and_the_reader_endpoint_of_a_cluster() {
+    let up = RdsLikeUpstream::start();
+    let sim = sim_for(&up, world(&up)).await;
+    let mut cmd = bare(&up, &sim);
+    cmd.args([
+        "--db-cluster",
+        "fakedb",
+        "--reader",
+        "--instance-tag",
+        "Role=bastion",
+    ]);
+    let proxy = ProxyProcess::spawn(cmd);
+    assert!(
+        proxy.start_line.contains("i-0123456789abcdef0"),
+        "{}",
+        proxy.start_line
+    );
+    let port = proxy.port;
+    assert_logged_in(
+        &blocking(move || select_user(port, "iamuser")).await,
+        "iamuser",
+    );
+    let calls = sim.aws_world().calls();
+    for call in [
+        "rds:DescribeDBClusters",
+        "ec2:DescribeInstances",
+        "ssm:StartSession",
+    ] {
+        assert!(calls.iter().any(|c| c == call), "no {call} in {calls:?}");
     }
 }
 
