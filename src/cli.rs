@@ -13,7 +13,7 @@ use serde::Deserialize;
 /// minted IAM token, and then relays the session untouched.
 #[derive(Parser, Debug)]
 #[command(name = "rds-iam-proxy", version, about, long_about)]
-#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+#[command(subcommand_negates_reqs = true, subcommand_precedence_over_arg = true)]
 pub struct Cli {
     /// Run the proxy (the default when no subcommand is given).
     #[command(flatten)]
@@ -30,6 +30,38 @@ pub struct Cli {
     /// A subcommand instead of serving.
     #[command(subcommand)]
     pub command: Option<Command>,
+}
+
+impl Cli {
+    /// Parses the process's arguments. Flags of the proxy given before a subcommand are refused
+    /// (the subcommand has its own: `rds-iam-proxy doctor --stack X`, not `rds-iam-proxy
+    /// --stack X doctor`), so none is silently ignored; `--config` and logging flags go anywhere.
+    pub fn parse_checked() -> Self {
+        use clap::{CommandFactory, FromArgMatches, parser::ValueSource};
+        let mut command = Self::command();
+        let matches = command.get_matches_mut();
+        if matches.subcommand_name().is_some() {
+            let misplaced: Vec<String> = matches
+                .ids()
+                .filter(|id| command.get_arguments().any(|a| a.get_id() == *id))
+                .filter(|id| !matches!(id.as_str(), "config" | "verbose" | "quiet" | "log_format"))
+                .filter(|id| matches.value_source(id.as_str()) == Some(ValueSource::CommandLine))
+                .map(|id| format!("--{}", id.as_str().replace('_', "-")))
+                .collect();
+            if !misplaced.is_empty() {
+                command
+                    .error(
+                        clap::error::ErrorKind::ArgumentConflict,
+                        format!(
+                            "{} must come after the subcommand (e.g. `rds-iam-proxy doctor --stack NAME`)",
+                            misplaced.join(", ")
+                        ),
+                    )
+                    .exit();
+            }
+        }
+        Self::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+    }
 }
 
 /// Flags every subcommand takes.
@@ -218,7 +250,7 @@ pub struct ServeArgs {
     pub dial: Option<String>,
 
     /// Reach the database through AWS Systems Manager Session Manager port forwarding via this
-    /// target: an EC2 instance id (i-…) or an ECS task (ecs:<cluster>_<taskId>_<runtimeId>).
+    /// target: an EC2 instance id (i-…) or an ECS task (ecs:CLUSTER_TASKID_RUNTIMEID).
     #[arg(long, env = "RDS_IAM_PROXY_SSM_TARGET", value_name = "TARGET")]
     pub ssm_target: Option<String>,
 

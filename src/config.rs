@@ -24,7 +24,7 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:3306";
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Error {
-    /// `--db-endpoint` is not HOST[:PORT].
+    /// `--db-endpoint` is not HOST or HOST:PORT.
     #[error(
         "--db-endpoint `{0}` is not HOST:PORT (for example mydb.cluster-abc.eu-west-1.rds.amazonaws.com:3306)"
     )]
@@ -507,5 +507,111 @@ mod tests {
             "[::1]:3306",
         ]);
         assert!(build(&a, None).is_ok());
+    }
+
+    fn file(text: &str) -> File {
+        crate::config_file::parse(text, std::path::Path::new("c.toml")).unwrap()
+    }
+
+    #[test]
+    fn plan_picks_databases_from_the_file_or_the_flags() {
+        let f = file(
+            "[defaults]\nprofile = \"dev\"\n[databases.a]\nstack = \"S\"\nlisten = \"127.0.0.1:3306\"\n\
+             [databases.b]\ndb-cluster = \"c\"\nlisten = \"127.0.0.1:3307\"\nprofile = \"ops\"\n",
+        );
+        // No flags: every database, defaults under each.
+        let all = plan(&args(&[]), &[], Some(&f)).unwrap();
+        assert_eq!(all.len(), 2);
+        assert_eq!(all[0].args.profile.as_deref(), Some("dev"));
+        assert_eq!(all[1].args.profile.as_deref(), Some("ops"));
+        // A name: that one, flags on top.
+        let b = plan(&args(&["--region", "eu-west-1"]), &["b".into()], Some(&f)).unwrap();
+        assert_eq!(b.len(), 1);
+        assert_eq!(b[0].args.db_cluster.as_deref(), Some("c"));
+        assert_eq!(b[0].args.region.as_deref(), Some("eu-west-1"));
+        // Flags naming a database: only that one, with the defaults.
+        let adhoc = plan(&args(&["--db-endpoint", "x:1"]), &[], Some(&f)).unwrap();
+        assert_eq!(adhoc.len(), 1);
+        assert_eq!(adhoc[0].name, ADHOC_NAME);
+        assert_eq!(adhoc[0].args.profile.as_deref(), Some("dev"));
+        assert!(adhoc[0].args.stack.is_none());
+        // Nothing at all: the default stack.
+        let none = plan(&args(&[]), &[], None).unwrap();
+        assert_eq!(none[0].args.stack.as_deref(), Some(DEFAULT_STACK_NAME));
+        // Unknown names say what exists.
+        let e = plan(&args(&[]), &["zz".into()], Some(&f))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no database `zz`") && e.contains("a, b"), "{e}");
+        let e = plan(&args(&[]), &["zz".into()], None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("rds-iam-proxy init"), "{e}");
+    }
+
+    #[test]
+    fn two_databases_on_one_address_are_refused() {
+        let f = file("[databases.a]\nstack = \"S\"\n[databases.b]\nstack = \"T\"\n");
+        let e = plan(&args(&[]), &[], Some(&f)).unwrap_err().to_string();
+        assert!(
+            e.contains("`a` and `b` both listen on 127.0.0.1:3306"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn sources_and_targets_are_checked() {
+        let s = source(&args(&["--stack", "S"])).unwrap();
+        assert_eq!(s.db, DbSource::Stack("S".into()));
+        assert!(s.target.is_none() && !s.direct);
+        let s = source(&args(&[
+            "--db-cluster",
+            "c",
+            "--ecs-cluster",
+            "k",
+            "--ecs-service",
+            "v",
+            "--reader",
+        ]))
+        .unwrap();
+        assert!(s.reader);
+        assert!(matches!(s.target, Some(TargetSpec::Ecs { .. })));
+        let s = source(&args(&[
+            "--db-endpoint",
+            "x:1",
+            "--instance-tag",
+            "Role=bastion",
+        ]))
+        .unwrap();
+        assert_eq!(
+            s.target,
+            Some(TargetSpec::InstanceTag {
+                key: "Role".into(),
+                value: "bastion".into()
+            })
+        );
+        for (bad, want) in [
+            (
+                vec!["--stack", "S", "--db-cluster", "c"],
+                "only one of --db-endpoint",
+            ),
+            (
+                vec!["--stack", "S", "--dial", "a:1", "--instance", "i-1"],
+                "only one of --dial",
+            ),
+            (vec!["--stack", "S", "--ecs-cluster", "k"], "go together"),
+            (
+                vec!["--db-endpoint", "x:1", "--instance-tag", "bastion"],
+                "KEY=VALUE",
+            ),
+            (vec!["--db-endpoint", "x:1", "--reader"], "--reader needs"),
+            (
+                vec!["--db-endpoint", "x:1", "--ssm-sessions", "2"],
+                "--ssm-sessions needs",
+            ),
+        ] {
+            let e = source(&args(&bad)).unwrap_err().to_string();
+            assert!(e.contains(want), "{bad:?}: {e}");
+        }
     }
 }

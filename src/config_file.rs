@@ -48,8 +48,7 @@ pub enum Error {
     Read {
         /// The file.
         path: PathBuf,
-        /// Why.
-        #[source]
+        /// Why (shown in the message, so not chained as a source too).
         source: std::io::Error,
     },
     /// The TOML is invalid or has an unknown key or a wrong type.
@@ -83,8 +82,7 @@ pub enum Error {
     Write {
         /// The file.
         path: PathBuf,
-        /// Why.
-        #[source]
+        /// Why (shown in the message, so not chained as a source too).
         source: std::io::Error,
     },
 }

@@ -4,7 +4,6 @@ use std::process::ExitCode;
 use std::time::SystemTime;
 
 use anyhow::{Context, Result, bail};
-use clap::Parser;
 use tracing::{info, warn};
 
 use tokio_util::sync::CancellationToken;
@@ -21,7 +20,7 @@ use rds_iam_proxy::progress::Progress;
 use rds_iam_proxy::{admin, config, config_file, doctor, health, shutdown};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_checked();
     init_tracing(&cli.global.log);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -243,7 +242,25 @@ async fn exec(args: ExecArgs, global: &GlobalArgs, progress: &Progress) -> Resul
         .file_name()
         .and_then(|n| n.to_str())
         .unwrap_or_default();
+    let mut rest = rest;
     if name == "mysql" || name == "mariadb" {
+        // The option-file flags must come first on these clients' command lines.
+        let leading = rest
+            .iter()
+            .take_while(|a| {
+                [
+                    "--no-defaults",
+                    "--defaults-file",
+                    "--defaults-extra-file",
+                    "--defaults-group-suffix",
+                    "--print-defaults",
+                ]
+                .iter()
+                .any(|f| a.as_str() == *f || a.starts_with(&format!("{f}=")))
+            })
+            .count();
+        cmd.args(&rest[..leading]);
+        rest = &rest[leading..];
         cmd.arg("-h")
             .arg(addr.ip().to_string())
             .arg("-P")

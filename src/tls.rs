@@ -44,8 +44,7 @@ pub enum Error {
     ReadCaBundle {
         /// The file.
         path: PathBuf,
-        /// Why.
-        #[source]
+        /// Why (shown in the message, so not chained as a source too).
         source: std::io::Error,
     },
     /// The bundle held no usable certificate.

@@ -67,6 +67,11 @@ fn help_lists_every_flag_with_its_environment_variable() {
         ("--ca-bundle", "RDS_IAM_PROXY_CA_BUNDLE"),
         ("--local-tls", "RDS_IAM_PROXY_LOCAL_TLS"),
         ("--profile", "RDS_IAM_PROXY_PROFILE"),
+        ("--stack", "RDS_IAM_PROXY_STACK"),
+        ("--db-cluster", "RDS_IAM_PROXY_DB_CLUSTER"),
+        ("--ecs-cluster", "RDS_IAM_PROXY_ECS_CLUSTER"),
+        ("--instance-tag", "RDS_IAM_PROXY_INSTANCE_TAG"),
+        ("--config", "RDS_IAM_PROXY_CONFIG"),
     ] {
         assert!(help.contains(flag), "{flag} missing from --help");
         assert!(help.contains(env), "{env} missing from --help");
@@ -106,6 +111,69 @@ fn bad_flags_are_refused_with_the_flag_named() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains(needle), "{args:?}: {stderr}");
     }
+}
+
+/// `init` writes a commented example that the binary itself accepts, refuses to overwrite it,
+/// and a config file with a misspelt key is refused with the file, line and key named.
+#[test]
+fn init_writes_a_config_the_binary_accepts_and_bad_keys_are_named() {
+    let dir = std::env::temp_dir().join(format!("rds-iam-proxy-cli-init-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let path = dir.join("nested").join("config.toml");
+    let init = |force: bool| {
+        let mut c = proxy_cmd();
+        c.arg("init").arg("--config").arg(&path);
+        if force {
+            c.arg("--force");
+        }
+        c.output().unwrap()
+    };
+    let out = init(false);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.contains("[databases.main]") && text.contains("# [databases.reporting]"));
+    let again = init(false);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("--force"));
+    assert!(init(true).status.success());
+    // The example names a database the binary accepts: `dsn` reads it without AWS (a db-user is
+    // given, so the stack need not be read).
+    let out = proxy_cmd()
+        .arg("--config")
+        .arg(&path)
+        .args(["dsn", "main", "--db-user", "u"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("mysql://u@127.0.0.1:3306/"));
+
+    std::fs::write(
+        &path,
+        "[databases.main]\nstack = \"S\"\nlisen = \"127.0.0.1:1\"\n",
+    )
+    .unwrap();
+    let out = proxy_cmd().arg("--config").arg(&path).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("{}:3:1: ", path.display())) && err.contains("unknown field `lisen`"),
+        "{err}"
+    );
+    let out = proxy_cmd()
+        .arg("--config")
+        .arg(dir.join("missing.toml"))
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read the config file"));
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 fn start_proxy(up: &RdsLikeUpstream, creds: bool) -> ProxyProcess {

@@ -9,8 +9,12 @@
 //!   endpoint; an ECS service, an EC2 instance or tag, or a fixed SSM target) to the endpoint, user,
 //!   region and SSM target to use, following a replaced bastion task on every new session.
 //! - [`secrets`]: the database master credentials from Secrets Manager, for `admin`.
+//! - [`mock`] (feature `sim`): the AWS API mock served by the SSM simulator, for tests and for
+//!   trying the tool without AWS.
 
 pub mod api;
 pub mod discover;
+#[cfg(feature = "sim")]
+pub mod mock;
 pub mod secrets;
 pub mod stack;

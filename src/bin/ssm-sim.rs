@@ -5,11 +5,18 @@
 //! ```
 //! prints one line, the SSM endpoint URL (`http://127.0.0.1:PORT`), then serves until interrupted.
 //! Point clients at it with `AWS_ENDPOINT_URL_SSM=<that URL>`.
+//!
+//! `--aws-world FILE.json` also serves an AWS account (CloudFormation, RDS, STS, EC2, ECS,
+//! Secrets Manager; format in `rds_iam_proxy::aws::mock`) on the same URL: point every client
+//! at it with `AWS_ENDPOINT_URL=<that URL>`.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
+use anyhow::Context;
 use clap::Parser;
+use rds_iam_proxy::aws::mock::AwsWorld;
 use rds_iam_proxy::ssm::sim::{Faults, HandshakeBehaviour, Route, SimConfig, SimServer};
 
 /// A local SSM API + message gateway + agent for port-forwarding sessions.
@@ -82,6 +89,10 @@ struct Args {
     /// Refuse unsigned WebSocket upgrades.
     #[arg(long)]
     require_signature: bool,
+    /// Serve the AWS account described in this JSON file (stacks, RDS, ECS, EC2, secrets) and
+    /// let sessions reach only the targets it says are up.
+    #[arg(long, value_name = "FILE.json")]
+    aws_world: Option<PathBuf>,
 }
 
 #[tokio::main]
@@ -94,6 +105,17 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let a = Args::parse();
+    let aws_world = match &a.aws_world {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read the AWS world {}", path.display()))?;
+            Some(
+                AwsWorld::from_json(&text)
+                    .with_context(|| format!("{} is not a valid AWS world", path.display()))?,
+            )
+        }
+        None => None,
+    };
     let start_session_error = match a.start_session_error {
         Some(s) => {
             let (code, message) = s.split_once(':').unwrap_or((s.as_str(), ""));
@@ -130,6 +152,7 @@ async fn main() -> anyhow::Result<()> {
         },
         verify_secret: a.verify_secret,
         require_signature: a.require_signature,
+        aws_world,
         ..SimConfig::default()
     };
     let server = SimServer::start(config).await?;

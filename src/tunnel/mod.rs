@@ -42,8 +42,7 @@ pub enum Error {
     Dial {
         /// The dial address.
         addr: String,
-        /// Why.
-        #[source]
+        /// Why (shown in the message, so not chained as a source too).
         source: io::Error,
     },
     /// The connection did not complete in time.

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use hyper::Request;
@@ -21,6 +21,7 @@ use tracing::{debug, info};
 use super::agent::AgentEvent;
 use super::faults::FaultLine;
 use super::{SimSession, SimState, lock};
+use crate::aws::mock::sigv4::parse_amz_date;
 use crate::ssm::outbox::{Outgoing, outbox};
 use crate::ssm::payload::{MESSAGE_SCHEMA_VERSION, OpenDataChannel};
 
@@ -84,27 +85,6 @@ pub fn check_signature(state: &SimState, req: &Request<Incoming>) -> Result<bool
         return Err("the upgrade signature does not match".to_owned());
     }
     Ok(true)
-}
-
-/// `20240101T000000Z` → time.
-fn parse_amz_date(s: &str) -> Option<SystemTime> {
-    let b = s.as_bytes();
-    if b.len() != 16 || b[8] != b'T' || b[15] != b'Z' {
-        return None;
-    }
-    let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
-    let (y, m, d) = (num(0..4)?, num(4..6)?, num(6..8)?);
-    let (hh, mm, ss) = (num(9..11)?, num(11..13)?, num(13..15)?);
-    // Days from civil (Howard Hinnant's algorithm).
-    let y2 = if m <= 2 { y - 1 } else { y };
-    let era = y2.div_euclid(400);
-    let yoe = y2 - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    let secs = days * 86_400 + hh * 3600 + mm * 60 + ss;
-    Some(UNIX_EPOCH + Duration::from_secs(u64::try_from(secs).ok()?))
 }
 
 /// Serves one client WebSocket of `session` until it closes, is reset or the session ends.
@@ -294,19 +274,5 @@ fn count(state: &SimState, v: super::faults::Verdict) {
     }
     if v.duplicated {
         state.stats.duplicated.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn amz_date() {
-        assert_eq!(
-            parse_amz_date("20231114T221320Z"),
-            Some(UNIX_EPOCH + Duration::from_secs(1_700_000_000))
-        );
-        assert_eq!(parse_amz_date("2023-11-14"), None);
     }
 }

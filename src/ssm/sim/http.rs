@@ -1,5 +1,7 @@
 //! The simulator's HTTP/1.1 listener: the SSM awsJson1_1 API and the data-channel WebSocket
-//! upgrade on one port (spec §1.1, §2.1, §12.1–12.2).
+//! upgrade on one port (spec §1.1, §2.1, §12.1–12.2), and the AWS API mock
+//! ([`crate::aws::mock`]) beside them. API requests are routed by the service in their SigV4
+//! credential scope: `ssm` is answered here, every other service by the mock.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -20,6 +22,7 @@ use tokio_tungstenite::tungstenite::protocol::Role;
 use tracing::{debug, info, warn};
 
 use super::{BASE64, SessionState, SimSession, SimState, agent, gateway, lock, random_text};
+use crate::aws::mock::{self, ApiRequest, ApiResponse, AwsWorld, Routed, TargetState};
 use crate::ssm::api::{DOCUMENT_LOCAL, DOCUMENT_REMOTE_HOST};
 use crate::ssm::websocket::ws_config;
 
@@ -71,16 +74,11 @@ async fn handle(state: Arc<SimState>, req: Request<Incoming>) -> Response<Full<B
         return error(
             StatusCode::NOT_FOUND,
             "UnknownOperationException",
-            "not an SSM API request",
+            "not an AWS API request (those are POSTs)",
         );
     }
-    let target = req
-        .headers()
-        .get("x-amz-target")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
-    let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
+    let (parts, body) = req.into_parts();
+    let body = match Limited::new(body, MAX_BODY).collect().await {
         Ok(b) => b.to_bytes(),
         Err(e) => {
             return error(
@@ -90,6 +88,34 @@ async fn handle(state: Arc<SimState>, req: Request<Incoming>) -> Response<Full<B
             );
         }
     };
+    let routed = {
+        let world = lock(&state.aws_world);
+        let empty;
+        let world = match world.as_ref() {
+            Some(w) => w,
+            None => {
+                empty = AwsWorld::default();
+                &empty
+            }
+        };
+        let request = ApiRequest {
+            method: &parts.method,
+            uri: &parts.uri,
+            headers: &parts.headers,
+            body: &body,
+        };
+        mock::route(world, &request)
+    };
+    let (region, operation) = match routed {
+        Routed::Answer(answer) => {
+            if let Some(call) = &answer.call {
+                state.record_aws_call(call.clone());
+            }
+            return api_response(answer);
+        }
+        Routed::Ssm { region, operation } => (region, operation),
+    };
+    state.record_aws_call(format!("ssm:{operation}"));
     let input: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
         Err(e) => {
@@ -100,16 +126,50 @@ async fn handle(state: Arc<SimState>, req: Request<Incoming>) -> Response<Full<B
             );
         }
     };
-    match target.as_str() {
-        "AmazonSSM.StartSession" => start_session(&state, &input),
-        "AmazonSSM.ResumeSession" => resume_session(&state, &input),
-        "AmazonSSM.TerminateSession" => terminate_session(&state, &input),
+    match operation.as_str() {
+        "StartSession" => start_session(&state, &input, &region),
+        "ResumeSession" => resume_session(&state, &input),
+        "TerminateSession" => terminate_session(&state, &input),
         other => error(
             StatusCode::BAD_REQUEST,
             "UnknownOperationException",
             &format!("unknown operation {other:?}"),
         ),
     }
+}
+
+fn api_response(answer: ApiResponse) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(answer.status)
+        .header(CONTENT_TYPE, answer.content_type)
+        .header("x-amzn-RequestId", answer.request_id)
+        .body(Full::new(Bytes::from(answer.body)))
+        .expect("static response parts are valid")
+}
+
+/// What the AWS world says about a session to `target` (nothing without a world): the caller
+/// may be denied `ssm:StartSession`, and the target may be down.
+fn world_gate(state: &SimState, target: &str, region: &str) -> Option<Response<Full<Bytes>>> {
+    let world = lock(&state.aws_world);
+    let world = world.as_ref()?.seen_from(region);
+    if world.is_denied("ssm:StartSession") {
+        let message =
+            world.access_denied_message("ssm:StartSession", Some(&world.session_resource(target)));
+        return Some(error(
+            StatusCode::BAD_REQUEST,
+            "AccessDeniedException",
+            &message,
+        ));
+    }
+    (world.target_state(target) == TargetState::NotConnected).then(|| target_not_connected(target))
+}
+
+fn target_not_connected(target: &str) -> Response<Full<Bytes>> {
+    error(
+        StatusCode::BAD_REQUEST,
+        "TargetNotConnected",
+        &format!("{target} is not connected."),
+    )
 }
 
 fn ok(body: Value) -> Response<Full<Bytes>> {
@@ -148,7 +208,7 @@ fn param<'a>(input: &'a Value, name: &str) -> Option<&'a str> {
         .as_str()
 }
 
-fn start_session(state: &Arc<SimState>, input: &Value) -> Response<Full<Bytes>> {
+fn start_session(state: &Arc<SimState>, input: &Value, region: &str) -> Response<Full<Bytes>> {
     let cfg = &state.config;
     if let Some((code, message)) = &cfg.start_session_error {
         return error(StatusCode::BAD_REQUEST, code, message);
@@ -160,12 +220,11 @@ fn start_session(state: &Arc<SimState>, input: &Value) -> Response<Full<Bytes>> 
     else {
         return validation("Target is required (1 to 400 characters)");
     };
+    if let Some(refused) = world_gate(state, target, region) {
+        return refused;
+    }
     if cfg.disconnected_targets.iter().any(|t| t == target) {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "TargetNotConnected",
-            &format!("{target} is not connected."),
-        );
+        return target_not_connected(target);
     }
     let document = input
         .get("DocumentName")

@@ -17,6 +17,13 @@
 //! `AWS_ENDPOINT_URL_SSM`) at [`SimServer::endpoint_url`]. Destinations are routed: a
 //! StartSession whose `host`/`portNumber` match a [`Route`] is forwarded to its dial address;
 //! without a route only loopback destinations are dialled.
+//!
+//! The same port serves the AWS API mock of [`crate::aws::mock`] (CloudFormation, RDS, STS, EC2,
+//! ECS, Secrets Manager), told apart from SSM by the service in each request's SigV4 credential
+//! scope, so `AWS_ENDPOINT_URL=<endpoint url>` points every client at the simulator. Its world
+//! comes from [`SimConfig::aws_world`] and changes through [`SimServer::aws_world`]; with a world
+//! configured, StartSession reaches only targets the world says are up, and a change that stops
+//! a target ends its live sessions.
 
 pub mod agent;
 pub mod faults;
@@ -33,6 +40,8 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+
+use crate::aws::mock::{AwsWorld, TargetState};
 
 pub use faults::Faults;
 
@@ -122,6 +131,9 @@ pub struct SimConfig {
     /// Raw WebSocket binary messages sent to every client right after OpenDataChannel, before any
     /// agent traffic (for testing how clients treat garbage from the service).
     pub inject_frames: Vec<bytes::Bytes>,
+    /// The AWS account the API mock serves and StartSession checks targets against
+    /// ([`crate::aws::mock`]); `None`: an empty account, and every target is reachable.
+    pub aws_world: Option<AwsWorld>,
 }
 
 impl Default for SimConfig {
@@ -144,6 +156,7 @@ impl Default for SimConfig {
             verify_secret: None,
             require_signature: false,
             inject_frames: Vec::new(),
+            aws_world: None,
         }
     }
 }
@@ -267,6 +280,10 @@ pub struct SimState {
     pub tracker: TaskTracker,
     /// Bumped by [`SimServer::reset_connections`]; gateway connections close when it changes.
     pub reset_epoch: tokio::sync::watch::Sender<u64>,
+    /// The AWS world (see [`SimConfig::aws_world`]).
+    pub aws_world: Mutex<Option<AwsWorld>>,
+    /// The AWS API calls answered so far, as `service:Operation` (bounded, oldest dropped).
+    pub aws_calls: Mutex<std::collections::VecDeque<String>>,
 }
 
 impl SimState {
@@ -274,7 +291,19 @@ impl SimState {
     pub fn session(&self, id: &str) -> Option<Arc<SimSession>> {
         lock(&self.sessions).get(id).cloned()
     }
+
+    /// Records an answered AWS API call.
+    pub fn record_aws_call(&self, call: String) {
+        let mut calls = lock(&self.aws_calls);
+        if calls.len() == MAX_RECORDED_CALLS {
+            calls.pop_front();
+        }
+        calls.push_back(call);
+    }
 }
+
+/// How many AWS API calls [`AwsWorldHandle::calls`] remembers.
+const MAX_RECORDED_CALLS: usize = 10_000;
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -293,6 +322,7 @@ impl SimServer {
         let listener = TcpListener::bind(config.listen).await?;
         let addr = listener.local_addr()?;
         let (reset_epoch, _) = tokio::sync::watch::channel(0);
+        let aws_world = Mutex::new(config.aws_world.clone());
         let state = Arc::new(SimState {
             config,
             addr,
@@ -302,6 +332,8 @@ impl SimServer {
             cancel: CancellationToken::new(),
             tracker: TaskTracker::new(),
             reset_epoch,
+            aws_world,
+            aws_calls: Mutex::new(std::collections::VecDeque::new()),
         });
         state.tracker.spawn(http::serve(state.clone(), listener));
         Ok(SimServer { state })
@@ -344,6 +376,13 @@ impl SimServer {
         }
     }
 
+    /// The AWS world the API mock serves: read it, change it while the simulator runs.
+    pub fn aws_world(&self) -> AwsWorldHandle {
+        AwsWorldHandle {
+            state: self.state.clone(),
+        }
+    }
+
     /// Closes every client WebSocket now with 1000 "Bye" (sessions stay resumable).
     pub fn reset_connections(&self) {
         self.state.reset_epoch.send_modify(|e| *e += 1);
@@ -360,6 +399,66 @@ impl SimServer {
 impl Drop for SimServer {
     fn drop(&mut self) {
         self.state.cancel.cancel();
+    }
+}
+
+/// A handle on a running simulator's AWS world ([`SimServer::aws_world`]).
+#[derive(Clone, Debug)]
+pub struct AwsWorldHandle {
+    state: Arc<SimState>,
+}
+
+impl AwsWorldHandle {
+    /// A copy of the world as it is now (an empty [`AwsWorld::default`] when none is configured).
+    pub fn get(&self) -> AwsWorld {
+        lock(&self.state.aws_world).clone().unwrap_or_default()
+    }
+
+    /// Whether a world is configured (StartSession checks targets only then).
+    pub fn is_configured(&self) -> bool {
+        lock(&self.state.aws_world).is_some()
+    }
+
+    /// Changes the world (configuring [`AwsWorld::default`] first when there is none) and then
+    /// ends, as TerminateSession would, every live session whose target the changed world no
+    /// longer lets connect (a stopped task, an instance no longer running). Returns what
+    /// `change` returns.
+    pub fn update<R>(&self, change: impl FnOnce(&mut AwsWorld) -> R) -> R {
+        let (out, world) = {
+            let mut guard = lock(&self.state.aws_world);
+            let world = guard.get_or_insert_with(AwsWorld::default);
+            (change(world), world.clone())
+        };
+        self.end_unreachable_sessions(&world);
+        out
+    }
+
+    /// Replaces the world, with the same effect on live sessions as [`AwsWorldHandle::update`].
+    pub fn set(&self, world: AwsWorld) {
+        self.update(|w| *w = world);
+    }
+
+    /// The AWS API calls the simulator answered so far, oldest first, as `service:Operation`
+    /// (`ecs:ListTasks`, `ssm:StartSession`; `service:` alone when the operation was missing).
+    /// Errors count; requests refused before the service was known do not.
+    pub fn calls(&self) -> Vec<String> {
+        lock(&self.state.aws_calls).iter().cloned().collect()
+    }
+
+    fn end_unreachable_sessions(&self, world: &AwsWorld) {
+        let sessions: Vec<Arc<SimSession>> = lock(&self.state.sessions)
+            .values()
+            .filter(|s| !s.terminated.is_cancelled())
+            .filter(|s| world.target_state(&s.target) == TargetState::NotConnected)
+            .cloned()
+            .collect();
+        for s in sessions {
+            tracing::info!(session_id = %s.id, target = %s.target, "sim: target went away, ending session");
+            let _ = s.agent_tx.send(agent::AgentEvent::Terminate(format!(
+                "{} is not connected.",
+                s.target
+            )));
+        }
     }
 }
 
