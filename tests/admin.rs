@@ -13,11 +13,11 @@ mod common;
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
+use common::aws_sim::{bare, sim_for};
 use common::process::{ProxyProcess, isolated_cmd, mariadb};
 use common::upstream::RdsLikeUpstream;
 use rds_iam_proxy::admin::script::BOOTSTRAP_SQL;
 use rds_iam_proxy::aws::mock::AwsWorld;
-use rds_iam_proxy::ssm::sim::{Route, SimConfig, SimServer};
 
 const SECRET_ARN: &str =
     "arn:aws:secretsmanager:us-east-1:123456789012:secret:rds!cluster-fakedb-AbCdEf";
@@ -64,34 +64,6 @@ fn world(up: &RdsLikeUpstream, master_password: &str) -> AwsWorld {
         }]
     });
     AwsWorld::from_json(&json.to_string()).expect("a valid world")
-}
-
-async fn sim_for(up: &RdsLikeUpstream, world: AwsWorld) -> SimServer {
-    SimServer::start(SimConfig {
-        routes: vec![Route {
-            host: up.endpoint_host.clone(),
-            port: up.endpoint_port,
-            dial: up.dial_addr(),
-        }],
-        verify_secret: Some(up.secret.clone()),
-        require_signature: true,
-        aws_world: Some(world),
-        ..SimConfig::default()
-    })
-    .await
-    .expect("simulator starts")
-}
-
-/// The binary with AWS's standard environment pointed at the mock, and the test CA.
-fn bare(up: &RdsLikeUpstream, sim: &SimServer) -> Command {
-    let mut c = isolated_cmd();
-    c.env("AWS_ACCESS_KEY_ID", &up.akid)
-        .env("AWS_SECRET_ACCESS_KEY", &up.secret)
-        .env("AWS_REGION", &up.region)
-        .env("AWS_ENDPOINT_URL", sim.endpoint_url())
-        .env("RDS_IAM_PROXY_CA_BUNDLE", &up.ca)
-        .env("RDS_IAM_PROXY_LISTEN", "127.0.0.1:0");
-    c
 }
 
 /// A private directory for SQL files, removed on drop.

@@ -14,10 +14,11 @@ use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use common::process::{ProxyProcess, isolated_cmd, mariadb};
+use common::aws_sim::{bare, sim_for};
+use common::process::{ProxyProcess, mariadb};
 use common::upstream::RdsLikeUpstream;
 use rds_iam_proxy::aws::mock::AwsWorld;
-use rds_iam_proxy::ssm::sim::{Route, SimConfig, SimServer};
+use rds_iam_proxy::ssm::sim::SimServer;
 
 const STACK: &str = "SecureDbConnectionStack";
 const TASK_1: &str = "1111111111111111aaaaaaaaaaaaaaaa";
@@ -66,35 +67,6 @@ fn world(up: &RdsLikeUpstream) -> AwsWorld {
         ]}}}}
     });
     AwsWorld::from_json(&json.to_string()).expect("a valid world")
-}
-
-async fn sim_for(up: &RdsLikeUpstream, world: AwsWorld) -> SimServer {
-    SimServer::start(SimConfig {
-        routes: vec![Route {
-            host: up.endpoint_host.clone(),
-            port: up.endpoint_port,
-            dial: up.dial_addr(),
-        }],
-        verify_secret: Some(up.secret.clone()),
-        require_signature: true,
-        aws_world: Some(world),
-        ..SimConfig::default()
-    })
-    .await
-    .expect("simulator starts")
-}
-
-/// The binary with nothing but AWS's standard environment: credentials, region, the mock's
-/// endpoint, and the test CA (RDS's real CAs do not sign the test upstream).
-fn bare(up: &RdsLikeUpstream, sim: &SimServer) -> Command {
-    let mut c = isolated_cmd();
-    c.env("AWS_ACCESS_KEY_ID", &up.akid)
-        .env("AWS_SECRET_ACCESS_KEY", &up.secret)
-        .env("AWS_REGION", &up.region)
-        .env("AWS_ENDPOINT_URL", sim.endpoint_url())
-        .env("RDS_IAM_PROXY_CA_BUNDLE", &up.ca)
-        .env("RDS_IAM_PROXY_LISTEN", "127.0.0.1:0");
-    c
 }
 
 fn select_user(port: u16, user: &str) -> Output {

@@ -2,6 +2,8 @@
 // Each test binary uses a different subset of these helpers.
 #![allow(dead_code)]
 
+#[cfg(feature = "sim")]
+pub mod aws_sim;
 pub mod clients;
 pub mod process;
 pub mod proxy;
