@@ -51,7 +51,8 @@ fn world(up: &RdsLikeUpstream, master_password: &str) -> AwsWorld {
             "EcsService": "bastion",
             "EcsContainer": "bastion",
             "Region": up.region,
-            "ConnectPolicyArn": "arn:aws:iam::123456789012:policy/connect"
+            "ConnectPolicyArn": "arn:aws:iam::123456789012:policy/connect",
+            "AdminPolicyArn": "arn:aws:iam::123456789012:policy/admin"
         }}},
         "ecs_clusters": {"bastion": {"services": {"bastion": {"tasks": [
             {"id": TASK, "containers": [{"name": "bastion", "runtime_id": format!("{TASK}-1")}]}
@@ -270,7 +271,7 @@ async fn failures_name_the_hop_and_the_fix() {
     assert!(
         e.contains("secretsmanager:GetSecretValue on arn:aws:secretsmanager:us-east-1:123456789012:secret:rds!cluster-fakedb-AbCdEf was refused")
             && e.contains("needs `secretsmanager:GetSecretValue`")
-            && e.contains("AdminPolicyArn"),
+            && e.contains("(AdminPolicyArn: arn:aws:iam::123456789012:policy/admin)"),
         "{e}"
     );
     sim.aws_world().set(world(&up, &master_password));

@@ -629,6 +629,37 @@ fn template_keeps_its_security_properties() {
         let action = serde_json::to_string(&s["Action"]).expect("json");
         assert!(!action.contains('*'), "no wildcard actions: {action}");
     }
+    assert!(
+        !connect.contains("secretsmanager") && !connect.contains("kms:"),
+        "the connect policy gives no access to the master secret"
+    );
+
+    // Administrators (`rds-iam-proxy admin`): the master secret and nothing else, decrypted only
+    // through Secrets Manager.
+    let admin = resource("AdminPolicy")["Properties"]["PolicyDocument"]["Statement"]
+        .as_array()
+        .expect("Statement");
+    let read = admin
+        .iter()
+        .find(|s| s["Action"] == "secretsmanager:GetSecretValue")
+        .expect("the admin policy reads the master secret");
+    assert_eq!(
+        read["Resource"],
+        serde_json::json!({"Fn::GetAtt": ["DbCluster", "MasterUserSecret.SecretArn"]})
+    );
+    let decrypt = admin
+        .iter()
+        .find(|s| s["Action"] == "kms:Decrypt")
+        .expect("the admin policy decrypts the master secret (customer managed key)");
+    assert_eq!(
+        decrypt["Resource"],
+        serde_json::json!({"Fn::GetAtt": ["Key", "Arn"]})
+    );
+    assert_eq!(
+        decrypt["Condition"]["StringEquals"]["kms:ViaService"],
+        serde_json::json!({"Fn::Sub": "secretsmanager.${AWS::Region}.${AWS::URLSuffix}"})
+    );
+    assert_eq!(admin.len(), 2, "nothing else: {admin:?}");
 }
 
 #[test]

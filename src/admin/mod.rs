@@ -127,6 +127,13 @@ pub async fn run(planned: &Planned, opts: &Options, progress: &Progress) -> Resu
             step.ok(format!("master user {}", m.username));
             m
         }
+        Err(e @ secrets::Error::Denied { .. }) => {
+            step.fail("");
+            return Err(match &prepared.resolved.admin_policy_arn {
+                Some(policy) => anyhow::anyhow!("{e} (AdminPolicyArn: {policy})"),
+                None => e.into(),
+            });
+        }
         Err(e) => {
             step.fail("");
             return Err(e.into());

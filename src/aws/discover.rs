@@ -232,6 +232,8 @@ pub struct Resolved {
     pub master_secret_arn: Option<String>,
     /// The stack's connect policy (for hints).
     pub connect_policy_arn: Option<String>,
+    /// The stack's admin policy (for the hint when the master secret may not be read).
+    pub admin_policy_arn: Option<String>,
 }
 
 /// The caller's identity.
@@ -577,6 +579,7 @@ pub async fn resolve(api: &Api, source: &Source) -> Result<Resolved, Error> {
             out.cluster_id = get(stack::DB_CLUSTER_IDENTIFIER).ok();
             out.master_secret_arn = get(stack::DB_MASTER_SECRET_ARN).ok();
             out.connect_policy_arn = get(stack::CONNECT_POLICY_ARN).ok();
+            out.admin_policy_arn = get(stack::ADMIN_POLICY_ARN).ok();
             if out.target.is_none() && !source.direct {
                 out.target = Some(TargetSpec::Ecs {
                     cluster: get(stack::ECS_CLUSTER)?,

@@ -64,6 +64,12 @@ pub const REGION: &str = "Region";
 /// and `rds-db:connect` for [`DB_USER`]. Shown by error messages that report a denied call.
 pub const CONNECT_POLICY_ARN: &str = "ConnectPolicyArn";
 
+/// The ARN of the managed IAM policy for administrators who run `rds-iam-proxy admin`:
+/// `secretsmanager:GetSecretValue` on [`DB_MASTER_SECRET_ARN`] and `kms:Decrypt` of the stack's
+/// key through Secrets Manager. Attached together with [`CONNECT_POLICY_ARN`]; named by the error
+/// for a refused master-secret read.
+pub const ADMIN_POLICY_ARN: &str = "AdminPolicyArn";
+
 /// Every output key the template publishes, in the order of the template.
 pub const ALL: &[&str] = &[
     DB_ENDPOINT,
@@ -78,6 +84,7 @@ pub const ALL: &[&str] = &[
     ECS_CONTAINER,
     REGION,
     CONNECT_POLICY_ARN,
+    ADMIN_POLICY_ARN,
 ];
 
 #[cfg(test)]
