@@ -326,7 +326,7 @@ async fn multi_results_are_all_read() {
 #[tokio::test]
 async fn hostile_answers_are_errors() {
     type Script = fn(&mut BytesMut);
-    let cases: [(&str, &str, Script); 6] = [
+    let cases: [(&str, &str, Script); 7] = [
         ("5000 columns", "column_count", |b| {
             b.put_slice(&[0xFC, 0x88, 0x13])
         }),
@@ -345,6 +345,7 @@ async fn hostile_answers_are_errors() {
         ),
         ("a bad column definition", "catalog", |_| {}),
         ("an empty packet", "query_response", |_| {}),
+        ("results without end", "more than 10000 results", |_| {}),
     ];
     let pki = Pki::new();
     for (what, expect, first) in cases {
@@ -365,6 +366,18 @@ async fn hostile_answers_are_errors() {
                 server.send(2, &column("a")).await;
                 server.send(3, &eof(0)).await;
                 server.send(4, &row(&[Some("1"), Some("2")])).await;
+            }
+            "results without end" => {
+                // OK packets that each announce another result, forever.
+                let mut all = BytesMut::new();
+                for i in 0..10_001u32 {
+                    rds_iam_proxy::mysql::packet::encode(
+                        (i + 1) as u8,
+                        &[0x00, 0x00, 0x00, 0x0A, 0x00, 0x00, 0x00],
+                        &mut all,
+                    );
+                }
+                server.send_raw(&all).await;
             }
             "a bad column definition" => {
                 server.send(1, &[1]).await;

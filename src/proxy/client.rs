@@ -466,7 +466,7 @@ impl Client {
             .map_err(|e| Error::write("sending the statement", e))?;
         let mut result = QueryResult::default();
         let mut kept = 0usize;
-        loop {
+        for _ in 0..MAX_ROWS {
             let p = self.read(timeout).await?;
             let status = match QueryResponse::decode(&p.payload)
                 .map_err(|e| Error::protocol("reading the statement's result", e))?
@@ -491,6 +491,9 @@ impl Client {
                 return Ok(result);
             }
         }
+        Err(Error::TooLarge {
+            what: "more than 10000 results",
+        })
     }
 
     async fn read(&mut self, timeout: Duration) -> Result<mysql::Packet, Error> {
