@@ -27,6 +27,7 @@ pub mod iam;
 pub mod local;
 pub mod mysql;
 pub mod proxy;
+pub mod secret;
 pub mod shutdown;
 pub mod ssm;
 pub mod tls;

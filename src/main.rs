@@ -134,7 +134,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
     };
     println!(
         "rds-iam-proxy listening on {}, forwarding to {} (region {}, {user})",
-        local.addr(),
+        local.listening_on(),
         local.proxy().destination(),
         cfg.proxy.region
     );
@@ -159,7 +159,7 @@ async fn exec(mut args: ExecArgs) -> Result<ExitCode> {
     };
     let started = start(&args.serve).await?;
     let local = &started.local;
-    let addr = local.addr();
+    let addr = local.addr().context("exec needs a TCP listener")?;
     let (program, rest) = args
         .command
         .split_first()

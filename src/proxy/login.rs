@@ -18,7 +18,6 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use rand::Rng;
-use tokio::net::TcpStream;
 
 use super::Inner;
 use super::framed::{PacketStream, Prefixed, ReadAhead, ReadError};
@@ -142,10 +141,9 @@ impl ClientLeg {
 
 /// Runs the whole login for one accepted client. On failure the client has been sent an ERR
 /// packet (when it is still there).
-pub async fn run(inner: &Arc<Inner>, client: TcpStream) -> Result<Established, Failure> {
-    let _ = client.set_nodelay(true);
+pub async fn run(inner: &Arc<Inner>, client: BoxStream) -> Result<Established, Failure> {
     let mut leg = ClientLeg {
-        io: PacketStream::new(Box::new(client), BytesMut::new()),
+        io: PacketStream::new(client, BytesMut::new()),
         next_seq: 0,
     };
     match bridge(inner, &mut leg).await {
