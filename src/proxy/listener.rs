@@ -58,8 +58,8 @@ pub enum Error {
     },
     /// An existing socket could not be probed (for example another user's socket).
     #[error(
-        "--unix-socket {}: cannot tell whether the existing socket is still in use ({source}); \
-         remove it or choose another path",
+        "--unix-socket {}: cannot tell whether the existing socket is still in use; remove it \
+         or choose another path",
         path.display()
     )]
     Probe {
@@ -82,8 +82,21 @@ pub enum Error {
         /// Its length.
         len: usize,
     },
+    /// The directory the socket should live in does not exist.
+    #[error(
+        "--unix-socket {}: the directory {} does not exist; create it first (mode 0700 keeps \
+         other users out) or choose another path",
+        path.display(),
+        dir.display()
+    )]
+    NoDirectory {
+        /// The path.
+        path: PathBuf,
+        /// Its directory.
+        dir: PathBuf,
+    },
     /// Creating, binding, tightening or renaming failed.
-    #[error("--unix-socket {}: cannot {step}: {source}", path.display())]
+    #[error("--unix-socket {}: cannot {step}", path.display())]
     Create {
         /// The path.
         path: PathBuf,
@@ -129,7 +142,13 @@ impl UnixSocket {
             let path = path.to_owned();
             move |source| Error::Create { path, step, source }
         };
-        let private = private_dir(dir).map_err(create("create a private directory next to it"))?;
+        let private = private_dir(dir).map_err(|source| match source.kind() {
+            io::ErrorKind::NotFound => Error::NoDirectory {
+                path: path.to_owned(),
+                dir: dir.to_owned(),
+            },
+            _ => create("create a private staging directory next to it")(source),
+        })?;
         let staged = private.join("s");
         let result = (|| {
             let std_listener =
