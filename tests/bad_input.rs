@@ -221,6 +221,71 @@ async fn client_without_a_user_name() {
     still_serving(h).await;
 }
 
+/// A client that sends its login one byte a second. Each byte arrives well inside the login
+/// timeout, so only a deadline for the whole packet can end it; returns how many bytes it managed
+/// to send, the packet's length, and what the proxy answered.
+async fn trickle_login(mut client: TestClient) -> (usize, usize, RawPacket) {
+    client.read_greeting().await;
+    let bytes = frame(1, &login("iamuser"));
+    let mut sent = 0;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            biased;
+            p = client.next() => {
+                let p = p.expect("an ERR before the close");
+                client.expect_closed("after the timeout ERR").await;
+                return (sent, bytes.len(), p);
+            }
+            _ = tick.tick(), if sent < bytes.len() => {
+                if client.try_send_raw(&bytes[sent..sent + 1]).await.is_err() {
+                    // The proxy gave up between two bytes; its ERR is waiting to be read.
+                    sent = bytes.len();
+                } else {
+                    sent += 1;
+                }
+            }
+        }
+    }
+}
+
+/// Slow-loris clients trickling their logins are cut at the login timeout (a deadline for the
+/// whole packet, not an idle timer that each byte resets), while a normal client logs in and
+/// works next to them.
+#[tokio::test]
+async fn clients_trickling_a_byte_a_second_are_cut_at_the_login_timeout_while_others_are_served() {
+    const SLOW: usize = 3;
+    let h = harness().await;
+    let mut slow = Vec::new();
+    for _ in 0..SLOW {
+        let (client, mut server) = h.pair().await;
+        server.greet(&mysql84_greeting()).await;
+        slow.push((tokio::spawn(trickle_login(client)), server));
+    }
+    assert_eq!(h.stats().open as usize, SLOW, "the slow logins are pending");
+    h.good_session().await;
+    for (task, server) in slow {
+        let (sent, len, p) = task.await.expect("trickler");
+        assert!(
+            sent < len,
+            "the whole {len}-byte login got through ({sent} bytes)"
+        );
+        let err = ErrPacket::decode(&p.payload).expect("ERR");
+        assert_eq!(err.code, 1043);
+        assert_contains(
+            &err.message_str(),
+            &["did not send its login response within 2s"],
+        );
+        upstream_untouched(server).await;
+    }
+    let stats = h.finish().await;
+    assert_eq!(
+        (stats.total, stats.logins, stats.login_failures, stats.open),
+        (SLOW as u64 + 1, 1, SLOW as u64, 0),
+        "{stats:?}"
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // The upstream side before TLS: the client gets the ERR in place of the greeting (seq 0)
 // ---------------------------------------------------------------------------------------------
@@ -393,6 +458,90 @@ async fn upstream_certificate_from_another_ca_gets_no_token() {
     let ca = h.pki.ca_path.display().to_string();
     assert_contains(&err.message_str(), &["TLS verification", &ca]);
     server.expect_closed("TLS refused").await;
+    no_token_in_cleartext(&server);
+    still_serving(h).await;
+}
+
+/// `openssl s_server` limited to TLS 1.1 (what old yaSSL-era MySQL builds speak), with a
+/// throwaway certificate for the endpoint name; killed and cleaned up on drop.
+struct LegacyTlsServer {
+    child: std::process::Child,
+    dir: std::path::PathBuf,
+    addr: std::net::SocketAddr,
+}
+
+impl LegacyTlsServer {
+    fn start() -> LegacyTlsServer {
+        use std::io::BufRead;
+        let dir = std::env::temp_dir().join(format!(
+            "rip-tls11-{}-{:08x}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        std::fs::create_dir(&dir).unwrap();
+        let cert = rcgen::generate_simple_self_signed(vec![HOST.to_owned()]).unwrap();
+        std::fs::write(dir.join("cert.pem"), cert.cert.pem()).unwrap();
+        std::fs::write(dir.join("key.pem"), cert.signing_key.serialize_pem()).unwrap();
+        // stdin stays open: s_server stops at EOF on it.
+        let mut child = std::process::Command::new("openssl")
+            .args([
+                "s_server",
+                "-accept",
+                "127.0.0.1:0",
+                "-naccept",
+                "1",
+                "-tls1_1",
+            ])
+            // OpenSSL 3 allows TLS 1.1 only at security level 0.
+            .args(["-cipher", "DEFAULT@SECLEVEL=0"])
+            .arg("-cert")
+            .arg(dir.join("cert.pem"))
+            .arg("-key")
+            .arg(dir.join("key.pem"))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("openssl s_server");
+        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        let addr = loop {
+            line.clear();
+            assert!(out.read_line(&mut line).unwrap() > 0, "s_server exited");
+            if let Some(a) = line.trim().strip_prefix("ACCEPT ") {
+                break a.parse().expect("ACCEPT address");
+            }
+        };
+        LegacyTlsServer { child, dir, addr }
+    }
+}
+
+impl Drop for LegacyTlsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A database that speaks only TLS 1.1 (a real OpenSSL answers the proxy's ClientHello): the
+/// handshake fails, no token leaves, and the client is told TLS 1.2 or later is required.
+#[tokio::test]
+async fn upstream_offering_only_tls_1_1_is_refused_and_gets_no_token() {
+    let legacy = LegacyTlsServer::start();
+    let (h, mut client, mut server) = greeted().await;
+    client_logs_in(&mut client).await;
+    server.read_ssl_request().await;
+    server.relay_to(legacy.addr).await;
+    let err = client.expect_err(2).await;
+    assert_eq!(err.code, 1105);
+    assert_contains(
+        &err.message_str(),
+        &[
+            "TLS handshake with mysql8.test:3306 failed",
+            "TLS 1.2 or 1.3",
+        ],
+    );
     no_token_in_cleartext(&server);
     still_serving(h).await;
 }

@@ -593,6 +593,24 @@ impl ServerConn {
         }
     }
 
+    /// Hands the raw connection (below TLS, with any bytes already read) to the TCP server at
+    /// `addr` and relays both ways until either side closes: a real TLS server (such as `openssl
+    /// s_server`) then answers the proxy's ClientHello. [`ServerConn::raw_received`] keeps
+    /// recording.
+    pub async fn relay_to(&mut self, addr: SocketAddr) {
+        let placeholder: BoxStream = Box::new(tokio::io::duplex(1).0);
+        let raw = std::mem::replace(&mut self.io.io, placeholder);
+        let prefix = self.io.rbuf.split().freeze();
+        let mut raw = Prefixed::new(prefix, raw);
+        let mut other = tokio::time::timeout(GUARD, TcpStream::connect(addr))
+            .await
+            .expect("connect to the relay target hung")
+            .expect("connect to the relay target");
+        let _ = tokio::time::timeout(GUARD, tokio::io::copy_bidirectional(&mut raw, &mut other))
+            .await
+            .expect("relay hung");
+    }
+
     /// Reads the HandshakeResponse41 (seq 2 after TLS).
     pub async fn read_response(&mut self) -> HandshakeResponse41 {
         let p = self.expect_packet("HandshakeResponse41").await;
@@ -828,6 +846,11 @@ impl TestClient {
     /// Sends raw bytes.
     pub async fn send_raw(&mut self, bytes: &[u8]) {
         self.io.write(bytes).await.expect("client write");
+    }
+
+    /// Sends raw bytes; a write error (the proxy closed) is returned, not a panic.
+    pub async fn try_send_raw(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.io.write(bytes).await
     }
 
     /// Half-closes the client's write side (the proxy sees EOF).
