@@ -317,4 +317,47 @@ mod tests {
         assert!(!cfg_text.contains(password), "{cfg_text}");
         assert!(cfg_text.contains("redacted"), "{cfg_text}");
     }
+    #[test]
+    fn allow_remote_needs_a_non_empty_local_password() {
+        let base = ["--db-endpoint", "x:1", "--region", "r", "--allow-remote"];
+        let remote = [&base[..], &["--listen", "0.0.0.0:3306"]].concat();
+        assert_eq!(
+            build(&args(&remote), None).unwrap_err(),
+            Error::NotLoopback("0.0.0.0:3306".parse().unwrap())
+        );
+        let empty = [&remote[..], &["--local-password", ""]].concat();
+        assert!(matches!(
+            build(&args(&empty), None),
+            Err(Error::NotLoopback(_))
+        ));
+        assert_eq!(
+            build(&args(&base), None).unwrap_err(),
+            Error::RemoteWithoutPassword
+        );
+        let ok = [&remote[..], &["--local-password", "pw"]].concat();
+        assert!(
+            build(&args(&ok), None)
+                .unwrap()
+                .proxy
+                .local_password
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn malformed_addresses_are_refused_naming_the_flag() {
+        let base = ["--db-endpoint", "x:1", "--region", "r"];
+        for (flag, value) in [
+            ("--listen", "localhost:3306"),
+            ("--listen", "127.0.0.1"),
+            ("--listen", "127.0.0.1:99999"),
+            ("--health-addr", "0.0.0.0"),
+            ("--health-addr", "health:9801"),
+        ] {
+            let err = build(&args(&[&base[..], &[flag, value]].concat()), None).unwrap_err();
+            let text = err.to_string();
+            assert!(text.starts_with(&format!("{flag} `{value}`")), "{text}");
+            assert!(text.contains("is not IP:PORT"), "{text}");
+        }
+    }
 }

@@ -221,6 +221,72 @@ async fn client_without_a_user_name() {
     still_serving(h).await;
 }
 
+/// With `--local-tls`, a client that asks for TLS and then sends plaintext gets at most a TLS
+/// alert (never a MySQL packet in the clear) and the close; nothing goes upstream.
+#[tokio::test]
+async fn client_sends_garbage_instead_of_a_tls_client_hello() {
+    let h = Harness::start(|c| {
+        c.handshake_timeout = TIMEOUT;
+        c.local_tls = true;
+    })
+    .await;
+    let (mut client, mut server) = h.pair().await;
+    server.greet(&mysql84_greeting()).await;
+    client.read_greeting().await;
+    let ssl = SslRequest {
+        capabilities: mysql8_client_caps() | Capabilities::SSL,
+        max_packet_size: 16 * 1024 * 1024,
+        character_set: 255,
+    };
+    let mut payload = BytesMut::new();
+    ssl.encode(&mut payload);
+    let mut bytes = frame(1, &payload).to_vec();
+    bytes.extend_from_slice(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    client.send_raw(&bytes).await;
+    let reply = client.read_until_closed().await;
+    assert!(
+        reply.is_empty() || (reply[0] == 0x15 && reply[1] == 0x03),
+        "expected nothing or a TLS alert record, got {:02x?}",
+        &reply[..reply.len().min(32)]
+    );
+    upstream_untouched(server).await;
+    still_serving(h).await;
+}
+
+/// A malformed COM_CHANGE_USER after login (a user name without its NUL) is answered with an ERR;
+/// nothing reaches the database, and the session goes on as the user it was.
+#[tokio::test]
+async fn client_sends_a_malformed_change_user_and_stays_logged_in() {
+    let h = harness().await;
+    let (mut client, mut server, _) = h.logged_in().await;
+    client.send(0, b"\x11bob-without-a-terminator").await;
+    let p = client.expect_packet("ERR").await;
+    assert_eq!(p.seq, 1);
+    let err = ErrPacket::decode(&p.payload).expect("ERR");
+    assert_eq!((err.code, err.sql_state), (1043, Some(*b"08S01")));
+    assert_contains(&err.message_str(), &["malformed COM_CHANGE_USER"]);
+    // The next command is the first thing the database sees after the login.
+    let query = frame(0, b"\x03\x00\x01SELECT CURRENT_USER()");
+    client.send_raw(&query).await;
+    let seen = server.expect_packet("the query").await;
+    assert_eq!(
+        seen.raw, query,
+        "the broken COM_CHANGE_USER leaked upstream"
+    );
+    server.send_raw(&canned_result_set()).await;
+    let rs = canned_result_set();
+    assert_eq!(client.read_exact_raw(rs.len()).await, rs);
+    drop(client);
+    server.expect_closed("client left").await;
+    drop(server);
+    let stats = h.finish().await;
+    assert_eq!(
+        (stats.total, stats.logins, stats.login_failures, stats.open),
+        (1, 1, 0, 0),
+        "{stats:?}"
+    );
+}
+
 /// A client that sends its login one byte a second. Each byte arrives well inside the login
 /// timeout, so only a deadline for the whole packet can end it; returns how many bytes it managed
 /// to send, the packet's length, and what the proxy answered.
@@ -313,6 +379,48 @@ async fn upstream_closes_right_after_accept() {
             "closed",
         ],
     );
+    still_serving(h).await;
+}
+
+#[tokio::test]
+async fn upstream_never_sends_its_greeting() {
+    let h = harness().await;
+    let (mut client, mut server) = h.pair().await;
+    let err = err_instead_of_greeting(&mut client).await;
+    assert_eq!(err.code, 1105);
+    assert_contains(
+        &err.message_str(),
+        &[
+            "mysql8.test:3306",
+            "did not send a valid MySQL greeting",
+            "within 2s",
+        ],
+    );
+    server.expect_closed("no greeting").await;
+    assert_eq!(server.raw_received(), b"", "bytes sent to a silent server");
+    still_serving(h).await;
+}
+
+/// Bytes right behind the greeting, before the proxy asked for TLS, would be read as the start
+/// of the TLS handshake (plaintext injected ahead of the server's TLS): refused, no token.
+#[tokio::test]
+async fn upstream_sends_bytes_before_the_tls_handshake() {
+    let h = harness().await;
+    let (mut client, mut server) = h.pair().await;
+    let mut bytes = frame(0, &encode_greeting(&mysql84_greeting())).to_vec();
+    bytes.extend_from_slice(b"\x16\x03\x03\x00\x05hello");
+    server.send_raw(&bytes).await;
+    client.read_greeting().await;
+    client_logs_in(&mut client).await;
+    server.read_ssl_request().await;
+    let err = client.expect_err(2).await;
+    assert_eq!((err.code, err.sql_state), (1043, Some(*b"08S01")));
+    assert_contains(
+        &err.message_str(),
+        &["mysql8.test:3306", "sent data before the TLS handshake"],
+    );
+    server.expect_closed("refused").await;
+    no_token_in_cleartext(&server);
     still_serving(h).await;
 }
 

@@ -923,6 +923,23 @@ impl TestClient {
         }
     }
 
+    /// Reads raw bytes until the proxy closes the connection and returns them all.
+    pub async fn read_until_closed(&mut self) -> Bytes {
+        let fut = async {
+            loop {
+                self.io.rbuf.reserve(4096);
+                match self.io.io.read_buf(&mut self.io.rbuf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+        };
+        tokio::time::timeout(GUARD, fut)
+            .await
+            .expect("the proxy did not close");
+        self.io.rbuf.split().freeze()
+    }
+
     /// Reads exactly `n` raw bytes (for byte-identical comparisons across packet boundaries).
     pub async fn read_exact_raw(&mut self, n: usize) -> Bytes {
         let fut = async {
@@ -1094,6 +1111,26 @@ impl Harness {
             s.bytes_up.load(Ordering::Relaxed),
             s.bytes_down.load(Ordering::Relaxed),
         )
+    }
+
+    /// A client logged in through the proxy with mysql_native_password (steps run in order, no
+    /// join needed); returns both ends and the capabilities sent upstream.
+    pub async fn logged_in(&self) -> (TestClient, ServerConn, Capabilities) {
+        let (mut client, mut server) = self.pair().await;
+        server.greet(&mysql84_greeting()).await;
+        client.read_greeting().await;
+        client
+            .send_response(&client_response("iamuser", "mysql_native_password", b""))
+            .await;
+        server.read_ssl_request().await;
+        server.start_tls(self.pki.good.clone()).await.expect("TLS");
+        let caps = server.read_response().await.capabilities;
+        server.switch_to_clear_password(3).await;
+        verify_token(&server.read_token(4).await, "iamuser");
+        server.send(5, PLAIN_OK).await;
+        let ok = client.expect_packet("OK").await;
+        assert_eq!((ok.seq, &ok.payload[..]), (2, PLAIN_OK));
+        (client, server, caps)
     }
 
     /// A complete good session through the proxy: MySQL 8.4 greeting, IAM login with a valid
