@@ -287,6 +287,28 @@ async fn client_sends_a_malformed_change_user_and_stays_logged_in() {
     );
 }
 
+/// A COM_CHANGE_USER announcing 1 MiB (the proxy buffers at most 128 KiB of one) ends that
+/// connection from its header alone; none of it reaches the database.
+#[tokio::test]
+async fn client_announces_an_oversized_change_user_and_is_disconnected() {
+    let h = harness().await;
+    let (mut client, mut server, _) = h.logged_in().await;
+    let mut head = vec![0x00, 0x00, 0x10, 0x00, 0x11];
+    head.extend_from_slice(&[b'x'; 64]);
+    client.send_raw(&head).await;
+    // A forwarded header would leave a partial packet here, which expect_closed refuses.
+    server.expect_closed("connection ended").await;
+    drop(server);
+    let rest = client.read_until_closed().await;
+    assert!(rest.is_empty(), "{rest:02x?}");
+    let stats = h.finish().await;
+    assert_eq!(
+        (stats.total, stats.logins, stats.open),
+        (1, 1, 0),
+        "{stats:?}"
+    );
+}
+
 /// A client that sends its login one byte a second. Each byte arrives well inside the login
 /// timeout, so only a deadline for the whole packet can end it; returns how many bytes it managed
 /// to send, the packet's length, and what the proxy answered.

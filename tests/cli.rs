@@ -100,6 +100,20 @@ fn bad_flags_are_refused_with_the_flag_named() {
             ],
             "/nonexistent/ca.pem",
         ),
+        (
+            vec![
+                "token",
+                "--db-endpoint",
+                "db.test:3306",
+                "--db-user",
+                "u",
+                "--region",
+                "us-east-1",
+                "--signing-time",
+                "yesterday",
+            ],
+            "--signing-time `yesterday` is not RFC 3339",
+        ),
     ] {
         let out = proxy_cmd().args(&args).output().unwrap();
         assert_eq!(out.status.code(), Some(1), "{args:?}");

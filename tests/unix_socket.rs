@@ -219,3 +219,52 @@ fn a_path_that_is_not_a_socket_is_refused_and_left_alone() {
     );
     assert_eq!(dir.entries(), ["my.cnf"]);
 }
+
+/// Mode 0600 is what keeps other local users out: `nobody` is refused by the kernel (EACCES)
+/// while the socket is the proxy's own, and reaches the proxy once the test loosens the mode.
+#[test]
+fn another_user_cannot_connect_to_the_socket() {
+    let dir = Scratch::new("other-user");
+    // Others may traverse the directory: only the socket's own mode stands in the way.
+    std::fs::set_permissions(&dir.0, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = dir.join("p.sock");
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut cmd = isolated_cmd();
+    cmd.args(["--db-endpoint", "db.example:3306", "--region", "us-east-1"])
+        .args(["--dial", &closed.to_string()])
+        .arg("--unix-socket")
+        .arg(&path);
+    let proxy = ProxyProcess::spawn_any(cmd);
+    assert!(proxy.start_line.contains("socket"), "{}", proxy.start_line);
+    let as_nobody = || {
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .args([
+                "mariadb",
+                "--no-defaults",
+                "--protocol=SOCKET",
+                "--skip-ssl",
+            ])
+            .arg(format!("--socket={}", path.display()))
+            .args(["-u", "iamuser", "-e", "SELECT 1"])
+            .output()
+            .unwrap()
+    };
+    let out = as_nobody();
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.contains("(13)"), "expected EACCES for nobody: {err}");
+
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let out = as_nobody();
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("rds-iam-proxy could not reach the database"),
+        "with 0666 nobody should reach the proxy: {err}"
+    );
+    let (status, _) = proxy.terminate();
+    assert!(status.success());
+}
