@@ -67,6 +67,7 @@ fn help_lists_every_flag_with_its_environment_variable() {
         ("--ca-bundle", "RDS_IAM_PROXY_CA_BUNDLE"),
         ("--local-tls", "RDS_IAM_PROXY_LOCAL_TLS"),
         ("--profile", "RDS_IAM_PROXY_PROFILE"),
+        ("--unix-socket", "RDS_IAM_PROXY_UNIX_SOCKET"),
     ] {
         assert!(help.contains(flag), "{flag} missing from --help");
         assert!(help.contains(env), "{env} missing from --help");
