@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Deserialize;
 
+use crate::secret::Secret;
+
 /// A passwordless local MySQL endpoint for Amazon RDS / Aurora MySQL.
 ///
 /// Point any MySQL client at the listen address with your IAM database user name and no
@@ -259,9 +261,16 @@ pub struct ServeArgs {
     #[arg(long, env = "RDS_IAM_PROXY_SSM_SESSIONS", value_name = "N")]
     pub ssm_sessions: Option<usize>,
 
-    /// Local address to listen on, loopback only [default: 127.0.0.1:3306; a free port for exec].
+    /// Local address to listen on, loopback only [default: 127.0.0.1:3306, or none when only
+    /// --unix-socket is given; a free port for exec].
     #[arg(long, env = "RDS_IAM_PROXY_LISTEN", value_name = "ADDR")]
     pub listen: Option<String>,
+
+    /// Listen on this Unix-domain socket (mode 0600: only your user can connect), for
+    /// `mysql --socket PATH` and `mysql://…?socket=PATH`. Without --listen it replaces the TCP
+    /// listener; with it, both serve. A stale socket file is replaced, anything else is refused.
+    #[arg(long, env = "RDS_IAM_PROXY_UNIX_SOCKET", value_name = "PATH")]
+    pub unix_socket: Option<PathBuf>,
 
     /// AWS region the token is signed for [default: from the endpoint name, else the AWS config].
     #[arg(long, env = "RDS_IAM_PROXY_REGION")]
@@ -275,7 +284,8 @@ pub struct ServeArgs {
     #[arg(long, env = "RDS_IAM_PROXY_PROFILE")]
     pub profile: Option<String>,
 
-    /// PEM file of CAs that replaces the embedded RDS bundle (e.g. AWS's global-bundle.pem).
+    /// PEM file of CAs that replaces the embedded RDS bundle (e.g. AWS's global-bundle.pem, or a
+    /// lab's own CA). Verification of the chain and the endpoint name cannot be turned off.
     #[arg(long, env = "RDS_IAM_PROXY_CA_BUNDLE", value_name = "PATH")]
     pub ca_bundle: Option<PathBuf>,
 
@@ -313,7 +323,7 @@ pub struct ServeArgs {
         hide_env_values = true,
         value_name = "PASSWORD"
     )]
-    pub local_password: Option<String>,
+    pub local_password: Option<Secret>,
 
     /// Serve /startup, /readiness, /liveness and /metrics (Prometheus) over HTTP on this address.
     #[arg(long, env = "RDS_IAM_PROXY_HEALTH_ADDR", value_name = "ADDR")]

@@ -179,16 +179,25 @@ pub fn plan(cli: &ServeArgs, names: &[String], file: Option<&File>) -> Result<Ve
             }
         }
     }
+    // Where each database listens: its TCP address (the default unless only a socket is asked
+    // for) and its socket path.
+    let places = |a: &ServeArgs| {
+        let tcp = match (&a.listen, &a.unix_socket) {
+            (Some(l), _) => Some(l.clone()),
+            (None, None) => Some(DEFAULT_LISTEN.to_owned()),
+            (None, Some(_)) => None,
+        };
+        let socket = a.unix_socket.as_ref().map(|p| p.display().to_string());
+        tcp.into_iter()
+            .filter(|l| !l.ends_with(":0"))
+            .chain(socket)
+            .collect::<Vec<String>>()
+    };
     for (i, a) in planned.iter().enumerate() {
         for b in &planned[..i] {
-            let la = a.args.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
-            let lb = b.args.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
-            if la == lb && !la.ends_with(":0") {
-                return Err(Error::SameListen(
-                    b.name.clone(),
-                    a.name.clone(),
-                    la.to_owned(),
-                ));
+            let pb = places(&b.args);
+            if let Some(same) = places(&a.args).into_iter().find(|p| pb.contains(p)) {
+                return Err(Error::SameListen(b.name.clone(), a.name.clone(), same));
             }
         }
     }
@@ -209,7 +218,7 @@ pub fn overlay(base: ServeArgs, top: &ServeArgs) -> ServeArgs {
         db_endpoint, stack, db_cluster, db_instance, ecs_cluster, ecs_service, ecs_container,
         instance, instance_tag, dial, ssm_target, ssm_sessions, listen, region, db_user, profile,
         ca_bundle, handshake_timeout, max_connections, max_sigterm_delay, local_password,
-        health_addr;
+        health_addr, unix_socket;
         reader, local_tls, direct_auth, allow_remote
     )
 }
@@ -306,8 +315,10 @@ pub fn source(args: &ServeArgs) -> Result<Source, Error> {
 /// Everything `main` needs to run the proxy.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Local listen address.
-    pub listen: SocketAddr,
+    /// Local TCP listen address (`None`: only the Unix socket).
+    pub listen: Option<SocketAddr>,
+    /// Local Unix-domain socket, if one was asked for.
+    pub unix_socket: Option<PathBuf>,
     /// Health and metrics address, if enabled.
     pub health: Option<SocketAddr>,
     /// Where TCP connections go.
@@ -368,13 +379,25 @@ pub fn build(args: &ServeArgs, aws_region: Option<String>) -> Result<Config, Err
     let endpoint = args.db_endpoint.as_deref().ok_or(Error::NoEndpoint)?;
     let (host, port) = parse_endpoint(endpoint)?;
     let region = resolve_region(args.region.clone(), &host, aws_region)?;
-    let listen_text = args.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
-    let listen: SocketAddr = listen_text
-        .parse()
-        .map_err(|_| Error::BadListen(listen_text.to_owned()))?;
-    let local_password = args.local_password.as_deref().filter(|p| !p.is_empty());
+    let unix_socket = args
+        .unix_socket
+        .clone()
+        .filter(|p| !p.as_os_str().is_empty());
+    // A Unix socket alone replaces the TCP listener; an explicit --listen keeps both.
+    let listen_text = match (&args.listen, &unix_socket) {
+        (Some(l), _) => Some(l.as_str()),
+        (None, Some(_)) => None,
+        (None, None) => Some(DEFAULT_LISTEN),
+    };
+    let listen: Option<SocketAddr> = listen_text
+        .map(|t| t.parse().map_err(|_| Error::BadListen(t.to_owned())))
+        .transpose()?;
+    let local_password = args.local_password.as_ref().filter(|p| !p.is_empty());
     let remote_allowed = args.allow_remote && local_password.is_some();
-    if !listen.ip().is_loopback() && !remote_allowed {
+    if let Some(listen) = listen
+        && !listen.ip().is_loopback()
+        && !remote_allowed
+    {
         return Err(Error::NotLoopback(listen));
     }
     if args.allow_remote && local_password.is_none() {
@@ -394,7 +417,7 @@ pub fn build(args: &ServeArgs, aws_region: Option<String>) -> Result<Config, Err
         None => CaSource::Embedded,
     };
     proxy.local_tls = args.local_tls;
-    proxy.local_password = local_password.map(PasswordVerifier::new);
+    proxy.local_password = local_password.map(|p| PasswordVerifier::new(p.expose()));
     proxy.direct_auth = args.direct_auth;
     if let Some(t) = args.handshake_timeout {
         proxy.handshake_timeout = t;
@@ -411,6 +434,7 @@ pub fn build(args: &ServeArgs, aws_region: Option<String>) -> Result<Config, Err
     };
     Ok(Config {
         listen,
+        unix_socket,
         health,
         dial,
         profile: args.profile.clone(),
@@ -612,6 +636,97 @@ mod tests {
         ] {
             let e = source(&args(&bad)).unwrap_err().to_string();
             assert!(e.contains(want), "{bad:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn unix_socket_alone_replaces_tcp_and_with_listen_adds_to_it() {
+        let base = ["--db-endpoint", "x:1", "--region", "r"];
+        let only = build(
+            &args(&[&base[..], &["--unix-socket", "/run/p.sock"]].concat()),
+            None,
+        );
+        let only = only.unwrap();
+        assert_eq!(only.listen, None);
+        assert_eq!(only.unix_socket, Some(PathBuf::from("/run/p.sock")));
+        let both = [
+            &base[..],
+            &["--unix-socket", "/run/p.sock", "--listen", "127.0.0.1:3307"],
+        ];
+        let both = build(&args(&both.concat()), None).unwrap();
+        assert_eq!(both.listen, Some("127.0.0.1:3307".parse().unwrap()));
+        assert!(both.unix_socket.is_some());
+        let neither = build(&args(&base), None).unwrap();
+        assert_eq!(neither.listen, Some(DEFAULT_LISTEN.parse().unwrap()));
+        assert_eq!(neither.unix_socket, None);
+    }
+
+    #[test]
+    fn debug_of_the_cli_and_the_config_never_shows_the_local_password() {
+        let password = "Tr0ub4dor&3-local";
+        let cli = Cli::try_parse_from([
+            "rds-iam-proxy",
+            "--db-endpoint",
+            "x:1",
+            "--region",
+            "r",
+            "--local-password",
+            password,
+            "--allow-remote",
+            "--listen",
+            "0.0.0.0:3306",
+        ])
+        .unwrap();
+        let cli_text = format!("{cli:?} {cli:#?}");
+        assert!(!cli_text.contains(password), "{cli_text}");
+        assert!(cli_text.contains("<redacted>"), "{cli_text}");
+        let cfg = build(&cli.serve, None).unwrap();
+        assert!(cfg.proxy.local_password.is_some());
+        let cfg_text = format!("{cfg:?} {cfg:#?} {:?}", cfg.proxy);
+        assert!(!cfg_text.contains(password), "{cfg_text}");
+        assert!(cfg_text.contains("redacted"), "{cfg_text}");
+    }
+    #[test]
+    fn allow_remote_needs_a_non_empty_local_password() {
+        let base = ["--db-endpoint", "x:1", "--region", "r", "--allow-remote"];
+        let remote = [&base[..], &["--listen", "0.0.0.0:3306"]].concat();
+        assert_eq!(
+            build(&args(&remote), None).unwrap_err(),
+            Error::NotLoopback("0.0.0.0:3306".parse().unwrap())
+        );
+        let empty = [&remote[..], &["--local-password", ""]].concat();
+        assert!(matches!(
+            build(&args(&empty), None),
+            Err(Error::NotLoopback(_))
+        ));
+        assert_eq!(
+            build(&args(&base), None).unwrap_err(),
+            Error::RemoteWithoutPassword
+        );
+        let ok = [&remote[..], &["--local-password", "pw"]].concat();
+        assert!(
+            build(&args(&ok), None)
+                .unwrap()
+                .proxy
+                .local_password
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn malformed_addresses_are_refused_naming_the_flag() {
+        let base = ["--db-endpoint", "x:1", "--region", "r"];
+        for (flag, value) in [
+            ("--listen", "localhost:3306"),
+            ("--listen", "127.0.0.1"),
+            ("--listen", "127.0.0.1:99999"),
+            ("--health-addr", "0.0.0.0"),
+            ("--health-addr", "health:9801"),
+        ] {
+            let err = build(&args(&[&base[..], &[flag, value]].concat()), None).unwrap_err();
+            let text = err.to_string();
+            assert!(text.starts_with(&format!("{flag} `{value}`")), "{text}");
+            assert!(text.contains("is not IP:PORT"), "{text}");
         }
     }
 }

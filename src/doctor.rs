@@ -138,7 +138,8 @@ pub async fn run(planned: &Planned) -> std::process::ExitCode {
         Ok(c) => c,
         Err(e) => return r.fail("configuration", e),
     };
-    cfg.listen = "127.0.0.1:0".parse().expect("a valid address");
+    cfg.listen = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+    cfg.unix_socket = None;
     cfg.health = None;
     let api = api.with_region(cfg.proxy.region.clone());
 
@@ -308,9 +309,10 @@ struct MiniClient {
 
 impl MiniClient {
     async fn connect(local: &LocalProxy) -> Result<Self, String> {
-        let stream = TcpStream::connect(local.addr())
+        let addr = local.addr().ok_or("the check proxy has no TCP listener")?;
+        let stream = TcpStream::connect(addr)
             .await
-            .map_err(|e| format!("cannot connect to {}: {e}", local.addr()))?;
+            .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
         Ok(Self {
             stream,
             buf: BytesMut::new(),

@@ -32,6 +32,7 @@ pub mod local;
 pub mod mysql;
 pub mod progress;
 pub mod proxy;
+pub mod secret;
 pub mod shutdown;
 pub mod ssm;
 pub mod tls;

@@ -17,7 +17,7 @@
 //! ```
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -30,12 +30,15 @@ use crate::cli::ServeArgs;
 use crate::config::{self, Config};
 use crate::iam::{self, TokenCache, TokenSource};
 use crate::proxy::Proxy;
+use crate::proxy::listener::{Listener, UnixSocket};
 use crate::tunnel::{Connector, Direct};
 
 /// A proxy serving on a local address until [`LocalProxy::shutdown`] (or drop of the runtime).
 pub struct LocalProxy {
-    /// Where it listens.
-    addr: SocketAddr,
+    /// Where it listens over TCP (`None`: only on the Unix socket).
+    addr: Option<SocketAddr>,
+    /// Its Unix socket, if any.
+    unix_socket: Option<PathBuf>,
     /// The IAM user clients are logged in as, when fixed.
     db_user: Option<String>,
     /// The engine.
@@ -59,23 +62,30 @@ impl LocalProxy {
         }
     }
 
-    /// Binds `cfg.listen` and starts serving with the given seams.
+    /// Binds `cfg.listen` and `cfg.unix_socket` and starts serving with the given seams.
     pub async fn start_with(
         cfg: &Config,
         connector: Arc<dyn Connector>,
         tokens: Arc<dyn TokenSource>,
     ) -> anyhow::Result<Self> {
         let proxy = Proxy::new(cfg.proxy.clone(), connector, tokens)?;
-        let listener = TcpListener::bind(cfg.listen).await.with_context(|| {
-            format!(
-                "cannot listen on {}: is another MySQL server or proxy using it? Choose another \
-                 address with --listen (e.g. 127.0.0.1:3307)",
-                cfg.listen
-            )
-        })?;
-        let addr = listener
-            .local_addr()
-            .context("reading the listen address")?;
+        let tcp = match cfg.listen {
+            Some(listen) => Some(TcpListener::bind(listen).await.with_context(|| {
+                format!(
+                    "cannot listen on {listen}: is another MySQL server or proxy using it? Choose \
+                     another address with --listen (e.g. 127.0.0.1:3307)"
+                )
+            })?),
+            None => None,
+        };
+        let unix = cfg
+            .unix_socket
+            .as_deref()
+            .map(UnixSocket::bind)
+            .transpose()?;
+        let listener = Listener::new(tcp, unix);
+        let addr = listener.local_addr();
+        let unix_socket = listener.unix_path().map(Path::to_owned);
         let stop = CancellationToken::new();
         let task = tokio::spawn({
             let proxy = proxy.clone();
@@ -84,6 +94,7 @@ impl LocalProxy {
         });
         Ok(LocalProxy {
             addr,
+            unix_socket,
             db_user: cfg.proxy.db_user.clone(),
             proxy,
             stop,
@@ -91,16 +102,37 @@ impl LocalProxy {
         })
     }
 
-    /// The address clients connect to.
-    pub fn addr(&self) -> SocketAddr {
+    /// The TCP address clients connect to (`None` when it listens only on a Unix socket).
+    pub fn addr(&self) -> Option<SocketAddr> {
         self.addr
     }
 
-    /// `mysql://USER@HOST:PORT/` for the fixed IAM user (or without a user).
+    /// The Unix socket clients connect to, if any.
+    pub fn unix_socket(&self) -> Option<&Path> {
+        self.unix_socket.as_deref()
+    }
+
+    /// Where it listens, for people: `127.0.0.1:3306`, `socket /run/x.sock`, or both.
+    pub fn listening_on(&self) -> String {
+        match (self.addr, &self.unix_socket) {
+            (Some(a), Some(p)) => format!("{a} and socket {}", p.display()),
+            (Some(a), None) => a.to_string(),
+            (None, Some(p)) => format!("socket {}", p.display()),
+            (None, None) => "nothing".to_owned(),
+        }
+    }
+
+    /// `mysql://USER@HOST:PORT/` for the fixed IAM user (or without a user); over the Unix
+    /// socket only, `mysql://USER@localhost/?socket=PATH`.
     pub fn url(&self) -> String {
-        match &self.db_user {
-            Some(u) => format!("mysql://{}@{}/", url_escape(u), self.addr),
-            None => format!("mysql://{}/", self.addr),
+        let user = match &self.db_user {
+            Some(u) => format!("{}@", url_escape(u)),
+            None => String::new(),
+        };
+        match (self.addr, &self.unix_socket) {
+            (Some(a), _) => format!("mysql://{user}{a}/"),
+            (None, Some(p)) => format!("mysql://{user}localhost/?socket={}", socket_query(p)),
+            (None, None) => format!("mysql://{user}localhost/"),
         }
     }
 
@@ -178,6 +210,12 @@ impl LocalProxyBuilder {
         self
     }
 
+    /// Also listen on this Unix-domain socket (mode 0600).
+    pub fn unix_socket(mut self, path: impl Into<PathBuf>) -> Self {
+        self.args.unix_socket = Some(path.into());
+        self
+    }
+
     /// Starts the proxy.
     pub async fn start(self) -> anyhow::Result<LocalProxy> {
         let (provider, aws_region) = match self.credentials {
@@ -193,12 +231,23 @@ impl LocalProxyBuilder {
 
 /// Percent-encodes what a URL user part cannot carry as is.
 pub fn url_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
+    escape_except(s.as_bytes(), b"")
+}
+
+/// A socket path as a URL query value (`/` kept readable).
+pub fn socket_query(path: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    escape_except(path.as_os_str().as_bytes(), b"/")
+}
+
+fn escape_except(bytes: &[u8], keep: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    for &b in bytes {
         match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
                 out.push(b as char)
             }
+            _ if keep.contains(&b) => out.push(b as char),
             _ => out.push_str(&format!("%{b:02X}")),
         }
     }

@@ -69,8 +69,35 @@ fn main() -> ExitCode {
     }
 }
 
+/// Dependencies whose TRACE events print secrets; their TRACE level stays off whatever RUST_LOG
+/// or -vv ask for (tests/secrets.rs runs a whole session at full trace and checks the output):
+/// - `aws_sigv4` logs each canonical request, which holds the session token
+///   (`X-Amz-Security-Token`) of every signed SSM call and every presigned IAM token;
+/// - `aws_smithy_runtime::client::orchestrator` logs raw response bodies and operation outputs,
+///   which hold the SSM session's `TokenValue` (StartSession, ResumeSession);
+/// - `tungstenite` logs the WebSocket upgrade request (its `Authorization` signature and session
+///   token) and every frame's payload, among them OpenDataChannel's `TokenValue`.
+///
+/// Their DEBUG events carry none of these and stay available.
+const SECRET_BEARING_TRACE: &[&str] = &[
+    "aws_sigv4",
+    "aws_smithy_runtime::client::orchestrator",
+    "tungstenite",
+];
+
+fn secret_bearing_trace(meta: &tracing::Metadata<'_>) -> bool {
+    *meta.level() == tracing::Level::TRACE
+        && SECRET_BEARING_TRACE.iter().any(|t| {
+            meta.target()
+                .strip_prefix(t)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with("::"))
+        })
+}
+
 fn init_tracing(log: &LogArgs) {
     use tracing_subscriber::EnvFilter;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let default = match (log.quiet, log.verbose) {
         (true, _) => "warn",
         (false, 0) => "info",
@@ -78,13 +105,16 @@ fn init_tracing(log: &LogArgs) {
         (false, _) => "debug,rds_iam_proxy=trace",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let never = tracing_subscriber::filter::filter_fn(|meta| !secret_bearing_trace(meta));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
     match log.log_format {
-        LogFormat::Json => builder.json().init(),
+        LogFormat::Json => builder.json().finish().with(never).init(),
         LogFormat::Text => builder
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .finish()
+            .with(never)
             .init(),
     }
 }
@@ -171,7 +201,7 @@ async fn serve(
         // One line per database; scripts and tests read the address (the fourth word).
         println!(
             "rds-iam-proxy listening on {}, forwarding to {} ({name}region {}, {user})",
-            r.local.addr(),
+            r.local.listening_on(),
             r.local.proxy().destination(),
             r.cfg.proxy.region
         );
@@ -221,6 +251,7 @@ async fn exec(args: ExecArgs, global: &GlobalArgs, progress: &Progress) -> Resul
             .unwrap_or("127.0.0.1:0".to_owned()),
     );
     planned.args.health_addr = args.serve.health_addr.clone();
+    planned.args.unix_socket = args.serve.unix_socket.clone();
     let running = start_all(std::slice::from_ref(&planned), progress).await?;
     let r = &running[0];
     let Some(user) = r.cfg.proxy.db_user.clone() else {
@@ -231,7 +262,10 @@ async fn exec(args: ExecArgs, global: &GlobalArgs, progress: &Progress) -> Resul
              `db-user` in the config file)"
         );
     };
-    let addr = r.local.addr();
+    let addr = r
+        .local
+        .addr()
+        .context("exec needs a TCP listener: drop --unix-socket, or add --listen")?;
     let url = r.local.url();
     let (program, rest) = args
         .command

@@ -3,7 +3,8 @@
 //! certificate for clients that insist on TLS to 127.0.0.1.
 //!
 //! Upstream verification is always on: rustls checks the chain against the bundle and the endpoint
-//! hostname against the certificate's SAN. There is no switch to turn it off.
+//! hostname against the certificate's SAN, over TLS 1.3 or 1.2 only. There is no switch to turn it
+//! off; a lab database with its own CA is reached by passing that CA as `--ca-bundle`.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -91,7 +92,27 @@ pub fn root_store_from_pem(pem: &[u8], source: &CaSource) -> Result<RootCertStor
     Ok(roots)
 }
 
-/// The client config for the upstream leg: TLS 1.2+, the given CAs, no client certificate.
+/// The only TLS versions the upstream leg speaks; anything older is refused in the handshake.
+pub const UPSTREAM_TLS_VERSIONS: &[&rustls::SupportedProtocolVersion] =
+    &[&rustls::version::TLS13, &rustls::version::TLS12];
+
+/// True when a handshake failed because client and server share no TLS version (the server sent
+/// a `protocol_version` alert, or chose a version the proxy does not speak).
+pub fn is_version_mismatch(e: &rustls::Error) -> bool {
+    use rustls::PeerIncompatible as P;
+    matches!(
+        e,
+        rustls::Error::AlertReceived(rustls::AlertDescription::ProtocolVersion)
+            | rustls::Error::PeerIncompatible(
+                P::ServerDoesNotSupportTls12Or13
+                    | P::ServerTlsVersionIsDisabledByOurConfig
+                    | P::SupportedVersionsExtensionRequired
+            )
+    )
+}
+
+/// The client config for the upstream leg: TLS 1.2 or 1.3 only, the given CAs, no client
+/// certificate.
 pub fn upstream_client_config(source: &CaSource) -> Result<Arc<ClientConfig>, Error> {
     let pem = match source {
         CaSource::Embedded => EMBEDDED_RDS_CA_BUNDLE.as_bytes().to_vec(),
@@ -102,7 +123,7 @@ pub fn upstream_client_config(source: &CaSource) -> Result<Arc<ClientConfig>, Er
     };
     let roots = root_store_from_pem(&pem, source)?;
     let config = ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()?
+        .with_protocol_versions(UPSTREAM_TLS_VERSIONS)?
         .with_root_certificates(roots)
         .with_no_client_auth();
     Ok(Arc::new(config))
@@ -157,6 +178,67 @@ mod tests {
         let err =
             upstream_client_config(&CaSource::File("/nonexistent/ca.pem".into())).unwrap_err();
         assert!(err.to_string().contains("/nonexistent/ca.pem"), "{err}");
+    }
+
+    /// The upstream ClientHello as it goes on the wire.
+    fn upstream_client_hello() -> Vec<u8> {
+        let config = upstream_client_config(&CaSource::Embedded).unwrap();
+        let name = server_name("db.cluster-x.eu-west-1.rds.amazonaws.com").unwrap();
+        let mut conn = rustls::ClientConnection::new(config, name).unwrap();
+        let mut wire = Vec::new();
+        conn.write_tls(&mut wire).unwrap();
+        wire
+    }
+
+    /// Walks a ClientHello record to the body of extension `wanted`.
+    fn extension(wire: &[u8], wanted: u16) -> Option<&[u8]> {
+        let u16_at = |i: usize| u16::from_be_bytes([wire[i], wire[i + 1]]) as usize;
+        assert_eq!(
+            (wire[0], wire[5]),
+            (0x16, 0x01),
+            "a handshake record with a ClientHello"
+        );
+        let mut i = 9 + 2 + 32; // record and handshake headers, legacy_version, random
+        i += 1 + wire[i] as usize; // session id
+        i += 2 + u16_at(i); // cipher suites
+        i += 1 + wire[i] as usize; // compression methods
+        let end = i + 2 + u16_at(i);
+        i += 2;
+        while i < end {
+            let (ty, len) = (u16_at(i) as u16, u16_at(i + 2));
+            if ty == wanted {
+                return Some(&wire[i + 4..i + 4 + len]);
+            }
+            i += 4 + len;
+        }
+        None
+    }
+
+    #[test]
+    fn upstream_offers_exactly_tls_1_3_and_1_2() {
+        let wire = upstream_client_hello();
+        // legacy_version stays 1.2 (RFC 8446 §4.1.2); supported_versions lists the real offer.
+        assert_eq!(&wire[9..11], &[0x03, 0x03]);
+        let versions = extension(&wire, 0x002b).expect("supported_versions");
+        assert_eq!(
+            versions,
+            &[4, 0x03, 0x04, 0x03, 0x03],
+            "TLS 1.3 and 1.2, nothing older"
+        );
+        assert_eq!(UPSTREAM_TLS_VERSIONS.len(), 2);
+    }
+
+    #[test]
+    fn version_mismatches_are_recognised() {
+        assert!(is_version_mismatch(&rustls::Error::AlertReceived(
+            rustls::AlertDescription::ProtocolVersion
+        )));
+        assert!(is_version_mismatch(&rustls::Error::PeerIncompatible(
+            rustls::PeerIncompatible::ServerTlsVersionIsDisabledByOurConfig
+        )));
+        assert!(!is_version_mismatch(&rustls::Error::AlertReceived(
+            rustls::AlertDescription::HandshakeFailure
+        )));
     }
 
     #[test]

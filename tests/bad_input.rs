@@ -221,6 +221,159 @@ async fn client_without_a_user_name() {
     still_serving(h).await;
 }
 
+/// With `--local-tls`, a client that asks for TLS and then sends plaintext gets at most a TLS
+/// alert (never a MySQL packet in the clear) and the close; nothing goes upstream.
+#[tokio::test]
+async fn client_sends_garbage_instead_of_a_tls_client_hello() {
+    let h = Harness::start(|c| {
+        c.handshake_timeout = TIMEOUT;
+        c.local_tls = true;
+    })
+    .await;
+    let (mut client, mut server) = h.pair().await;
+    server.greet(&mysql84_greeting()).await;
+    client.read_greeting().await;
+    let ssl = SslRequest {
+        capabilities: mysql8_client_caps() | Capabilities::SSL,
+        max_packet_size: 16 * 1024 * 1024,
+        character_set: 255,
+    };
+    let mut payload = BytesMut::new();
+    ssl.encode(&mut payload);
+    let mut bytes = frame(1, &payload).to_vec();
+    bytes.extend_from_slice(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    client.send_raw(&bytes).await;
+    let reply = client.read_until_closed().await;
+    assert!(
+        reply.is_empty() || (reply[0] == 0x15 && reply[1] == 0x03),
+        "expected nothing or a TLS alert record, got {:02x?}",
+        &reply[..reply.len().min(32)]
+    );
+    upstream_untouched(server).await;
+    still_serving(h).await;
+}
+
+/// A malformed COM_CHANGE_USER after login (a user name without its NUL) is answered with an ERR;
+/// nothing reaches the database, and the session goes on as the user it was.
+#[tokio::test]
+async fn client_sends_a_malformed_change_user_and_stays_logged_in() {
+    let h = harness().await;
+    let (mut client, mut server, _) = h.logged_in().await;
+    client.send(0, b"\x11bob-without-a-terminator").await;
+    let p = client.expect_packet("ERR").await;
+    assert_eq!(p.seq, 1);
+    let err = ErrPacket::decode(&p.payload).expect("ERR");
+    assert_eq!((err.code, err.sql_state), (1043, Some(*b"08S01")));
+    assert_contains(&err.message_str(), &["malformed COM_CHANGE_USER"]);
+    // The next command is the first thing the database sees after the login.
+    let query = frame(0, b"\x03\x00\x01SELECT CURRENT_USER()");
+    client.send_raw(&query).await;
+    let seen = server.expect_packet("the query").await;
+    assert_eq!(
+        seen.raw, query,
+        "the broken COM_CHANGE_USER leaked upstream"
+    );
+    server.send_raw(&canned_result_set()).await;
+    let rs = canned_result_set();
+    assert_eq!(client.read_exact_raw(rs.len()).await, rs);
+    drop(client);
+    server.expect_closed("client left").await;
+    drop(server);
+    let stats = h.finish().await;
+    assert_eq!(
+        (stats.total, stats.logins, stats.login_failures, stats.open),
+        (1, 1, 0, 0),
+        "{stats:?}"
+    );
+}
+
+/// A COM_CHANGE_USER announcing 1 MiB (the proxy buffers at most 128 KiB of one) ends that
+/// connection from its header alone; none of it reaches the database.
+#[tokio::test]
+async fn client_announces_an_oversized_change_user_and_is_disconnected() {
+    let h = harness().await;
+    let (mut client, mut server, _) = h.logged_in().await;
+    let mut head = vec![0x00, 0x00, 0x10, 0x00, 0x11];
+    head.extend_from_slice(&[b'x'; 64]);
+    client.send_raw(&head).await;
+    // A forwarded header would leave a partial packet here, which expect_closed refuses.
+    server.expect_closed("connection ended").await;
+    drop(server);
+    let rest = client.read_until_closed().await;
+    assert!(rest.is_empty(), "{rest:02x?}");
+    let stats = h.finish().await;
+    assert_eq!(
+        (stats.total, stats.logins, stats.open),
+        (1, 1, 0),
+        "{stats:?}"
+    );
+}
+
+/// A client that sends its login one byte a second. Each byte arrives well inside the login
+/// timeout, so only a deadline for the whole packet can end it; returns how many bytes it managed
+/// to send, the packet's length, and what the proxy answered.
+async fn trickle_login(mut client: TestClient) -> (usize, usize, RawPacket) {
+    client.read_greeting().await;
+    let bytes = frame(1, &login("iamuser"));
+    let mut sent = 0;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            biased;
+            p = client.next() => {
+                let p = p.expect("an ERR before the close");
+                client.expect_closed("after the timeout ERR").await;
+                return (sent, bytes.len(), p);
+            }
+            _ = tick.tick(), if sent < bytes.len() => {
+                if client.try_send_raw(&bytes[sent..sent + 1]).await.is_err() {
+                    // The proxy gave up between two bytes; its ERR is waiting to be read.
+                    sent = bytes.len();
+                } else {
+                    sent += 1;
+                }
+            }
+        }
+    }
+}
+
+/// Slow-loris clients trickling their logins are cut at the login timeout (a deadline for the
+/// whole packet, not an idle timer that each byte resets), while a normal client logs in and
+/// works next to them.
+#[tokio::test]
+async fn clients_trickling_a_byte_a_second_are_cut_at_the_login_timeout_while_others_are_served() {
+    const SLOW: usize = 3;
+    let h = harness().await;
+    let mut slow = Vec::new();
+    for _ in 0..SLOW {
+        let (client, mut server) = h.pair().await;
+        server.greet(&mysql84_greeting()).await;
+        slow.push((tokio::spawn(trickle_login(client)), server));
+    }
+    assert_eq!(h.stats().open as usize, SLOW, "the slow logins are pending");
+    h.good_session().await;
+    for (task, server) in slow {
+        let (sent, len, p) = task.await.expect("trickler");
+        assert!(
+            sent < len,
+            "the whole {len}-byte login got through ({sent} bytes)"
+        );
+        let err = ErrPacket::decode(&p.payload).expect("ERR");
+        assert_eq!(err.code, 1043);
+        assert_contains(
+            &err.message_str(),
+            &["did not send its login response within 2s"],
+        );
+        upstream_untouched(server).await;
+    }
+    let stats = h.finish().await;
+    assert_eq!(
+        (stats.total, stats.logins, stats.login_failures, stats.open),
+        (SLOW as u64 + 1, 1, SLOW as u64, 0),
+        "{stats:?}"
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // The upstream side before TLS: the client gets the ERR in place of the greeting (seq 0)
 // ---------------------------------------------------------------------------------------------
@@ -248,6 +401,48 @@ async fn upstream_closes_right_after_accept() {
             "closed",
         ],
     );
+    still_serving(h).await;
+}
+
+#[tokio::test]
+async fn upstream_never_sends_its_greeting() {
+    let h = harness().await;
+    let (mut client, mut server) = h.pair().await;
+    let err = err_instead_of_greeting(&mut client).await;
+    assert_eq!(err.code, 1105);
+    assert_contains(
+        &err.message_str(),
+        &[
+            "mysql8.test:3306",
+            "did not send a valid MySQL greeting",
+            "within 2s",
+        ],
+    );
+    server.expect_closed("no greeting").await;
+    assert_eq!(server.raw_received(), b"", "bytes sent to a silent server");
+    still_serving(h).await;
+}
+
+/// Bytes right behind the greeting, before the proxy asked for TLS, would be read as the start
+/// of the TLS handshake (plaintext injected ahead of the server's TLS): refused, no token.
+#[tokio::test]
+async fn upstream_sends_bytes_before_the_tls_handshake() {
+    let h = harness().await;
+    let (mut client, mut server) = h.pair().await;
+    let mut bytes = frame(0, &encode_greeting(&mysql84_greeting())).to_vec();
+    bytes.extend_from_slice(b"\x16\x03\x03\x00\x05hello");
+    server.send_raw(&bytes).await;
+    client.read_greeting().await;
+    client_logs_in(&mut client).await;
+    server.read_ssl_request().await;
+    let err = client.expect_err(2).await;
+    assert_eq!((err.code, err.sql_state), (1043, Some(*b"08S01")));
+    assert_contains(
+        &err.message_str(),
+        &["mysql8.test:3306", "sent data before the TLS handshake"],
+    );
+    server.expect_closed("refused").await;
+    no_token_in_cleartext(&server);
     still_serving(h).await;
 }
 
@@ -393,6 +588,90 @@ async fn upstream_certificate_from_another_ca_gets_no_token() {
     let ca = h.pki.ca_path.display().to_string();
     assert_contains(&err.message_str(), &["TLS verification", &ca]);
     server.expect_closed("TLS refused").await;
+    no_token_in_cleartext(&server);
+    still_serving(h).await;
+}
+
+/// `openssl s_server` limited to TLS 1.1 (what old yaSSL-era MySQL builds speak), with a
+/// throwaway certificate for the endpoint name; killed and cleaned up on drop.
+struct LegacyTlsServer {
+    child: std::process::Child,
+    dir: std::path::PathBuf,
+    addr: std::net::SocketAddr,
+}
+
+impl LegacyTlsServer {
+    fn start() -> LegacyTlsServer {
+        use std::io::BufRead;
+        let dir = std::env::temp_dir().join(format!(
+            "rip-tls11-{}-{:08x}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        std::fs::create_dir(&dir).unwrap();
+        let cert = rcgen::generate_simple_self_signed(vec![HOST.to_owned()]).unwrap();
+        std::fs::write(dir.join("cert.pem"), cert.cert.pem()).unwrap();
+        std::fs::write(dir.join("key.pem"), cert.signing_key.serialize_pem()).unwrap();
+        // stdin stays open: s_server stops at EOF on it.
+        let mut child = std::process::Command::new("openssl")
+            .args([
+                "s_server",
+                "-accept",
+                "127.0.0.1:0",
+                "-naccept",
+                "1",
+                "-tls1_1",
+            ])
+            // OpenSSL 3 allows TLS 1.1 only at security level 0.
+            .args(["-cipher", "DEFAULT@SECLEVEL=0"])
+            .arg("-cert")
+            .arg(dir.join("cert.pem"))
+            .arg("-key")
+            .arg(dir.join("key.pem"))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("openssl s_server");
+        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        let addr = loop {
+            line.clear();
+            assert!(out.read_line(&mut line).unwrap() > 0, "s_server exited");
+            if let Some(a) = line.trim().strip_prefix("ACCEPT ") {
+                break a.parse().expect("ACCEPT address");
+            }
+        };
+        LegacyTlsServer { child, dir, addr }
+    }
+}
+
+impl Drop for LegacyTlsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A database that speaks only TLS 1.1 (a real OpenSSL answers the proxy's ClientHello): the
+/// handshake fails, no token leaves, and the client is told TLS 1.2 or later is required.
+#[tokio::test]
+async fn upstream_offering_only_tls_1_1_is_refused_and_gets_no_token() {
+    let legacy = LegacyTlsServer::start();
+    let (h, mut client, mut server) = greeted().await;
+    client_logs_in(&mut client).await;
+    server.read_ssl_request().await;
+    server.relay_to(legacy.addr).await;
+    let err = client.expect_err(2).await;
+    assert_eq!(err.code, 1105);
+    assert_contains(
+        &err.message_str(),
+        &[
+            "TLS handshake with mysql8.test:3306 failed",
+            "TLS 1.2 or 1.3",
+        ],
+    );
     no_token_in_cleartext(&server);
     still_serving(h).await;
 }

@@ -72,6 +72,7 @@ fn help_lists_every_flag_with_its_environment_variable() {
         ("--ecs-cluster", "RDS_IAM_PROXY_ECS_CLUSTER"),
         ("--instance-tag", "RDS_IAM_PROXY_INSTANCE_TAG"),
         ("--config", "RDS_IAM_PROXY_CONFIG"),
+        ("--unix-socket", "RDS_IAM_PROXY_UNIX_SOCKET"),
     ] {
         assert!(help.contains(flag), "{flag} missing from --help");
         assert!(help.contains(env), "{env} missing from --help");
@@ -104,6 +105,20 @@ fn bad_flags_are_refused_with_the_flag_named() {
                 "/nonexistent/ca.pem",
             ],
             "/nonexistent/ca.pem",
+        ),
+        (
+            vec![
+                "token",
+                "--db-endpoint",
+                "db.test:3306",
+                "--db-user",
+                "u",
+                "--region",
+                "us-east-1",
+                "--signing-time",
+                "yesterday",
+            ],
+            "--signing-time `yesterday` is not RFC 3339",
         ),
     ] {
         let out = proxy_cmd().args(&args).output().unwrap();

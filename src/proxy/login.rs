@@ -18,7 +18,6 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use rand::Rng;
-use tokio::net::TcpStream;
 
 use super::Inner;
 use super::framed::{PacketStream, Prefixed, ReadError, StartTlsError};
@@ -28,6 +27,7 @@ use crate::mysql::{
     AuthMoreData, Capabilities, ErrPacket, HandshakeResponse41, HandshakeV10, LoginReply,
     SslRequest, codes,
 };
+use crate::tls;
 use crate::tunnel::BoxStream;
 
 /// Which party a failure is attributed to, for logs and metrics.
@@ -142,10 +142,9 @@ impl ClientLeg {
 
 /// Runs the whole login for one accepted client. On failure the client has been sent an ERR
 /// packet (when it is still there).
-pub async fn run(inner: &Arc<Inner>, client: TcpStream) -> Result<Established, Failure> {
-    let _ = client.set_nodelay(true);
+pub async fn run(inner: &Arc<Inner>, client: BoxStream) -> Result<Established, Failure> {
     let mut leg = ClientLeg {
-        io: PacketStream::new(Box::new(client), BytesMut::new()),
+        io: PacketStream::new(client, BytesMut::new()),
         next_seq: 0,
     };
     match bridge(inner, &mut leg).await {
@@ -644,15 +643,22 @@ fn upstream_read_failure(endpoint: &str, e: ReadError) -> Failure {
 fn tls_failure(inner: &Inner, endpoint: &str, e: std::io::Error) -> Failure {
     let host = &inner.config.endpoint_host;
     let ca = &inner.config.ca_source;
-    let is_cert = e
+    let rustls_error = e
         .get_ref()
-        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-        .is_some_and(|r| matches!(r, rustls::Error::InvalidCertificate(_)));
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>());
+    let is_cert = rustls_error.is_some_and(|r| matches!(r, rustls::Error::InvalidCertificate(_)));
+    let is_version = rustls_error.is_some_and(tls::is_version_mismatch);
     let msg = if is_cert {
         format!(
             "TLS verification of {endpoint} failed: {e}. The server certificate must name {host} \
              and chain to {ca}. For a region or partition missing from the embedded bundle, pass \
              --ca-bundle with AWS's global-bundle.pem."
+        )
+    } else if is_version {
+        format!(
+            "the TLS handshake with {endpoint} failed: {e}. The database offers no TLS version \
+             the proxy accepts: it needs TLS 1.2 or 1.3 (RDS and Aurora MySQL support both; \
+             older MySQL builds stop at TLS 1.1)."
         )
     } else {
         format!("the TLS handshake with {endpoint} failed: {e}")

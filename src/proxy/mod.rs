@@ -11,19 +11,19 @@
 
 pub mod client;
 pub mod framed;
+pub mod listener;
 pub mod login;
 pub mod splice;
 pub mod stats;
 
+pub use listener::{Listener, Peer};
 pub use stats::Stats;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use rustls::pki_types::ServerName;
-use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 use tokio_util::sync::CancellationToken;
@@ -34,7 +34,7 @@ use crate::iam::TokenSource;
 use crate::mysql::scramble::PasswordVerifier;
 use crate::mysql::{ErrPacket, codes, packet};
 use crate::tls::{self, CaSource};
-use crate::tunnel::Connector;
+use crate::tunnel::{BoxStream, Connector};
 
 /// Default time allowed for each step of a login (a packet from either side, a TLS handshake).
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -173,9 +173,12 @@ impl Proxy {
         )
     }
 
-    /// Accepts clients on `listener` until `shutdown` is cancelled, then waits up to
-    /// `shutdown_grace` for open connections and returns how many were still open.
-    pub async fn serve(&self, listener: TcpListener, shutdown: CancellationToken) -> usize {
+    /// Accepts clients on `listener` (a `TcpListener`, a [`listener::UnixSocket`] or both in a
+    /// [`Listener`]) until `shutdown` is cancelled, then closes the listener (removing a Unix
+    /// socket file), waits up to `shutdown_grace` for open connections and returns how many were
+    /// still open.
+    pub async fn serve(&self, listener: impl Into<Listener>, shutdown: CancellationToken) -> usize {
+        let listener = listener.into();
         let limit = Arc::new(Semaphore::new(self.inner.config.max_connections));
         let tracker = TaskTracker::new();
         let conns = CancellationToken::new();
@@ -243,7 +246,7 @@ impl Proxy {
 }
 
 /// Tells a client over the limit why it is refused, in place of a greeting.
-async fn refuse_busy(mut stream: TcpStream, max: usize) {
+async fn refuse_busy(mut stream: BoxStream, max: usize) {
     use tokio::io::AsyncWriteExt;
     let err = ErrPacket::before_greeting(
         codes::TOO_MANY_CONNECTIONS,
@@ -274,7 +277,7 @@ impl Drop for OpenGuard<'_> {
     }
 }
 
-async fn handle(inner: Arc<Inner>, stream: TcpStream, _peer: SocketAddr) {
+async fn handle(inner: Arc<Inner>, stream: BoxStream, _peer: Peer) {
     let _open = OpenGuard::new(&inner.stats);
     let started = Instant::now();
     debug!("accepted");

@@ -57,7 +57,21 @@ pub struct ProxyProcess {
 impl ProxyProcess {
     /// Spawns `cmd` and reads the start line
     /// ("rds-iam-proxy listening on 127.0.0.1:PORT, forwarding to …").
-    pub fn spawn(mut cmd: Command) -> Self {
+    pub fn spawn(cmd: Command) -> Self {
+        let mut p = Self::spawn_any(cmd);
+        p.port = p
+            .start_line
+            .split_whitespace()
+            .nth(3)
+            .and_then(|a| a.trim_end_matches(',').rsplit(':').next())
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("no start line, got {:?}", p.start_line));
+        p
+    }
+
+    /// Spawns `cmd` and reads its first stdout line without parsing a port (`port` is 0): for a
+    /// proxy that listens only on a Unix socket. An empty start line means it exited.
+    pub fn spawn_any(mut cmd: Command) -> Self {
         let mut child = cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -67,15 +81,9 @@ impl ProxyProcess {
         BufReader::new(child.stdout.as_mut().unwrap())
             .read_line(&mut start_line)
             .unwrap();
-        let port = start_line
-            .split_whitespace()
-            .nth(3)
-            .and_then(|a| a.trim_end_matches(',').rsplit(':').next())
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("no start line, got {start_line:?}"));
         ProxyProcess {
             child,
-            port,
+            port: 0,
             start_line,
         }
     }

@@ -593,6 +593,24 @@ impl ServerConn {
         }
     }
 
+    /// Hands the raw connection (below TLS, with any bytes already read) to the TCP server at
+    /// `addr` and relays both ways until either side closes: a real TLS server (such as `openssl
+    /// s_server`) then answers the proxy's ClientHello. [`ServerConn::raw_received`] keeps
+    /// recording.
+    pub async fn relay_to(&mut self, addr: SocketAddr) {
+        let placeholder: BoxStream = Box::new(tokio::io::duplex(1).0);
+        let raw = std::mem::replace(&mut self.io.io, placeholder);
+        let prefix = self.io.rbuf.split().freeze();
+        let mut raw = Prefixed::new(prefix, raw);
+        let mut other = tokio::time::timeout(GUARD, TcpStream::connect(addr))
+            .await
+            .expect("connect to the relay target hung")
+            .expect("connect to the relay target");
+        let _ = tokio::time::timeout(GUARD, tokio::io::copy_bidirectional(&mut raw, &mut other))
+            .await
+            .expect("relay hung");
+    }
+
     /// Reads the HandshakeResponse41 (seq 2 after TLS).
     pub async fn read_response(&mut self) -> HandshakeResponse41 {
         let p = self.expect_packet("HandshakeResponse41").await;
@@ -830,6 +848,11 @@ impl TestClient {
         self.io.write(bytes).await.expect("client write");
     }
 
+    /// Sends raw bytes; a write error (the proxy closed) is returned, not a panic.
+    pub async fn try_send_raw(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.io.write(bytes).await
+    }
+
     /// Half-closes the client's write side (the proxy sees EOF).
     pub async fn shutdown_write(&mut self) {
         let _ = self.io.io.shutdown().await;
@@ -898,6 +921,23 @@ impl TestClient {
                 );
             }
         }
+    }
+
+    /// Reads raw bytes until the proxy closes the connection and returns them all.
+    pub async fn read_until_closed(&mut self) -> Bytes {
+        let fut = async {
+            loop {
+                self.io.rbuf.reserve(4096);
+                match self.io.io.read_buf(&mut self.io.rbuf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+        };
+        tokio::time::timeout(GUARD, fut)
+            .await
+            .expect("the proxy did not close");
+        self.io.rbuf.split().freeze()
     }
 
     /// Reads exactly `n` raw bytes (for byte-identical comparisons across packet boundaries).
@@ -1071,6 +1111,26 @@ impl Harness {
             s.bytes_up.load(Ordering::Relaxed),
             s.bytes_down.load(Ordering::Relaxed),
         )
+    }
+
+    /// A client logged in through the proxy with mysql_native_password (steps run in order, no
+    /// join needed); returns both ends and the capabilities sent upstream.
+    pub async fn logged_in(&self) -> (TestClient, ServerConn, Capabilities) {
+        let (mut client, mut server) = self.pair().await;
+        server.greet(&mysql84_greeting()).await;
+        client.read_greeting().await;
+        client
+            .send_response(&client_response("iamuser", "mysql_native_password", b""))
+            .await;
+        server.read_ssl_request().await;
+        server.start_tls(self.pki.good.clone()).await.expect("TLS");
+        let caps = server.read_response().await.capabilities;
+        server.switch_to_clear_password(3).await;
+        verify_token(&server.read_token(4).await, "iamuser");
+        server.send(5, PLAIN_OK).await;
+        let ok = client.expect_packet("OK").await;
+        assert_eq!((ok.seq, &ok.payload[..]), (2, PLAIN_OK));
+        (client, server, caps)
     }
 
     /// A complete good session through the proxy: MySQL 8.4 greeting, IAM login with a valid

@@ -363,6 +363,15 @@ impl SimServer {
             .collect()
     }
 
+    /// The TokenValue each session (live or ended) currently holds, for tests that prove it
+    /// never shows up in a client's logs.
+    pub fn session_tokens(&self) -> Vec<String> {
+        lock(&self.state.sessions)
+            .values()
+            .map(|s| lock(&s.state).token.clone())
+            .collect()
+    }
+
     /// Terminates a session as the TerminateSession API would (channel_closed to the client).
     pub fn terminate(&self, session_id: &str, reason: &str) -> bool {
         match self.state.session(session_id) {
