@@ -96,6 +96,18 @@ pub fn root_store_from_pem(pem: &[u8], source: &CaSource) -> Result<RootCertStor
 pub const UPSTREAM_TLS_VERSIONS: &[&rustls::SupportedProtocolVersion] =
     &[&rustls::version::TLS13, &rustls::version::TLS12];
 
+/// The rustls error inside the `io::Error` of a failed handshake, when rustls is what failed.
+pub fn rustls_error(e: &std::io::Error) -> Option<&rustls::Error> {
+    e.get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+}
+
+/// True when a handshake failed on the server certificate (not trusted, expired, or not for the
+/// endpoint name).
+pub fn is_certificate_error(e: &rustls::Error) -> bool {
+    matches!(e, rustls::Error::InvalidCertificate(_))
+}
+
 /// True when a handshake failed because client and server share no TLS version (the server sent
 /// a `protocol_version` alert, or chose a version the proxy does not speak).
 pub fn is_version_mismatch(e: &rustls::Error) -> bool {

@@ -134,6 +134,10 @@ async fn admin_creates_a_new_iam_user_through_ssm_and_the_proxy_logs_it_in() {
     for round in 1..=2 {
         let mut cmd = bare(&up, &sim);
         cmd.arg("admin").arg("--sql").arg(&sql);
+        if round == 2 {
+            // Everything the binary can log: still no password, no token.
+            cmd.env("RUST_LOG", "trace");
+        }
         let out = run(cmd).await;
         let (stdout, stderr) = text(&out);
         assert!(
@@ -179,6 +183,10 @@ async fn admin_creates_a_new_iam_user_through_ssm_and_the_proxy_logs_it_in() {
         assert!(
             !stdout.contains(&master_password) && !stderr.contains(&master_password),
             "the master password was printed"
+        );
+        assert!(
+            !stderr.contains("X-Amz-Signature=") && !stderr.contains(&up.secret),
+            "an IAM token or the AWS secret key was printed"
         );
     }
     assert_eq!(

@@ -11,7 +11,8 @@ use rds_iam_proxy::mysql::buf::put_lenenc_bytes;
 use rds_iam_proxy::mysql::command::{EofPacket, SERVER_MORE_RESULTS_EXISTS, TextRow};
 use rds_iam_proxy::mysql::scramble::PasswordVerifier;
 use rds_iam_proxy::mysql::{AuthSwitchRequest, Capabilities, ErrPacket, HandshakeV10};
-use rds_iam_proxy::proxy::client::{self, Client, Password};
+use rds_iam_proxy::proxy::client::{self, Client};
+use rds_iam_proxy::secret::Secret;
 use rds_iam_proxy::tls::{self, CaSource};
 use rds_iam_proxy::tunnel::{Connector, Direct};
 use support::fake::*;
@@ -41,7 +42,7 @@ async fn start_login(
     let dial = Direct::new(up.addr.to_string());
     let login = tokio::spawn(async move {
         let stream = dial.connect().await.unwrap();
-        Client::login(stream, &opts, "admin", &Password::new(PASSWORD)).await
+        Client::login(stream, &opts, "admin", &Secret::new(PASSWORD)).await
     });
     let server = up.accept().await;
     (login, server)

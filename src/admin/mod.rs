@@ -36,7 +36,8 @@ use crate::config::{Config, Planned};
 use crate::iam::{TokenCache, TokenRequest, TokenSource};
 use crate::launch::{self, Prepared};
 use crate::progress::Progress;
-use crate::proxy::client::{self, Client, Password};
+use crate::proxy::client::{self, Client};
+use crate::secret::Secret;
 use crate::tls;
 use crate::tunnel::{Connector, Direct};
 
@@ -314,7 +315,7 @@ async fn verify(
         .token(&request)
         .await
         .map_err(|e| Verify::Token(e.into()))?;
-    let password = Password::new(token.expose());
+    let password = Secret::new(token.expose());
     let mut c = login(connector, options, user, &password)
         .await
         .map_err(Verify::Login)?;
@@ -340,7 +341,7 @@ async fn login(
     connector: &dyn Connector,
     options: &client::Options,
     user: &str,
-    password: &Password,
+    password: &Secret,
 ) -> Result<Client, LoginError> {
     let stream = connector.connect().await.map_err(LoginError::Reach)?;
     Client::login(stream, options, user, password)
@@ -390,6 +391,12 @@ impl Hop<'_> {
                 self.host,
                 self.ca
             ),
+            LoginError::Client(e) if e.tls_error().is_some_and(tls::is_version_mismatch) => {
+                anyhow::anyhow!(
+                    "the TLS handshake with {endpoint} failed: {e}. The database offers no TLS \
+                     version rds-iam-proxy accepts: it needs TLS 1.2 or 1.3"
+                )
+            }
             LoginError::Client(e @ client::Error::Refused { .. }) => {
                 anyhow::anyhow!("{endpoint}: {e}. {}", refused())
             }

@@ -3,11 +3,11 @@
 //! `ManageMasterUserPassword` (the stack's `DbMasterSecretArn` output): its `SecretString` is a
 //! JSON object with `username` and `password`.
 //!
-//! The password only ever lives in a [`Password`]; no error here quotes the secret's text (a JSON
+//! The password only ever lives in a [`Secret`]; no error here quotes the secret's text (a JSON
 //! parse error could, so the text is read field by field instead).
 
 use super::api::{self, Api, SECRETS_MANAGER};
-use crate::proxy::client::Password;
+use crate::secret::Secret;
 
 /// The master user name and password.
 #[derive(Debug, Clone)]
@@ -15,7 +15,7 @@ pub struct MasterCredentials {
     /// `username`.
     pub username: String,
     /// `password`.
-    pub password: Password,
+    pub password: Secret,
 }
 
 /// Why the master credentials could not be read, worded as the fix.
@@ -125,7 +125,7 @@ fn parse(answer: &serde_json::Value, arn: &str) -> Result<MasterCredentials, Err
     let password = field("password").ok_or_else(|| bad("its JSON has no string \"password\""))?;
     Ok(MasterCredentials {
         username: username.to_owned(),
-        password: Password::new(password),
+        password: Secret::new(password),
     })
 }
 

@@ -11,7 +11,7 @@
 //!
 //! Bounded like the rest of the crate: login packets as in the proxy, result packets up to
 //! [`MAX_RESULT_PACKET`], at most [`MAX_ROWS`] rows and [`MAX_RESULT_BYTES`] per statement; a
-//! hostile or broken server gets an [`Error`], never a panic. The password is a [`Password`], whose
+//! hostile or broken server gets an [`Error`], never a panic. The password is a [`Secret`], whose
 //! `Debug` prints a mask, and no error carries it.
 
 use std::fmt;
@@ -33,6 +33,8 @@ use crate::mysql::{
     self, AuthMoreData, Capabilities, ErrPacket, HandshakeResponse41, HandshakeV10, LoginReply,
     SslRequest,
 };
+use crate::secret::Secret;
+use crate::tls;
 use crate::tunnel::BoxStream;
 
 /// Largest packet read in the command phase.
@@ -61,35 +63,6 @@ const WANTED: Capabilities = Capabilities(
         | Capabilities::MULTI_RESULTS.0
         | Capabilities::CONNECT_ATTRS.0,
 );
-
-/// A password: `Debug` and `Display` print a mask; [`Password::expose`] marks the places that
-/// send it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Password(String);
-
-impl Password {
-    /// Wraps a password.
-    pub fn new(value: impl Into<String>) -> Self {
-        Password(value.into())
-    }
-
-    /// The password itself, for the login only.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Password {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Password(<redacted>)")
-    }
-}
-
-impl fmt::Display for Password {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
 
 /// A failure of the client, naming what it was doing; never containing the password.
 #[derive(Debug, thiserror::Error)]
@@ -168,15 +141,17 @@ pub enum Error {
 }
 
 impl Error {
+    /// The rustls error, when the TLS handshake failed.
+    pub fn tls_error(&self) -> Option<&rustls::Error> {
+        match self {
+            Error::Tls(StartTlsError::Tls(e)) => tls::rustls_error(e),
+            _ => None,
+        }
+    }
+
     /// True when TLS failed because the certificate is not trusted or not for the endpoint name.
     pub fn is_certificate_error(&self) -> bool {
-        match self {
-            Error::Tls(StartTlsError::Tls(e)) => e
-                .get_ref()
-                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-                .is_some_and(|r| matches!(r, rustls::Error::InvalidCertificate(_))),
-            _ => false,
-        }
+        self.tls_error().is_some_and(tls::is_certificate_error)
     }
 
     fn read(during: &'static str, e: ReadError) -> Self {
@@ -272,7 +247,7 @@ impl Client {
         stream: BoxStream,
         options: &Options,
         user: &str,
-        password: &Password,
+        password: &Secret,
     ) -> Result<Client, Error> {
         let timeout = options.timeout;
         let mut io = PacketStream::new(stream, BytesMut::new());
@@ -574,7 +549,7 @@ impl Client {
 
 /// The answer to `plugin`'s challenge `nonce`, or `None` for a plugin this client lacks. An empty
 /// password answers empty, as MySQL clients do.
-pub fn auth_response(plugin_name: &[u8], nonce: &[u8], password: &Password) -> Option<Vec<u8>> {
+pub fn auth_response(plugin_name: &[u8], nonce: &[u8], password: &Secret) -> Option<Vec<u8>> {
     let pw = password.expose();
     if plugin_name == plugin::MYSQL_NATIVE_PASSWORD.as_bytes() {
         Some(if pw.is_empty() {
@@ -597,7 +572,7 @@ pub fn auth_response(plugin_name: &[u8], nonce: &[u8], password: &Password) -> O
 }
 
 /// `password\0`: the cleartext answer (mysql_clear_password, caching_sha2 full authentication).
-fn nul_terminated(password: &Password) -> Vec<u8> {
+fn nul_terminated(password: &Secret) -> Vec<u8> {
     let mut v = Vec::with_capacity(password.expose().len() + 1);
     v.extend_from_slice(password.expose().as_bytes());
     v.push(0);
@@ -631,7 +606,7 @@ mod tests {
 
     #[test]
     fn scrambles_satisfy_the_servers_verifier() {
-        let pw = Password::new("Master-Pa55word!");
+        let pw = Secret::new("Master-Pa55word!");
         let server = PasswordVerifier::new("Master-Pa55word!");
         for name in [plugin::MYSQL_NATIVE_PASSWORD, plugin::CACHING_SHA2_PASSWORD] {
             let answer = auth_response(name.as_bytes(), NONCE, &pw).unwrap();
@@ -641,7 +616,7 @@ mod tests {
             );
             // Another nonce, another password: refused.
             assert!(!server.verify(Some(name.as_bytes()), b"jihgfedcba9876543210", &answer));
-            let other = auth_response(name.as_bytes(), NONCE, &Password::new("x")).unwrap();
+            let other = auth_response(name.as_bytes(), NONCE, &Secret::new("x")).unwrap();
             assert!(!server.verify(Some(name.as_bytes()), NONCE, &other));
             // The scramble never holds the password.
             assert!(
@@ -654,7 +629,7 @@ mod tests {
 
     #[test]
     fn clear_and_full_auth_send_the_password_nul_terminated_and_unknown_plugins_nothing() {
-        let pw = Password::new("p");
+        let pw = Secret::new("p");
         assert_eq!(
             auth_response(b"mysql_clear_password", NONCE, &pw).unwrap(),
             b"p\0"
@@ -662,15 +637,13 @@ mod tests {
         assert_eq!(nul_terminated(&pw), b"p\0");
         assert_eq!(auth_response(b"client_ed25519", NONCE, &pw), None);
         assert_eq!(
-            auth_response(b"mysql_native_password", NONCE, &Password::new("")),
+            auth_response(b"mysql_native_password", NONCE, &Secret::new("")),
             Some(Vec::new())
         );
     }
 
     #[test]
-    fn the_password_never_prints() {
-        let pw = Password::new("hunter2");
-        assert_eq!(format!("{pw:?} {pw}"), "Password(<redacted>) <redacted>");
+    fn refusals_carry_the_servers_words_only() {
         let err = Error::Refused {
             user: "admin".into(),
             err: ErrPacket::new(1045, b"28000", "Access denied for user 'admin'@'%'"),

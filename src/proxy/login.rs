@@ -643,10 +643,8 @@ fn upstream_read_failure(endpoint: &str, e: ReadError) -> Failure {
 fn tls_failure(inner: &Inner, endpoint: &str, e: std::io::Error) -> Failure {
     let host = &inner.config.endpoint_host;
     let ca = &inner.config.ca_source;
-    let rustls_error = e
-        .get_ref()
-        .and_then(|inner| inner.downcast_ref::<rustls::Error>());
-    let is_cert = rustls_error.is_some_and(|r| matches!(r, rustls::Error::InvalidCertificate(_)));
+    let rustls_error = tls::rustls_error(&e);
+    let is_cert = rustls_error.is_some_and(tls::is_certificate_error);
     let is_version = rustls_error.is_some_and(tls::is_version_mismatch);
     let msg = if is_cert {
         format!(
