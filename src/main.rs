@@ -188,6 +188,16 @@ async fn serve(
     let file = config_file::load(global.config.as_deref())?;
     let planned = config::plan(args, names, file.as_ref())?;
     let running = start_all(&planned, progress).await?;
+    // Handlers first, then the listening lines: a signal after the lines always drains.
+    let stop = CancellationToken::new();
+    for r in &running {
+        let (db_stop, stop) = (r.local.stop_token(), stop.clone());
+        tokio::spawn(async move {
+            stop.cancelled().await;
+            db_stop.cancel();
+        });
+    }
+    tokio::spawn(shutdown::on_signal(stop));
     for r in &running {
         let user = match &r.cfg.proxy.db_user {
             Some(u) => format!("as IAM user {u}"),
@@ -206,15 +216,6 @@ async fn serve(
             r.cfg.proxy.region
         );
     }
-    let stop = CancellationToken::new();
-    for r in &running {
-        let (db_stop, stop) = (r.local.stop_token(), stop.clone());
-        tokio::spawn(async move {
-            stop.cancelled().await;
-            db_stop.cancel();
-        });
-    }
-    tokio::spawn(shutdown::on_signal(stop));
     let left = wait_all(running).await;
     if left > 0 {
         warn!(

@@ -128,6 +128,20 @@ fn bad_flags_are_refused_with_the_flag_named() {
     }
 }
 
+#[test]
+fn proxy_flags_before_a_subcommand_are_refused_not_ignored() {
+    let out = proxy_cmd()
+        .args(["--stack", "Other", "doctor"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--stack must come after the subcommand"),
+        "{err}"
+    );
+}
+
 /// `init` writes a commented example that the binary itself accepts, refuses to overwrite it,
 /// and a config file with a misspelt key is refused with the file, line and key named.
 #[test]

@@ -568,24 +568,11 @@ async fn expired_then_renewed_credentials() {
     let out = blocking(move || select_user(port, "iamuser")).await;
     assert_logged_in(&out, "iamuser");
     // The credentials watcher retries every 30 s after a failure; wait for its warning.
-    let warned = blocking(move || {
-        let mut proxy = proxy;
-        let stderr = proxy.child.stderr.take().unwrap();
-        let mut seen = String::new();
-        for line in BufReader::new(stderr).lines() {
-            let line = line.unwrap_or_default();
-            seen.push_str(&line);
-            seen.push('\n');
-            if line.contains("AWS credentials expire in") {
-                break;
-            }
-        }
-        drop(proxy);
-        seen
-    });
-    let stderr = tokio::time::timeout(Duration::from_secs(120), warned)
-        .await
-        .expect("the expiry warning within two minutes");
+    let stderr = blocking(move || {
+        proxy.wait_for_stderr("AWS credentials expire in", Duration::from_secs(120));
+        proxy.terminate().1
+    })
+    .await;
     assert!(
         stderr.contains("AWS credentials expire in") && stderr.contains("--profile dev"),
         "{stderr}"

@@ -164,20 +164,19 @@ impl Traced {
                 s
             })
         };
-        let output = vec![
-            drain(Box::new(proxy.child.stdout.take().expect("stdout"))),
-            drain(Box::new(proxy.child.stderr.take().expect("stderr"))),
-        ];
+        // stderr is drained by ProxyProcess from the start; the rest of stdout here.
+        let output = vec![drain(Box::new(proxy.child.stdout.take().expect("stdout")))];
         Traced { proxy, output }
     }
 
     /// Stops the proxy (SIGTERM, clean exit) and returns everything it printed.
     fn finish(self) -> String {
         let mut all = self.proxy.start_line.clone();
-        let (status, _) = self.proxy.terminate();
+        let (status, stderr) = self.proxy.terminate();
         for o in self.output {
             all += &o.join().unwrap();
         }
+        all += &stderr;
         assert!(status.success(), "{status:?}\n{all}");
         all
     }

@@ -1,7 +1,7 @@
 //! The proxy binary as a process: an environment cut off from real AWS, the start line parsed
 //! for the listen port, SIGTERM, and the mariadb CLI pointed at it.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, ExitStatus, Stdio};
 
 use super::upstream::RdsLikeUpstream;
@@ -44,7 +44,8 @@ pub fn cmd_for(up: &RdsLikeUpstream, creds: bool) -> Command {
     c
 }
 
-/// A running proxy process, killed on drop if the test did not stop it.
+/// A running proxy process, killed on drop if the test did not stop it. Its stderr is drained
+/// from the start on a thread, so a chatty process (trace logs) never blocks on a full pipe.
 pub struct ProxyProcess {
     /// The process.
     pub child: Child,
@@ -52,6 +53,10 @@ pub struct ProxyProcess {
     pub port: u16,
     /// Its start line.
     pub start_line: String,
+    /// Everything it has written to stderr so far.
+    stderr: std::sync::Arc<std::sync::Mutex<String>>,
+    /// The thread draining stderr (ends when the process closes it).
+    drain: Option<std::thread::JoinHandle<()>>,
 }
 
 impl ProxyProcess {
@@ -77,6 +82,18 @@ impl ProxyProcess {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
+        let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let drain = child.stderr.take().map(|e| {
+            let sink = stderr.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(e).lines() {
+                    let Ok(line) = line else { break };
+                    let mut s = sink.lock().unwrap();
+                    s.push_str(&line);
+                    s.push('\n');
+                }
+            })
+        });
         let mut start_line = String::new();
         BufReader::new(child.stdout.as_mut().unwrap())
             .read_line(&mut start_line)
@@ -85,25 +102,38 @@ impl ProxyProcess {
             child,
             port: 0,
             start_line,
+            stderr,
+            drain,
         }
+    }
+
+    /// What the process has written to stderr so far.
+    pub fn stderr_so_far(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Waits until stderr contains `needle` (true), or `timeout` passes (false).
+    pub fn wait_for_stderr(&self, needle: &str, timeout: std::time::Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        while std::time::Instant::now() < deadline {
+            if self.stderr.lock().unwrap().contains(needle) {
+                return true;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        false
     }
 
     /// Sends SIGTERM, waits, and returns the exit status and everything logged to stderr.
     pub fn terminate(mut self) -> (ExitStatus, String) {
-        // Drain stderr on a thread so a chatty process never blocks on a full pipe.
-        let reader = self.child.stderr.take().map(|mut e| {
-            std::thread::spawn(move || {
-                let mut s = String::new();
-                let _ = e.read_to_string(&mut s);
-                s
-            })
-        });
         let pid = self.child.id().to_string();
         let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
         assert!(sent.success());
         let status = self.child.wait().unwrap();
-        let stderr = reader.map(|r| r.join().unwrap()).unwrap_or_default();
-        (status, stderr)
+        if let Some(d) = self.drain.take() {
+            let _ = d.join();
+        }
+        (status, self.stderr_so_far())
     }
 }
 
