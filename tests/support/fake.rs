@@ -1073,6 +1073,26 @@ impl Harness {
         )
     }
 
+    /// A client logged in through the proxy with mysql_native_password (steps run in order, no
+    /// join needed); returns both ends and the capabilities sent upstream.
+    pub async fn logged_in(&self) -> (TestClient, ServerConn, Capabilities) {
+        let (mut client, mut server) = self.pair().await;
+        server.greet(&mysql84_greeting()).await;
+        client.read_greeting().await;
+        client
+            .send_response(&client_response("iamuser", "mysql_native_password", b""))
+            .await;
+        server.read_ssl_request().await;
+        server.start_tls(self.pki.good.clone()).await.expect("TLS");
+        let caps = server.read_response().await.capabilities;
+        server.switch_to_clear_password(3).await;
+        verify_token(&server.read_token(4).await, "iamuser");
+        server.send(5, PLAIN_OK).await;
+        let ok = client.expect_packet("OK").await;
+        assert_eq!((ok.seq, &ok.payload[..]), (2, PLAIN_OK));
+        (client, server, caps)
+    }
+
     /// A complete good session through the proxy: MySQL 8.4 greeting, IAM login with a valid
     /// token, one COM_QUERY with its result set byte-identical both ways, COM_QUIT, close.
     /// Proves the proxy still serves after whatever the test did before.
