@@ -5,14 +5,17 @@
 // Each benchmark uses a different subset.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
+#[path = "../../tests/common/logged_proxy.rs"]
+mod logged_proxy;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdout, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime};
+use std::process::Command;
+use std::time::SystemTime;
 
 use mysql_async::OptsBuilder;
 
 use crate::upstream::RdsLikeUpstream;
+pub use logged_proxy::{LoggedProxy, isolated};
 
 /// The benchmark's database user: its PAM service ([`PamService`]) accepts any password, so a
 /// login costs TLS and the `mysql_clear_password` exchange with a real-size token, without the
@@ -83,14 +86,15 @@ pub fn bench_opts(port: u16, max_packet: usize) -> OptsBuilder {
 // ---------------------------------------------------------------------------------------------
 // The proxy process
 
-/// The real binary, started like a user would (flags plus AWS credentials in the environment);
-/// stopped with SIGTERM (SIGKILL if it lingers) when dropped.
-pub struct ProxyProcess {
-    child: Child,
-    /// The port it listens on.
-    pub port: u16,
-    /// Kept open for the process's life (it printed its start line there).
-    _stdout: Option<BufReader<ChildStdout>>,
+/// The real binary, started like a user would (flags plus AWS credentials in the environment),
+/// logging to a file; stopped with SIGTERM (SIGKILL if it lingers) when dropped.
+pub struct ProxyProcess(LoggedProxy);
+
+impl std::ops::Deref for ProxyProcess {
+    type Target = LoggedProxy;
+    fn deref(&self) -> &LoggedProxy {
+        &self.0
+    }
 }
 
 impl ProxyProcess {
@@ -108,94 +112,21 @@ impl ProxyProcess {
         log: &Path,
         transport: impl FnOnce(&mut Command),
     ) -> Self {
-        let mut cmd = Command::new(proxy_bin());
-        for var in [
-            "AWS_SESSION_TOKEN",
-            "AWS_PROFILE",
-            "AWS_REGION",
-            "AWS_DEFAULT_REGION",
-            "RUST_LOG",
-        ] {
-            cmd.env_remove(var);
-        }
-        for (k, _) in std::env::vars() {
-            if k.starts_with("RDS_IAM_PROXY_") {
-                cmd.env_remove(k);
-            }
-        }
-        let log_file = std::fs::File::create(log).expect("create the proxy log");
-        transport(&mut cmd);
-        let child = cmd
-            .env("AWS_ACCESS_KEY_ID", &up.akid)
+        let mut cmd = isolated(&proxy_bin());
+        cmd.env("AWS_ACCESS_KEY_ID", &up.akid)
             .env("AWS_SECRET_ACCESS_KEY", &up.secret)
-            .env("AWS_CONFIG_FILE", "/nonexistent/rds-iam-proxy-bench/config")
-            .env(
-                "AWS_SHARED_CREDENTIALS_FILE",
-                "/nonexistent/rds-iam-proxy-bench/credentials",
-            )
-            .env("AWS_EC2_METADATA_DISABLED", "true")
             .arg("--db-endpoint")
             .arg(up.endpoint())
             .args(["--listen", "127.0.0.1:0", "--ca-bundle"])
             .arg(&up.ca)
             .arg("--region")
-            .arg(&up.region)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(log_file)
-            .spawn()
-            .expect("start the proxy");
-        // From here on, Drop stops the process even if the start line never comes.
-        let mut p = ProxyProcess {
-            child,
-            port: 0,
-            _stdout: None,
-        };
-        let mut out = BufReader::new(p.child.stdout.take().expect("proxy stdout"));
-        let mut line = String::new();
-        out.read_line(&mut line).expect("read the start line");
-        // "rds-iam-proxy listening on 127.0.0.1:PORT, forwarding to ..."
-        p.port = line
-            .split_whitespace()
-            .nth(3)
-            .and_then(|a| a.trim_end_matches(',').rsplit(':').next())
-            .and_then(|port| port.parse().ok())
-            .unwrap_or_else(|| {
-                panic!(
-                    "no listen address in the start line {line:?}; log:\n{}",
-                    std::fs::read_to_string(log).unwrap_or_default()
-                )
-            });
-        p._stdout = Some(out);
-        p
-    }
-
-    /// The process id.
-    pub fn pid(&self) -> u32 {
-        self.child.id()
+            .arg(&up.region);
+        transport(&mut cmd);
+        ProxyProcess(LoggedProxy::spawn(cmd, log))
     }
 
     /// Stops the process (SIGTERM, then SIGKILL after 10 s).
-    pub fn stop(self) {
-        // Drop does it.
-    }
-}
-
-impl Drop for ProxyProcess {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    pub fn stop(self) {}
 }
 
 // ---------------------------------------------------------------------------------------------

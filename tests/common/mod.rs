@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod clients;
+pub mod logged_proxy;
 pub mod process;
 pub mod proxy;
 pub mod upstream;
