@@ -96,6 +96,9 @@ pub enum ErrorKind {
     LoginRefused,
     /// Any other server error.
     OtherServerError,
+    /// The client library could not make sense of what came back (packets out of order, an
+    /// unexpected packet): what an ERR written into an answer would cause.
+    Protocol,
     /// A result differed from what was written or computed.
     Corrupted,
     /// No answer within the watchdog.
@@ -109,6 +112,7 @@ impl ErrorKind {
             ErrorKind::ConnectionLost => "connection_lost",
             ErrorKind::LoginRefused => "login_refused",
             ErrorKind::OtherServerError => "other_server_error",
+            ErrorKind::Protocol => "protocol_error",
             ErrorKind::Corrupted => "corrupted",
             ErrorKind::Hung => "hung",
         }
@@ -596,7 +600,12 @@ fn classify(e: mysql_async::Error) -> Failed {
             ErrorKind::LinkLostErr
         }
         mysql_async::Error::Server(_) => ErrorKind::OtherServerError,
-        mysql_async::Error::Io(_) | mysql_async::Error::Driver(_) => ErrorKind::ConnectionLost,
+        mysql_async::Error::Io(_)
+        | mysql_async::Error::Driver(mysql_async::DriverError::ConnectionClosed) => {
+            ErrorKind::ConnectionLost
+        }
+        // Out-of-order or unexpected packets: bytes the client could not make sense of.
+        mysql_async::Error::Driver(_) => ErrorKind::Protocol,
         _ => ErrorKind::OtherServerError,
     };
     Failed { kind, detail }
