@@ -11,7 +11,7 @@
 //! the proxy answers that command itself with an ERR packet saying the link was lost, then closes:
 //! the client sees a MySQL error that names the hop instead of a bare "lost connection". It never
 //! writes into an answer already under way, and not at all once a client pipelines commands (see
-//! [`Awaiting`]).
+//! `Awaiting`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
@@ -202,10 +202,10 @@ type DirError = (Side, String);
 /// the mark before it forwards any byte. MySQL clients send a command only after the previous
 /// answer is complete, so "marked and nothing forwarded since" means nothing of the answer exists
 /// on the client's side. A client that pipelines (a second command while the first still waits)
-/// breaks that reasoning, so the state becomes [`Awaiting::UNSURE`] for good and the proxy never
-/// answers for the server on that connection.
+/// breaks that reasoning, so the state becomes `UNSURE` for good and the proxy never answers for
+/// the server on that connection.
 #[derive(Debug, Default)]
-pub struct Awaiting(AtomicU8);
+struct Awaiting(AtomicU8);
 
 impl Awaiting {
     /// No command waits, or its answer has started.
@@ -216,7 +216,7 @@ impl Awaiting {
     const UNSURE: u8 = 2;
 
     /// `commands` commands that the server answers are about to go upstream.
-    pub fn sent(&self, commands: usize) {
+    fn sent(&self, commands: usize) {
         if commands == 0 {
             return;
         }
@@ -231,7 +231,7 @@ impl Awaiting {
     }
 
     /// Bytes from the database are about to go to the client.
-    pub fn answered(&self) {
+    fn answered(&self) {
         let _ = self.0.compare_exchange(
             Self::WAITING,
             Self::IDLE,
@@ -241,7 +241,7 @@ impl Awaiting {
     }
 
     /// Whether an ERR written now would be the complete answer to the client's command.
-    pub fn waiting(&self) -> bool {
+    fn waiting(&self) -> bool {
         self.0.load(Ordering::Acquire) == Self::WAITING
     }
 }
