@@ -22,7 +22,7 @@ async fn soak_with_resets_loss_reordering_and_a_terminated_session() {
         loss: 0.01,
         reorder: 0.01,
         terminate_at: Duration::from_secs(8),
-        max_blob: 256 * 1024,
+        max_blob: 1024 * 1024,
         watchdog: Duration::from_secs(60),
         seed: 20_260_601,
         proxy_bin: PathBuf::from(env!("CARGO_BIN_EXE_rds-iam-proxy")),

@@ -346,6 +346,7 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
+    let up_err = |e: std::io::Error| (Side::Upstream, format!("writing to the database: {e}"));
     let mut scanner = CommandScanner::default();
     let mut want = IDLE_BUF;
     loop {
@@ -357,12 +358,13 @@ where
                     }
                     // Marked before it goes, so that the answer cannot come back first.
                     awaiting.sent(std::mem::take(&mut scanner.commands));
-                    upstream_w
-                        .lock()
-                        .await
-                        .write_all(&buf[..n])
-                        .await
-                        .map_err(|e| (Side::Upstream, format!("writing to the database: {e}")))?;
+                    let mut w = upstream_w.lock().await;
+                    w.write_all(&buf[..n]).await.map_err(up_err)?;
+                    // Before waiting for the client again, everything must be on its way: a TLS
+                    // writer whose transport said "not now" (an SSM stream's full send buffer)
+                    // still holds records that only a flush pushes out.
+                    w.flush().await.map_err(up_err)?;
+                    drop(w);
                     buf.advance(n);
                     counter.fetch_add(n as u64, Ordering::Relaxed);
                     inner.stats.bytes_up.fetch_add(n as u64, Ordering::Relaxed);
@@ -436,6 +438,7 @@ where
     if !read_ahead.is_empty() {
         awaiting.answered();
         client_w.write_all(&read_ahead).await.map_err(write_err)?;
+        client_w.flush().await.map_err(write_err)?;
         counter.fetch_add(read_ahead.len() as u64, Ordering::Relaxed);
     }
     let mut buf = vec![0u8; IDLE_BUF];
@@ -491,6 +494,8 @@ where
                 }
                 awaiting.answered();
                 client_w.write_all(&buf[..n]).await.map_err(write_err)?;
+                // A local TLS writer may hold records back until flushed (see the other half).
+                client_w.flush().await.map_err(write_err)?;
                 counter.fetch_add(n as u64, Ordering::Relaxed);
                 inner.stats.bytes_down.fetch_add(n as u64, Ordering::Relaxed);
                 let size = next_buf_size(buf.len(), n);

@@ -642,11 +642,14 @@ async fn work(shared: Arc<Shared>, worker: usize, seed: u64) {
                 }
             }
         }
+        let mut first = true;
         while shared.keep_going(carried_on) {
             next_id += 1;
             // Read before the round: a round that started before the termination proves nothing.
             let after_termination = lock(&shared.terminated_at).is_some();
-            match round(&shared, &mut conn, &mut rng, next_id, &mut in_flight).await {
+            let r = round(&shared, &mut conn, &mut rng, next_id, first, &mut in_flight).await;
+            first = false;
+            match r {
                 Ok(()) => {
                     let mut t = lock(&shared.tally);
                     t.rounds += 1;
@@ -748,15 +751,22 @@ fn blob_size(rng: &mut StdRng, max: usize) -> usize {
     }
 }
 
-/// One round of checksummed work on row `id`.
+/// One round of checksummed work on row `id`; the first on a connection uploads a blob of the
+/// largest size, so that every connection moves one (uploads larger than the SSM stream's send
+/// buffer once stalled in the proxy's TLS writer).
 async fn round(
     shared: &Shared,
     conn: &mut Conn,
     rng: &mut StdRng,
     id: i64,
+    first: bool,
     in_flight: &mut Option<InFlight>,
 ) -> Result<(), (&'static str, Failed)> {
-    let len = blob_size(rng, shared.config.max_blob);
+    let len = if first {
+        shared.config.max_blob
+    } else {
+        blob_size(rng, shared.config.max_blob)
+    };
     let mut data = vec![0u8; len];
     rng.fill_bytes(&mut data);
     let md5 = md5_hex(&data);
