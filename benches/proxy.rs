@@ -35,35 +35,23 @@
 //! or writes (MariaDB, proxies, `/etc/pam.d/rdsiam-bench-*`, a temp dir) is removed at the end,
 //! also on panic or Ctrl-C.
 
+mod support;
 #[path = "../tests/common/upstream.rs"]
 mod upstream;
 
 use std::fmt::Write as _;
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use mysql_async::prelude::Queryable;
-use mysql_async::{Conn, Opts, OptsBuilder, Row, SslOpts, Value};
+use mysql_async::{Conn, Opts, Row, SslOpts, Value};
 use rds_iam_proxy::iam::{TokenRequest, presign};
 use serde_json::json;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
+use support::*;
 use upstream::RdsLikeUpstream;
-
-/// The proxy binary: this build's, unless `RDS_IAM_PROXY_BENCH_BIN` names another (to compare
-/// two builds under the same benchmark).
-fn proxy_bin() -> PathBuf {
-    std::env::var_os("RDS_IAM_PROXY_BENCH_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_rds-iam-proxy")))
-}
-
-/// The benchmark's database user (PAM service that accepts any password).
-const BENCH_USER: &str = "benchuser";
 
 /// Client-side packet limit: above the 1 MiB rows of part 1.
 const CLIENT_MAX_PACKET: usize = 64 * 1024 * 1024;
@@ -144,22 +132,13 @@ fn main() {
 
 async fn run(counts: Counts, quick: bool) {
     let load_start = loadavg();
-    eprintln!("starting the RDS-shaped MariaDB ...");
-    let up = RdsLikeUpstream::start();
-    let pam = PamService::create();
-    let scratch = TempDir::create();
-    up.root_sql(&format!(
-        "CREATE USER '{BENCH_USER}'@'%' IDENTIFIED VIA pam USING '{svc}' REQUIRE SSL;
-         GRANT SELECT ON *.* TO '{BENCH_USER}'@'%';
-         GRANT ALL PRIVILEGES ON proxytest.* TO '{BENCH_USER}'@'%';
-         SET GLOBAL max_connections = 3000;",
-        svc = pam.name
-    ));
-    let mariadb_version = up.root_sql("SELECT VERSION()").trim().to_owned();
+    let db = BenchDb::start();
+    let (up, scratch) = (&db.up, &db.scratch);
+    let mariadb_version = db.mariadb_version.clone();
     let mariadb_files = up.root_sql("SELECT @@open_files_limit").trim().to_owned();
 
-    let direct = direct_opts(&up);
-    let proxy = ProxyProcess::start(&up, &scratch.path.join("proxy.log"));
+    let direct = direct_opts(up);
+    let proxy = ProxyProcess::start(up, &scratch.path.join("proxy.log"));
     let proxied = proxied_opts(proxy.port);
 
     // Both paths really are what they claim: TLS upstream as the benchmark user.
@@ -195,7 +174,7 @@ async fn run(counts: Counts, quick: bool) {
         "part 4: {} idle connections through a fresh proxy ...",
         counts.idle
     );
-    let idle = idle_connections(&counts, &up, &scratch).await;
+    let idle = idle_connections(&counts, up, scratch).await;
     let load_end = loadavg();
 
     let machine = Machine {
@@ -317,15 +296,10 @@ async fn run(counts: Counts, quick: bool) {
             "proxied_client": "mysql_async 0.37, plain TCP to the proxy, no password",
         },
     });
-    let path = json_path();
-    std::fs::create_dir_all(path.parent().expect("json dir")).expect("create target dir");
-    std::fs::write(&path, serde_json::to_string_pretty(&doc).unwrap() + "\n")
-        .expect("write the JSON");
+    let path = write_json("bench-proxy.json", &doc);
     println!("JSON: {}", path.display());
 
-    drop(scratch);
-    drop(pam);
-    drop(up);
+    drop(db);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -348,7 +322,7 @@ fn direct_opts(up: &RdsLikeUpstream) -> Opts {
         // The certificate names only the endpoint host; we dial 127.0.0.1. Verify against the
         // name, as the proxy does.
         .with_danger_tls_hostname_override(Some(up.endpoint_host.clone()));
-    common_opts(up.port)
+    bench_opts(up.port, CLIENT_MAX_PACKET)
         .pass(Some(token.expose().to_owned()))
         .ssl_opts(ssl)
         .enable_cleartext_plugin(true)
@@ -357,20 +331,7 @@ fn direct_opts(up: &RdsLikeUpstream) -> Opts {
 
 /// The proxied session: plain TCP to the proxy, no password.
 fn proxied_opts(port: u16) -> Opts {
-    common_opts(port).into()
-}
-
-fn common_opts(port: u16) -> OptsBuilder {
-    OptsBuilder::default()
-        .ip_or_hostname("127.0.0.1")
-        .tcp_port(port)
-        .user(Some(BENCH_USER))
-        // Otherwise mysql_async reads @@socket after login and reconnects over the server's unix
-        // socket, bypassing the proxy.
-        .prefer_socket(false)
-        // Set both so that login is not followed by a settings query: "first query" is ours.
-        .max_allowed_packet(Some(CLIENT_MAX_PACKET))
-        .wait_timeout(Some(28800))
+    bench_opts(port, CLIENT_MAX_PACKET).into()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -689,211 +650,7 @@ async fn idle_wave(counts: &Counts, up: &RdsLikeUpstream, opts: &Opts, pid: u32)
 }
 
 // ---------------------------------------------------------------------------------------------
-// The proxy process
-
-/// The real binary, started like a user would (flags plus AWS credentials in the environment);
-/// stopped with SIGTERM (SIGKILL if it lingers) when dropped.
-struct ProxyProcess {
-    child: Child,
-    port: u16,
-    /// Kept open for the process's life (it printed its start line there).
-    _stdout: Option<BufReader<ChildStdout>>,
-}
-
-impl ProxyProcess {
-    fn start(up: &RdsLikeUpstream, log: &Path) -> Self {
-        let mut cmd = Command::new(proxy_bin());
-        for var in [
-            "AWS_SESSION_TOKEN",
-            "AWS_PROFILE",
-            "AWS_REGION",
-            "AWS_DEFAULT_REGION",
-            "RUST_LOG",
-        ] {
-            cmd.env_remove(var);
-        }
-        for (k, _) in std::env::vars() {
-            if k.starts_with("RDS_IAM_PROXY_") {
-                cmd.env_remove(k);
-            }
-        }
-        let log_file = std::fs::File::create(log).expect("create the proxy log");
-        let child = cmd
-            .env("AWS_ACCESS_KEY_ID", &up.akid)
-            .env("AWS_SECRET_ACCESS_KEY", &up.secret)
-            .env("AWS_CONFIG_FILE", "/nonexistent/rds-iam-proxy-bench/config")
-            .env(
-                "AWS_SHARED_CREDENTIALS_FILE",
-                "/nonexistent/rds-iam-proxy-bench/credentials",
-            )
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .arg("--db-endpoint")
-            .arg(up.endpoint())
-            .arg("--dial")
-            .arg(up.dial_addr())
-            .args(["--listen", "127.0.0.1:0", "--ca-bundle"])
-            .arg(&up.ca)
-            .arg("--region")
-            .arg(&up.region)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(log_file)
-            .spawn()
-            .expect("start the proxy");
-        // From here on, Drop stops the process even if the start line never comes.
-        let mut p = ProxyProcess {
-            child,
-            port: 0,
-            _stdout: None,
-        };
-        let mut out = BufReader::new(p.child.stdout.take().expect("proxy stdout"));
-        let mut line = String::new();
-        out.read_line(&mut line).expect("read the start line");
-        // "rds-iam-proxy listening on 127.0.0.1:PORT, forwarding to ..."
-        p.port = line
-            .split_whitespace()
-            .nth(3)
-            .and_then(|a| a.trim_end_matches(',').rsplit(':').next())
-            .and_then(|port| port.parse().ok())
-            .unwrap_or_else(|| {
-                panic!(
-                    "no listen address in the start line {line:?}; log:\n{}",
-                    std::fs::read_to_string(log).unwrap_or_default()
-                )
-            });
-        p._stdout = Some(out);
-        p
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn stop(self) {
-        // Drop does it.
-    }
-}
-
-impl Drop for ProxyProcess {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Cleanup guards
-
-/// `/etc/pam.d/rdsiam-bench-<random>`: accept every password. Removed on drop.
-struct PamService {
-    name: String,
-    path: PathBuf,
-}
-
-impl PamService {
-    fn create() -> Self {
-        let nonce = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos();
-        let name = format!("rdsiam-bench-{}-{nonce:08x}", std::process::id());
-        let path = Path::new("/etc/pam.d").join(&name);
-        std::fs::write(
-            &path,
-            "# rds-iam-proxy benchmark: accept any password; removed when the benchmark ends\n\
-             auth    required pam_permit.so\n\
-             account required pam_permit.so\n",
-        )
-        .unwrap_or_else(|e| panic!("write {} (needs root): {e}", path.display()));
-        PamService { name, path }
-    }
-}
-
-impl Drop for PamService {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
-    }
-}
-
-/// A private temp dir for the proxy logs. Removed on drop.
-struct TempDir {
-    path: PathBuf,
-}
-
-impl TempDir {
-    fn create() -> Self {
-        let nonce = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos();
-        let path = std::env::temp_dir().join(format!(
-            "rds-iam-proxy-bench-{}-{nonce:08x}",
-            std::process::id()
-        ));
-        std::fs::create_dir(&path).expect("create the temp dir");
-        TempDir { path }
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            for log in ["proxy.log", "proxy-idle.log"] {
-                let text = std::fs::read_to_string(self.path.join(log)).unwrap_or_default();
-                let tail: Vec<&str> = text.lines().rev().take(20).collect();
-                eprintln!("--- {log} (tail):");
-                for l in tail.into_iter().rev() {
-                    eprintln!("{l}");
-                }
-            }
-        }
-        let _ = std::fs::remove_dir_all(&self.path);
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// /proc and the machine
-
-#[derive(Debug, Clone, Copy, Default)]
-struct Mem {
-    rss_kib: u64,
-    hwm_kib: u64,
-}
-
-impl Mem {
-    fn rss_mib(&self) -> f64 {
-        self.rss_kib as f64 / 1024.0
-    }
-    fn hwm_mib(&self) -> f64 {
-        self.hwm_kib as f64 / 1024.0
-    }
-}
-
-fn proc_mem(pid: u32) -> Mem {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
-    let field = |name: &str| -> u64 {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
-    Mem {
-        rss_kib: field("VmRSS:"),
-        hwm_kib: field("VmHWM:"),
-    }
-}
+// CPU accounting
 
 /// The processes whose CPU time is accounted.
 struct Pids {
@@ -939,87 +696,11 @@ impl Cpu {
     }
 }
 
-/// User + system CPU seconds of a process so far.
-fn proc_cpu_secs(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the ")" that ends the command name: state is field 3, utime 14, stime 15.
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<u64> = rest
-        .split_whitespace()
-        .map(|x| x.parse().unwrap_or(0))
-        .collect();
-    let ticks = f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0);
-    ticks as f64 / clock_ticks()
-}
-
-fn clock_ticks() -> f64 {
-    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
-    *TICKS.get_or_init(|| {
-        Command::new("getconf")
-            .arg("CLK_TCK")
-            .output()
-            .ok()
-            .and_then(|o| String::from_utf8(o.stdout).ok())
-            .and_then(|s| s.trim().parse().ok())
-            .unwrap_or(100.0)
-    })
-}
-
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_default()
-}
-
-/// The cargo profile, read off where cargo put this executable (`bench` builds into `release`).
-fn profile() -> String {
-    let dir = std::env::current_exe()
-        .ok()
-        .and_then(|p| {
-            p.parent()?
-                .parent()?
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-        })
-        .unwrap_or_default();
-    let name = if dir == "release" && !cfg!(debug_assertions) {
-        "bench".to_owned()
-    } else {
-        dir.clone()
-    };
-    format!(
-        "{name} (target/{dir}, debug_assertions {})",
-        if cfg!(debug_assertions) { "on" } else { "off" }
-    )
-}
-
-fn json_path() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"))
-        .join("bench-proxy.json")
-}
-
 // ---------------------------------------------------------------------------------------------
 // Numbers and the table
 
-fn mib(bytes: usize) -> f64 {
-    bytes as f64 / (1024.0 * 1024.0)
-}
-
 fn max(v: &[f64]) -> f64 {
     v.iter().copied().fold(f64::NAN, f64::max)
-}
-
-/// Nearest-rank percentile.
-fn percentile(v: &[f64], pct: f64) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    let rank = ((pct / 100.0) * s.len() as f64).ceil() as usize;
-    s[rank.clamp(1, s.len()) - 1]
 }
 
 fn verdict(pass: bool) -> &'static str {
@@ -1169,9 +850,6 @@ fn render(
         ]);
     }
 
-    let widths: Vec<usize> = (0..7)
-        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
-        .collect();
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -1194,25 +872,7 @@ fn render(
         );
     }
     out.push('\n');
-    for (i, r) in rows.iter().enumerate() {
-        let line: Vec<String> = r
-            .iter()
-            .zip(&widths)
-            .enumerate()
-            .map(|(j, (cell, w))| {
-                if (2..=4).contains(&j) {
-                    format!("{cell:>w$}")
-                } else {
-                    format!("{cell:<w$}")
-                }
-            })
-            .collect();
-        let _ = writeln!(out, "| {} |", line.join(" | "));
-        if i == 0 {
-            let sep: Vec<String> = widths.iter().map(|w| "-".repeat(*w)).collect();
-            let _ = writeln!(out, "|-{}-|", sep.join("-|-"));
-        }
-    }
+    out.push_str(&markdown_table(&rows, |j| (2..=4).contains(&j)));
     let _ = writeln!(
         out,
         "\nCPU time (10 ms ticks from /proc), mariadbd + client + proxy = total:"

@@ -5,9 +5,16 @@
 //! replayed upstream as an IAM login for the new user, and the server's answer is relayed back.
 //! Everything else passes untouched. Half-close is kept: EOF from one side shuts down writing to
 //! the other, and the connection ends when both directions have ended.
+//!
+//! When the database leg breaks (the tunnel dropped, the session was terminated, the server went
+//! away) while the client waits for the answer to a command of which no byte has reached it yet,
+//! the proxy answers that command itself with an ERR packet saying the link was lost, then closes:
+//! the client sees a MySQL error that names the hop instead of a bare "lost connection". It never
+//! writes into an answer already under way, and not at all once a client pipelines commands (see
+//! `Awaiting`).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 
 use bytes::{Buf, Bytes, BytesMut};
 use futures_util::FutureExt;
@@ -43,6 +50,20 @@ fn next_buf_size(cap: usize, n: usize) -> usize {
 
 /// `COM_QUIT`: the client ends the session.
 const COM_QUIT: u8 = 0x01;
+
+/// `COM_STMT_SEND_LONG_DATA`: parameter data; the server never answers it.
+const COM_STMT_SEND_LONG_DATA: u8 = 0x18;
+
+/// `COM_STMT_CLOSE`: frees a prepared statement; the server never answers it.
+const COM_STMT_CLOSE: u8 = 0x19;
+
+/// Whether the server answers `command` (the first payload byte of a command packet).
+fn expects_answer(command: u8) -> bool {
+    !matches!(
+        command,
+        COM_QUIT | COM_STMT_SEND_LONG_DATA | COM_STMT_CLOSE | ComChangeUser::COMMAND
+    )
+}
 
 /// Largest COM_CHANGE_USER accepted (user, auth data, database, attributes).
 const MAX_CHANGE_USER: usize = 128 * 1024;
@@ -83,6 +104,9 @@ pub struct CommandScanner {
     in_file_data: bool,
     /// The client has sent COM_QUIT: whatever closes next, the client ended the session.
     pub quit: bool,
+    /// Commands the server will answer, passed since the caller last reset this count (a command
+    /// counts once its first bytes are forwarded).
+    pub commands: usize,
 }
 
 impl CommandScanner {
@@ -104,10 +128,12 @@ impl CommandScanner {
                 break;
             };
             let is_command = seq == 0 && !self.continuation && !self.in_file_data;
+            let mut answered = false;
             if is_command && len > 0 {
                 let Some(&command) = rest.get(HEADER_LEN) else {
                     break;
                 };
+                answered = expects_answer(command);
                 if command == COM_QUIT {
                     self.quit = true;
                 }
@@ -138,6 +164,9 @@ impl CommandScanner {
             }
             self.continuation = len == MAX_PAYLOAD_LEN;
             self.remaining = HEADER_LEN + len;
+            if answered {
+                self.commands += 1;
+            }
         }
         Ok(if pos > 0 {
             Step::Forward(pos)
@@ -159,8 +188,63 @@ struct ChangeUserJob {
 /// How long the second direction may run on after the first ended cleanly (half-close).
 const HALF_CLOSE_LINGER: std::time::Duration = std::time::Duration::from_secs(300);
 
+/// How long the reading half may take to notice a database leg that failed under a write, so that
+/// it can answer a waiting client before the connection closes.
+const UPSTREAM_GONE_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// A direction's failure: whose side failed and why.
 type DirError = (Side, String);
+
+/// Whether the client waits for an answer of which it has had no byte yet: the one moment when an
+/// ERR from the proxy (sequence id 1) is a well-formed answer rather than bytes inside another.
+///
+/// The client→database half marks a command before forwarding it; the database→client half clears
+/// the mark before it forwards any byte. MySQL clients send a command only after the previous
+/// answer is complete, so "marked and nothing forwarded since" means nothing of the answer exists
+/// on the client's side. A client that pipelines (a second command while the first still waits)
+/// breaks that reasoning, so the state becomes `UNSURE` for good and the proxy never answers for
+/// the server on that connection.
+#[derive(Debug, Default)]
+struct Awaiting(AtomicU8);
+
+impl Awaiting {
+    /// No command waits, or its answer has started.
+    const IDLE: u8 = 0;
+    /// A command was sent and no byte has been forwarded to the client since.
+    const WAITING: u8 = 1;
+    /// The client pipelines: the proxy cannot tell where answers begin.
+    const UNSURE: u8 = 2;
+
+    /// `commands` commands that the server answers are about to go upstream.
+    fn sent(&self, commands: usize) {
+        if commands == 0 {
+            return;
+        }
+        let next = |s: u8| match s {
+            Self::IDLE if commands == 1 => Some(Self::WAITING),
+            Self::UNSURE => None,
+            _ => Some(Self::UNSURE),
+        };
+        let _ = self
+            .0
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, next);
+    }
+
+    /// Bytes from the database are about to go to the client.
+    fn answered(&self) {
+        let _ = self.0.compare_exchange(
+            Self::WAITING,
+            Self::IDLE,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
+    }
+
+    /// Whether an ERR written now would be the complete answer to the client's command.
+    fn waiting(&self) -> bool {
+        self.0.load(Ordering::Acquire) == Self::WAITING
+    }
+}
 
 /// Splices two established legs until both directions end.
 pub async fn run(
@@ -178,6 +262,7 @@ pub async fn run(
     let bytes_up = AtomicU64::new(0);
     let bytes_down = AtomicU64::new(0);
     let client_quit = AtomicBool::new(false);
+    let awaiting = Awaiting::default();
 
     let up = client_to_upstream(
         &inner,
@@ -187,6 +272,7 @@ pub async fn run(
         jobs_tx,
         &bytes_up,
         &client_quit,
+        &awaiting,
     );
     let down = upstream_to_client(
         &inner,
@@ -197,6 +283,7 @@ pub async fn run(
         upstream_w,
         jobs_rx,
         &bytes_down,
+        &awaiting,
     );
     tokio::pin!(up);
     tokio::pin!(down);
@@ -206,6 +293,12 @@ pub async fn run(
     let (closed_by, error) = tokio::select! {
         r = &mut up => match r {
             Ok(()) => (Side::Client, linger(&mut down).await),
+            Err((Side::Upstream, e)) => {
+                // The database leg broke under a write; the reading half meets the same failure
+                // and answers a waiting client before closing.
+                let _ = tokio::time::timeout(UPSTREAM_GONE_GRACE, &mut down).await;
+                (Side::Upstream, Some(e))
+            }
             Err((side, e)) => (side, Some(e)),
         },
         r = &mut down => match r {
@@ -238,6 +331,7 @@ where
     }
 }
 
+#[allow(clippy::too_many_arguments)] // one call site; the halves and counters are distinct roles
 async fn client_to_upstream<R, W>(
     inner: &Inner,
     mut client_r: R,
@@ -246,11 +340,13 @@ async fn client_to_upstream<R, W>(
     jobs: mpsc::Sender<ChangeUserJob>,
     counter: &AtomicU64,
     client_quit: &AtomicBool,
+    awaiting: &Awaiting,
 ) -> Result<(), DirError>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
+    let up_err = |e: std::io::Error| (Side::Upstream, format!("writing to the database: {e}"));
     let mut scanner = CommandScanner::default();
     let mut want = IDLE_BUF;
     loop {
@@ -260,12 +356,15 @@ where
                     if scanner.quit {
                         client_quit.store(true, Ordering::Relaxed);
                     }
-                    upstream_w
-                        .lock()
-                        .await
-                        .write_all(&buf[..n])
-                        .await
-                        .map_err(|e| (Side::Upstream, format!("writing to the database: {e}")))?;
+                    // Marked before it goes, so that the answer cannot come back first.
+                    awaiting.sent(std::mem::take(&mut scanner.commands));
+                    let mut w = upstream_w.lock().await;
+                    w.write_all(&buf[..n]).await.map_err(up_err)?;
+                    // Before waiting for the client again, everything must be on its way: a TLS
+                    // writer whose transport said "not now" (an SSM stream's full send buffer)
+                    // still holds records that only a flush pushes out.
+                    w.flush().await.map_err(up_err)?;
+                    drop(w);
                     buf.advance(n);
                     counter.fetch_add(n as u64, Ordering::Relaxed);
                     inner.stats.bytes_up.fetch_add(n as u64, Ordering::Relaxed);
@@ -328,6 +427,7 @@ async fn upstream_to_client<R, W, U>(
     upstream_w: Arc<Mutex<U>>,
     mut jobs: mpsc::Receiver<ChangeUserJob>,
     counter: &AtomicU64,
+    awaiting: &Awaiting,
 ) -> Result<(), DirError>
 where
     R: AsyncRead + Unpin,
@@ -336,7 +436,9 @@ where
 {
     let write_err = |e: std::io::Error| (Side::Client, format!("writing to the client: {e}"));
     if !read_ahead.is_empty() {
+        awaiting.answered();
         client_w.write_all(&read_ahead).await.map_err(write_err)?;
+        client_w.flush().await.map_err(write_err)?;
         counter.fetch_add(read_ahead.len() as u64, Ordering::Relaxed);
     }
     let mut buf = vec![0u8; IDLE_BUF];
@@ -364,11 +466,21 @@ where
                     // MySQL servers close without a TLS close_notify after COM_QUIT: that is an
                     // end of stream, not a failure.
                     Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => 0,
-                    Err(e) => return Err((Side::Upstream, format!("reading from the database: {e}"))),
+                    Err(e) => {
+                        let e = format!("reading from the database: {e}");
+                        answer_link_lost(inner, awaiting, &mut client_w, &e).await;
+                        return Err((Side::Upstream, e));
+                    }
                 };
                 if n == 0 {
+                    let e = "the database closed the connection";
+                    let answered = answer_link_lost(inner, awaiting, &mut client_w, e).await;
                     let _ = client_w.shutdown().await;
-                    return Ok(());
+                    return if answered {
+                        Err((Side::Upstream, format!("{e} while a command waited for its answer")))
+                    } else {
+                        Ok(())
+                    };
                 }
                 // Take whatever else is already there (more TLS records decrypted or buffered) so
                 // a result set goes to the client in few large writes. An end of stream or error
@@ -380,7 +492,10 @@ where
                         _ => break,
                     }
                 }
+                awaiting.answered();
                 client_w.write_all(&buf[..n]).await.map_err(write_err)?;
+                // A local TLS writer may hold records back until flushed (see the other half).
+                client_w.flush().await.map_err(write_err)?;
                 counter.fetch_add(n as u64, Ordering::Relaxed);
                 inner.stats.bytes_down.fetch_add(n as u64, Ordering::Relaxed);
                 let size = next_buf_size(buf.len(), n);
@@ -551,7 +666,42 @@ where
     }
 }
 
-/// An ERR packet answering the client's COM_CHANGE_USER (sequence id 1).
+/// When the client waits for an answer of which it has had nothing yet, answers it with an ERR
+/// saying the database leg was lost (`detail`: how). Returns whether it did.
+async fn answer_link_lost<W: AsyncWrite + Unpin>(
+    inner: &Inner,
+    awaiting: &Awaiting,
+    client_w: &mut W,
+    detail: &str,
+) -> bool {
+    if !awaiting.waiting() {
+        return false;
+    }
+    let out = err_reply(link_lost(
+        &inner.config.endpoint(),
+        &inner.connector.describe(),
+        detail,
+    ));
+    tracing::warn!("database leg lost while a command waited; answered the client with an ERR");
+    let _ = tokio::time::timeout(UPSTREAM_GONE_GRACE, write_client(client_w, &out)).await;
+    true
+}
+
+/// The ERR for a command whose answer was lost with the database leg: which hop, what happened,
+/// and what the person at the client should do.
+fn link_lost(endpoint: &str, via: &str, detail: &str) -> ErrPacket {
+    ErrPacket::new(
+        codes::UPSTREAM_ERROR,
+        b"08S01",
+        format!(
+            "rds-iam-proxy: lost the link to the database {endpoint} via {via} while this command \
+             waited for its answer ({detail}). The command may or may not have run; this \
+             connection is closed: reconnect, and check before retrying a change."
+        ),
+    )
+}
+
+/// An ERR packet answering the client's command (sequence id 1).
 fn err_reply(err: ErrPacket) -> BytesMut {
     let mut payload = BytesMut::new();
     err.encode(&mut payload);
@@ -689,6 +839,96 @@ mod tests {
         assert_eq!(next_buf_size(COPY_BUF, COPY_BUF), COPY_BUF);
         assert_eq!(next_buf_size(COPY_BUF, 20_000), COPY_BUF);
         assert_eq!(next_buf_size(COPY_BUF, 11), IDLE_BUF);
+    }
+
+    #[test]
+    fn counts_each_answered_command_once_at_any_chunking() {
+        let stream = [
+            pkt(0, b"\x03SELECT 1"),
+            pkt(0, b"\x19\x01\x00\x00\x00"), // COM_STMT_CLOSE: no answer
+            pkt(0, b"\x18\x01\x00\x00\x00\x00\x00data"), // COM_STMT_SEND_LONG_DATA: none
+            pkt(0, b"\x03LOAD DATA LOCAL INFILE 'f' INTO TABLE t"),
+            pkt(2, b"\x03file data that looks like a query"),
+            pkt(3, b""),
+            pkt(0, b"\x17\x01\x00\x00\x00\x00\x01\x00\x00\x00"), // COM_STMT_EXECUTE
+            pkt(0, b"\x11iamuser2\0\0\0"), // COM_CHANGE_USER: answered by the proxy's replay
+            pkt(0, b"\x01"),               // COM_QUIT
+        ]
+        .concat();
+        for chunk in 1..=stream.len() {
+            let mut sc = CommandScanner::default();
+            let mut buf = BytesMut::new();
+            let mut total = 0;
+            for part in stream.chunks(chunk) {
+                buf.extend_from_slice(part);
+                loop {
+                    let step = sc.step(&buf).unwrap();
+                    total += std::mem::take(&mut sc.commands);
+                    match step {
+                        Step::Forward(n) | Step::ChangeUser(n) => {
+                            let _ = buf.split_to(n);
+                        }
+                        Step::NeedMore => break,
+                    }
+                }
+            }
+            assert_eq!(total, 3, "chunk {chunk}");
+        }
+    }
+
+    #[test]
+    fn awaiting_holds_only_between_one_command_and_its_first_byte() {
+        let a = Awaiting::default();
+        assert!(!a.waiting());
+        a.sent(0);
+        assert!(!a.waiting());
+        a.sent(1);
+        assert!(a.waiting());
+        a.answered();
+        assert!(!a.waiting());
+        a.answered();
+        a.sent(1);
+        assert!(a.waiting(), "the next command after a complete answer");
+        a.answered();
+
+        // Two commands in one go, or a second while the first waits: in doubt for good.
+        for pipelined in [&[2][..], &[1, 1][..]] {
+            let a = Awaiting::default();
+            for n in pipelined {
+                a.sent(*n);
+            }
+            assert!(!a.waiting());
+            a.answered();
+            a.sent(1);
+            assert!(!a.waiting(), "{pipelined:?}");
+        }
+    }
+
+    #[test]
+    fn link_lost_err_names_the_hop_and_what_to_do() {
+        let err = link_lost(
+            "db.example:3306",
+            "ssm i-0123 (session s-1)",
+            "reading from the database: session s-1 terminated",
+        );
+        assert_eq!(err.code, codes::UPSTREAM_ERROR);
+        assert!(
+            err.code < 2000,
+            "client-range codes are mangled by libmariadb"
+        );
+        assert_eq!(err.sql_state, Some(*b"08S01"));
+        let msg = err.message_str();
+        for part in [
+            "db.example:3306",
+            "via ssm i-0123",
+            "terminated",
+            "may or may not have run",
+            "reconnect",
+        ] {
+            assert!(msg.contains(part), "{part:?} missing: {msg}");
+        }
+        let out = err_reply(err);
+        assert_eq!(out[3], 1, "sequence id 1: the answer to the command");
     }
 
     #[test]

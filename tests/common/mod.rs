@@ -5,6 +5,7 @@
 #[cfg(feature = "sim")]
 pub mod aws_sim;
 pub mod clients;
+pub mod logged_proxy;
 pub mod process;
 pub mod proxy;
 pub mod upstream;

@@ -11,21 +11,7 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_rds-iam-proxy");
 
 /// The binary with no AWS or proxy settings inherited, no config files and no instance metadata.
 pub fn isolated_cmd() -> Command {
-    let mut c = Command::new(BIN);
-    for (k, _) in std::env::vars() {
-        if k.starts_with("RDS_IAM_PROXY_") || k.starts_with("AWS_") || k == "RUST_LOG" {
-            c.env_remove(k);
-        }
-    }
-    c.env("AWS_CONFIG_FILE", "/nonexistent/rds-iam-proxy-test/config")
-        .env("XDG_CONFIG_HOME", "/nonexistent/rds-iam-proxy-test/xdg")
-        .env(
-            "AWS_SHARED_CREDENTIALS_FILE",
-            "/nonexistent/rds-iam-proxy-test/credentials",
-        )
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .stdin(Stdio::null());
-    c
+    super::logged_proxy::isolated(std::path::Path::new(BIN))
 }
 
 /// The binary configured (through its environment variables) for `up`, with the upstream's static
