@@ -1,6 +1,8 @@
-//! Property tests of the connection-phase codec and the splice's command scanner: every packet
-//! type decodes what it encodes, no byte string makes a decoder panic, and the scanner forwards
-//! every byte exactly once whatever the read boundaries.
+//! Property tests of the peer-facing codecs: the MySQL connection phase, the splice's command
+//! scanner, and the SSM data channel (AgentMessage, its JSON payloads, smux v1 frames). Every type
+//! decodes what it encodes, no byte string makes a decoder panic, whatever decodes re-encodes to
+//! the same value, and the stream decoders (scanner, smux) frame any bytes the same way whatever
+//! the read boundaries. The fuzz targets under `fuzz/` check the same invariants at depth.
 
 use bytes::{Bytes, BytesMut};
 use proptest::prelude::*;
@@ -11,6 +13,13 @@ use rds_iam_proxy::mysql::{
     LoginReply, OkPacket, SslRequest,
 };
 use rds_iam_proxy::proxy::splice::{CommandScanner, Step};
+use rds_iam_proxy::ssm::message::{AgentMessage, MessageId, MessageType, PayloadType};
+use rds_iam_proxy::ssm::payload::{
+    AcknowledgeContent, ActionParameters, ActionStatus, AgentSessionState, ChannelClosed, Flag,
+    HandshakeComplete, HandshakeRequest, HandshakeResponse, OpenDataChannel, PortProperties,
+    ProcessedClientAction, RequestedClientAction, SessionTypeRequest,
+};
+use rds_iam_proxy::ssm::smux::{self, Cmd, Decoded, Frame, FrameDecoder};
 
 fn no_nul(max: usize) -> impl Strategy<Value = Bytes> {
     proptest::collection::vec(1u8..=255, 0..max).prop_map(Bytes::from)
@@ -264,5 +273,381 @@ proptest! {
         prop_assert!(buf.is_empty(), "{} bytes left over", buf.len());
         prop_assert_eq!(fwd, expected_fwd);
         prop_assert_eq!(cu, expected_cu);
+    }
+}
+
+/// `stream` as successive reads of the sizes in `cuts` (used in turn, repeated).
+fn reads<'a>(stream: &'a [u8], cuts: &'a [usize]) -> impl Iterator<Item = &'a [u8]> + 'a {
+    let mut rest = stream;
+    let mut cut = cuts.iter().cycle();
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let (read, after) = rest.split_at((*cut.next()?).clamp(1, rest.len()));
+        rest = after;
+        Some(read)
+    })
+}
+
+/// What a scanner made of a stream: forwarded runs (merged) and change-user packets in order, the
+/// bytes still waiting, and the error that stopped it.
+#[derive(Debug, PartialEq, Eq)]
+struct Scanned {
+    events: Vec<(bool, Vec<u8>)>,
+    pending: Vec<u8>,
+    error: Option<String>,
+}
+
+fn scan<'a>(reads: impl Iterator<Item = &'a [u8]>) -> Scanned {
+    let mut sc = CommandScanner::default();
+    let mut buf = BytesMut::new();
+    let mut events: Vec<(bool, Vec<u8>)> = Vec::new();
+    for read in reads {
+        buf.extend_from_slice(read);
+        loop {
+            match sc.step(&buf) {
+                Ok(Step::Forward(n)) => match events.last_mut() {
+                    Some((false, run)) => run.extend_from_slice(&buf.split_to(n)),
+                    _ => events.push((false, buf.split_to(n).to_vec())),
+                },
+                Ok(Step::ChangeUser(n)) => events.push((true, buf.split_to(n).to_vec())),
+                Ok(Step::NeedMore) => break,
+                Err(e) => {
+                    return Scanned {
+                        events,
+                        pending: buf.to_vec(),
+                        error: Some(e.to_string()),
+                    };
+                }
+            }
+        }
+    }
+    Scanned {
+        events,
+        pending: buf.to_vec(),
+        error: None,
+    }
+}
+
+fn message_type() -> impl Strategy<Value = MessageType> {
+    prop_oneof![
+        Just(MessageType::INPUT_STREAM_DATA),
+        Just(MessageType::OUTPUT_STREAM_DATA),
+        Just(MessageType::ACKNOWLEDGE),
+        Just(MessageType::CHANNEL_CLOSED),
+        Just(MessageType::PAUSE_PUBLICATION),
+        proptest::collection::vec(0x21u8..0x7f, 1..=32)
+            .prop_map(|b| MessageType::new(std::str::from_utf8(&b).unwrap()).unwrap()),
+    ]
+}
+
+prop_compose! {
+    fn agent_message()(
+        message_type in message_type(),
+        schema_version in any::<u32>(),
+        created_date in 1..=u64::MAX,
+        sequence_number in any::<i64>(),
+        flags in any::<u64>(),
+        id in any::<[u8; 16]>(),
+        payload_type in any::<u32>(),
+        payload in any_bytes(2048),
+    ) -> AgentMessage {
+        AgentMessage {
+            message_type,
+            schema_version,
+            created_date,
+            sequence_number,
+            flags,
+            message_id: MessageId(id),
+            payload_type: PayloadType(payload_type),
+            payload,
+        }
+    }
+}
+
+/// JSON strings: any Unicode, including quotes, escapes and control characters.
+fn text() -> impl Strategy<Value = String> {
+    proptest::collection::vec(any::<char>(), 0..24).prop_map(|c| c.into_iter().collect())
+}
+
+fn opt_text() -> impl Strategy<Value = Option<String>> {
+    proptest::option::of(text())
+}
+
+prop_compose! {
+    fn handshake_request()(
+        agent_version in text(),
+        port in (opt_text(), opt_text(), opt_text(), opt_text(), opt_text(), opt_text()),
+        session_type in text(),
+        other in text(),
+        n in 0usize..3,
+    ) -> HandshakeRequest {
+        let properties = PortProperties {
+            host: port.0,
+            local_connection_type: port.1,
+            local_port_number: port.2,
+            local_unix_socket: port.3,
+            port_number: port.4,
+            r#type: port.5,
+        };
+        let session = RequestedClientAction {
+            action_type: "SessionType".into(),
+            action_parameters: ActionParameters::SessionType(SessionTypeRequest {
+                session_type,
+                properties: properties.to_value(),
+            }),
+        };
+        let unknown = RequestedClientAction {
+            action_type: format!("x-{other}"),
+            action_parameters: ActionParameters::Other(serde_json::json!({ "k": other, "n": [1, null] })),
+        };
+        HandshakeRequest {
+            agent_version,
+            requested_client_actions: [session, unknown].into_iter().take(n).collect(),
+        }
+    }
+}
+
+fn smux_frame(max: usize) -> impl Strategy<Value = Frame> {
+    prop_oneof![
+        any::<u32>().prop_map(Frame::syn),
+        any::<u32>().prop_map(Frame::fin),
+        Just(Frame::nop()),
+        (
+            any::<u32>(),
+            proptest::collection::vec(any::<u8>(), 0..=max)
+        )
+            .prop_map(|(id, d)| Frame::psh(id, Bytes::from(d))),
+    ]
+}
+
+/// Decodes `reads` with `decoder`: the frames, then the error or the bytes left over.
+fn smux_decode<'a>(
+    decoder: &FrameDecoder,
+    reads: impl Iterator<Item = &'a [u8]>,
+) -> (Vec<Frame>, Result<usize, String>) {
+    let mut buf = BytesMut::new();
+    let mut frames = Vec::new();
+    for read in reads {
+        buf.extend_from_slice(read);
+        loop {
+            match decoder.decode(&mut buf) {
+                Ok(Decoded::Frame(f)) => frames.push(f),
+                Ok(Decoded::Incomplete { .. }) => break,
+                Err(e) => return (frames, Err(e.to_string())),
+            }
+        }
+    }
+    (frames, Ok(buf.len()))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// Any bytes, cut at any read boundaries, frame as in one read and as byte by byte: the
+    /// same forwarded runs, change-user packets and error; nothing lost, nothing repeated.
+    #[test]
+    fn scanner_frames_any_bytes_alike_at_any_chunking(
+        stream in any_bytes(1500),
+        cuts in proptest::collection::vec(1usize..300, 1..12),
+    ) {
+        let whole = scan(std::iter::once(&stream[..]));
+        let mut replay: Vec<u8> = whole.events.iter().flat_map(|(_, b)| b.clone()).collect();
+        replay.extend_from_slice(&whole.pending);
+        prop_assert_eq!(&replay[..], &stream[..]);
+        for other in [scan(reads(&stream, &cuts)), scan(stream.chunks(1))] {
+            prop_assert_eq!(&other.events, &whole.events);
+            prop_assert_eq!(&other.error, &whole.error);
+            prop_assert!(whole.pending.starts_with(&other.pending));
+            if whole.error.is_none() {
+                prop_assert_eq!(&other.pending, &whole.pending);
+            }
+        }
+    }
+
+    #[test]
+    fn agent_message_round_trips(m in agent_message()) {
+        let frame = m.encode();
+        prop_assert_eq!(frame.len(), m.encoded_len());
+        prop_assert_eq!(AgentMessage::decode(&frame).unwrap(), m.clone());
+        prop_assert_eq!(AgentMessage::decode_bytes(frame.clone()).unwrap(), m.clone());
+        // Any change to a non-empty payload breaks the digest.
+        if !m.payload.is_empty() && m.message_type != MessageType::PAUSE_PUBLICATION {
+            let mut bad = frame.to_vec();
+            let last = bad.len() - 1;
+            bad[last] ^= 0x01;
+            prop_assert!(AgentMessage::decode(&bad).is_err());
+        }
+    }
+
+    /// Any frame decodes or fails cleanly; with its lengths and digest made right, what decodes
+    /// encodes back to the same message.
+    #[test]
+    fn agent_message_decoder_reads_any_frame(mut frame in any_bytes(600).prop_map(|b| b.to_vec()), fix in any::<bool>()) {
+        if fix && frame.len() >= 120 {
+            use sha2::Digest;
+            let digest = sha2::Sha256::digest(&frame[120..]);
+            let payload_len = (frame.len() - 120) as u32;
+            frame[..4].copy_from_slice(&116u32.to_be_bytes());
+            frame[80..112].copy_from_slice(&digest);
+            frame[116..120].copy_from_slice(&payload_len.to_be_bytes());
+        }
+        if let Ok(m) = AgentMessage::decode(&frame) {
+            prop_assert_eq!(AgentMessage::decode(&m.encode()).unwrap(), m);
+        }
+    }
+
+    #[test]
+    fn json_payloads_round_trip(
+        strings in proptest::collection::vec(text(), 7),
+        number in any::<i64>(),
+        flag in any::<bool>(),
+        request in handshake_request(),
+        errors in proptest::option::of(proptest::collection::vec(text(), 0..3)),
+        status in any::<i64>(),
+        instance in opt_text(),
+    ) {
+        let ack = AcknowledgeContent {
+            acknowledged_message_type: strings[0].clone(),
+            acknowledged_message_id: strings[1].clone(),
+            acknowledged_message_sequence_number: number,
+            is_sequential_message: flag,
+        };
+        prop_assert_eq!(AcknowledgeContent::decode(&ack.encode()).unwrap(), ack);
+        let closed = ChannelClosed {
+            message_id: strings[0].clone(),
+            created_date: strings[1].clone(),
+            destination_id: strings[2].clone(),
+            session_id: strings[3].clone(),
+            message_type: strings[4].clone(),
+            schema_version: number,
+            output: strings[5].clone(),
+        };
+        prop_assert_eq!(ChannelClosed::decode(&closed.encode()).unwrap(), closed);
+        let state = AgentSessionState {
+            schema_version: number,
+            session_state: strings[0].clone(),
+            session_id: strings[1].clone(),
+        };
+        prop_assert_eq!(AgentSessionState::decode(&state.encode()).unwrap(), state);
+        let complete = HandshakeComplete {
+            handshake_time_to_complete: number,
+            customer_message: strings[6].clone(),
+        };
+        prop_assert_eq!(HandshakeComplete::decode(&complete.encode()).unwrap(), complete);
+        prop_assert_eq!(HandshakeRequest::decode(&request.encode()).unwrap(), request.clone());
+        for action in &request.requested_client_actions {
+            if let ActionParameters::SessionType(st) = &action.action_parameters {
+                let props = PortProperties::from_value(&st.properties).unwrap();
+                prop_assert_eq!(props.to_value(), st.properties.clone());
+            }
+        }
+        let response = HandshakeResponse {
+            client_version: strings[0].clone(),
+            processed_client_actions: vec![ProcessedClientAction {
+                action_type: strings[1].clone(),
+                action_status: ActionStatus(status),
+                action_result: serde_json::Value::String(strings[2].clone()),
+                error: strings[3].clone(),
+            }],
+            errors,
+        };
+        prop_assert_eq!(HandshakeResponse::decode(&response.encode()).unwrap(), response);
+        let open = OpenDataChannel {
+            message_schema_version: strings[0].clone(),
+            request_id: strings[1].clone(),
+            token_value: strings[2].clone(),
+            client_instance_id: instance,
+            client_id: strings[3].clone(),
+            client_version: Some(strings[4].clone()),
+        };
+        prop_assert_eq!(OpenDataChannel::decode(&open.encode()).unwrap(), open);
+        for f in [Flag::DisconnectToPort, Flag::TerminateSession, Flag::ConnectToPortError] {
+            prop_assert_eq!(Flag::decode(&f.encode()).unwrap(), f);
+        }
+    }
+
+    /// Any bytes: every JSON decoder answers with a value or an error, and a value re-decodes
+    /// from its own encoding.
+    #[test]
+    fn json_decoders_read_any_bytes(bytes in any_bytes(400)) {
+        if let Ok(v) = AcknowledgeContent::decode(&bytes) {
+            prop_assert_eq!(AcknowledgeContent::decode(&v.encode()).unwrap(), v);
+        }
+        if let Ok(v) = ChannelClosed::decode(&bytes) {
+            prop_assert_eq!(ChannelClosed::decode(&v.encode()).unwrap(), v);
+        }
+        if let Ok(v) = HandshakeRequest::decode(&bytes) {
+            prop_assert_eq!(HandshakeRequest::decode(&v.encode()).unwrap(), v);
+        }
+        if let Ok(v) = HandshakeResponse::decode(&bytes) {
+            prop_assert_eq!(HandshakeResponse::decode(&v.encode()).unwrap(), v);
+        }
+        let _ = HandshakeComplete::decode(&bytes);
+        let _ = AgentSessionState::decode(&bytes);
+        let _ = Flag::decode(&bytes);
+        if let Ok(text) = std::str::from_utf8(&bytes) {
+            let _ = OpenDataChannel::decode(text);
+        }
+    }
+
+    /// Frames encode to bytes that decode back to them at any read boundaries.
+    #[test]
+    fn smux_frames_round_trip_at_any_chunking(
+        frames in proptest::collection::vec(smux_frame(600), 0..20),
+        cuts in proptest::collection::vec(1usize..700, 1..12),
+    ) {
+        let mut stream = BytesMut::new();
+        for f in &frames {
+            f.encode(&mut stream);
+        }
+        let decoder = FrameDecoder::new(600);
+        let (decoded, rest) = smux_decode(&decoder, reads(&stream, &cuts));
+        prop_assert_eq!(decoded, frames);
+        prop_assert_eq!(rest, Ok(0));
+    }
+
+    /// Any bytes decode to the same frames and the same error whatever the read boundaries, and
+    /// the frames re-encode to exactly the bytes they were read from.
+    #[test]
+    fn smux_any_stream_decodes_alike_at_any_chunking(
+        stream in any_bytes(1500),
+        cuts in proptest::collection::vec(1usize..300, 1..12),
+        max in 0usize..70_000,
+    ) {
+        let decoder = FrameDecoder::new(max);
+        let whole = smux_decode(&decoder, std::iter::once(&stream[..]));
+        prop_assert_eq!(&smux_decode(&decoder, reads(&stream, &cuts)), &whole);
+        prop_assert_eq!(&smux_decode(&decoder, stream.chunks(1)), &whole);
+        let mut again = BytesMut::new();
+        for f in &whole.0 {
+            f.encode(&mut again);
+        }
+        prop_assert_eq!(&again[..], &stream[..again.len()]);
+        if let Ok(left) = whole.1 {
+            prop_assert_eq!(again.len() + left, stream.len());
+        }
+    }
+
+    /// A write split by `encode_data` arrives as PSH frames of at most the frame size that join
+    /// back into the write.
+    #[test]
+    fn smux_encode_data_splits_and_rejoins(
+        data in any_bytes(5000),
+        max in 1usize..=65535,
+        id in any::<u32>(),
+    ) {
+        let mut out = BytesMut::new();
+        smux::encode_data(id, &data, max, &mut out);
+        let (frames, rest) = smux_decode(&FrameDecoder::new(max), std::iter::once(&out[..]));
+        prop_assert_eq!(rest, Ok(0));
+        let mut joined = Vec::new();
+        for f in frames {
+            prop_assert_eq!((f.cmd, f.stream_id), (Cmd::Psh, id));
+            prop_assert!(!f.data.is_empty() && f.data.len() <= max);
+            joined.extend_from_slice(&f.data);
+        }
+        prop_assert_eq!(&joined[..], &data[..]);
     }
 }

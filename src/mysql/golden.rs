@@ -1,10 +1,16 @@
 //! Golden bytes captured from real peers on this machine (MariaDB 10.11.19 server, mariadb CLI
 //! 10.11 / libmariadb 3.3.20), with the decoders' expected reading of each, and round-trip and
 //! no-panic checks over every connection-phase type.
+//!
+//! The byte constants are public (hidden from the docs) because the fuzz targets' seed corpora
+//! (`fuzz/examples/seed_corpus.rs`) start from them; the checks are tests only.
 
+#[cfg(test)]
 use bytes::{Bytes, BytesMut};
 
+#[cfg(test)]
 use super::*;
+#[cfg(test)]
 use crate::mysql::packet;
 
 /// A MariaDB 10.11.19 greeting (header included), as read from a fresh server.
@@ -35,8 +41,9 @@ pub const MARIADB_CLI_RESPONSE: &[u8] = &[
 ];
 
 /// The OK that ends a login (research §1.7): no rows, autocommit.
-const LOGIN_OK: &[u8] = &[0x00, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00];
+pub const LOGIN_OK: &[u8] = &[0x00, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00];
 
+#[cfg(test)]
 fn one_packet(bytes: &[u8]) -> Packet {
     let mut b = BytesMut::from(bytes);
     let p = packet::decode(&mut b, 1 << 20).unwrap().unwrap();

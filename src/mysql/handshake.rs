@@ -83,10 +83,10 @@ impl HandshakeV10 {
         }
         let mut scramble = BytesMut::from(part1);
         if capabilities.contains(Capabilities::SECURE_CONNECTION) {
-            let n = usize::from(data_len).saturating_sub(8).max(13);
-            let part2 = r.bytes(n, "auth_plugin_data_part_2")?;
-            let part2 = part2.strip_suffix(&[0]).unwrap_or(part2);
-            scramble.extend_from_slice(part2);
+            let part2 = r.bytes(part2_len(capabilities, data_len), "auth_plugin_data_part_2")?;
+            // Servers NUL-terminate part 2 (and pad a short one with NULs); scrambles hold no NUL.
+            let end = part2.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+            scramble.extend_from_slice(&part2[..end]);
         }
         let auth_plugin_name = if capabilities.contains(Capabilities::PLUGIN_AUTH) {
             Some(Bytes::copy_from_slice(r.nul_bytes_or_rest()))
@@ -120,11 +120,12 @@ impl HandshakeV10 {
         dst.put_u16_le(self.status_flags);
         dst.put_u16_le((caps.lower() >> 16) as u16);
         let part2 = self.auth_plugin_data.get(8..).unwrap_or_default();
-        if caps.contains(Capabilities::PLUGIN_AUTH) {
-            dst.put_u8((8 + part2.len() + 1).min(255) as u8);
+        let data_len = if caps.contains(Capabilities::PLUGIN_AUTH) {
+            (8 + part2.len() + 1).min(255) as u8
         } else {
-            dst.put_u8(0);
-        }
+            0
+        };
+        dst.put_u8(data_len);
         dst.put_bytes(0, 6);
         if caps.uses_mariadb_ext() {
             dst.put_u32_le(caps.mariadb_ext());
@@ -132,13 +133,26 @@ impl HandshakeV10 {
             dst.put_bytes(0, 4);
         }
         if caps.contains(Capabilities::SECURE_CONNECTION) {
+            // Exactly the length a reader takes: the scramble, then NUL padding (at least the
+            // terminator while it fits).
+            let n = part2_len(caps, data_len);
+            let part2 = &part2[..part2.len().min(n)];
             dst.put_slice(part2);
-            // At least 13 bytes including the terminating NUL.
-            dst.put_bytes(0, 13usize.saturating_sub(part2.len()).max(1));
+            dst.put_bytes(0, n - part2.len());
         }
         if let Some(name) = &self.auth_plugin_name {
             put_nul_bytes(dst, name);
         }
+    }
+}
+
+/// Length of `auth_plugin_data_part_2` in a greeting: `MAX(13, auth_plugin_data_len - 8)` with
+/// `PLUGIN_AUTH`, else 13 (the length byte is 0 then).
+fn part2_len(caps: Capabilities, data_len: u8) -> usize {
+    if caps.contains(Capabilities::PLUGIN_AUTH) {
+        usize::from(data_len).saturating_sub(8).max(13)
+    } else {
+        13
     }
 }
 
@@ -524,12 +538,15 @@ impl ComChangeUser {
         } else {
             None
         };
-        let auth_plugin_name = if caps.contains(Capabilities::PLUGIN_AUTH) && !r.is_empty() {
+        // The plugin and the attributes follow the collation; a lone stray byte is no plugin.
+        let more = character_set.is_some();
+        let auth_plugin_name = if more && caps.contains(Capabilities::PLUGIN_AUTH) && !r.is_empty()
+        {
             Some(Bytes::copy_from_slice(r.nul_bytes_or_rest()))
         } else {
             None
         };
-        let connect_attrs = if caps.contains(Capabilities::CONNECT_ATTRS) && !r.is_empty() {
+        let connect_attrs = if more && caps.contains(Capabilities::CONNECT_ATTRS) && !r.is_empty() {
             Some(decode_attrs(&mut r)?)
         } else {
             None
@@ -569,5 +586,75 @@ impl ComChangeUser {
         ) {
             encode_attrs(dst, attrs);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Fuzzing (mysql_upstream): a greeting whose scramble part 2 is shorter than the 13 bytes the
+    /// wire reserves (here a pre-4.1 short greeting with SECURE_CONNECTION) re-encoded with NUL
+    /// padding that the decoder then took for scramble bytes.
+    #[test]
+    fn greeting_with_short_scramble_round_trips() {
+        let short = b"\x0a\xff\x00\x28\xff\xff\xff\xff\x00\xdb\xdb\xdb\x25\xdb\x00\x00\x00\xff";
+        let g = HandshakeV10::decode(short).unwrap();
+        assert_eq!(g.auth_plugin_data.len(), 8);
+        let mut out = BytesMut::new();
+        g.encode(&mut out);
+        assert_eq!(HandshakeV10::decode(&out).unwrap(), g);
+
+        for part2 in [&b""[..], b"abcde", b"abcdefghijkl", b"abcdefghijklm"] {
+            for caps in [0xdfff_ffffu32, 0xdfff_ffff & !(1 << 19)] {
+                let g = HandshakeV10 {
+                    server_version: Bytes::from_static(b"8.4.3"),
+                    connection_id: 1,
+                    auth_plugin_data: Bytes::from([&b"12345678"[..], part2].concat()),
+                    capabilities: Capabilities::from_parts(caps, 0),
+                    character_set: 255,
+                    status_flags: 2,
+                    auth_plugin_name: (caps & (1 << 19) != 0)
+                        .then(|| Bytes::from_static(b"caching_sha2_password")),
+                };
+                let mut out = BytesMut::new();
+                g.encode(&mut out);
+                assert_eq!(HandshakeV10::decode(&out).unwrap(), g, "part 2 {part2:?}");
+            }
+        }
+    }
+
+    /// The longest scramble the length byte can announce (255 - 8 bytes of part 2, no room for a
+    /// terminator) is written at exactly that length, so the plugin name after it stays aligned.
+    #[test]
+    fn greeting_with_longest_scramble_round_trips() {
+        for len in [246usize, 247] {
+            let g = HandshakeV10 {
+                server_version: Bytes::from_static(b"8.4.3"),
+                connection_id: 1,
+                auth_plugin_data: Bytes::from(vec![b'x'; 8 + len]),
+                capabilities: Capabilities::from_parts(0xdfff_ffff, 0),
+                character_set: 255,
+                status_flags: 2,
+                auth_plugin_name: Some(Bytes::from_static(b"caching_sha2_password")),
+            };
+            let mut out = BytesMut::new();
+            g.encode(&mut out);
+            assert_eq!(HandshakeV10::decode(&out).unwrap(), g, "part 2 of {len}");
+        }
+    }
+
+    /// Fuzzing (mysql_client): a COM_CHANGE_USER with one byte after the schema, too short for a
+    /// collation, had that byte read as a plugin name that the encoder (rightly) never writes
+    /// without a collation.
+    #[test]
+    fn change_user_reads_no_plugin_without_a_collation() {
+        let caps = Capabilities(u64::MAX);
+        let c = ComChangeUser::decode(b"\x11\x00\x00\x00\x00", caps).unwrap();
+        assert_eq!(c.character_set, None);
+        assert_eq!(c.auth_plugin_name, None);
+        let mut out = BytesMut::new();
+        c.encode(&mut out, caps);
+        assert_eq!(ComChangeUser::decode(&out, caps).unwrap(), c);
     }
 }

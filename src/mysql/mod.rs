@@ -15,8 +15,8 @@ pub mod packet;
 pub mod response;
 pub mod scramble;
 
-#[cfg(test)]
-mod golden;
+#[doc(hidden)]
+pub mod golden;
 
 pub use capabilities::Capabilities;
 pub use handshake::{
