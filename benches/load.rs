@@ -54,8 +54,9 @@ use support::*;
 use upstream::RdsLikeUpstream;
 
 /// The memory bound for the proxy process under this load, per transport: peak resident set
-/// (VmHWM, or the largest sampled VmRSS) in MiB. Measured with 500 clients for 30 s: 79 MiB
-/// direct, 88 MiB over one SSM session; the bound leaves 1.8x headroom over the larger.
+/// (VmHWM, or the largest sampled VmRSS) in MiB. Measured with 500 clients for 30 s, two runs:
+/// 72 and 79 MiB direct, 79 and 88 MiB over one SSM session; the bound leaves 1.8x headroom over
+/// the largest.
 const RSS_BOUND_MIB: f64 = 160.0;
 
 /// Logins in flight at once while the clients connect.
