@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use crate::aws::discover::{DbSource, Source, TargetSpec};
+use crate::aws::discover::{DbSource, Resolved, Source, TargetSpec};
 use crate::aws::stack::DEFAULT_STACK_NAME;
 use crate::cli::ServeArgs;
 use crate::config_file::File;
@@ -51,6 +51,12 @@ pub enum Error {
     /// No endpoint given.
     #[error("--db-endpoint is required")]
     NoEndpoint,
+    /// No region for the discovery calls.
+    #[error(
+        "cannot tell which AWS region to look in: pass --region (or set AWS_REGION, or `region` \
+         in your AWS profile)"
+    )]
+    NoApiRegion,
     /// More than one database source.
     #[error("{0}: give only one of --db-endpoint, --stack, --db-cluster, --db-instance")]
     TwoSources(String),
@@ -362,6 +368,40 @@ pub fn parse_endpoint(s: &str) -> Result<(String, u16), Error> {
     }
 }
 
+/// `host:port`, with an IPv6 host in brackets: the form [`parse_endpoint`] reads back.
+pub fn endpoint_text(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+/// The region the AWS discovery calls go to: for a known endpoint the region its token is signed
+/// for, otherwise `--region` or the AWS config's.
+pub fn api_region(
+    source: &Source,
+    args: &ServeArgs,
+    aws_region: Option<String>,
+) -> Result<String, Error> {
+    match &source.db {
+        DbSource::Endpoint { host, .. } => resolve_region(args.region.clone(), host, aws_region),
+        _ => args.region.clone().or(aws_region).ok_or(Error::NoApiRegion),
+    }
+}
+
+/// Fills in what discovery found (endpoint, and the stack's user and region unless the flags
+/// or the file set them), ready for [`build`].
+pub fn apply_discovered(args: &mut ServeArgs, resolved: &Resolved) {
+    args.db_endpoint = Some(endpoint_text(&resolved.host, resolved.port));
+    if args.db_user.is_none() {
+        args.db_user = resolved.db_user.clone();
+    }
+    if args.region.is_none() {
+        args.region = resolved.region.clone();
+    }
+}
+
 /// The region tokens are signed for: the flag, else the one in the endpoint name, else the AWS
 /// config's.
 pub fn resolve_region(
@@ -403,13 +443,10 @@ pub fn build(args: &ServeArgs, aws_region: Option<String>) -> Result<Config, Err
     if args.allow_remote && local_password.is_none() {
         return Err(Error::RemoteWithoutPassword);
     }
-    let dial = args.dial.clone().unwrap_or_else(|| {
-        if host.contains(':') {
-            format!("[{host}]:{port}")
-        } else {
-            format!("{host}:{port}")
-        }
-    });
+    let dial = args
+        .dial
+        .clone()
+        .unwrap_or_else(|| endpoint_text(&host, port));
     let mut proxy = ProxyConfig::new(host, port, region);
     proxy.db_user = args.db_user.clone().filter(|u| !u.is_empty());
     proxy.ca_source = match &args.ca_bundle {
@@ -471,6 +508,18 @@ mod tests {
             "::1:3306",
         ] {
             assert!(parse_endpoint(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn endpoint_text_is_what_parse_endpoint_reads_back() {
+        for (host, port) in [("db.x", 3306), ("::1", 3307), ("10.0.0.1", 1)] {
+            let text = endpoint_text(host, port);
+            assert_eq!(
+                parse_endpoint(&text).unwrap(),
+                (host.to_owned(), port),
+                "{text}"
+            );
         }
     }
 

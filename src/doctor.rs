@@ -75,17 +75,9 @@ pub async fn run(planned: &Planned) -> std::process::ExitCode {
 
     // 1. Credentials.
     let (provider, aws_region) = iam::load_aws(args.profile.as_deref()).await;
-    let region = match &source.db {
-        DbSource::Endpoint { host, .. } => {
-            config::resolve_region(args.region.clone(), host, aws_region.clone()).ok()
-        }
-        _ => args.region.clone().or(aws_region.clone()),
-    };
-    let Some(region) = region else {
-        return r.fail(
-            "AWS region",
-            "none configured: pass --region, set AWS_REGION, or set `region` in your AWS profile",
-        );
+    let region = match config::api_region(&source, &args, aws_region.clone()) {
+        Ok(region) => region,
+        Err(e) => return r.fail("AWS region", e),
     };
     let creds = match iam::credentials(&provider, args.profile.as_deref()).await {
         Ok(c) => c,
@@ -127,13 +119,7 @@ pub async fn run(planned: &Planned) -> std::process::ExitCode {
         "database endpoint",
         format!("{}:{} ({found})", resolved.host, resolved.port),
     );
-    args.db_endpoint = Some(format!("{}:{}", resolved.host, resolved.port));
-    if args.db_user.is_none() {
-        args.db_user = resolved.db_user.clone();
-    }
-    if args.region.is_none() {
-        args.region = resolved.region.clone();
-    }
+    config::apply_discovered(&mut args, &resolved);
     let mut cfg = match config::build(&args, aws_region) {
         Ok(c) => c,
         Err(e) => return r.fail("configuration", e),

@@ -58,15 +58,7 @@ pub async fn prepare(planned: &Planned, progress: &Progress) -> Result<Prepared>
     let mut args = planned.args.clone();
     let source = config::source(&args)?;
     let (provider, aws_region) = iam::load_aws(args.profile.as_deref()).await;
-    let api_region = match &source.db {
-        DbSource::Endpoint { host, .. } => {
-            config::resolve_region(args.region.clone(), host, aws_region.clone())?
-        }
-        _ => args.region.clone().or(aws_region.clone()).context(
-            "cannot tell which AWS region to look in: pass --region (or set AWS_REGION, or \
-             `region` in your AWS profile)",
-        )?,
-    };
+    let api_region = config::api_region(&source, &args, aws_region.clone())?;
     let api = Api::new(provider.clone(), args.profile.clone(), api_region)
         .context("setting up TLS for AWS API calls")?;
     let what = match &source.db {
@@ -91,13 +83,7 @@ pub async fn prepare(planned: &Planned, progress: &Progress) -> Result<Prepared>
             }
         }
     };
-    args.db_endpoint = Some(endpoint_text(&resolved.host, resolved.port));
-    if args.db_user.is_none() {
-        args.db_user = resolved.db_user.clone();
-    }
-    if args.region.is_none() {
-        args.region = resolved.region.clone();
-    }
+    config::apply_discovered(&mut args, &resolved);
     let mut cfg = config::build(&args, aws_region)?;
     cfg.target = resolved.target.clone();
     let api = api.with_region(cfg.proxy.region.clone());
@@ -206,13 +192,4 @@ pub async fn open_ssm(cfg: &Config, resolved: &Resolved, target: &str, api: &Api
         sc.sessions = n;
     }
     Ssm::new(sc, &sdk).context("starting the SSM session pool")
-}
-
-/// `host:port`, bracketing IPv6.
-fn endpoint_text(host: &str, port: u16) -> String {
-    if host.contains(':') {
-        format!("[{host}]:{port}")
-    } else {
-        format!("{host}:{port}")
-    }
 }
