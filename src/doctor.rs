@@ -11,11 +11,9 @@
 //! MySQL client would, so doctor checks exactly the code path clients use; which hop failed is
 //! read from the proxy's failure reason, and the fix from the MySQL error it sends.
 
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 
-use bytes::{BufMut, Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use bytes::{Bytes, BytesMut};
 use tokio::net::TcpStream;
 
 use crate::aws::api::Api;
@@ -24,10 +22,12 @@ use crate::config::{self, Planned};
 use crate::iam::{self, TokenCache};
 use crate::local::LocalProxy;
 use crate::mysql::capabilities::Capabilities;
+use crate::mysql::command::{ColumnDefinition41, ComQuery, EofPacket, QueryResponse, TextRow};
 use crate::mysql::handshake::{HandshakeResponse41, HandshakeV10, plugin};
 use crate::mysql::packet;
 use crate::mysql::response::ErrPacket;
 use crate::progress::format_duration;
+use crate::proxy::framed::PacketStream;
 use crate::tunnel::{Connector, Direct};
 
 /// Time allowed for each MySQL step of the check.
@@ -280,17 +280,18 @@ async fn login_checks(
     match client.select_one().await {
         Ok(()) => {
             r.ok("SELECT 1", "returned 1");
-            let _ = local.proxy().stats().logins.load(Ordering::Relaxed);
             std::process::ExitCode::SUCCESS
         }
         Err(e) => r.fail("SELECT 1", e),
     }
 }
 
-/// Just enough of a MySQL client to log in to the local proxy and run `SELECT 1`.
+/// Just enough of a MySQL client to log in to the local proxy and run `SELECT 1`, over the
+/// proxy's own framing ([`PacketStream`]) and command codec. (The admin client in
+/// `proxy::client` insists on verified TLS; this leg is the local loopback one, in plain text
+/// like most clients'.)
 struct MiniClient {
-    stream: TcpStream,
-    buf: BytesMut,
+    io: PacketStream,
 }
 
 impl MiniClient {
@@ -300,32 +301,20 @@ impl MiniClient {
             .await
             .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
         Ok(Self {
-            stream,
-            buf: BytesMut::new(),
+            io: PacketStream::new(Box::new(stream), BytesMut::new()),
         })
     }
 
     async fn read(&mut self) -> Result<packet::Packet, String> {
-        loop {
-            match packet::decode(&mut self.buf, 1 << 24) {
-                Ok(Some(p)) => return Ok(p),
-                Ok(None) => {}
-                Err(e) => return Err(format!("malformed packet from the proxy: {e}")),
-            }
-            let n = tokio::time::timeout(STEP_TIMEOUT, self.stream.read_buf(&mut self.buf))
-                .await
-                .map_err(|_| format!("no answer within {}s", STEP_TIMEOUT.as_secs()))?
-                .map_err(|e| e.to_string())?;
-            if n == 0 {
-                return Err("the proxy closed the connection".into());
-            }
-        }
+        self.io
+            .read_packet(STEP_TIMEOUT)
+            .await
+            .map_err(|e| format!("reading from the proxy: {e}"))
     }
 
     async fn write(&mut self, seq: u8, payload: &[u8]) -> Result<(), String> {
-        let mut out = BytesMut::new();
-        packet::encode(seq, payload, &mut out);
-        self.stream.write_all(&out).await.map_err(|e| e.to_string())
+        self.io.queue(seq, payload);
+        self.io.flush().await.map_err(|e| e.to_string())
     }
 
     /// The greeting, or the ERR the proxy sends instead when it cannot reach the database.
@@ -385,24 +374,24 @@ impl MiniClient {
 
     async fn select_one(&mut self) -> Result<(), String> {
         let mut q = BytesMut::new();
-        q.put_u8(0x03);
-        q.put_slice(b"SELECT 1");
+        ComQuery { query: "SELECT 1" }.encode(&mut q);
         self.write(0, &q).await?;
         let first = self.read().await?;
-        if first.payload.first() == Some(&ErrPacket::HEADER) {
-            let e = ErrPacket::decode(&first.payload).map_err(|e| e.to_string())?;
-            return Err(e.message_str());
+        match QueryResponse::decode(&first.payload).map_err(|e| e.to_string())? {
+            QueryResponse::ResultSet { column_count: 1 } => {}
+            QueryResponse::Err(e) => return Err(e.message_str()),
+            other => return Err(format!("unexpected answer {other:?}")),
         }
-        // Column count, one column definition, EOF, the row, EOF.
-        let _column = self.read().await?;
-        let mut row = self.read().await?;
-        if row.payload.first() == Some(&0xFE) && row.payload.len() < 9 {
-            row = self.read().await?;
-        }
-        if row.payload.as_ref() == b"\x011" {
-            Ok(())
-        } else {
-            Err(format!("unexpected row {:?}", row.payload))
+        // One column definition, EOF, the row.
+        let column = self.read().await?;
+        ColumnDefinition41::decode(&column.payload).map_err(|e| e.to_string())?;
+        let eof = self.read().await?;
+        EofPacket::decode(&eof.payload).map_err(|e| e.to_string())?;
+        let row = self.read().await?;
+        let row = TextRow::decode(&row.payload, 1).map_err(|e| e.to_string())?;
+        match row.0.as_slice() {
+            [Some(v)] if v.as_ref() == b"1" => Ok(()),
+            other => Err(format!("unexpected row {other:?}")),
         }
     }
 }
