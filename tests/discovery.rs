@@ -9,13 +9,13 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use common::aws_sim::{bare, sim_for};
-use common::process::{ProxyProcess, mariadb};
+use common::process::{ProxyProcess, free_port, mariadb, try_http_get};
 use common::upstream::RdsLikeUpstream;
 use rds_iam_proxy::aws::mock::AwsWorld;
 use rds_iam_proxy::ssm::sim::SimServer;
@@ -486,10 +486,10 @@ async fn metrics_show_ssm_sessions_and_reconnects() {
     cmd.args(["--health-addr", &health]);
     let proxy = ProxyProcess::spawn(cmd);
     let h = health.clone();
-    let ready = blocking(move || get(&h, "/readiness")).await;
-    assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
+    let (code, ready) = blocking(move || get(&h, "/readiness")).await;
+    assert_eq!(code, 200, "{ready}");
     let h = health.clone();
-    let m = blocking(move || get(&h, "/metrics")).await;
+    let (_, m) = blocking(move || get(&h, "/metrics")).await;
     assert!(
         m.contains("rds_iam_proxy_ssm_sessions_live{database=\"default\"} 2"),
         "{m}"
@@ -503,7 +503,7 @@ async fn metrics_show_ssm_sessions_and_reconnects() {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
         let h = health.clone();
-        let m = blocking(move || get(&h, "/metrics")).await;
+        let (_, m) = blocking(move || get(&h, "/metrics")).await;
         if sample(&m, "rds_iam_proxy_ssm_reconnects_total") >= 1 {
             break;
         }
@@ -587,28 +587,14 @@ fn tempdir(tag: &str) -> PathBuf {
     d
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn get(addr: &str, path: &str) -> String {
+/// GET `path`, retrying until the endpoint answers (and, for `/readiness`, answers 200).
+fn get(addr: &str, path: &str) -> (u16, String) {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
-        if let Ok(mut s) = std::net::TcpStream::connect(addr) {
-            use std::io::Write;
-            let _ = write!(
-                s,
-                "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-            );
-            let mut out = String::new();
-            let _ = s.read_to_string(&mut out);
-            if !out.is_empty() && (path != "/readiness" || out.starts_with("HTTP/1.1 200")) {
-                return out;
-            }
+        if let Ok((code, body)) = try_http_get(addr, path)
+            && (path != "/readiness" || code == 200)
+        {
+            return (code, body);
         }
         if std::time::Instant::now() > deadline {
             panic!("{addr}{path} never answered as expected");
