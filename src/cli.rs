@@ -261,6 +261,31 @@ pub struct ServeArgs {
     #[arg(long, env = "RDS_IAM_PROXY_SSM_SESSIONS", value_name = "N")]
     pub ssm_sessions: Option<usize>,
 
+    /// Over SSM, a session whose sends stay unacknowledged, or whose receive sequence stops
+    /// advancing while messages keep arriving, for this long is resumed once, then replaced
+    /// [default: 60s].
+    #[arg(long, env = "RDS_IAM_PROXY_SSM_STALL_TIMEOUT", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    #[serde(deserialize_with = "duration")]
+    pub ssm_stall_timeout: Option<std::time::Duration>,
+
+    /// Over SSM, what one connection whose client stops reading may hold in memory before the rest
+    /// goes to an encrypted temporary file (e.g. 8MiB) [default: 8MiB].
+    #[arg(long, env = "RDS_IAM_PROXY_STALL_SPOOL_MEMORY", value_name = "SIZE", value_parser = parse_size)]
+    #[serde(deserialize_with = "size")]
+    pub stall_spool_memory: Option<u64>,
+
+    /// Over SSM, what one connection whose client stops reading may hold on disk (encrypted,
+    /// unlinked); past it that connection ends with a MySQL error [default: 1GiB].
+    #[arg(long, env = "RDS_IAM_PROXY_STALL_SPOOL_DISK", value_name = "SIZE", value_parser = parse_size)]
+    #[serde(deserialize_with = "size")]
+    pub stall_spool_disk: Option<u64>,
+
+    /// What all connections together may hold on disk for clients that stopped reading
+    /// [default: 16GiB].
+    #[arg(long, env = "RDS_IAM_PROXY_STALL_SPOOL_TOTAL", value_name = "SIZE", value_parser = parse_size)]
+    #[serde(deserialize_with = "size")]
+    pub stall_spool_total: Option<u64>,
+
     /// Local address to listen on, loopback only [default: 127.0.0.1:3306, or none when only
     /// --unix-socket is given; a free port for exec].
     #[arg(long, env = "RDS_IAM_PROXY_LISTEN", value_name = "ADDR")]
@@ -340,6 +365,39 @@ pub(crate) fn duration<'de, D: serde::Deserializer<'de>>(
         .map_err(|e| serde::de::Error::custom(format!("`{text}` is not a duration like 30s: {e}")))
 }
 
+/// A byte size in a config file, written as on the command line ("8MiB", "1GiB").
+pub(crate) fn size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    let text = String::deserialize(d)?;
+    parse_size(&text)
+        .map(Some)
+        .map_err(serde::de::Error::custom)
+}
+
+/// Parses a byte size: a number with an optional unit, B, KiB, MiB, GiB, TiB (K, M, G, T and KB,
+/// MB, GB, TB are read as the same powers of 1024).
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{text}` is not a size like 8MiB or 1GiB"))?;
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        "t" | "tb" | "tib" => 40,
+        _ => {
+            return Err(format!(
+                "`{text}` has an unknown unit; use B, KiB, MiB, GiB or TiB"
+            ));
+        }
+    };
+    n.checked_mul(1u64 << shift)
+        .ok_or_else(|| format!("`{text}` is too large"))
+}
+
 /// Flags of `token`.
 #[derive(Args, Debug, Clone)]
 pub struct TokenArgs {
@@ -411,6 +469,17 @@ mod tests {
         ])
         .unwrap();
         assert!(matches!(cli.command, Some(Command::Token(_))));
+    }
+
+    #[test]
+    fn sizes_parse_with_binary_units() {
+        assert_eq!(parse_size("8MiB"), Ok(8 << 20));
+        assert_eq!(parse_size("1G"), Ok(1 << 30));
+        assert_eq!(parse_size("512 kb"), Ok(512 << 10));
+        assert_eq!(parse_size("0"), Ok(0));
+        assert!(parse_size("8 furlongs").is_err());
+        assert!(parse_size("MiB").is_err());
+        assert!(parse_size("99999999999TiB").is_err());
     }
 
     #[test]

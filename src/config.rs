@@ -224,7 +224,8 @@ pub fn overlay(base: ServeArgs, top: &ServeArgs) -> ServeArgs {
         db_endpoint, stack, db_cluster, db_instance, ecs_cluster, ecs_service, ecs_container,
         instance, instance_tag, dial, ssm_target, ssm_sessions, listen, region, db_user, profile,
         ca_bundle, handshake_timeout, max_connections, max_sigterm_delay, local_password,
-        health_addr, unix_socket;
+        health_addr, unix_socket, ssm_stall_timeout, stall_spool_memory, stall_spool_disk,
+        stall_spool_total;
         reader, local_tls, direct_auth, allow_remote
     )
 }
@@ -335,6 +336,8 @@ pub struct Config {
     pub target: Option<TargetSpec>,
     /// Warm SSM sessions (default chosen by the pool).
     pub ssm_sessions: Option<usize>,
+    /// How long an SSM session may make no progress before it is resumed, then replaced.
+    pub ssm_stall_timeout: Option<std::time::Duration>,
     /// The engine configuration.
     pub proxy: ProxyConfig,
 }
@@ -465,6 +468,17 @@ pub fn build(args: &ServeArgs, aws_region: Option<String>) -> Result<Config, Err
     if let Some(d) = args.max_sigterm_delay {
         proxy.shutdown_grace = d;
     }
+    if let Some(n) = args.stall_spool_memory {
+        proxy.spool.memory = usize::try_from(n).unwrap_or(usize::MAX);
+        // The process may hold as much as 32 paused connections' memory.
+        proxy.spool.total_memory = proxy.spool.memory.saturating_mul(32);
+    }
+    if let Some(n) = args.stall_spool_disk {
+        proxy.spool.disk = n;
+    }
+    if let Some(n) = args.stall_spool_total {
+        proxy.spool.total_disk = n;
+    }
     let health = match &args.health_addr {
         Some(h) => Some(h.parse().map_err(|_| Error::BadHealthAddr(h.clone()))?),
         None => None,
@@ -477,6 +491,7 @@ pub fn build(args: &ServeArgs, aws_region: Option<String>) -> Result<Config, Err
         profile: args.profile.clone(),
         target: None,
         ssm_sessions: args.ssm_sessions.map(|n| n.max(1)),
+        ssm_stall_timeout: args.ssm_stall_timeout,
         proxy,
     })
 }

@@ -125,13 +125,20 @@ fn not_ready(db: &Watched) -> Option<String> {
         Some(format!("{name}: not serving (starting or draining)"))
     } else if open >= max {
         Some(format!("{name}: at --max-connections ({open}/{max})"))
-    } else if db.ssm.as_ref().is_some_and(|p| p.live_sessions() == 0) {
-        let last = db
-            .ssm
-            .as_ref()
-            .and_then(|p| p.last_error())
-            .unwrap_or_else(|| "opening".into());
-        Some(format!("{name}: no live SSM session ({last})"))
+    } else if let Some(pool) = &db.ssm
+        && pool.healthy_sessions() == 0
+        && pool.idle_slots() == 0
+    {
+        // A slot waiting for a client after an idle end is ready: the next connect opens it.
+        if pool.live_sessions() == 0 {
+            let last = pool.last_error().unwrap_or_else(|| "opening".into());
+            Some(format!("{name}: no live SSM session ({last})"))
+        } else {
+            Some(format!(
+                "{name}: every SSM session is resuming its WebSocket or stalled ({} stalled)",
+                pool.stalled_sessions()
+            ))
+        }
     } else {
         None
     }
@@ -227,6 +234,24 @@ fn ssm_metrics(f: &mut Families, pool: &Pool, name: &str) {
             "WebSocket reconnects that resumed an SSM session.",
             load(&s.resumes),
         ),
+        (
+            "ssm_sessions_stalled",
+            "gauge",
+            "SSM sessions making no progress now (a stall episode).",
+            pool.stalled_sessions() as u64,
+        ),
+        (
+            "ssm_sessions_stalled_total",
+            "counter",
+            "SSM sessions given up and replaced because they stopped making progress.",
+            load(&s.stalls),
+        ),
+        (
+            "ssm_retransmits_total",
+            "counter",
+            "SSM stream messages resent.",
+            load(&s.retransmits),
+        ),
     ] {
         f.sample(metric, kind, help, db.clone(), v, "");
     }
@@ -267,6 +292,24 @@ fn proxy_metrics(f: &mut Families, proxy: &Proxy, name: &str) {
             "counter",
             "IAM authentication tokens minted.",
             proxy.token_mints(),
+        ),
+        (
+            "stall_spooled_bytes_total",
+            "counter",
+            "Bytes held encrypted on disk for clients that stopped reading.",
+            load(&proxy.spool().spooled_to_disk),
+        ),
+        (
+            "stall_spool_bytes",
+            "gauge",
+            "Bytes held now for clients that stopped reading (memory and disk).",
+            proxy.spool().memory_in_use() as u64 + proxy.spool().disk_in_use(),
+        ),
+        (
+            "stall_connections_ended_total",
+            "counter",
+            "Connections ended because their client stopped reading past the spool's bounds.",
+            load(&s.stalled_ends),
         ),
     ] {
         f.sample(metric, kind, help, db.clone(), v, "");

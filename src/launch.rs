@@ -191,5 +191,8 @@ pub async fn open_ssm(cfg: &Config, resolved: &Resolved, target: &str, api: &Api
     if let Some(n) = cfg.ssm_sessions {
         sc.sessions = n;
     }
+    if let Some(t) = cfg.ssm_stall_timeout {
+        sc.stall_timeout = t;
+    }
     Ssm::new(sc, &sdk).context("starting the SSM session pool")
 }

@@ -34,6 +34,7 @@ pub mod progress;
 pub mod proxy;
 pub mod secret;
 pub mod shutdown;
+pub mod spool;
 pub mod ssm;
 pub mod tls;
 pub mod tunnel;

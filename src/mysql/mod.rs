@@ -38,6 +38,8 @@ pub mod codes {
     pub const UPSTREAM_ERROR: u16 = 1105;
     /// `ER_CON_COUNT_ERROR` (SQLSTATE 08004): too many connections.
     pub const TOO_MANY_CONNECTIONS: u16 = 1040;
+    /// `ER_NET_WRITE_TIMEOUT`: what a server says to a client that stopped reading its results.
+    pub const NET_WRITE_TIMEOUT: u16 = 1161;
     /// `ER_NOT_SUPPORTED_AUTH_MODE` (SQLSTATE 08004): the account does not use IAM authentication.
     pub const NOT_SUPPORTED_AUTH_MODE: u16 = 1251;
 }

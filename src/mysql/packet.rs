@@ -45,6 +45,71 @@ pub fn peek_header(buf: &[u8]) -> Option<(usize, u8)> {
     Some((len, buf[3]))
 }
 
+/// Follows packet boundaries in a stream it is not otherwise parsing (the server's answers after
+/// login), so that the proxy can tell where a packet of its own may be put: after the last complete
+/// logical packet, with the sequence id that follows it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Boundaries {
+    /// Header bytes of the packet being read, when fewer than four have arrived.
+    header: [u8; HEADER_LEN],
+    /// How many of `header` are filled.
+    header_len: usize,
+    /// Payload bytes of the current packet still to come.
+    payload_left: usize,
+    /// The packet being read is a 16 MiB one, so another packet continues it.
+    continued: bool,
+    /// Bytes seen.
+    offset: u64,
+    /// Offset just after the last complete logical packet.
+    boundary: u64,
+    /// Sequence id of the last physical packet whose header was read.
+    last_seq: Option<u8>,
+    /// Sequence id of the last complete logical packet.
+    boundary_seq: Option<u8>,
+}
+
+impl Boundaries {
+    /// Accounts for the next `data` of the stream.
+    pub fn feed(&mut self, mut data: &[u8]) {
+        while !data.is_empty() {
+            if self.payload_left > 0 {
+                let n = self.payload_left.min(data.len());
+                self.payload_left -= n;
+                self.offset += n as u64;
+                data = &data[n..];
+            } else {
+                let n = (HEADER_LEN - self.header_len).min(data.len());
+                self.header[self.header_len..self.header_len + n].copy_from_slice(&data[..n]);
+                self.header_len += n;
+                self.offset += n as u64;
+                data = &data[n..];
+                if self.header_len < HEADER_LEN {
+                    break;
+                }
+                self.header_len = 0;
+                let (len, seq) = peek_header(&self.header).expect("four header bytes");
+                self.last_seq = Some(seq);
+                self.payload_left = len;
+                self.continued = len == MAX_PAYLOAD_LEN;
+            }
+            if self.payload_left == 0 && self.header_len == 0 && !self.continued {
+                self.boundary = self.offset;
+                self.boundary_seq = self.last_seq;
+            }
+        }
+    }
+
+    /// Offset (bytes since the start) just after the last complete logical packet.
+    pub fn boundary(&self) -> u64 {
+        self.boundary
+    }
+
+    /// The sequence id a packet placed at [`Self::boundary`] takes (the answer's next one).
+    pub fn next_seq(&self) -> u8 {
+        self.boundary_seq.map_or(0, |s| s.wrapping_add(1))
+    }
+}
+
 /// Takes one whole physical packet off the front of `buf`.
 ///
 /// Returns `Ok(None)` when more bytes are needed. A payload of `max_payload` or more bytes (which
@@ -145,6 +210,32 @@ mod tests {
                 seen += 1;
             }
             assert_eq!((seen, total), (packets, len));
+        }
+    }
+
+    #[test]
+    fn boundaries_follow_packets_across_any_chunking() {
+        let mut stream = BytesMut::new();
+        encode(1, b"column count", &mut stream);
+        encode(2, &vec![7u8; 300], &mut stream);
+        let big_end = stream.len();
+        encode(3, &vec![9u8; MAX_PAYLOAD_LEN + 10], &mut stream);
+        let total = stream.len();
+        for step in [1, 3, 4, 5, 1000, 1 << 20, total] {
+            let mut b = Boundaries::default();
+            let mut seen = Vec::new();
+            for chunk in stream.chunks(step) {
+                b.feed(chunk);
+                seen.push((b.boundary(), b.next_seq()));
+            }
+            assert_eq!(b.boundary(), total as u64, "step {step}");
+            // Two physical packets made the last logical one: seq 3 and 4.
+            assert_eq!(b.next_seq(), 5);
+            // Inside the split packet the boundary never moved past its start.
+            assert!(
+                seen.iter()
+                    .all(|&(o, _)| o == total as u64 || o <= big_end as u64)
+            );
         }
     }
 }

@@ -33,6 +33,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use crate::iam::TokenSource;
 use crate::mysql::scramble::PasswordVerifier;
 use crate::mysql::{ErrPacket, codes, packet};
+use crate::spool::{SpoolBudget, SpoolLimits};
 use crate::tls::{self, CaSource};
 use crate::tunnel::{BoxStream, Connector};
 
@@ -67,6 +68,10 @@ pub struct ProxyConfig {
     pub shutdown_grace: Duration,
     /// Require this local password from clients (checked from its scramble, never in clear).
     pub local_password: Option<PasswordVerifier>,
+    /// Bounds on what is held for clients that stop reading over a shared transport.
+    pub spool: SpoolLimits,
+    /// Where spool files go (the system's temporary directory when `None`).
+    pub spool_dir: Option<std::path::PathBuf>,
 }
 
 impl ProxyConfig {
@@ -88,6 +93,8 @@ impl ProxyConfig {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             shutdown_grace: Duration::ZERO,
             local_password: None,
+            spool: SpoolLimits::DEFAULT,
+            spool_dir: None,
         }
     }
 
@@ -113,6 +120,8 @@ pub struct Inner {
     pub server_name: ServerName<'static>,
     /// Counters.
     pub stats: Stats,
+    /// What connections whose clients stopped reading may hold, across the process.
+    pub spool: Arc<SpoolBudget>,
 }
 
 /// A configured proxy, ready to serve listeners.
@@ -136,6 +145,10 @@ impl Proxy {
             None
         };
         let server_name = tls::server_name(&config.endpoint_host)?;
+        let spool = Arc::new(SpoolBudget::new(
+            config.spool,
+            config.spool_dir.clone().unwrap_or_else(std::env::temp_dir),
+        ));
         Ok(Proxy {
             inner: Arc::new(Inner {
                 config,
@@ -145,6 +158,7 @@ impl Proxy {
                 local_tls,
                 server_name,
                 stats: Stats::default(),
+                spool,
             }),
         })
     }
@@ -152,6 +166,11 @@ impl Proxy {
     /// The counters.
     pub fn stats(&self) -> &Stats {
         &self.inner.stats
+    }
+
+    /// What is held for clients that stopped reading.
+    pub fn spool(&self) -> &SpoolBudget {
+        &self.inner.spool
     }
 
     /// Tokens minted so far by the token source.

@@ -25,8 +25,9 @@ use super::Inner;
 use super::login::{Session, Side, token_bytes};
 use crate::iam::TokenRequest;
 use crate::mysql::handshake::plugin;
-use crate::mysql::packet::{self, HEADER_LEN, MAX_PAYLOAD_LEN, peek_header};
+use crate::mysql::packet::{self, Boundaries, HEADER_LEN, MAX_PAYLOAD_LEN, peek_header};
 use crate::mysql::{AuthMoreData, Capabilities, ComChangeUser, ErrPacket, LoginReply, codes};
+use crate::spool::{Spool, SpoolLimits};
 use crate::tunnel::BoxStream;
 
 /// Largest read buffer of each direction, reached while data streams.
@@ -435,18 +436,37 @@ where
     U: AsyncWrite + Unpin,
 {
     let write_err = |e: std::io::Error| (Side::Client, format!("writing to the client: {e}"));
+    let mut spool = Spool::new(inner.spool.clone());
+    // Over a transport shared with other connections the database leg is drained whatever this
+    // client does (DESIGN.md decision 11); otherwise its own back-pressure is the right brake and
+    // at most one read is held.
+    let shared = inner.connector.shared();
+    let hold = if shared { u64::MAX } else { COPY_BUF as u64 };
+    let mut frames = Boundaries::default();
+    let mut stalled: Option<StallEnd> = None;
     if !read_ahead.is_empty() {
         awaiting.answered();
-        client_w.write_all(&read_ahead).await.map_err(write_err)?;
-        client_w.flush().await.map_err(write_err)?;
-        counter.fetch_add(read_ahead.len() as u64, Ordering::Relaxed);
+        frames.feed(&read_ahead);
+        let _ = spool.push(read_ahead.freeze());
     }
-    let mut buf = vec![0u8; IDLE_BUF];
+    let mut want = IDLE_BUF;
+    let mut upstream_open = true;
     let mut jobs_open = true;
+    let mut spilled = false;
     loop {
+        let front = spool.front().map_err(spool_err)?;
+        if front.is_empty() {
+            if let Some(end) = stalled.take() {
+                return finish_stalled(inner, &mut client_w, end).await;
+            }
+            if !upstream_open {
+                return Ok(());
+            }
+        }
+        let read = upstream_open && stalled.is_none() && spool.len() < hold;
         tokio::select! {
             biased;
-            job = jobs.recv(), if jobs_open => match job {
+            job = jobs.recv(), if jobs_open && front.is_empty() => match job {
                 Some(job) => {
                     let r = change_user(
                         inner, session, &mut upstream_r, &mut client_w, &upstream_w, job.payload,
@@ -460,20 +480,32 @@ where
                 }
                 None => jobs_open = false,
             },
-            n = upstream_r.read(&mut buf) => {
-                let n = match n {
-                    Ok(n) => n,
-                    // MySQL servers close without a TLS close_notify after COM_QUIT: that is an
-                    // end of stream, not a failure.
-                    Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => 0,
+            w = client_w.write(&front), if !front.is_empty() => {
+                let n = w.map_err(write_err)?;
+                if n == 0 {
+                    return Err(write_err(std::io::ErrorKind::WriteZero.into()));
+                }
+                spool.consume(n);
+                counter.fetch_add(n as u64, Ordering::Relaxed);
+                inner.stats.bytes_down.fetch_add(n as u64, Ordering::Relaxed);
+                if spool.is_empty() {
+                    // A local TLS writer may hold records back until flushed.
+                    client_w.flush().await.map_err(write_err)?;
+                }
+            }
+            n = read_some(&mut upstream_r, &mut want), if read => {
+                let chunk = match n {
+                    Ok(chunk) => chunk,
                     Err(e) => {
                         let e = format!("reading from the database: {e}");
+                        deliver_all(&mut spool, &mut client_w, counter, inner).await?;
                         answer_link_lost(inner, awaiting, &mut client_w, &e).await;
                         return Err((Side::Upstream, e));
                     }
                 };
-                if n == 0 {
+                if chunk.is_empty() {
                     let e = "the database closed the connection";
+                    deliver_all(&mut spool, &mut client_w, counter, inner).await?;
                     let answered = answer_link_lost(inner, awaiting, &mut client_w, e).await;
                     let _ = client_w.shutdown().await;
                     return if answered {
@@ -482,29 +514,171 @@ where
                         Ok(())
                     };
                 }
-                // Take whatever else is already there (more TLS records decrypted or buffered) so
-                // a result set goes to the client in few large writes. An end of stream or error
-                // met here shows up again on the next read and is handled there.
-                let mut n = n;
-                while n < buf.len() {
-                    match upstream_r.read(&mut buf[n..]).now_or_never() {
-                        Some(Ok(more)) if more > 0 => n += more,
-                        _ => break,
-                    }
-                }
                 awaiting.answered();
-                client_w.write_all(&buf[..n]).await.map_err(write_err)?;
-                // A local TLS writer may hold records back until flushed (see the other half).
-                client_w.flush().await.map_err(write_err)?;
-                counter.fetch_add(n as u64, Ordering::Relaxed);
-                inner.stats.bytes_down.fetch_add(n as u64, Ordering::Relaxed);
-                let size = next_buf_size(buf.len(), n);
-                if size != buf.len() {
-                    buf = vec![0u8; size];
+                let boundary_before = frames.boundary();
+                let seq_before = frames.next_seq();
+                frames.feed(&chunk);
+                match spool.push(chunk) {
+                    Ok(()) => {
+                        if !spilled && spool.on_disk() > 0 {
+                            spilled = true;
+                            tracing::info!(
+                                held = spool.len(),
+                                "the client is not reading its results; holding them encrypted on disk so the other connections on the tunnel go on"
+                            );
+                        }
+                    }
+                    Err(e) => {
+                        // Keep what is held up to the last whole packet before this chunk, close
+                        // the database leg, and end with an ERR once the client has read that far.
+                        inner.stats.stalled_ends.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(
+                            error = %e,
+                            "the client stopped reading for too long; ending this connection"
+                        );
+                        // The spool and the tracker both count from the start of the splice, and
+                        // the refused chunk was not kept.
+                        let clean = boundary_before >= spool.delivered();
+                        spool.cap_delivery(boundary_before);
+                        stalled = Some(StallEnd {
+                            reason: e.to_string(),
+                            boundary: boundary_before,
+                            seq: seq_before,
+                            clean,
+                        });
+                        upstream_open = false;
+                        let mut w = upstream_w.lock().await;
+                        let _ = w.shutdown().await;
+                    }
                 }
             }
         }
     }
+}
+
+/// Why and where a connection whose client stopped reading is ended.
+#[derive(Debug)]
+struct StallEnd {
+    /// What bound was reached.
+    reason: String,
+    /// Stream offset of the last whole packet delivered.
+    boundary: u64,
+    /// Sequence id the ERR takes there.
+    seq: u8,
+    /// Whether the client had not yet been given bytes past that packet (a single packet larger
+    /// than the whole spool): only then is an ERR there well-formed.
+    clean: bool,
+}
+
+/// Reads what is available from `r` (one read, then whatever else is already buffered) into a
+/// fresh buffer sized by the recent reads; an empty result is the end of the stream. MySQL servers
+/// close without a TLS close_notify after COM_QUIT: that is an end too, not a failure.
+async fn read_some<R: AsyncRead + Unpin>(r: &mut R, want: &mut usize) -> std::io::Result<Bytes> {
+    let mut buf = BytesMut::with_capacity(*want);
+    let n = match r.read_buf(&mut buf).await {
+        Ok(n) => n,
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => 0,
+        Err(e) => return Err(e),
+    };
+    if n == 0 {
+        return Ok(Bytes::new());
+    }
+    // Take whatever else is already there (more TLS records decrypted or buffered) so a result
+    // set goes to the client in few large writes. An end of stream or error met here shows up
+    // again on the next read and is handled there.
+    while buf.len() < buf.capacity() {
+        match r.read_buf(&mut buf).now_or_never() {
+            Some(Ok(more)) if more > 0 => {}
+            _ => break,
+        }
+    }
+    *want = next_buf_size(*want, buf.len());
+    Ok(buf.freeze())
+}
+
+/// A spool that cannot give back what it holds (an I/O error, a tampered file) ends the connection.
+fn spool_err(e: crate::spool::Error) -> DirError {
+    (
+        Side::Proxy,
+        format!("reading back what was held for the client: {e}"),
+    )
+}
+
+/// Writes everything still held to the client (before the proxy speaks for the server).
+async fn deliver_all<W: AsyncWrite + Unpin>(
+    spool: &mut Spool,
+    client_w: &mut W,
+    counter: &AtomicU64,
+    inner: &Inner,
+) -> Result<(), DirError> {
+    let write_err = |e: std::io::Error| (Side::Client, format!("writing to the client: {e}"));
+    loop {
+        let front = spool.front().map_err(spool_err)?;
+        if front.is_empty() {
+            return client_w.flush().await.map_err(write_err);
+        }
+        client_w.write_all(&front).await.map_err(write_err)?;
+        spool.consume(front.len());
+        counter.fetch_add(front.len() as u64, Ordering::Relaxed);
+        inner
+            .stats
+            .bytes_down
+            .fetch_add(front.len() as u64, Ordering::Relaxed);
+    }
+}
+
+/// The client has read everything up to the last whole packet held for it: tell it why the rest
+/// is gone, and end the connection.
+async fn finish_stalled<W: AsyncWrite + Unpin>(
+    inner: &Inner,
+    client_w: &mut W,
+    end: StallEnd,
+) -> Result<(), DirError> {
+    if end.clean {
+        let err = stalled_err(&inner.spool.limits, &end.reason);
+        let mut payload = BytesMut::new();
+        err.encode(&mut payload);
+        let mut out = BytesMut::new();
+        packet::encode(end.seq, &payload, &mut out);
+        let _ = write_client(client_w, &out).await;
+    }
+    let _ = client_w.shutdown().await;
+    Err((
+        Side::Client,
+        format!(
+            "the client stopped reading; {} (ended at stream offset {})",
+            end.reason, end.boundary
+        ),
+    ))
+}
+
+/// The ERR for a client that stopped reading past the spool's bounds: what happened, which bound,
+/// and what the person at the client can do.
+fn stalled_err(limits: &SpoolLimits, reason: &str) -> ErrPacket {
+    ErrPacket::new(
+        codes::NET_WRITE_TIMEOUT,
+        b"08S01",
+        format!(
+            "rds-iam-proxy: this connection stopped reading its results while the database kept \
+             sending them, and the room the proxy keeps for a paused client ran out ({reason}; \
+             --stall-spool-memory {}, --stall-spool-disk {}). The rest of the answer was \
+             discarded and this connection is closed. Read results as they arrive or use a \
+             buffered (client-side) cursor, or raise those limits.",
+            human_bytes(limits.memory as u64),
+            human_bytes(limits.disk),
+        ),
+    )
+}
+
+/// `n` bytes as a short human figure (`8 MiB`, `1 GiB`, `1536 B`).
+fn human_bytes(n: u64) -> String {
+    const UNITS: [(u64, &str); 3] = [(1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")];
+    for (size, unit) in UNITS {
+        if n >= size && n.is_multiple_of(size) {
+            return format!("{} {unit}", n / size);
+        }
+    }
+    format!("{n} B")
 }
 
 /// Replays a client's COM_CHANGE_USER upstream as an IAM login for the new user and relays the

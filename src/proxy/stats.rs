@@ -68,6 +68,8 @@ pub struct Stats {
     pub bytes_up: AtomicU64,
     /// Bytes from the database to clients.
     pub bytes_down: AtomicU64,
+    /// Connections ended because their client stopped reading past the spool's bounds.
+    pub stalled_ends: AtomicU64,
     /// Time from accept to the client's login OK.
     pub login_latency: Histogram,
     /// Failed logins by reason label.

@@ -56,6 +56,7 @@ pub mod session;
 #[cfg(feature = "sim")]
 pub mod sim;
 pub mod smux;
+pub mod stall;
 pub mod stream;
 pub mod version;
 pub mod websocket;
@@ -285,6 +286,19 @@ pub enum Error {
         target: String,
         /// Why, as far as we know.
         reason: String,
+    },
+
+    /// The session stopped making progress and a resume did not help.
+    #[error(
+        "SSM session {session_id} to target {target} made no progress ({what}) even after a resume; it is replaced and its connections were closed"
+    )]
+    Stalled {
+        /// The session.
+        session_id: String,
+        /// The target.
+        target: String,
+        /// What was stuck.
+        what: String,
     },
 
     /// The peer broke the smux or data-channel protocol.

@@ -9,9 +9,13 @@
 //!   `poll_write` returns `Pending`; the session task drains streams round-robin only while the
 //!   reliable channel and the socket writer have room, so a slow agent slows every writer instead
 //!   of growing memory;
-//! * **downstream**: smux v1 has no per-stream window, so, like smux's `MaxReceiveBuffer`, the
-//!   session stops taking messages off the WebSocket while more than the session's receive budget
-//!   is buffered unread across its streams; reading any stream below the budget wakes it again.
+//! * **downstream**: smux v1 has no per-stream window, and pausing the whole session for one slow
+//!   reader freezes every other stream on it (and, against the real agent, can wedge the session:
+//!   DESIGN.md decision 11). So the session always takes messages off the WebSocket and delivers
+//!   them; each stream's reader is expected to drain its stream promptly (the proxy spools what its
+//!   client does not read, see `crate::spool`). A stream whose reader nevertheless falls more than
+//!   [`Shared::recv_budget`] behind is failed alone: its data is dropped, the agent gets a FIN, and
+//!   its reader an error; the session and its other streams go on.
 //!
 //! In mux mode streams are smux streams (odd ids from 3). In basic mode the session carries one
 //! raw stream, id 0, and is used once (see [`super::session`]).
@@ -113,8 +117,12 @@ pub struct Shared {
     table: Mutex<Table>,
     /// Wakes the session task: data to send, a close, room in the receive budget.
     pub wake: Arc<Notify>,
-    /// Received-but-unread bytes above which the session stops reading the WebSocket.
+    /// Received-but-unread bytes of one stream above which that stream is failed.
     pub recv_budget: usize,
+    /// The session has a WebSocket now (false while it resumes).
+    pub connected: std::sync::atomic::AtomicBool,
+    /// The session is in a stall episode (no progress in one direction; see the session task).
+    pub stalled: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -133,6 +141,8 @@ impl Shared {
             }),
             wake,
             recv_budget,
+            connected: std::sync::atomic::AtomicBool::new(true),
+            stalled: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -142,9 +152,10 @@ impl Shared {
         self.table.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Whether the session may take more messages off the WebSocket.
-    pub fn has_recv_room(&self) -> bool {
-        self.lock().recv_buffered < self.recv_budget
+    /// Whether the session is connected and making progress: where new streams should go.
+    pub fn is_healthy(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        self.connected.load(Ordering::Relaxed) && !self.stalled.load(Ordering::Relaxed)
     }
 }
 
@@ -183,14 +194,39 @@ impl Table {
         self.streams.len()
     }
 
-    /// Delivers data to stream `id`; unknown ids are ignored (smux discards them too).
-    pub fn deliver(&mut self, id: u32, data: Bytes, wakers: &mut Wakers) {
+    /// Delivers data to stream `id`; unknown ids are ignored (smux discards them too). A stream
+    /// whose unread data would pass `budget` is failed instead (see the module docs): its data is
+    /// dropped, a FIN is queued for it, and its reader gets the error. Returns true when it did.
+    pub fn deliver(&mut self, id: u32, data: Bytes, budget: usize, wakers: &mut Wakers) -> bool {
         if data.is_empty() {
-            return;
+            return false;
         }
         if let Some(s) = self.streams.get_mut(&id) {
             if s.handle_dropped || s.failure.is_some() {
-                return;
+                return false;
+            }
+            if s.recv_len + data.len() > budget {
+                let dropped = s.recv_len;
+                s.recv.clear();
+                s.recv_len = 0;
+                s.failure = Some(Failure {
+                    kind: io::ErrorKind::ConnectionAborted,
+                    message: format!(
+                        "this connection's reader fell more than {} MiB behind on a shared SSM \
+                         session; it was closed so that the other connections on the session go on",
+                        budget >> 20
+                    ),
+                });
+                s.local_close = true;
+                wakers.push(s.read_waker.take());
+                wakers.push(s.write_waker.take());
+                let enqueue = !s.queued;
+                s.queued = true;
+                self.recv_buffered -= dropped;
+                if enqueue {
+                    self.ready.push_back(id);
+                }
+                return true;
             }
             s.received_any = true;
             s.recv_len += data.len();
@@ -198,6 +234,7 @@ impl Table {
             s.recv.push_back(data);
             wakers.push(s.read_waker.take());
         }
+        false
     }
 
     /// The agent closed stream `id`; with `failure`, readers see that error instead of EOF.
@@ -378,18 +415,38 @@ mod tests {
 
     #[test]
     fn receive_budget_is_accounted_and_released() {
-        let shared = Shared::new("s".into(), 100, Arc::new(Notify::new()));
-        {
-            let mut t = shared.lock();
-            t.insert(3, true);
-            t.deliver(3, Bytes::from(vec![0; 150]), &mut Wakers::default());
-            // Unknown streams are ignored, as smux does.
-            t.deliver(99, Bytes::from(vec![0; 150]), &mut Wakers::default());
-            assert_eq!(t.recv_buffered, 150);
-        }
-        assert!(!shared.has_recv_room());
-        shared.lock().remove(3);
-        assert!(shared.has_recv_room());
+        let shared = Shared::new("s".into(), 1000, Arc::new(Notify::new()));
+        let mut t = shared.lock();
+        t.insert(3, true);
+        assert!(!t.deliver(3, Bytes::from(vec![0; 150]), 1000, &mut Wakers::default()));
+        // Unknown streams are ignored, as smux does.
+        assert!(!t.deliver(99, Bytes::from(vec![0; 150]), 1000, &mut Wakers::default()));
+        assert_eq!(t.recv_buffered, 150);
+        t.remove(3);
+        assert_eq!(t.recv_buffered, 0);
+    }
+
+    #[test]
+    fn a_stream_past_its_budget_fails_alone_and_sends_a_fin() {
+        let shared = Shared::new("s".into(), 1000, Arc::new(Notify::new()));
+        let mut t = shared.lock();
+        t.insert(3, true);
+        t.insert(5, true);
+        let mut w = Wakers::default();
+        assert!(!t.deliver(3, Bytes::from(vec![0; 900]), 1000, &mut w));
+        assert!(!t.deliver(5, Bytes::from(vec![0; 900]), 1000, &mut w));
+        assert!(t.deliver(3, Bytes::from(vec![0; 200]), 1000, &mut w));
+        assert!(t.streams[&3].failure.is_some());
+        assert!(t.streams[&5].failure.is_none());
+        assert_eq!(t.recv_buffered, 900);
+        let mut out = BytesMut::new();
+        t.take_mux(&mut out, 1 << 20, 1024, &mut w);
+        let got: Vec<(Cmd, u32)> = frames(out)
+            .into_iter()
+            .map(|f| (f.cmd, f.stream_id))
+            .collect();
+        assert_eq!(got, vec![(Cmd::Syn, 3), (Cmd::Syn, 5), (Cmd::Fin, 3)]);
+        assert!(t.dead.is_none());
     }
 
     #[test]

@@ -8,7 +8,7 @@
 //! messages are retransmitted and acknowledgements are re-sent for duplicates.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use tokio::sync::{Notify, mpsc};
@@ -32,8 +32,13 @@ pub struct Outbox {
     tx: mpsc::UnboundedSender<Outgoing>,
     /// Bytes queued and not yet written.
     queued: Arc<AtomicUsize>,
-    /// High-water mark for [`Self::has_room`].
-    high_water: usize,
+    /// High-water mark for [`Self::has_room`] (the producer may move it, see
+    /// [`Self::set_high_water`]).
+    high_water: Arc<AtomicUsize>,
+    /// Bytes ever queued: the position at which each frame ends.
+    enqueued: Arc<AtomicU64>,
+    /// Bytes ever written.
+    written: Arc<AtomicU64>,
 }
 
 /// The writer task's end.
@@ -46,24 +51,31 @@ pub struct OutboxReceiver {
     /// Woken when the queue drains below half the high-water mark.
     drained: Arc<Notify>,
     /// High-water mark.
-    high_water: usize,
+    high_water: Arc<AtomicUsize>,
+    /// Bytes ever written.
+    written: Arc<AtomicU64>,
 }
 
 /// A queue whose writer wakes `drained` when it has written enough for the producer to go on.
 pub fn outbox(high_water: usize, drained: Arc<Notify>) -> (Outbox, OutboxReceiver) {
     let (tx, rx) = mpsc::unbounded_channel();
     let queued = Arc::new(AtomicUsize::new(0));
+    let high_water = Arc::new(AtomicUsize::new(high_water));
+    let written = Arc::new(AtomicU64::new(0));
     (
         Outbox {
             tx,
             queued: queued.clone(),
-            high_water,
+            high_water: high_water.clone(),
+            enqueued: Arc::new(AtomicU64::new(0)),
+            written: written.clone(),
         },
         OutboxReceiver {
             rx,
             queued,
             drained,
             high_water,
+            written,
         },
     )
 }
@@ -71,13 +83,35 @@ pub fn outbox(high_water: usize, drained: Arc<Notify>) -> (Outbox, OutboxReceive
 impl Outbox {
     /// Queues a frame; returns false when the writer is gone (the frame is dropped).
     pub fn send(&self, frame: Bytes) -> bool {
+        self.send_at(frame).is_some()
+    }
+
+    /// Queues a frame and returns its end position: the frame is on the wire once
+    /// [`Self::written`] reaches it. `None` when the writer is gone (the frame is dropped).
+    pub fn send_at(&self, frame: Bytes) -> Option<u64> {
         let len = frame.len();
         self.queued.fetch_add(len, Ordering::AcqRel);
+        let end = self.enqueued.fetch_add(len as u64, Ordering::AcqRel) + len as u64;
         if self.tx.send(Outgoing::Frame(frame)).is_err() {
             self.queued.fetch_sub(len, Ordering::AcqRel);
-            return false;
+            return None;
         }
-        true
+        Some(end)
+    }
+
+    /// Bytes the writer has put on the socket so far.
+    pub fn written(&self) -> u64 {
+        self.written.load(Ordering::Acquire)
+    }
+
+    /// Moves the high-water mark (e.g. to follow the link's bandwidth-delay product).
+    pub fn set_high_water(&self, high_water: usize) {
+        self.high_water.store(high_water.max(1), Ordering::Release);
+    }
+
+    /// The high-water mark now.
+    pub fn high_water(&self) -> usize {
+        self.high_water.load(Ordering::Acquire)
     }
 
     /// Asks the writer to close the socket after what is queued.
@@ -87,7 +121,7 @@ impl Outbox {
 
     /// Whether the producer may generate more data now.
     pub fn has_room(&self) -> bool {
-        self.queued.load(Ordering::Acquire) < self.high_water
+        self.queued.load(Ordering::Acquire) < self.high_water()
     }
 
     /// Whether the writer has gone away.
@@ -115,9 +149,11 @@ impl OutboxReceiver {
     /// Records that a frame of `len` bytes was written, waking the producer when the queue fell
     /// below half the high-water mark.
     pub fn written(&self, len: usize) {
+        self.written.fetch_add(len as u64, Ordering::AcqRel);
         let before = self.queued.fetch_sub(len, Ordering::AcqRel);
         let after = before.saturating_sub(len);
-        if before >= self.high_water / 2 && after < self.high_water / 2 || after == 0 {
+        let half = self.high_water.load(Ordering::Acquire) / 2;
+        if before >= half && after < half || after == 0 {
             self.drained.notify_one();
         }
     }

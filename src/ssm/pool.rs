@@ -9,6 +9,16 @@
 //! ready and then failing with the last error a slot saw (a refused StartSession names the
 //! missing permission or the disconnected target).
 //!
+//! New streams go only to sessions that are connected and making progress, the least loaded
+//! first: a session resuming its WebSocket or in a stall episode ([`super::stall`]) is skipped.
+//!
+//! **Idle and maximum-duration policy.** A session that ends while streams are open on it (a
+//! failure, a stall, the service's maximum session duration mid-use) is replaced at once. One that
+//! ends with no stream open — most likely the organisation's idle timeout or maximum duration — is
+//! replaced only when a client next needs a session, so those settings keep their meaning: an idle
+//! proxy does not hold sessions open forever. Open connections keep their session alive with a
+//! smux NOP every few minutes (see the session task).
+//!
 //! Several sessions matter for throughput: the agent paces each session to about 0.9 MiB/s
 //! downstream (spec §9), and its pump is per session. Basic-mode sessions (old agents) carry one
 //! connection each and are replaced when it closes.
@@ -24,7 +34,7 @@ use rustls::ClientConfig;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{Instrument, info, info_span, warn};
+use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::Error;
 use super::api::{Api, DOCUMENT_REMOTE_HOST, SessionRequest};
@@ -80,6 +90,8 @@ pub struct SsmConfig {
     pub ping_interval: Duration,
     /// How long to retry ResumeSession before replacing the session.
     pub resume_for: Duration,
+    /// How long a session may make no progress before it is resumed once, then replaced.
+    pub stall_timeout: Duration,
     /// Sign the WebSocket upgrade with SigV4 (current plugins do).
     pub sign_websocket: bool,
     /// TLS roots for `wss://` (None: the embedded bundle, which has the Amazon Trust roots).
@@ -126,6 +138,7 @@ impl SsmConfig {
             handshake_timeout: Duration::from_secs(30),
             ping_interval: Duration::from_secs(30),
             resume_for: Duration::from_secs(120),
+            stall_timeout: super::session::DEFAULT_STALL_TIMEOUT,
             sign_websocket: true,
             tls: None,
             backoff_max: BACKOFF_MAX,
@@ -139,6 +152,9 @@ impl SsmConfig {
         format!("ssm {} → {}:{}", self.target, self.host, self.port)
     }
 }
+
+/// How often a waiting connect looks again at the sessions' health.
+const HEALTH_POLL: Duration = Duration::from_millis(100);
 
 /// State shared by the slots and [`Pool::connect`].
 struct Inner {
@@ -154,6 +170,10 @@ struct Inner {
     slots: Mutex<Vec<Option<Arc<SessionHandle>>>>,
     /// Bumped whenever a slot changes; waiters watch it.
     changed: watch::Sender<u64>,
+    /// Bumped by every connect: slots whose session ended while idle wait for it.
+    demand: watch::Sender<u64>,
+    /// Slots waiting for demand now.
+    idle_slots: std::sync::atomic::AtomicUsize,
     /// The most recent failure to open a session.
     last_error: Mutex<Option<String>>,
     /// Stops the slots.
@@ -173,6 +193,10 @@ pub struct PoolStats {
     pub replaced: AtomicU64,
     /// WebSocket reconnects that resumed a session.
     pub resumes: Arc<AtomicU64>,
+    /// Sessions given up because they stopped making progress.
+    pub stalls: Arc<AtomicU64>,
+    /// Stream messages resent.
+    pub retransmits: Arc<AtomicU64>,
 }
 
 /// N warm sessions to one target; see the module docs.
@@ -246,10 +270,14 @@ impl Pool {
         params.ping_interval = config.ping_interval;
         params.dead_after = config.ping_interval * 3;
         params.resume_for = config.resume_for;
+        params.stall_timeout = config.stall_timeout;
         let n = config.sessions.max(1);
         let (changed, _) = watch::channel(0);
+        let (demand, _) = watch::channel(0);
         let stats = PoolStats {
             resumes: params.resumes.clone(),
+            stalls: params.stalls.clone(),
+            retransmits: params.retransmits.clone(),
             ..PoolStats::default()
         };
         let inner = Arc::new(Inner {
@@ -259,6 +287,8 @@ impl Pool {
             params,
             slots: Mutex::new(vec![None; n]),
             changed,
+            demand,
+            idle_slots: std::sync::atomic::AtomicUsize::new(0),
             last_error: Mutex::new(None),
             cancel: CancellationToken::new(),
             tracker: TaskTracker::new(),
@@ -282,10 +312,14 @@ impl Pool {
         &self.inner.config
     }
 
-    /// Opens a stream on the least-loaded live session, waiting for one up to the connect timeout.
+    /// Opens a stream on the least-loaded session that is connected and making progress, waiting
+    /// for one up to the connect timeout. A session that is resuming its WebSocket or in a stall
+    /// episode gets no new streams (code review L5); a slot whose session ended while idle is
+    /// refilled now (see the module docs).
     pub async fn connect(&self) -> Result<SsmStream, Error> {
         let deadline = tokio::time::Instant::now() + self.inner.config.connect_timeout;
         let mut rx = self.inner.changed.subscribe();
+        self.inner.demand.send_modify(|v| *v += 1);
         loop {
             if self.inner.cancel.is_cancelled() {
                 return Err(Error::Shutdown);
@@ -294,7 +328,7 @@ impl Pool {
             let mut candidates: Vec<Arc<SessionHandle>> = lock(&self.inner.slots)
                 .iter()
                 .flatten()
-                .filter(|s| s.can_open())
+                .filter(|s| s.can_open() && s.is_healthy())
                 .cloned()
                 .collect();
             candidates.sort_by_key(|s| (s.open_streams(), s.opened_streams()));
@@ -303,10 +337,12 @@ impl Pool {
                     return Ok(stream);
                 }
             }
-            if tokio::time::timeout_at(deadline, rx.changed())
-                .await
-                .is_err()
-            {
+            // No usable session: say so to idle slots (again on every look, so none misses it),
+            // and, as health changes are not announced, look again shortly even without news.
+            self.inner.demand.send_modify(|v| *v += 1);
+            let soon = (tokio::time::Instant::now() + HEALTH_POLL).min(deadline);
+            let _ = tokio::time::timeout_at(soon, rx.changed()).await;
+            if tokio::time::Instant::now() >= deadline {
                 return Err(Error::NoSession {
                     target: self.inner.config.target.clone(),
                     after: self.inner.config.connect_timeout,
@@ -351,6 +387,29 @@ impl Pool {
                 return self.live_sessions() >= n;
             }
         }
+    }
+
+    /// Sessions in a stall episode now.
+    pub fn stalled_sessions(&self) -> usize {
+        lock(&self.inner.slots)
+            .iter()
+            .flatten()
+            .filter(|s| s.is_alive() && s.is_stalled())
+            .count()
+    }
+
+    /// Slots whose session ended while idle and that open a new one when a client connects.
+    pub fn idle_slots(&self) -> usize {
+        self.inner.idle_slots.load(Ordering::Relaxed)
+    }
+
+    /// Sessions connected and making progress now.
+    pub fn healthy_sessions(&self) -> usize {
+        lock(&self.inner.slots)
+            .iter()
+            .flatten()
+            .filter(|s| s.is_alive() && s.is_healthy())
+            .count()
     }
 
     /// Counters for metrics.
@@ -428,12 +487,30 @@ async fn run_slot(inner: Arc<Inner>, slot: usize) {
                         return;
                     }
                 }
+                let in_use = handle.open_streams() > 0;
                 lock(&inner.slots)[slot] = None;
                 inner.stats.replaced.fetch_add(1, Ordering::Relaxed);
                 inner.changed.send_modify(|v| *v += 1);
                 if let Some(why) = handle.failure() {
-                    info!(session_id = %handle.session_id(), reason = %why, "ssm session replaced");
+                    info!(session_id = %handle.session_id(), reason = %why, "ssm session ended");
                     record_error(&inner, why);
+                }
+                if !in_use {
+                    // Ended while idle (the service's idle timeout or maximum session duration,
+                    // most likely): reopen only when a client needs a session, so those settings
+                    // keep their meaning.
+                    let mut demand = inner.demand.subscribe();
+                    demand.borrow_and_update();
+                    debug!("ssm session ended while idle; a new one opens when a client connects");
+                    inner.idle_slots.fetch_add(1, Ordering::Relaxed);
+                    let woke = tokio::select! {
+                        _ = cancel.cancelled() => false,
+                        _ = demand.changed() => true,
+                    };
+                    inner.idle_slots.fetch_sub(1, Ordering::Relaxed);
+                    if !woke {
+                        return;
+                    }
                 }
                 if started.elapsed() >= HEALTHY_LIFETIME || handle.opened_streams() > 0 {
                     delay = BACKOFF_INITIAL;

@@ -75,6 +75,8 @@ pub const RTTVAR_GAIN: f64 = 1.0 / 4.0;
 pub const CLOCK_GRANULARITY: Duration = Duration::from_millis(10);
 /// Ceiling of the RTO.
 pub const MAX_RTO: Duration = Duration::from_secs(1);
+/// Ceiling of our client's RTO (see [`Config::max_rto`]).
+pub const CLIENT_MAX_RTO: Duration = Duration::from_secs(5);
 /// How often the reference implementations scan for overdue messages; a reasonable timer period
 /// for owners that poll instead of using [`ReliableChannel::next_retransmit_at`].
 pub const RESEND_SCAN_INTERVAL: Duration = Duration::from_millis(100);
@@ -152,6 +154,10 @@ pub struct Config {
     pub karn: bool,
     /// Stop transmitting while the service has paused publication.
     pub honour_pause: bool,
+    /// Ceiling of the RTO. The reference ends use [`MAX_RTO`] (1 s); our client, which times a
+    /// message from when it reached the socket and detects losses from later acknowledgements,
+    /// allows more so that a slow uplink's queue is not mistaken for loss.
+    pub max_rto: Duration,
 }
 
 impl Config {
@@ -169,6 +175,7 @@ impl Config {
             retransmit: Retransmit::Expired { max_per_poll: 64 },
             karn: true,
             honour_pause: false,
+            max_rto: CLIENT_MAX_RTO,
         }
     }
 
@@ -186,6 +193,7 @@ impl Config {
             retransmit: Retransmit::HeadOnly,
             karn: false,
             honour_pause: true,
+            max_rto: MAX_RTO,
         }
     }
 }
@@ -208,6 +216,8 @@ pub struct RttEstimator {
     rttvar_ns: f64,
     /// Current timeout.
     rto: Duration,
+    /// Ceiling of the timeout ([`MAX_RTO`] unless configured otherwise).
+    max_rto: Duration,
 }
 
 impl Default for RttEstimator {
@@ -223,6 +233,15 @@ impl RttEstimator {
             srtt_ns: INITIAL_SRTT.as_nanos() as f64,
             rttvar_ns: INITIAL_RTTVAR.as_nanos() as f64,
             rto: INITIAL_RTO,
+            max_rto: MAX_RTO,
+        }
+    }
+
+    /// The same estimator with another ceiling for the timeout.
+    pub fn with_max_rto(max_rto: Duration) -> Self {
+        Self {
+            max_rto,
+            ..Self::new()
         }
     }
 
@@ -237,13 +256,13 @@ impl RttEstimator {
         let granularity = CLOCK_GRANULARITY.as_nanos() as f64;
         let rto_ns = self.srtt_ns + granularity.max(4.0 * self.rttvar_ns);
         // Go converts with time.Duration(float64), truncating toward zero; do the same.
-        self.rto = Duration::from_nanos(rto_ns as u64).min(MAX_RTO);
+        self.rto = Duration::from_nanos(rto_ns as u64).min(self.max_rto);
     }
 
     /// Doubles the RTO after a retransmission timeout (Karn), capped at [`MAX_RTO`]; the next
     /// sample recomputes it.
     pub fn back_off(&mut self) {
-        self.rto = (self.rto * 2).min(MAX_RTO);
+        self.rto = (self.rto * 2).min(self.max_rto);
     }
 
     /// Smoothed RTT.
@@ -273,6 +292,12 @@ struct Unacked {
     last_sent: Instant,
     /// How many times it went on the wire.
     transmissions: u32,
+    /// Its latest copy waits in the owner's write queue, which will have written it once its
+    /// count of written bytes reaches this position ([`ReliableChannel::queued`]); `None` once
+    /// written (or when the owner does not report writes).
+    queued_until: Option<u64>,
+    /// Write-queue position of its latest copy, for loss detection by later acknowledgements.
+    position: Option<u64>,
 }
 
 /// The oldest unacknowledged message, for the owner's give-up policy.
@@ -360,11 +385,20 @@ pub struct ReliableChannel {
     ready: bool,
     /// Whether the service has paused our publication.
     peer_paused: bool,
+    /// `(position, sequence number)` of copies waiting in the owner's write queue, in order.
+    in_queue: std::collections::VecDeque<(u64, i64)>,
+    /// Stream messages ever resent (a counter for the owner's metrics).
+    retransmitted: u64,
+    /// Encoded bytes of our messages ever acknowledged.
+    acked_bytes: u64,
+    /// Messages found lost because a later one was acknowledged, to resend at the next poll.
+    lost: BTreeSet<i64>,
 }
 
 impl ReliableChannel {
     /// A fresh channel: both counters at 0, empty buffers, initial RTO, ready, not paused.
     pub fn new(config: Config) -> Self {
+        let max_rto = config.max_rto;
         Self {
             config,
             next_sequence_number: 0,
@@ -374,9 +408,13 @@ impl ReliableChannel {
             expected_sequence_number: 0,
             out_of_order: BTreeMap::new(),
             out_of_order_bytes: 0,
-            rtt: RttEstimator::new(),
+            rtt: RttEstimator::with_max_rto(max_rto),
             ready: true,
             peer_paused: false,
+            in_queue: std::collections::VecDeque::new(),
+            retransmitted: 0,
+            acked_bytes: 0,
+            lost: BTreeSet::new(),
         }
     }
 
@@ -442,6 +480,8 @@ impl ReliableChannel {
                     first_sent: now.instant,
                     last_sent: now.instant,
                     transmissions: u32::from(transmit),
+                    queued_until: None,
+                    position: None,
                 },
             );
             self.unacked_bytes += frame.len();
@@ -503,6 +543,11 @@ impl ReliableChannel {
             }
             return Inbound::Delivered { ack, messages };
         }
+        if !self.ready {
+            // Refusing the in-order message while acknowledging later ones would leave a gap the
+            // peer repairs one message per timeout (spec §5.6): refuse these too.
+            return Inbound::NotReady;
+        }
         let len = message.encoded_len();
         if self.out_of_order.len() >= self.config.max_out_of_order
             || self.out_of_order_bytes.saturating_add(len) > self.config.max_out_of_order_bytes
@@ -522,6 +567,18 @@ impl ReliableChannel {
         self.by_last_sent
             .remove(&(entry.last_sent, sequence_number));
         self.unacked_bytes -= entry.frame.len();
+        self.acked_bytes += entry.frame.len() as u64;
+        self.lost.remove(&sequence_number);
+        if let Some(acked_at) = entry.position {
+            // The socket is ordered: an older message whose latest copy was written before this
+            // one and is still unacknowledged was dropped on the way (the peer was not ready, or
+            // a fault): resend it now instead of after a timeout.
+            for (&seq, e) in self.unacked.range(..sequence_number) {
+                if e.queued_until.is_none() && e.position.is_some_and(|p| p < acked_at) {
+                    self.lost.insert(seq);
+                }
+            }
+        }
         let sample = now.saturating_duration_since(entry.last_sent);
         let rtt_sample = if self.config.karn {
             (entry.transmissions == 1).then_some(sample)
@@ -541,28 +598,71 @@ impl ReliableChannel {
     /// [`Config::retransmit`]. Each is resent byte for byte; its send time and count are updated.
     /// Empty while publication is paused (with [`Config::honour_pause`]).
     pub fn poll_retransmit(&mut self, now: Instant) -> Vec<Bytes> {
+        self.poll_retransmit_within(now, usize::MAX)
+            .into_iter()
+            .map(|(_, f)| f)
+            .collect()
+    }
+
+    /// [`Self::poll_retransmit`] for an owner that reports writes ([`Self::queued`]): a message
+    /// whose previous copy has not been written yet is never resent, messages found lost by a
+    /// later acknowledgement come first, and the frames returned add up to at most `max_bytes`
+    /// (at least one frame when any is due). Returns `(sequence number, frame)` pairs.
+    pub fn poll_retransmit_within(&mut self, now: Instant, max_bytes: usize) -> Vec<(i64, Bytes)> {
         if self.paused_for_us() {
             return Vec::new();
         }
         let rto = self.rtt.rto();
-        let due: Vec<i64> = match self.config.retransmit {
-            Retransmit::HeadOnly => self
-                .unacked
-                .first_key_value()
-                .filter(|(_, entry)| now.saturating_duration_since(entry.last_sent) >= rto)
-                .map(|(&seq, _)| seq)
-                .into_iter()
-                .collect(),
-            Retransmit::Expired { max_per_poll } => self
-                .by_last_sent
-                .iter()
-                .take_while(|(last_sent, _)| now.saturating_duration_since(*last_sent) >= rto)
-                .take(max_per_poll)
-                .map(|&(_, seq)| seq)
-                .collect(),
+        let unacked = &self.unacked;
+        let writable = |seq: &i64| unacked.get(seq).is_some_and(|e| e.queued_until.is_none());
+        let mut due: Vec<i64> = std::mem::take(&mut self.lost)
+            .into_iter()
+            .filter(|seq| writable(seq))
+            .collect();
+        let timed_out = |(last_sent, seq): &&(Instant, i64)| {
+            now.saturating_duration_since(*last_sent) >= rto && writable(seq)
         };
+        match self.config.retransmit {
+            Retransmit::HeadOnly => {
+                if due.is_empty() {
+                    due.extend(
+                        self.unacked
+                            .first_key_value()
+                            .filter(|(seq, entry)| {
+                                now.saturating_duration_since(entry.last_sent) >= rto
+                                    && writable(seq)
+                            })
+                            .map(|(&seq, _)| seq),
+                    );
+                }
+            }
+            Retransmit::Expired { max_per_poll } => {
+                let more: Vec<i64> = self
+                    .by_last_sent
+                    .iter()
+                    .filter(timed_out)
+                    .map(|&(_, seq)| seq)
+                    .filter(|seq| !due.contains(seq))
+                    .take(max_per_poll.saturating_sub(due.len()))
+                    .collect();
+                due.extend(more);
+            }
+        }
+        let timeouts = due.iter().any(|seq| {
+            self.unacked
+                .get(seq)
+                .is_some_and(|e| now.saturating_duration_since(e.last_sent) >= rto)
+        });
         let mut frames = Vec::with_capacity(due.len());
+        let mut bytes = 0usize;
         for seq in due {
+            let len = self.unacked.get(&seq).map_or(0, |e| e.frame.len());
+            if !frames.is_empty() && bytes + len > max_bytes {
+                // Not sent now: look at it again next time.
+                self.lost.insert(seq);
+                continue;
+            }
+            bytes += len;
             let entry = self
                 .unacked
                 .get_mut(&seq)
@@ -571,12 +671,63 @@ impl ReliableChannel {
             entry.last_sent = now;
             entry.transmissions = entry.transmissions.saturating_add(1);
             self.by_last_sent.insert((now, seq));
-            frames.push(entry.frame.clone());
+            frames.push((seq, entry.frame.clone()));
         }
-        if self.config.karn && !frames.is_empty() {
+        self.retransmitted += frames.len() as u64;
+        if self.config.karn && timeouts {
             self.rtt.back_off();
         }
         frames
+    }
+
+    /// The owner queued the latest copy of `sequence_number` for writing; its writer will have
+    /// written it once it has written `until` bytes in all (positions only grow, per socket).
+    /// Until [`Self::written`] says so the message is neither timed nor resent.
+    pub fn queued(&mut self, sequence_number: i64, until: u64) {
+        if let Some(e) = self.unacked.get_mut(&sequence_number) {
+            e.queued_until = Some(until);
+            e.position = Some(until);
+            self.in_queue.push_back((until, sequence_number));
+        }
+    }
+
+    /// The owner's writer has written `written` bytes in all: copies queued up to there are on
+    /// the wire as of `now`, which is when their retransmission clock starts.
+    pub fn written(&mut self, now: Instant, written: u64) {
+        while let Some(&(until, seq)) = self.in_queue.front() {
+            if until > written {
+                break;
+            }
+            self.in_queue.pop_front();
+            if let Some(e) = self.unacked.get_mut(&seq)
+                && e.queued_until == Some(until)
+            {
+                e.queued_until = None;
+                self.by_last_sent.remove(&(e.last_sent, seq));
+                e.last_sent = now;
+                self.by_last_sent.insert((now, seq));
+            }
+        }
+    }
+
+    /// The write queue and everything in it are gone (the socket was replaced): queued copies
+    /// count as lost and positions start over.
+    pub fn forget_queued(&mut self) {
+        self.in_queue.clear();
+        for e in self.unacked.values_mut() {
+            e.queued_until = None;
+            e.position = None;
+        }
+    }
+
+    /// Stream messages resent so far.
+    pub fn retransmitted(&self) -> u64 {
+        self.retransmitted
+    }
+
+    /// Encoded bytes of our messages acknowledged so far.
+    pub fn acked_bytes(&self) -> u64 {
+        self.acked_bytes
     }
 
     /// When [`Self::poll_retransmit`] will next have something to resend (assuming no ack arrives
@@ -585,9 +736,33 @@ impl ReliableChannel {
         if self.paused_for_us() {
             return None;
         }
+        let writable = |seq: &i64| {
+            self.unacked
+                .get(seq)
+                .is_some_and(|e| e.queued_until.is_none())
+        };
+        // A message found lost is due at once: its last send time is in the past.
+        if let Some(t) = self
+            .lost
+            .iter()
+            .filter(|seq| writable(seq))
+            .filter_map(|seq| self.unacked.get(seq))
+            .map(|e| e.last_sent)
+            .min()
+        {
+            return Some(t);
+        }
         let last_sent = match self.config.retransmit {
-            Retransmit::HeadOnly => self.unacked.first_key_value().map(|(_, e)| e.last_sent),
-            Retransmit::Expired { .. } => self.by_last_sent.first().map(|&(t, _)| t),
+            Retransmit::HeadOnly => self
+                .unacked
+                .first_key_value()
+                .filter(|(seq, _)| writable(seq))
+                .map(|(_, e)| e.last_sent),
+            Retransmit::Expired { .. } => self
+                .by_last_sent
+                .iter()
+                .find(|(_, seq)| writable(seq))
+                .map(|&(t, _)| t),
         }?;
         Some(last_sent + self.rtt.rto())
     }
@@ -868,7 +1043,7 @@ mod tests {
     }
 
     #[test]
-    fn not_ready_drops_in_order_without_ack_but_buffers_out_of_order() {
+    fn not_ready_refuses_in_order_and_later_messages_alike() {
         let clock = Clock::new();
         let mut ch = ReliableChannel::new(Config::client());
         ch.set_ready(false);
@@ -878,18 +1053,25 @@ mod tests {
             Inbound::NotReady
         );
         assert_eq!(ch.expected_sequence_number(), 0);
-        assert!(matches!(
+        // Acknowledging seq 1 while refusing seq 0 would leave a gap repaired one message per
+        // timeout (code review H1): it is refused too.
+        assert_eq!(
             ch.on_message(clock.at(0), output(1, b"b")).unwrap(),
-            Inbound::Buffered { .. }
-        ));
+            Inbound::NotReady
+        );
+        assert_eq!(ch.out_of_order_len(), 0);
         ch.set_ready(true);
-        // The peer retransmits seq 0: now it is consumed together with the buffered seq 1.
+        // The peer retransmits both: now they are consumed in order.
         let Inbound::Delivered { messages, .. } =
             ch.on_message(clock.at(300), output(0, b"a")).unwrap()
         else {
             panic!("expected delivery");
         };
-        assert_eq!(payloads(&messages), vec![&b"a"[..], b"b"]);
+        assert_eq!(payloads(&messages), vec![&b"a"[..]]);
+        assert!(matches!(
+            ch.on_message(clock.at(300), output(1, b"b")).unwrap(),
+            Inbound::Delivered { .. }
+        ));
     }
 
     #[test]
@@ -1085,7 +1267,11 @@ mod tests {
         assert_eq!(ch.poll_retransmit(clock.instant(450)), vec![f1]);
         assert_eq!(ch.rtt().rto(), ms(800));
         assert_eq!(ch.poll_retransmit(clock.instant(1000)), vec![f0]);
-        assert_eq!(ch.rtt().rto(), MAX_RTO);
+        assert_eq!(
+            ch.rtt().rto(),
+            ms(1600),
+            "our client's cap is above the spec's 1 s"
+        );
         // An ack of a retransmitted message yields no sample and leaves the RTO alone.
         assert_eq!(
             ch.on_message(clock.at(1010), ack_for(0, MessageType::INPUT_STREAM_DATA))
@@ -1095,10 +1281,82 @@ mod tests {
                 rtt_sample: None
             }
         );
-        assert_eq!(ch.rtt().rto(), MAX_RTO);
+        assert_eq!(ch.rtt().rto(), ms(1600));
         let out = ch.oldest_unacked().unwrap();
         assert_eq!((out.sequence_number, out.transmissions), (1, 2));
         assert_eq!(out.first_sent, clock.instant(50));
+    }
+
+    #[test]
+    fn the_clock_starts_when_written_and_unwritten_copies_are_never_queued_again() {
+        let clock = Clock::new();
+        let mut ch = ReliableChannel::new(Config::client());
+        let f0 = ch
+            .send(clock.at(0), PayloadType::OUTPUT, Bytes::from_static(b"a"))
+            .unwrap()
+            .unwrap();
+        ch.queued(0, 1000);
+        // Still in the write queue long after the RTO: not resent, not even due.
+        assert_eq!(ch.next_retransmit_at(), None);
+        assert!(ch.poll_retransmit(clock.instant(5000)).is_empty());
+        // Written at 5 s: the clock starts there.
+        ch.written(clock.instant(5000), 1000);
+        assert_eq!(ch.next_retransmit_at(), Some(clock.instant(5200)));
+        assert_eq!(
+            ch.poll_retransmit_within(clock.instant(5200), usize::MAX),
+            vec![(0, f0)]
+        );
+        // The resent copy waits in the queue again: nothing more until it is written.
+        ch.queued(0, 2000);
+        assert!(ch.poll_retransmit(clock.instant(9000)).is_empty());
+        assert_eq!(ch.retransmitted(), 1);
+    }
+
+    #[test]
+    fn a_later_ack_finds_an_earlier_loss_at_once() {
+        let clock = Clock::new();
+        let mut ch = ReliableChannel::new(Config::client());
+        for (i, end) in [(0, 100u64), (1, 200), (2, 300)] {
+            ch.send(clock.at(i), PayloadType::OUTPUT, Bytes::from_static(b"x"))
+                .unwrap();
+            ch.queued(i as i64, end);
+        }
+        ch.written(clock.instant(5), 300);
+        // seq 2 acknowledged while 0 and 1, written before it on the same socket, are not: they
+        // were dropped on the way and are due now, long before any timeout.
+        ch.on_message(clock.at(20), ack_for(2, MessageType::INPUT_STREAM_DATA))
+            .unwrap();
+        assert_eq!(ch.next_retransmit_at(), Some(clock.instant(5)));
+        let seqs: Vec<i64> = ch
+            .poll_retransmit_within(clock.instant(21), usize::MAX)
+            .into_iter()
+            .map(|(seq, _)| seq)
+            .collect();
+        assert_eq!(seqs, vec![0, 1]);
+        // The RTO was not backed off: nothing timed out.
+        assert_eq!(ch.rtt().rto(), INITIAL_RTO.min(ch.rtt().rto()));
+    }
+
+    #[test]
+    fn retransmits_fit_the_byte_budget_and_a_new_socket_forgets_the_queue() {
+        let clock = Clock::new();
+        let mut ch = ReliableChannel::new(Config::client());
+        let payload = Bytes::from(vec![7u8; 1000]);
+        for i in 0..4 {
+            ch.send(clock.at(i), PayloadType::OUTPUT, payload.clone())
+                .unwrap();
+            ch.queued(i as i64, 1200 * (i + 1));
+        }
+        ch.written(clock.instant(10), 1200 * 4);
+        let due = ch.poll_retransmit_within(clock.instant(1000), 2500);
+        assert_eq!(due.len(), 2, "two 1120-byte frames fit in 2500 bytes");
+        // The socket is replaced: the queued copies are gone, so they may go out again.
+        for (seq, _) in &due {
+            ch.queued(*seq, 10_000);
+        }
+        ch.forget_queued();
+        let again = ch.poll_retransmit_within(clock.instant(3000), usize::MAX);
+        assert_eq!(again.len(), 4);
     }
 
     #[test]
@@ -1448,7 +1706,7 @@ mod tests {
             }
             for end in &ends {
                 let rto = end.rtt().rto();
-                assert!(rto >= CLOCK_GRANULARITY && rto <= MAX_RTO);
+                assert!(rto >= CLOCK_GRANULARITY && rto <= end.config().max_rto);
             }
         }
         for (to, got) in received.iter().enumerate() {

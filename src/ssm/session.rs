@@ -48,6 +48,18 @@ use super::websocket::{self, DialConfig, WsStream};
 /// about 1 MiB by the WebSocket layer, this bounds what a misbehaving service can make us hold.
 const READER_QUEUE: usize = 32;
 
+/// Default of [`SessionParams::stall_timeout`].
+pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// On sessions with open streams, a smux NOP this often even when the agent wants no keep-alive,
+/// so that connections idle in a pool are not ended by the service's idle timeout (code review
+/// L14); sessions with no stream stay quiet and may idle out, by the organisation's settings.
+const STREAM_NOP_INTERVAL: Duration = Duration::from_secs(240);
+
+/// Outbox high-water bounds: the mark follows twice the bandwidth-delay product in between.
+const HIGH_WATER_MIN: usize = 64 * 1024;
+const HIGH_WATER_MAX: usize = 1 << 20;
+
 /// Knobs of one session; [`SessionParams::new`] gives the defaults.
 #[derive(Clone, Debug)]
 pub struct SessionParams {
@@ -67,12 +79,17 @@ pub struct SessionParams {
     pub recv_budget: usize,
     /// How long to keep trying ResumeSession after the socket dropped before giving the session up.
     pub resume_for: Duration,
-    /// Give the connection up when the oldest unacknowledged message is this old.
+    /// How long the session may make no progress (see [`super::stall`]) before it is resumed
+    /// once, and then, if that did not help, replaced.
     pub stall_timeout: Duration,
     /// Send smux NOPs every this often when the agent wants keep-alive (spec §7.4).
     pub smux_keepalive: Duration,
     /// Counts WebSocket reconnects that resumed the session (shared with the pool's metrics).
     pub resumes: Arc<AtomicU64>,
+    /// Counts sessions given up for stalling (shared with the pool's metrics).
+    pub stalls: Arc<AtomicU64>,
+    /// Counts stream messages resent (shared with the pool's metrics).
+    pub retransmits: Arc<AtomicU64>,
 }
 
 impl SessionParams {
@@ -87,9 +104,11 @@ impl SessionParams {
             dead_after: Duration::from_secs(90),
             recv_budget: 8 << 20,
             resume_for: Duration::from_secs(120),
-            stall_timeout: Duration::from_secs(120),
+            stall_timeout: DEFAULT_STALL_TIMEOUT,
             smux_keepalive: Duration::from_secs(10),
             resumes: Arc::new(AtomicU64::new(0)),
+            stalls: Arc::new(AtomicU64::new(0)),
+            retransmits: Arc::new(AtomicU64::new(0)),
         }
     }
 }
@@ -149,6 +168,16 @@ impl SessionHandle {
     /// Streams opened over the session's life.
     pub fn opened_streams(&self) -> u64 {
         self.shared.lock().opened
+    }
+
+    /// Whether the session has a WebSocket and is making progress: where new streams belong.
+    pub fn is_healthy(&self) -> bool {
+        self.shared.is_healthy()
+    }
+
+    /// Whether the session is in a stall episode.
+    pub fn is_stalled(&self) -> bool {
+        self.shared.stalled.load(Ordering::Relaxed)
     }
 
     /// Whether a stream can be opened now (basic-mode sessions carry exactly one).
@@ -244,6 +273,9 @@ async fn connect_and_handshake(
         wake.clone(),
     ));
     let cancel = CancellationToken::new();
+    // If this future is dropped before the handshake completes (a pool slot cancelled), the task
+    // must not live on as an orphan session (code review L7).
+    let orphan_guard = cancel.clone().drop_guard();
     let ended = CancellationToken::new();
     let (handshake_tx, handshake_rx) = oneshot::channel();
     let span = info_span!("ssm_session", session_id = %grant.session_id);
@@ -262,13 +294,19 @@ async fn connect_and_handshake(
         out: BytesMut::new(),
         connect_errors: 0,
         basic_closing: false,
+        stall: super::stall::StallWatch::new(params.stall_timeout, Instant::now()),
+        acked_mark: (Instant::now(), 0),
+        last_nop: Instant::now(),
     };
     actor.attach(ws);
     let ended_by_task = ended.clone();
+    let shared_by_task = shared.clone();
     tokio::spawn(
         async move {
+            // Even if the task panics, its streams fail and the pool sees it end (review L6).
+            let _ended = ended_by_task.drop_guard();
+            let _fail = FailOnDrop(shared_by_task);
             actor.run().await;
-            ended_by_task.cancel();
         }
         .instrument(span),
     );
@@ -299,6 +337,7 @@ async fn connect_and_handshake(
             });
         }
     };
+    orphan_guard.disarm();
     Ok(SessionHandle {
         shared,
         info,
@@ -306,6 +345,27 @@ async fn connect_and_handshake(
         ended,
         target: params.request.target.clone(),
     })
+}
+
+/// Fails every stream of a session whose task ended without doing so (a panic).
+struct FailOnDrop(Arc<Shared>);
+
+impl Drop for FailOnDrop {
+    fn drop(&mut self) {
+        let mut wakers = Wakers::default();
+        let mut t = self.0.lock();
+        if t.dead.is_none() {
+            t.fail_all(
+                Failure {
+                    kind: std::io::ErrorKind::ConnectionAborted,
+                    message: "the SSM session task ended unexpectedly".to_owned(),
+                },
+                &mut wakers,
+            );
+        }
+        drop(t);
+        wakers.wake();
+    }
 }
 
 /// What the reader task reports.
@@ -373,6 +433,12 @@ struct Actor {
     connect_errors: u32,
     /// Basic mode: the stream closed, the session is ending.
     basic_closing: bool,
+    /// Finds stall episodes.
+    stall: super::stall::StallWatch,
+    /// When the outbox mark was last set, and the acknowledged-bytes count then.
+    acked_mark: (Instant, u64),
+    /// When a smux NOP last went out for open streams.
+    last_nop: Instant,
 }
 
 fn now() -> Now {
@@ -396,6 +462,9 @@ impl Actor {
         let reader = tokio::spawn(read_loop(stream, tx, self.params.dead_after).in_current_span());
         let writer =
             tokio::spawn(write_loop(sink, ob_rx, self.params.ping_interval).in_current_span());
+        // What waited in the old socket's queue is gone with it.
+        self.reliable.forget_queued();
+        self.shared.connected.store(true, Ordering::Relaxed);
         self.conn = Some(Conn {
             rx,
             outbox: ob,
@@ -462,7 +531,13 @@ impl Actor {
         let mut keepalive = tokio::time::interval(self.params.smux_keepalive);
         keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let handshake_deadline = tokio::time::Instant::now() + self.params.handshake_timeout;
+        let mut health = tokio::time::interval(
+            (self.params.stall_timeout / 4)
+                .clamp(Duration::from_millis(250), Duration::from_secs(5)),
+        );
+        health.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            self.sync_written();
             if let Err(e) = self.pump() {
                 return End::Failed(e);
             }
@@ -491,27 +566,14 @@ impl Actor {
                 _ = self.cancel.cancelled() => return End::Shutdown,
                 ev = conn.rx.recv() => ev.unwrap_or(ConnEvent::Closed("reader ended".to_owned())),
                 _ = &mut retransmit => {
-                    let frames = self.reliable.poll_retransmit(Instant::now());
-                    if !frames.is_empty() {
-                        debug!(count = frames.len(), rto_ms = self.reliable.rtt().rto().as_millis() as u64, unacked = self.reliable.unacked_len(), "retransmitting");
-                    }
-                    if let Some(conn) = &self.conn {
-                        for f in frames {
-                            conn.outbox.send(f);
-                        }
-                    }
-                    if let Some(old) = self.reliable.oldest_unacked()
-                        && old.first_sent.elapsed() > self.params.stall_timeout
-                    {
-                        ConnEvent::Closed(format!(
-                            "message {} unacknowledged for {}s",
-                            old.sequence_number,
-                            old.first_sent.elapsed().as_secs()
-                        ))
-                    } else {
-                        continue;
-                    }
+                    self.retransmit();
+                    continue;
                 }
+                _ = health.tick() => match self.check_health() {
+                    Ok(None) => continue,
+                    Ok(Some(why)) => ConnEvent::Closed(why),
+                    Err(end) => return end,
+                },
                 _ = self.shared.wake.notified() => continue,
                 _ = keepalive.tick(), if keepalive_on => {
                     Frame::nop().encode(&mut self.out);
@@ -542,6 +604,101 @@ impl Actor {
                     }
                 }
                 event = self.conn.as_mut().and_then(|c| c.rx.try_recv().ok());
+            }
+        }
+    }
+
+    /// Tells the reliable channel how far the writer has got, which starts the retransmission
+    /// clock of what it wrote.
+    fn sync_written(&mut self) {
+        if let Some(conn) = &self.conn {
+            self.reliable.written(Instant::now(), conn.outbox.written());
+        }
+    }
+
+    /// Resends what is overdue or found lost, within the outbox's room, never a message whose
+    /// previous copy is still unwritten (code review M1).
+    fn retransmit(&mut self) {
+        self.sync_written();
+        let Some(conn) = &self.conn else { return };
+        let room = conn
+            .outbox
+            .high_water()
+            .saturating_sub(conn.outbox.queued());
+        let frames = self.reliable.poll_retransmit_within(Instant::now(), room);
+        if frames.is_empty() {
+            return;
+        }
+        debug!(
+            count = frames.len(),
+            rto_ms = self.reliable.rtt().rto().as_millis() as u64,
+            unacked = self.reliable.unacked_len(),
+            "retransmitting"
+        );
+        self.params
+            .retransmits
+            .fetch_add(frames.len() as u64, Ordering::Relaxed);
+        for (seq, f) in frames {
+            if let Some(end) = conn.outbox.send_at(f) {
+                self.reliable.queued(seq, end);
+            }
+        }
+    }
+
+    /// The periodic look at the session: stall episodes (resume once, then give up), the outbox
+    /// mark, and NOPs for open streams. `Ok(Some(why))` asks for a resume.
+    fn check_health(&mut self) -> Result<Option<String>, End> {
+        use super::stall::Verdict;
+        let now = Instant::now();
+        // Outbox mark: twice what the link acknowledged in one smoothed RTT.
+        let (then, acked_then) = self.acked_mark;
+        let elapsed = now.saturating_duration_since(then);
+        if elapsed >= Duration::from_millis(200) {
+            let acked = self.reliable.acked_bytes();
+            if let Some(conn) = &self.conn
+                && self.reliable.unacked_len() > 0
+            {
+                let rate = (acked - acked_then) as f64 / elapsed.as_secs_f64();
+                let bdp = rate * self.reliable.rtt().srtt().as_secs_f64();
+                conn.outbox
+                    .set_high_water(((2.0 * bdp) as usize).clamp(HIGH_WATER_MIN, HIGH_WATER_MAX));
+            }
+            self.acked_mark = (now, acked);
+        }
+        if let Some(info) = &self.info
+            && info.mode == Mode::Mux
+            && !info.keepalive
+            && now.saturating_duration_since(self.last_nop) > STREAM_NOP_INTERVAL
+        {
+            self.last_nop = now;
+            if self.shared.lock().open_streams() > 0 {
+                Frame::nop().encode(&mut self.out);
+            }
+        }
+        if self.info.is_none() || self.conn.is_none() {
+            return Ok(None);
+        }
+        let oldest = self.reliable.oldest_unacked().map(|o| o.first_sent);
+        match self.stall.check(now, oldest) {
+            Verdict::Fine => {
+                if self.shared.stalled.swap(false, Ordering::Relaxed) {
+                    info!("ssm session making progress again");
+                }
+                Ok(None)
+            }
+            Verdict::Waiting => Ok(None),
+            Verdict::Resume(what) => {
+                self.shared.stalled.store(true, Ordering::Relaxed);
+                warn!(stalled = %what, "ssm session stalled; resuming it once");
+                Ok(Some(format!("stalled: {what}")))
+            }
+            Verdict::GiveUp(what) => {
+                self.params.stalls.fetch_add(1, Ordering::Relaxed);
+                Err(End::Failed(Error::Stalled {
+                    session_id: self.grant.session_id.clone(),
+                    target: self.params.request.target.clone(),
+                    what,
+                }))
             }
         }
     }
@@ -599,18 +756,21 @@ impl Actor {
             }
             let n = self.out.len().min(max);
             let chunk = self.out.split_to(n).freeze();
-            if let Some(frame) = self.reliable.send(now(), PayloadType::OUTPUT, chunk)? {
-                conn.outbox.send(frame);
+            let seq = self.reliable.next_sequence_number();
+            if let Some(frame) = self.reliable.send(now(), PayloadType::OUTPUT, chunk)?
+                && let Some(end) = conn.outbox.send_at(frame)
+            {
+                self.reliable.queued(seq, end);
             }
         }
     }
 
     /// Handles one message from the socket.
     fn on_message(&mut self, m: AgentMessage) -> Result<(), End> {
-        // Over the receive budget, in-order stream data is dropped unacknowledged and the agent
-        // retransmits it; acknowledgements are always processed, so our sends never wait on
-        // unread downloads.
-        self.reliable.set_ready(self.shared.has_recv_room());
+        // The session always consumes what arrives (streams whose readers lag are spooled above
+        // or failed alone, see `mux`), so in-order data is never refused: refusing it while the
+        // agent goes on sending is what turns one slow reader into a wedged session (H1).
+        self.sync_written();
         let inbound = match self.reliable.on_message(now(), m) {
             Ok(i) => i,
             Err(e) => {
@@ -618,6 +778,14 @@ impl Actor {
                 return Ok(());
             }
         };
+        match &inbound {
+            Inbound::Delivered { .. } => self.stall.delivered(Instant::now()),
+            Inbound::Buffered { .. }
+            | Inbound::Duplicate { .. }
+            | Inbound::NotReady
+            | Inbound::Overflow => self.stall.arrived_stuck(Instant::now()),
+            _ => {}
+        }
         match inbound {
             Inbound::Delivered { ack, messages } => {
                 self.send_frame(ack);
@@ -626,7 +794,13 @@ impl Actor {
                 }
             }
             Inbound::Buffered { ack } | Inbound::Duplicate { ack } => self.send_frame(ack),
-            Inbound::NotReady => debug!("receive budget full, message left for retransmission"),
+            Inbound::NotReady => debug!("not ready, message left for retransmission"),
+            Inbound::Overflow => warn!(
+                expected = self.reliable.expected_sequence_number(),
+                buffered = self.reliable.out_of_order_len(),
+                "out-of-order buffer full: a message ahead of a gap was dropped unacknowledged"
+            ),
+            Inbound::Acknowledged { .. } => self.stall.acked(Instant::now()),
             Inbound::ChannelClosed(closed) => {
                 let reason = closed
                     .map(|c| c.output)
@@ -690,7 +864,14 @@ impl Actor {
                     Some(Mode::Mux) => self.on_mux_bytes(&m.payload),
                     Some(Mode::Basic) => {
                         let mut wakers = Wakers::default();
-                        self.shared.lock().deliver(0, m.payload, &mut wakers);
+                        let budget = self.shared.recv_budget;
+                        if self
+                            .shared
+                            .lock()
+                            .deliver(0, m.payload, budget, &mut wakers)
+                        {
+                            warn!("the connection's reader fell behind its budget; closed it");
+                        }
                         wakers.wake();
                         Ok(())
                     }
@@ -807,11 +988,20 @@ impl Actor {
     fn on_mux_bytes(&mut self, data: &[u8]) -> Result<(), End> {
         self.mux_in.extend_from_slice(data);
         let mut wakers = Wakers::default();
+        let budget = self.shared.recv_budget;
         let mut t = self.shared.lock();
         let result = loop {
             match self.decoder.decode(&mut self.mux_in) {
                 Ok(Decoded::Frame(frame)) => match frame.cmd {
-                    Cmd::Psh => t.deliver(frame.stream_id, frame.data, &mut wakers),
+                    Cmd::Psh => {
+                        if t.deliver(frame.stream_id, frame.data, budget, &mut wakers) {
+                            warn!(
+                                stream = frame.stream_id,
+                                budget_mib = budget >> 20,
+                                "a connection's reader fell behind its budget on a shared session; closed that connection alone"
+                            );
+                        }
+                    }
                     Cmd::Fin => {
                         let failure = match t.streams.get(&frame.stream_id) {
                             Some(s) if !s.received_any && self.connect_errors > 0 => {
@@ -845,6 +1035,7 @@ impl Actor {
     /// [`SessionParams::resume_for`].
     async fn reconnect(&mut self, why: String) -> Result<(), End> {
         self.conn = None;
+        self.shared.connected.store(false, Ordering::Relaxed);
         if self.cancel.is_cancelled() {
             return Err(End::Shutdown);
         }

@@ -31,6 +31,12 @@ pub trait Connector: Send + Sync + 'static {
     fn connect(&self) -> ConnectFuture<'_>;
     /// Says where streams go, for log lines and error messages (e.g. `tcp 127.0.0.1:3306`).
     fn describe(&self) -> String;
+    /// Whether streams share one transport with no per-stream flow control (SSM's smux v1), so a
+    /// client that stops reading must not be allowed to hold the transport up: the proxy then
+    /// drains its database leg into a spool ([`crate::spool`]) instead of pausing it.
+    fn shared(&self) -> bool {
+        false
+    }
 }
 
 /// A transport failure, worded for the person who has to fix it.

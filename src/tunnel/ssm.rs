@@ -55,4 +55,8 @@ impl Connector for Ssm {
     fn describe(&self) -> String {
         self.pool.config().describe()
     }
+
+    fn shared(&self) -> bool {
+        true
+    }
 }
