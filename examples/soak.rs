@@ -52,6 +52,12 @@ struct Args {
     /// Seed for faults and data (0: random).
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// A reader stops reading a large result every this often ("0s": no such reader).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "3m")]
+    pause_every: Duration,
+    /// How long that reader pauses.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
+    pause_for: Duration,
     /// The proxy binary [default: rds-iam-proxy next to this example's directory].
     #[arg(long)]
     proxy_bin: Option<PathBuf>,
@@ -101,6 +107,8 @@ fn main() -> anyhow::Result<()> {
         max_blob: a.max_blob,
         watchdog: a.watchdog,
         seed: a.seed,
+        pause_every: (!a.pause_every.is_zero()).then_some(a.pause_every),
+        pause_for: a.pause_for,
         proxy_bin,
     };
     eprintln!(

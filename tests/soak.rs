@@ -3,7 +3,8 @@
 //! message loss and 1 % reordering, and one TerminateSession partway. No query may hang or come
 //! back corrupted; the only errors allowed are link losses right after the termination; the
 //! sentinel waiting in `SELECT SLEEP` gets the proxy's MySQL error; every worker reconnects,
-//! rechecks what it had in flight and carries on.
+//! rechecks what it had in flight and carries on. A reader that stops reading a large result for
+//! seconds at a time, on the same session, later reads every row intact.
 
 mod soak_support;
 
@@ -25,6 +26,9 @@ async fn soak_with_resets_loss_reordering_and_a_terminated_session() {
         max_blob: 1024 * 1024,
         watchdog: Duration::from_secs(60),
         seed: 20_260_601,
+        // A reader pauses its result for 4 s twice, next to the workers on the one session.
+        pause_every: Some(Duration::from_secs(5)),
+        pause_for: Duration::from_secs(4),
         proxy_bin: PathBuf::from(env!("CARGO_BIN_EXE_rds-iam-proxy")),
     };
     let report = run(config.clone()).await;
@@ -52,4 +56,8 @@ async fn soak_with_resets_loss_reordering_and_a_terminated_session() {
         "the terminated session was replaced"
     );
     assert!(report.rounds > 0 && report.queries > 0);
+    assert!(
+        report.pauses >= 1,
+        "the pausing reader never completed a pause"
+    );
 }

@@ -81,6 +81,11 @@ pub struct SoakConfig {
     pub watchdog: Duration,
     /// Seed for the faults and the data (0: random).
     pub seed: u64,
+    /// A reader that stops reading a large result this long, every `pause_every` (None: no such
+    /// reader), next to the workers on the same sessions.
+    pub pause_every: Option<Duration>,
+    /// How long that reader pauses each time.
+    pub pause_for: Duration,
     /// The proxy binary.
     pub proxy_bin: PathBuf,
 }
@@ -179,6 +184,8 @@ pub struct SoakReport {
     pub rounds_after_termination: u64,
     /// Workers that completed a round after the termination.
     pub workers_carried_on: usize,
+    /// Pauses the pausing reader completed (then read its whole result, every row checked).
+    pub pauses: u64,
 }
 
 impl SoakReport {
@@ -250,6 +257,18 @@ impl SoakReport {
                 ),
             ),
             ("queries answered".into(), self.queries.to_string()),
+            (
+                "pausing reader".into(),
+                match c.pause_every {
+                    Some(every) => format!(
+                        "{} pauses of {} s (one every {} s), every row read back intact",
+                        self.pauses,
+                        c.pause_for.as_secs(),
+                        every.as_secs()
+                    ),
+                    None => "none".into(),
+                },
+            ),
             ("rounds of checksummed work".into(), self.rounds.to_string()),
             (
                 "rounds after the termination".into(),
@@ -377,6 +396,7 @@ impl SoakReport {
             "rounds": self.rounds,
             "rounds_after_termination": self.rounds_after_termination,
             "workers_carried_on": self.workers_carried_on,
+            "pauses": self.pauses,
             "bytes_up": self.bytes_up,
             "bytes_down": self.bytes_down,
             "reconnects": self.reconnects,
@@ -474,10 +494,16 @@ pub async fn run(config: SoakConfig) -> SoakReport {
         let seed = seed.wrapping_add(worker as u64 + 1);
         workers.push(tokio::spawn(work(shared, worker, seed)));
     }
+    let pauser = config
+        .pause_every
+        .map(|every| tokio::spawn(pause_reading(shared.clone(), every)));
     let (terminated_session, sentinel, sentinel_got_err) =
         terminate_partway(&shared, &sim, &up).await;
     for w in workers {
         w.await.expect("worker task");
+    }
+    if let Some(p) = pauser {
+        p.await.expect("pausing reader task");
     }
     let elapsed = shared.started.elapsed().as_secs_f64();
     let sim_stats = sim.stats();
@@ -511,6 +537,66 @@ pub async fn run(config: SoakConfig) -> SoakReport {
         sim: sim_stats,
         rounds_after_termination: tally.rounds_after_termination,
         workers_carried_on: tally.workers_carried_on,
+        pauses: tally.pauses,
+    }
+}
+
+/// Rows (about 1 KiB each) of the pausing reader's result.
+const PAUSE_ROWS: u64 = 4_000;
+
+/// The pausing reader: every `every`, an unbuffered read of a large result that takes one row,
+/// stops reading for `pause_for` (the proxy must hold the rest without stalling the session),
+/// then reads every row and checks it. Errors are recorded like the workers' (a link loss after
+/// the termination is excused, corruption and hangs never are).
+async fn pause_reading(shared: Arc<Shared>, every: Duration) {
+    const WORKER: usize = usize::MAX - 1;
+    let sql = format!(
+        "WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM s WHERE n < {PAUSE_ROWS}) \
+         SELECT n, REPEAT(MD5(n), 32) FROM s"
+    );
+    loop {
+        tokio::time::sleep(every).await;
+        if Instant::now() >= shared.deadline {
+            return;
+        }
+        let Some(mut conn) = connect(&shared, WORKER).await else {
+            continue;
+        };
+        let r: Result<(), (&'static str, Failed)> = async {
+            timed(
+                &shared,
+                "pause_setup",
+                conn.query_drop(format!(
+                    "SET SESSION max_recursive_iterations = {PAUSE_ROWS}"
+                )),
+            )
+            .await?;
+            let mut result = timed(&shared, "pause_query", conn.query_iter(sql.as_str())).await?;
+            let mut n = 0u64;
+            loop {
+                let row = timed(&shared, "pause_read", result.next()).await?;
+                let Some(row) = row else { break };
+                n += 1;
+                let (seq, text): (u64, String) = mysql_async::from_row(row);
+                let want = md5_hex(n.to_string().as_bytes()).repeat(32);
+                if seq != n || text != want {
+                    return Err(corrupted("pause_read", format!("row {n} differs")));
+                }
+                if n == 1 {
+                    tokio::time::sleep(shared.config.pause_for).await;
+                }
+            }
+            if n != PAUSE_ROWS {
+                return Err(corrupted("pause_read", format!("{n} rows of {PAUSE_ROWS}")));
+            }
+            Ok(())
+        }
+        .await;
+        match r {
+            Ok(()) => lock(&shared.tally).pauses += 1,
+            Err((op, failed)) => shared.error(WORKER, op, failed.kind, failed.detail),
+        }
+        let _ = tokio::time::timeout(shared.config.watchdog, conn.disconnect()).await;
     }
 }
 
@@ -562,6 +648,7 @@ struct Tally {
     rechecked: u64,
     latency_us: Vec<f64>,
     errors: Vec<ErrorEvent>,
+    pauses: u64,
 }
 
 /// At most `max` characters of `s`, with an ellipsis when cut.
