@@ -80,7 +80,22 @@ fn ssm_proxy(up: &RdsLikeUpstream, sim: &SimServer, extra: &[&str]) -> ProxyProc
         .env("AWS_ENDPOINT_URL_SSM", sim.endpoint_url())
         .args(["--ssm-target", TARGET, "--ssm-sessions", "1"])
         .args(extra);
-    let p = ProxyProcess::spawn(cmd);
+    let mut p = ProxyProcess::spawn_any(cmd);
+    // "rds-iam-proxy listening on 127.0.0.1:PORT, forwarding to …"
+    p.port = p
+        .start_line
+        .split_whitespace()
+        .nth(3)
+        .and_then(|a| a.trim_end_matches(',').rsplit(':').next())
+        .and_then(|port| port.parse().ok())
+        .unwrap_or_else(|| {
+            let _ = p.child.wait();
+            std::thread::sleep(Duration::from_millis(200));
+            panic!(
+                "the proxy did not start (arguments {extra:?}):\n{}",
+                p.stderr_so_far()
+            )
+        });
     assert!(p.start_line.contains(TARGET), "{}", p.start_line);
     p
 }
