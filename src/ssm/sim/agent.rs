@@ -62,8 +62,9 @@ pub const AGENT_MAX_UNACKED: usize = 100_000;
 /// session-wide `MaxReceiveBuffer`, spec §7.4).
 pub const AGENT_RECV_BUDGET: usize = 4 << 20;
 
-/// Pending outgoing bytes above which the agent stops reading destination sockets.
-const OUT_HIGH_WATER: usize = 256 * 1024;
+/// Pending outgoing bytes above which the agent stops taking destination data: the buffer between
+/// the agent's smux session and its 1 KiB WebSocket pump (a local socket pair in the agent).
+const OUT_HIGH_WATER: usize = 128 * 1024;
 
 /// Bytes per destination socket read.
 const TCP_READ: usize = 32 * 1024;
@@ -135,6 +136,10 @@ struct Dest {
     pending: Vec<Bytes>,
     /// The read pump.
     reader: Option<AbortHandle>,
+    /// Lets the read pump read one more chunk: like a smux stream's blocking `Write`, each
+    /// destination has at most one chunk on its way to the pump, so a stream's backlog never
+    /// queues ahead of another stream's data.
+    credit: Arc<tokio::sync::Semaphore>,
     /// The stream was closed while dialling: deliver `pending`, then close.
     closing: bool,
 }
@@ -643,6 +648,7 @@ impl Agent {
                 writer: None,
                 pending: Vec::new(),
                 reader: None,
+                credit: Arc::new(tokio::sync::Semaphore::new(1)),
                 closing: false,
             },
         );
@@ -727,18 +733,19 @@ impl Agent {
                 let _ = stream.set_nodelay(true);
                 let (mut rd, mut wr) = stream.into_split();
                 let tx = self.tcp_tx.clone();
+                let credit = d.credit.clone();
                 let reader = self.state.tracker.spawn(async move {
-                    let mut buf = BytesMut::with_capacity(TCP_READ);
+                    let mut buf = vec![0u8; TCP_READ];
                     loop {
-                        buf.reserve(TCP_READ);
-                        match rd.read_buf(&mut buf).await {
+                        match credit.acquire().await {
+                            Ok(permit) => permit.forget(),
+                            Err(_) => return,
+                        }
+                        match rd.read(&mut buf).await {
                             Ok(0) | Err(_) => break,
-                            Ok(_) => {
-                                if tx
-                                    .send(TcpEvent::Data(id, buf.split().freeze()))
-                                    .await
-                                    .is_err()
-                                {
+                            Ok(n) => {
+                                let chunk = Bytes::copy_from_slice(&buf[..n]);
+                                if tx.send(TcpEvent::Data(id, chunk)).await.is_err() {
                                     return;
                                 }
                             }
@@ -801,9 +808,10 @@ impl Agent {
                 }
             }
             TcpEvent::Data(id, data) => {
-                if !self.dests.contains_key(&id) {
+                let Some(d) = self.dests.get(&id) else {
                     return;
-                }
+                };
+                d.credit.add_permits(1);
                 match self.phase {
                     Phase::Ready { mux: true, .. } => crate::ssm::smux::encode_data(
                         id,
