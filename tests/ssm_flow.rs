@@ -286,8 +286,13 @@ impl NeighbourReport {
     }
 }
 
-/// Client B: `SELECT 1` every [`PING_EVERY`] until `stop`.
-async fn neighbour(port: u16, stop: Arc<AtomicBool>) -> NeighbourReport {
+/// Client B: `SELECT 1` every [`PING_EVERY`] until `stop`; `ready` once the first one answered.
+async fn neighbour(
+    port: u16,
+    stop: Arc<AtomicBool>,
+    ready: tokio::sync::oneshot::Sender<()>,
+) -> NeighbourReport {
+    let mut ready = Some(ready);
     let mut report = NeighbourReport::default();
     let mut conn = match within(
         STEP_TIMEOUT,
@@ -314,7 +319,12 @@ async fn neighbour(port: u16, stop: Arc<AtomicBool>) -> NeighbourReport {
         )
         .await
         {
-            Ok(Some(1)) => report.round_trips.push(t.elapsed()),
+            Ok(Some(1)) => {
+                report.round_trips.push(t.elapsed());
+                if let Some(r) = ready.take() {
+                    let _ = r.send(());
+                }
+            }
             Ok(other) => {
                 report.error = Some(format!("neighbour: SELECT 1 gave {other:?}"));
                 break;
@@ -368,7 +378,10 @@ async fn paused_reader_next_to_neighbours(realistic: bool) {
     let started = Instant::now();
 
     let stop = Arc::new(AtomicBool::new(false));
-    let b = tokio::spawn(neighbour(port, stop.clone()));
+    // The neighbour is logged in and answering before the paused client starts its query.
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let b = tokio::spawn(neighbour(port, stop.clone(), ready_tx));
+    let _ = tokio::time::timeout(STEP_TIMEOUT, ready_rx).await;
     let (first_tx, first_rx) = tokio::sync::oneshot::channel();
     let a = tokio::spawn(paused_reader(port, PAUSE, first_tx));
     // C logs in halfway through the pause.
