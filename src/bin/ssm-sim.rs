@@ -6,6 +6,10 @@
 //! prints one line, the SSM endpoint URL (`http://127.0.0.1:PORT`), then serves until interrupted.
 //! Point clients at it with `AWS_ENDPOINT_URL_SSM=<that URL>`.
 //!
+//! Flow-control knobs: `--uplink-rate 4MiB` (client → agent bytes per second), `--stop-acks-after
+//! 30s` (each session's agent stops acknowledging that long after it starts), `--fast-agent` (the
+//! older, gentler agent: 8 MiB send window, no 100 ms resend scan), `--agent-max-unacked N`.
+//!
 //! `--aws-world FILE.json` also serves an AWS account (CloudFormation, RDS, STS, EC2, ECS,
 //! Secrets Manager; format in `rds_iam_proxy::aws::mock`) on the same URL: point every client
 //! at it with `AWS_ENDPOINT_URL=<that URL>`.
@@ -89,6 +93,21 @@ struct Args {
     /// Refuse unsigned WebSocket upgrades.
     #[arg(long)]
     require_signature: bool,
+    /// Rate limit of the client → agent link, in bytes per second (1048576, 512KiB, 4MiB, 10MB);
+    /// frames queue, nothing is dropped.
+    #[arg(long, value_name = "BYTES", value_parser = rds_iam_proxy::ssm::sim::link::parse_bytes)]
+    uplink_rate: Option<u64>,
+    /// Each session's agent stops acknowledging (stops taking client messages in) this long after
+    /// the session starts (e.g. 30s).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    stop_acks_after: Option<Duration>,
+    /// The older, gentler agent: an 8 MiB send window, the head resent as soon as its RTO
+    /// expires, in-order input dropped while destinations are backed up.
+    #[arg(long)]
+    fast_agent: bool,
+    /// Messages the agent keeps for retransmission before sending new ones once, untracked.
+    #[arg(long, default_value_t = rds_iam_proxy::ssm::sim::agent::AGENT_MAX_UNACKED)]
+    agent_max_unacked: usize,
     /// Serve the AWS account described in this JSON file (stacks, RDS, ECS, EC2, secrets) and
     /// let sessions reach only the targets it says are up.
     #[arg(long, value_name = "FILE.json")]
@@ -153,6 +172,10 @@ async fn main() -> anyhow::Result<()> {
         verify_secret: a.verify_secret,
         require_signature: a.require_signature,
         aws_world,
+        fast_agent: a.fast_agent,
+        agent_max_unacked: a.agent_max_unacked,
+        uplink_rate: a.uplink_rate,
+        stop_acks_after: a.stop_acks_after,
         ..SimConfig::default()
     };
     let server = SimServer::start(config).await?;

@@ -6,11 +6,28 @@
 //! attaches and detaches connections); what it sends while no client is attached is lost and
 //! retransmitted later, which is one possible MGS behaviour (spec §13).
 //!
-//! Deviation for a bounded simulator: the real agent's only brake on sending is its blocking
-//! WebSocket write; here the pump also stops while more than [`AGENT_WINDOW`] bytes are
-//! unacknowledged.
+//! Where flow control is concerned it behaves like the real agent (spec §5.2–5.5, §7.4, §9):
+//!
+//! * retransmission looks at the head of the unacknowledged buffer only, on a
+//!   [`RESEND_SCAN_INTERVAL`] tick, and resends it at most once per RTO: a run of gaps in the
+//!   client's receive sequence is repaired about ten messages a second;
+//! * there is no send window: the only brake is the WebSocket (the gateway's outbox standing in for
+//!   a blocking socket write). Past [`SimConfig::agent_max_unacked`](super::SimConfig) tracked
+//!   messages (100 000) new ones are sent once, untracked, and never retransmitted;
+//! * the smux side has one receive budget for the whole session ([`AGENT_RECV_BUDGET`], smux's
+//!   `MaxReceiveBuffer`): while that many bytes wait for destinations that do not read, the agent
+//!   takes no client message in at all — no data, no acknowledgement, not even the client's acks
+//!   — as the real agent's single WebSocket reader blocks on its smux pipe. The messages wait in
+//!   order and are processed once the destination drains. [`SimServer::set_acks`] and
+//!   [`SimConfig::stop_acks_after`](super::SimConfig) stop the input the same way.
+//!
+//! [`SimConfig::fast_agent`](super::SimConfig) keeps the gentler agent this simulator had before:
+//! a [`FAST_AGENT_WINDOW`] send window, the head resent as soon as its RTO expires, and in-order
+//! client messages dropped unacknowledged while destinations are backed up.
+//!
+//! [`SimServer::set_acks`]: super::SimServer::set_acks
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -30,19 +47,24 @@ use crate::ssm::payload::{
     HandshakeRequest, HandshakeResponse, PORT_TYPE_LOCAL_PORT_FORWARDING, PortProperties,
     RequestedClientAction, SESSION_TYPE_PORT, SessionTypeRequest,
 };
-use crate::ssm::reliable::{Config, Inbound, Now, ReliableChannel};
+use crate::ssm::reliable::{Config, Inbound, Now, RESEND_SCAN_INTERVAL, ReliableChannel};
 use crate::ssm::smux::{Cmd, Decoded, Frame, FrameDecoder};
 use crate::ssm::version;
 
-/// Unacknowledged bytes above which the simulated agent stops sending new data.
-pub const AGENT_WINDOW: usize = 8 << 20;
+/// With [`super::SimConfig::fast_agent`]: unacknowledged bytes above which the agent stops sending
+/// new data. The real agent has no such window.
+pub const FAST_AGENT_WINDOW: usize = 8 << 20;
+
+/// Messages the agent keeps for retransmission (spec §5.2); later ones go out once, untracked.
+pub const AGENT_MAX_UNACKED: usize = 100_000;
 
 /// Bytes queued toward destinations above which the agent stops taking client messages (smux's
-/// session receive budget).
+/// session-wide `MaxReceiveBuffer`, spec §7.4).
 pub const AGENT_RECV_BUDGET: usize = 4 << 20;
 
-/// Pending outgoing bytes above which the agent stops reading destination sockets.
-const OUT_HIGH_WATER: usize = 256 * 1024;
+/// Pending outgoing bytes above which the agent stops taking destination data: the buffer between
+/// the agent's smux session and its 1 KiB WebSocket pump (a local socket pair in the agent).
+const OUT_HIGH_WATER: usize = 128 * 1024;
 
 /// Bytes per destination socket read.
 const TCP_READ: usize = 32 * 1024;
@@ -114,6 +136,10 @@ struct Dest {
     pending: Vec<Bytes>,
     /// The read pump.
     reader: Option<AbortHandle>,
+    /// Lets the read pump read one more chunk: like a smux stream's blocking `Write`, each
+    /// destination has at most one chunk on its way to the pump, so a stream's backlog never
+    /// queues ahead of another stream's data.
+    credit: Arc<tokio::sync::Semaphore>,
     /// The stream was closed while dialling: deliver `pending`, then close.
     closing: bool,
 }
@@ -152,6 +178,12 @@ struct Agent {
     last_activity: Instant,
     last_client_frame: Instant,
     handshake_started: Option<Instant>,
+    /// Client frames received but not yet taken in (the input is stopped), oldest first.
+    held: VecDeque<Bytes>,
+    /// Whether the input was stopped at the last look (for [`super::Stats::ingress_stalls`]).
+    input_stopped: bool,
+    /// When the session started (for [`super::SimConfig::stop_acks_after`]).
+    started: Instant,
 }
 
 fn now() -> Now {
@@ -175,11 +207,15 @@ pub async fn run(
 ) {
     let span = info_span!("sim_agent", session_id = %session.id);
     let (tcp_tx, tcp_rx) = mpsc::channel(64);
+    let max_unacked = state.config.agent_max_unacked.max(1);
     let agent = Agent {
         state,
         session: session.clone(),
         dest,
-        reliable: ReliableChannel::new(Config::agent()),
+        reliable: ReliableChannel::new(Config {
+            max_unacked,
+            ..Config::agent()
+        }),
         client: None,
         phase: Phase::AwaitClient,
         dests: HashMap::new(),
@@ -194,21 +230,31 @@ pub async fn run(
         last_activity: Instant::now(),
         last_client_frame: Instant::now(),
         handshake_started: None,
+        held: VecDeque::new(),
+        input_stopped: false,
+        started: Instant::now(),
     };
     agent.main(rx).instrument(span).await;
 }
 
 impl Agent {
     async fn main(mut self, mut rx: mpsc::UnboundedReceiver<AgentEvent>) {
+        let fast = self.state.config.fast_agent;
         let mut retransmit = std::pin::pin!(tokio::time::sleep(Duration::from_secs(3600)));
+        // The agent's resend scheduler: every 100 ms, look at the head (spec §5.5).
+        let mut resend_scan = tokio::time::interval(RESEND_SCAN_INTERVAL);
+        resend_scan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut tick = tokio::time::interval(
             Duration::from_millis(250).min(self.state.config.idle_timeout / 2),
         );
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut nop = tokio::time::interval(SMUX_KEEPALIVE);
         let reason = loop {
+            if let Some(why) = self.take_input() {
+                break Some(why);
+            }
             self.pump();
-            match self.reliable.next_retransmit_at() {
+            match self.reliable.next_retransmit_at().filter(|_| fast) {
                 Some(at) => retransmit
                     .as_mut()
                     .reset(tokio::time::Instant::from_std(at)),
@@ -216,6 +262,8 @@ impl Agent {
                     .as_mut()
                     .reset(tokio::time::Instant::now() + Duration::from_secs(3600)),
             }
+            // Input that waits is re-examined on every wake-up and on the resend scan.
+            let input_waits = !self.held.is_empty();
             let take_tcp = self.out.len() < OUT_HIGH_WATER;
             let pacing = self.state.config.realistic && !self.out.is_empty() && self.can_pump();
             let keepalive = matches!(
@@ -241,10 +289,10 @@ impl Agent {
                         }
                     }
                     Some(AgentEvent::Frame(conn_id, frame)) => {
-                        if self.client.as_ref().is_some_and(|(id, _)| *id == conn_id)
-                            && let Some(why) = self.on_frame(frame)
-                        {
-                            break Some(why);
+                        // Taken in at the top of the loop, unless the input is stopped; then it
+                        // waits, in order, whichever connection it came from.
+                        if self.client.as_ref().is_some_and(|(id, _)| *id == conn_id) {
+                            self.held.push_back(frame);
                         }
                     }
                 },
@@ -253,13 +301,10 @@ impl Agent {
                         self.on_tcp(ev);
                     }
                 }
-                _ = &mut retransmit => {
-                    let frames = self.reliable.poll_retransmit(Instant::now());
-                    if !frames.is_empty() {
-                        debug!(rto_ms = self.reliable.rtt().rto().as_millis() as u64, unacked = self.reliable.unacked_len(), "agent retransmitting");
-                    }
-                    for f in frames {
-                        self.to_client(f);
+                _ = &mut retransmit, if fast => self.retransmit(),
+                _ = resend_scan.tick(), if !fast || input_waits => {
+                    if !fast {
+                        self.retransmit();
                     }
                 }
                 _ = tokio::time::sleep_until(self.next_send), if pacing => {}
@@ -289,6 +334,63 @@ impl Agent {
         info!("sim session ended");
     }
 
+    fn retransmit(&mut self) {
+        let frames = self.reliable.poll_retransmit(Instant::now());
+        if !frames.is_empty() {
+            debug!(
+                rto_ms = self.reliable.rtt().rto().as_millis() as u64,
+                unacked = self.reliable.unacked_len(),
+                "agent retransmitting"
+            );
+            self.state
+                .stats
+                .agent_retransmits
+                .fetch_add(frames.len() as u64, Ordering::Relaxed);
+        }
+        for f in frames {
+            self.to_client(f);
+        }
+    }
+
+    /// Whether the agent takes client messages in now: not while acknowledgements are switched
+    /// off, and (faithful agent) not while its smux receive budget is spent.
+    fn input_open(&self) -> bool {
+        let cfg = &self.state.config;
+        let acks = self.state.acks.load(Ordering::Acquire)
+            && self.session.acks.load(Ordering::Acquire)
+            && cfg
+                .stop_acks_after
+                .is_none_or(|d| self.started.elapsed() < d);
+        acks && (cfg.fast_agent || self.queued_to_dest.load(Ordering::Acquire) < AGENT_RECV_BUDGET)
+    }
+
+    /// Takes waiting client frames in, in order, while the input is open; `Some(reason)` ends
+    /// the session.
+    fn take_input(&mut self) -> Option<String> {
+        while !self.held.is_empty() {
+            if !self.input_open() {
+                if !self.input_stopped {
+                    self.input_stopped = true;
+                    self.state
+                        .stats
+                        .ingress_stalls
+                        .fetch_add(1, Ordering::Relaxed);
+                    debug!(
+                        waiting = self.held.len(),
+                        "agent input stopped (destination not reading, or acks off)"
+                    );
+                }
+                return None;
+            }
+            self.input_stopped = false;
+            let frame = self.held.pop_front()?;
+            if let Some(why) = self.on_frame(frame) {
+                return Some(why);
+            }
+        }
+        None
+    }
+
     fn to_client(&self, frame: Bytes) {
         if let Some((_, outbox)) = &self.client {
             outbox.send(frame);
@@ -296,7 +398,7 @@ impl Agent {
     }
 
     fn can_pump(&self) -> bool {
-        self.reliable.unacked_bytes() < AGENT_WINDOW
+        (!self.state.config.fast_agent || self.reliable.unacked_bytes() < FAST_AGENT_WINDOW)
             && self.client.as_ref().is_none_or(|(_, o)| o.has_room())
     }
 
@@ -335,6 +437,12 @@ impl Agent {
     }
 
     fn send(&mut self, payload_type: PayloadType, payload: Bytes) {
+        if self.reliable.unacked_len() >= self.reliable.config().max_unacked {
+            self.state
+                .stats
+                .agent_untracked
+                .fetch_add(1, Ordering::Relaxed);
+        }
         if let Ok(Some(frame)) = self.reliable.send(now(), payload_type, payload) {
             self.to_client(frame);
         }
@@ -381,10 +489,20 @@ impl Agent {
                 return None;
             }
         };
-        // Like the agent's ErrHandlerNotReady: while destinations are backed up, in-order data is
-        // dropped unacknowledged (and retransmitted later); acks are always processed.
-        let ready = self.queued_to_dest.load(Ordering::Acquire) < AGENT_RECV_BUDGET;
+        // The fast agent only: while destinations are backed up, in-order data is dropped
+        // unacknowledged (and retransmitted later) while later messages are buffered and acked.
+        // The faithful agent never gets here with its budget spent: its input stops instead.
+        let ready = !self.state.config.fast_agent
+            || self.queued_to_dest.load(Ordering::Acquire) < AGENT_RECV_BUDGET;
         self.reliable.set_ready(ready);
+        if message.message_type == MessageType::INPUT_STREAM_DATA {
+            let stats = &self.state.stats;
+            stats.input_messages.fetch_add(1, Ordering::Relaxed);
+            stats
+                .input_bytes
+                .fetch_add(message.payload.len() as u64, Ordering::Relaxed);
+        }
+        let payload_len = message.payload.len() as u64;
         match self.reliable.on_message(now(), message) {
             Ok(Inbound::Delivered { ack, messages }) => {
                 self.to_client(ack);
@@ -394,9 +512,28 @@ impl Agent {
                     }
                 }
             }
-            Ok(Inbound::Buffered { ack } | Inbound::Duplicate { ack }) => self.to_client(ack),
+            Ok(Inbound::Buffered { ack }) => self.to_client(ack),
+            Ok(Inbound::Duplicate { ack }) => {
+                let stats = &self.state.stats;
+                stats.input_duplicates.fetch_add(1, Ordering::Relaxed);
+                stats
+                    .input_duplicate_bytes
+                    .fetch_add(payload_len, Ordering::Relaxed);
+                self.to_client(ack);
+            }
             Ok(Inbound::NotReady) => {
+                self.state
+                    .stats
+                    .input_dropped
+                    .fetch_add(1, Ordering::Relaxed);
                 debug!("agent: destinations backed up, message left for retransmission")
+            }
+            Ok(Inbound::Overflow) => {
+                self.state
+                    .stats
+                    .input_dropped
+                    .fetch_add(1, Ordering::Relaxed);
+                debug!("agent: out-of-order buffer full, message dropped unacknowledged")
             }
             Ok(_) => {}
             Err(e) => debug!(error = %e, "agent dropping bad acknowledge"),
@@ -511,6 +648,7 @@ impl Agent {
                 writer: None,
                 pending: Vec::new(),
                 reader: None,
+                credit: Arc::new(tokio::sync::Semaphore::new(1)),
                 closing: false,
             },
         );
@@ -595,18 +733,19 @@ impl Agent {
                 let _ = stream.set_nodelay(true);
                 let (mut rd, mut wr) = stream.into_split();
                 let tx = self.tcp_tx.clone();
+                let credit = d.credit.clone();
                 let reader = self.state.tracker.spawn(async move {
-                    let mut buf = BytesMut::with_capacity(TCP_READ);
+                    let mut buf = vec![0u8; TCP_READ];
                     loop {
-                        buf.reserve(TCP_READ);
-                        match rd.read_buf(&mut buf).await {
+                        match credit.acquire().await {
+                            Ok(permit) => permit.forget(),
+                            Err(_) => return,
+                        }
+                        match rd.read(&mut buf).await {
                             Ok(0) | Err(_) => break,
-                            Ok(_) => {
-                                if tx
-                                    .send(TcpEvent::Data(id, buf.split().freeze()))
-                                    .await
-                                    .is_err()
-                                {
+                            Ok(n) => {
+                                let chunk = Bytes::copy_from_slice(&buf[..n]);
+                                if tx.send(TcpEvent::Data(id, chunk)).await.is_err() {
                                     return;
                                 }
                             }
@@ -669,9 +808,10 @@ impl Agent {
                 }
             }
             TcpEvent::Data(id, data) => {
-                if !self.dests.contains_key(&id) {
+                let Some(d) = self.dests.get(&id) else {
                     return;
-                }
+                };
+                d.credit.add_permits(1);
                 match self.phase {
                     Phase::Ready { mux: true, .. } => crate::ssm::smux::encode_data(
                         id,

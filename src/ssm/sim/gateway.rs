@@ -1,11 +1,17 @@
 //! The message gateway (MGS) side of one client WebSocket: checks the upgrade signature and the
 //! OpenDataChannel frame, attaches the connection to the session's agent, and relays AgentMessages
 //! both ways through the fault lines. Resets the socket on the configured schedule.
+//!
+//! Client frames cross the optional rate-limited link ([`super::link::Uplink`]) before the fault
+//! line; while its backlog is full the WebSocket is not read. Toward the client, the gateway stops
+//! taking frames from the agent while [`WRITER_HIGH_WATER`] bytes wait for the socket, so a client
+//! that does not read its WebSocket pushes back on the agent's pump as TCP would.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use hyper::Request;
 use hyper::body::Incoming;
@@ -20,10 +26,15 @@ use tracing::{debug, info};
 
 use super::agent::AgentEvent;
 use super::faults::FaultLine;
+use super::link::Uplink;
 use super::{SimSession, SimState, lock};
 use crate::aws::mock::sigv4::parse_amz_date;
 use crate::ssm::outbox::{Outgoing, outbox};
 use crate::ssm::payload::{MESSAGE_SCHEMA_VERSION, OpenDataChannel};
+
+/// Bytes handed to the socket writer and not yet written above which the gateway stops taking
+/// frames from the agent.
+pub const WRITER_HIGH_WATER: usize = 1 << 20;
 
 /// Time allowed for the OpenDataChannel frame after the upgrade.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -151,12 +162,20 @@ pub async fn serve(state: Arc<SimState>, session: Arc<SimSession>, ws: ServerWs)
         client_version: open.client_version.clone().unwrap_or_default(),
     });
 
-    // 3. The socket writer.
+    // 3. The socket writer; `unwritten` counts frame bytes handed to it and not yet flushed.
     let (wtx, mut wrx) = mpsc::unbounded_channel::<Outgoing>();
+    let unwritten = Arc::new(AtomicUsize::new(0));
+    let written = Arc::new(tokio::sync::Notify::new());
+    let (w_unwritten, w_written) = (unwritten.clone(), written.clone());
     let writer = tokio::spawn(async move {
+        let flushed = |n: usize| {
+            w_unwritten.fetch_sub(n, Ordering::AcqRel);
+            w_written.notify_one();
+        };
         while let Some(item) = wrx.recv().await {
             match item {
                 Outgoing::Frame(f) => {
+                    let mut batch = f.len();
                     if sink.feed(Message::Binary(f)).await.is_err() {
                         return;
                     }
@@ -165,6 +184,7 @@ pub async fn serve(state: Arc<SimState>, session: Arc<SimSession>, ws: ServerWs)
                     while n < 256 {
                         match wrx.try_recv() {
                             Ok(Outgoing::Frame(f)) => {
+                                batch += f.len();
                                 if sink.feed(Message::Binary(f)).await.is_err() {
                                     return;
                                 }
@@ -186,6 +206,7 @@ pub async fn serve(state: Arc<SimState>, session: Arc<SimSession>, ws: ServerWs)
                     if sink.flush().await.is_err() {
                         return;
                     }
+                    flushed(batch);
                 }
                 Outgoing::Close(code, reason) => {
                     let _ = sink
@@ -205,19 +226,30 @@ pub async fn serve(state: Arc<SimState>, session: Arc<SimSession>, ws: ServerWs)
     let half_rtt = cfg.rtt / 2;
     let mut to_agent = FaultLine::new(cfg.faults.clone(), half_rtt, false);
     let mut toward_client = FaultLine::new(cfg.faults.clone(), half_rtt, true);
+    let mut uplink = cfg.uplink_rate.map(Uplink::new);
+    let to_writer = |f: Bytes| {
+        unwritten.fetch_add(f.len(), Ordering::AcqRel);
+        let _ = wtx.send(Outgoing::Frame(f));
+    };
     let reset_at = cfg.ws_reset_every.map(|d| Instant::now() + d);
     let mut epoch = state.reset_epoch.subscribe();
     epoch.borrow_and_update();
     let close_with = loop {
-        let next = [to_agent.next_release(), toward_client.next_release()]
-            .into_iter()
-            .flatten()
-            .min();
+        let next = [
+            to_agent.next_release(),
+            toward_client.next_release(),
+            uplink.as_ref().and_then(Uplink::next_release),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        let read_ws = uplink.as_ref().is_none_or(Uplink::has_room);
+        let take_from_agent = unwritten.load(Ordering::Acquire) < WRITER_HIGH_WATER;
         tokio::select! {
             _ = session.terminated.cancelled() => {
                 // Let the agent's channel_closed (already queued) go out first.
                 while let Some(Outgoing::Frame(f)) = from_agent.try_recv() {
-                    let _ = wtx.send(Outgoing::Frame(f));
+                    to_writer(f);
                 }
                 break Some((1000, String::new()));
             }
@@ -227,15 +259,19 @@ pub async fn serve(state: Arc<SimState>, session: Arc<SimSession>, ws: ServerWs)
                 break Some((1000, "Bye".to_owned()));
             }
             _ = async { tokio::time::sleep_until(next.unwrap_or_else(Instant::now)).await }, if next.is_some() => {}
-            msg = stream.next() => match msg {
-                Some(Ok(Message::Binary(b))) => {
-                    let v = to_agent.push(b, Instant::now());
-                    count(&state, v);
-                }
+            _ = written.notified(), if !take_from_agent => {}
+            msg = stream.next(), if read_ws => match msg {
+                Some(Ok(Message::Binary(b))) => match uplink.as_mut() {
+                    Some(link) => link.push(b, Instant::now()),
+                    None => {
+                        let v = to_agent.push(b, Instant::now());
+                        count(&state, v);
+                    }
+                },
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break None,
                 Some(Ok(_)) => {}
             },
-            item = from_agent.recv() => match item {
+            item = from_agent.recv(), if take_from_agent => match item {
                 Some(Outgoing::Frame(f)) => {
                     from_agent.written(f.len());
                     let v = toward_client.push(f, Instant::now());
@@ -244,7 +280,7 @@ pub async fn serve(state: Arc<SimState>, session: Arc<SimSession>, ws: ServerWs)
                 Some(Outgoing::Close(code, reason)) => {
                     // channel_closed and whatever precedes it go out before the close.
                     for f in toward_client.pop_due(Instant::now() + Duration::from_secs(3600)) {
-                        let _ = wtx.send(Outgoing::Frame(f));
+                        to_writer(f);
                     }
                     break Some((code, reason));
                 }
@@ -252,11 +288,17 @@ pub async fn serve(state: Arc<SimState>, session: Arc<SimSession>, ws: ServerWs)
             },
         }
         let now = Instant::now();
+        if let Some(link) = uplink.as_mut() {
+            for f in link.pop_due(now) {
+                let v = to_agent.push(f, now);
+                count(&state, v);
+            }
+        }
         for f in to_agent.pop_due(now) {
             let _ = session.agent_tx.send(AgentEvent::Frame(conn_id, f));
         }
         for f in toward_client.pop_due(now) {
-            let _ = wtx.send(Outgoing::Frame(f));
+            to_writer(f);
         }
     };
     let _ = session.agent_tx.send(AgentEvent::Detach(conn_id));

@@ -263,6 +263,7 @@ fn start_session(state: &Arc<SimState>, input: &Value, region: &str) -> Response
         agent_tx,
         agent_wake: Arc::new(tokio::sync::Notify::new()),
         terminated: state.cancel.child_token(),
+        acks: std::sync::atomic::AtomicBool::new(true),
     });
     lock(&state.sessions).insert(id.clone(), session.clone());
     state.stats.start_session.fetch_add(1, Ordering::Relaxed);

@@ -11,7 +11,17 @@
 //!   ([`crate::ssm::reliable::Config::agent`]), the handshake, a smux v1 server that dials the
 //!   routed destination per stream (ConnectToPortError + FIN when that fails), basic mode for
 //!   agent versions too old for smux, `channel_closed` on TerminateSession, idle timeout, and an
-//!   optional realistic pump (1 KiB per message, 1 ms pause, as the real agent).
+//!   optional realistic pump (1 KiB per message, 1 ms pause, as the real agent);
+//! * [`link`]: the optional rate-limited client → agent link ([`SimConfig::uplink_rate`]).
+//!
+//! The agent is faithful by default where flow control is concerned (spec §5, §7.4): head-only
+//! retransmission on a 100 ms scan, no send window (100 000 tracked messages, then sent once
+//! untracked), and a smux side that stops taking client messages — acknowledgements included —
+//! while 4 MiB wait for a destination that does not read. [`SimConfig::fast_agent`] brings back
+//! the older, gentler agent some tests were written against. Tests can make the agent stop
+//! acknowledging ([`SimServer::set_acks`], [`SimServer::set_session_acks`],
+//! [`SimConfig::stop_acks_after`]) and read what it saw ([`StatsSnapshot`]: API calls, duplicate
+//! client messages, retransmissions).
 //!
 //! Start one with [`SimServer::start`]; point `aws-sdk-ssm` (or the AWS CLI with
 //! `AWS_ENDPOINT_URL_SSM`) at [`SimServer::endpoint_url`]. Destinations are routed: a
@@ -29,10 +39,11 @@ pub mod agent;
 pub mod faults;
 pub mod gateway;
 pub mod http;
+pub mod link;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -134,6 +145,25 @@ pub struct SimConfig {
     /// The AWS account the API mock serves and StartSession checks targets against
     /// ([`crate::aws::mock`]); `None`: an empty account, and every target is reachable.
     pub aws_world: Option<AwsWorld>,
+    /// The agent as this simulator had it before it was made faithful (issue 10): the pump stops
+    /// while more than [`agent::FAST_AGENT_WINDOW`] bytes are unacknowledged, the head is
+    /// retransmitted as soon as its RTO expires (no 100 ms scan, so gaps are repaired one per
+    /// round trip), and a destination that does not read makes the agent drop in-order client
+    /// messages unacknowledged instead of stopping its input. Gentler than the real agent; off by
+    /// default.
+    pub fast_agent: bool,
+    /// Messages the agent keeps for retransmission before it sends new ones once, untracked
+    /// (the agent's 100 000; smaller values reach that path in tests).
+    pub agent_max_unacked: usize,
+    /// Bytes per second the client → agent link carries (`None`: unlimited). Frames queue and are
+    /// delivered in order, never dropped; past a small backlog ([`link::Uplink::buffer`]) the
+    /// gateway stops reading the client's WebSocket, so the client's writes block as on a slow
+    /// TCP path. The listener's receive buffer is kept small (64 KiB) when set.
+    pub uplink_rate: Option<u64>,
+    /// Each session's agent stops acknowledging this long after the session started: it stops
+    /// taking client messages in (they wait, unacknowledged and unprocessed, as behind a blocked
+    /// smux session) and never starts again. See also [`SimServer::set_acks`].
+    pub stop_acks_after: Option<Duration>,
 }
 
 impl Default for SimConfig {
@@ -157,6 +187,10 @@ impl Default for SimConfig {
             require_signature: false,
             inject_frames: Vec::new(),
             aws_world: None,
+            fast_agent: false,
+            agent_max_unacked: agent::AGENT_MAX_UNACKED,
+            uplink_rate: None,
+            stop_acks_after: None,
         }
     }
 }
@@ -186,6 +220,25 @@ pub struct Stats {
     pub basic_sessions: AtomicU64,
     /// Sessions whose handshake completed in mux mode.
     pub mux_sessions: AtomicU64,
+    /// `input_stream_data` messages the agent took in (duplicates included).
+    pub input_messages: AtomicU64,
+    /// Their payload bytes.
+    pub input_bytes: AtomicU64,
+    /// Of those, duplicates: messages already delivered or already buffered (retransmissions
+    /// the agent did not need).
+    pub input_duplicates: AtomicU64,
+    /// Their payload bytes.
+    pub input_duplicate_bytes: AtomicU64,
+    /// Client messages the agent dropped unacknowledged: out-of-order buffer full, or (fast agent
+    /// only) in order while its destinations were backed up.
+    pub input_dropped: AtomicU64,
+    /// Messages the agent retransmitted.
+    pub agent_retransmits: AtomicU64,
+    /// Messages the agent sent once without tracking them (its unacknowledged buffer was full).
+    pub agent_untracked: AtomicU64,
+    /// Times an agent stopped taking client messages in (smux receive budget full, or
+    /// acknowledgements switched off).
+    pub ingress_stalls: AtomicU64,
 }
 
 /// A snapshot of [`Stats`].
@@ -213,6 +266,34 @@ pub struct StatsSnapshot {
     pub basic_sessions: u64,
     /// See [`Stats::mux_sessions`].
     pub mux_sessions: u64,
+    /// See [`Stats::input_messages`].
+    pub input_messages: u64,
+    /// See [`Stats::input_bytes`].
+    pub input_bytes: u64,
+    /// See [`Stats::input_duplicates`].
+    pub input_duplicates: u64,
+    /// See [`Stats::input_duplicate_bytes`].
+    pub input_duplicate_bytes: u64,
+    /// See [`Stats::input_dropped`].
+    pub input_dropped: u64,
+    /// See [`Stats::agent_retransmits`].
+    pub agent_retransmits: u64,
+    /// See [`Stats::agent_untracked`].
+    pub agent_untracked: u64,
+    /// See [`Stats::ingress_stalls`].
+    pub ingress_stalls: u64,
+}
+
+impl StatsSnapshot {
+    /// Duplicate client payload bytes as a fraction of all client payload bytes the agent took in
+    /// (0 when none).
+    pub fn duplicate_ratio(&self) -> f64 {
+        if self.input_bytes == 0 {
+            0.0
+        } else {
+            self.input_duplicate_bytes as f64 / self.input_bytes as f64
+        }
+    }
 }
 
 impl Stats {
@@ -231,6 +312,14 @@ impl Stats {
             duplicated: l(&self.duplicated),
             basic_sessions: l(&self.basic_sessions),
             mux_sessions: l(&self.mux_sessions),
+            input_messages: l(&self.input_messages),
+            input_bytes: l(&self.input_bytes),
+            input_duplicates: l(&self.input_duplicates),
+            input_duplicate_bytes: l(&self.input_duplicate_bytes),
+            input_dropped: l(&self.input_dropped),
+            agent_retransmits: l(&self.agent_retransmits),
+            agent_untracked: l(&self.agent_untracked),
+            ingress_stalls: l(&self.ingress_stalls),
         }
     }
 }
@@ -250,6 +339,9 @@ pub struct SimSession {
     pub agent_wake: Arc<tokio::sync::Notify>,
     /// Cancelled when the session is terminated (for whatever reason).
     pub terminated: CancellationToken,
+    /// Whether this session's agent acknowledges (takes client messages in); see
+    /// [`SimServer::set_session_acks`].
+    pub acks: AtomicBool,
 }
 
 /// The mutable part of a [`SimSession`].
@@ -284,6 +376,8 @@ pub struct SimState {
     pub aws_world: Mutex<Option<AwsWorld>>,
     /// The AWS API calls answered so far, as `service:Operation` (bounded, oldest dropped).
     pub aws_calls: Mutex<std::collections::VecDeque<String>>,
+    /// Whether agents acknowledge at all; see [`SimServer::set_acks`].
+    pub acks: AtomicBool,
 }
 
 impl SimState {
@@ -319,7 +413,20 @@ pub struct SimServer {
 impl SimServer {
     /// Binds `config.listen` and starts serving.
     pub async fn start(config: SimConfig) -> std::io::Result<SimServer> {
-        let listener = TcpListener::bind(config.listen).await?;
+        let listener = if config.uplink_rate.is_some() {
+            // A small receive buffer, so the kernel does not hide the slow link behind megabytes
+            // of loopback buffering (accepted sockets inherit it).
+            let socket = match config.listen {
+                SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+                SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+            };
+            socket.set_reuseaddr(true)?;
+            socket.set_recv_buffer_size(link::MIN_LINK_BUFFER as u32)?;
+            socket.bind(config.listen)?;
+            socket.listen(1024)?
+        } else {
+            TcpListener::bind(config.listen).await?
+        };
         let addr = listener.local_addr()?;
         let (reset_epoch, _) = tokio::sync::watch::channel(0);
         let aws_world = Mutex::new(config.aws_world.clone());
@@ -334,6 +441,7 @@ impl SimServer {
             reset_epoch,
             aws_world,
             aws_calls: Mutex::new(std::collections::VecDeque::new()),
+            acks: AtomicBool::new(true),
         });
         state.tracker.spawn(http::serve(state.clone(), listener));
         Ok(SimServer { state })
@@ -389,6 +497,30 @@ impl SimServer {
     pub fn aws_world(&self) -> AwsWorldHandle {
         AwsWorldHandle {
             state: self.state.clone(),
+        }
+    }
+
+    /// Switches acknowledgement on or off for every agent, present and future. While off, an agent
+    /// takes no client message in — no acknowledgement, no data to the destination; acks from the
+    /// client wait too — exactly as the real agent does while its smux session is blocked (spec
+    /// §7.4). What waited is processed, in order, once switched back on. Agent → client traffic
+    /// goes on (and is retransmitted, its acks being among what waits).
+    pub fn set_acks(&self, on: bool) {
+        self.state.acks.store(on, Ordering::Release);
+        for s in lock(&self.state.sessions).values() {
+            s.agent_wake.notify_one();
+        }
+    }
+
+    /// Like [`Self::set_acks`] for one session only; false when there is no such session.
+    pub fn set_session_acks(&self, session_id: &str, on: bool) -> bool {
+        match self.state.session(session_id) {
+            Some(s) => {
+                s.acks.store(on, Ordering::Release);
+                s.agent_wake.notify_one();
+                true
+            }
+            None => false,
         }
     }
 
