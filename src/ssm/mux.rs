@@ -11,11 +11,14 @@
 //!   of growing memory;
 //! * **downstream**: smux v1 has no per-stream window, and pausing the whole session for one slow
 //!   reader freezes every other stream on it (and, against the real agent, can wedge the session:
-//!   DESIGN.md decision 11). So the session always takes messages off the WebSocket and delivers
-//!   them; each stream's reader is expected to drain its stream promptly (the proxy spools what its
-//!   client does not read, see `crate::spool`). A stream whose reader nevertheless falls more than
-//!   [`Shared::recv_budget`] behind is failed alone: its data is dropped, the agent gets a FIN, and
-//!   its reader an error; the session and its other streams go on.
+//!   DESIGN.md decision 11). So each stream's reader is expected to drain its stream whatever its
+//!   own client does (the proxy spools what its client does not read, see `crate::spool`), and
+//!   the session never refuses an in-order message and never stops reading its socket for one
+//!   stream. A stream that holds [`Shared::recv_budget`] unread and whose reader has not read for
+//!   [`STREAM_STUCK_AFTER`], or that holds four times the budget, is failed alone: its data is
+//!   dropped, the agent gets a FIN, its reader an error, and the session and its other streams go
+//!   on. (Against the real agent, which paces a session to about 1 MiB/s, a reading stream never
+//!   gets near the budget.)
 //!
 //! In mux mode streams are smux streams (odd ids from 3). In basic mode the session carries one
 //! raw stream, id 0, and is used once (see [`super::session`]).
@@ -31,6 +34,9 @@ use bytes::{Bytes, BytesMut};
 use tokio::sync::Notify;
 
 use super::smux::{self, ClientStreamIds, Frame};
+
+/// How long a stream may hold its whole receive budget without being read before it is failed.
+pub const STREAM_STUCK_AFTER: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Most bytes one stream buffers for sending before its writer waits.
 pub const STREAM_SEND_BUFFER: usize = 256 * 1024;
@@ -87,6 +93,8 @@ pub struct StreamState {
     pub queued: bool,
     /// Writer waiting for buffer room, flush or shutdown.
     pub write_waker: Option<Waker>,
+    /// When the reader last took data (or the stream was opened).
+    pub last_read: Option<std::time::Instant>,
 }
 
 /// The mutable part of the table.
@@ -182,7 +190,13 @@ impl Wakers {
 impl Table {
     /// Registers a new stream with `id` (announced with SYN in mux mode).
     pub fn insert(&mut self, id: u32, announce: bool) {
-        self.streams.insert(id, StreamState::default());
+        self.streams.insert(
+            id,
+            StreamState {
+                last_read: Some(std::time::Instant::now()),
+                ..StreamState::default()
+            },
+        );
         if announce {
             self.new_streams.push_back(id);
         }
@@ -195,38 +209,24 @@ impl Table {
     }
 
     /// Delivers data to stream `id`; unknown ids are ignored (smux discards them too). A stream
-    /// whose unread data would pass `budget` is failed instead (see the module docs): its data is
-    /// dropped, a FIN is queued for it, and its reader gets the error. Returns true when it did.
-    pub fn deliver(&mut self, id: u32, data: Bytes, budget: usize, wakers: &mut Wakers) -> bool {
+    /// that would hold more than four times `budget` unread is failed instead; returns its id then.
+    pub fn deliver(
+        &mut self,
+        id: u32,
+        data: Bytes,
+        budget: usize,
+        wakers: &mut Wakers,
+    ) -> Option<u32> {
         if data.is_empty() {
-            return false;
+            return None;
         }
         if let Some(s) = self.streams.get_mut(&id) {
             if s.handle_dropped || s.failure.is_some() {
-                return false;
+                return None;
             }
-            if s.recv_len + data.len() > budget {
-                let dropped = s.recv_len;
-                s.recv.clear();
-                s.recv_len = 0;
-                s.failure = Some(Failure {
-                    kind: io::ErrorKind::ConnectionAborted,
-                    message: format!(
-                        "this connection's reader fell more than {} MiB behind on a shared SSM \
-                         session; it was closed so that the other connections on the session go on",
-                        budget >> 20
-                    ),
-                });
-                s.local_close = true;
-                wakers.push(s.read_waker.take());
-                wakers.push(s.write_waker.take());
-                let enqueue = !s.queued;
-                s.queued = true;
-                self.recv_buffered -= dropped;
-                if enqueue {
-                    self.ready.push_back(id);
-                }
-                return true;
+            if s.recv_len + data.len() > budget.saturating_mul(4) {
+                self.fail_stream(id, budget, wakers);
+                return Some(id);
             }
             s.received_any = true;
             s.recv_len += data.len();
@@ -234,7 +234,54 @@ impl Table {
             s.recv.push_back(data);
             wakers.push(s.read_waker.take());
         }
-        false
+        None
+    }
+
+    /// Fails every stream that holds `budget` or more unread and has not been read since
+    /// `stuck_before`: its data is dropped, a FIN is queued, its reader gets the error. Returns
+    /// their ids.
+    pub fn fail_stuck(
+        &mut self,
+        budget: usize,
+        stuck_before: std::time::Instant,
+        wakers: &mut Wakers,
+    ) -> Vec<u32> {
+        let stuck: Vec<u32> = self
+            .streams
+            .iter()
+            .filter(|(_, s)| s.recv_len >= budget && s.last_read.is_none_or(|t| t < stuck_before))
+            .map(|(&id, _)| id)
+            .collect();
+        for &id in &stuck {
+            self.fail_stream(id, budget, wakers);
+        }
+        stuck
+    }
+
+    /// Fails stream `id` for holding too much unread (see [`Self::fail_stuck`]).
+    fn fail_stream(&mut self, id: u32, budget: usize, wakers: &mut Wakers) {
+        if let Some(s) = self.streams.get_mut(&id) {
+            let dropped = s.recv_len;
+            s.recv.clear();
+            s.recv_len = 0;
+            s.failure = Some(Failure {
+                kind: io::ErrorKind::ConnectionAborted,
+                message: format!(
+                    "this connection held {} MiB unread on a shared SSM session and its reader \
+                     stopped reading; it was closed so that the other connections on the session go on",
+                    budget >> 20
+                ),
+            });
+            s.local_close = true;
+            wakers.push(s.read_waker.take());
+            wakers.push(s.write_waker.take());
+            let enqueue = !s.queued;
+            s.queued = true;
+            self.recv_buffered -= dropped;
+            if enqueue {
+                self.ready.push_back(id);
+            }
+        }
     }
 
     /// The agent closed stream `id`; with `failure`, readers see that error instead of EOF.
@@ -418,24 +465,34 @@ mod tests {
         let shared = Shared::new("s".into(), 1000, Arc::new(Notify::new()));
         let mut t = shared.lock();
         t.insert(3, true);
-        assert!(!t.deliver(3, Bytes::from(vec![0; 150]), 1000, &mut Wakers::default()));
+        t.deliver(3, Bytes::from(vec![0; 150]), 1000, &mut Wakers::default());
         // Unknown streams are ignored, as smux does.
-        assert!(!t.deliver(99, Bytes::from(vec![0; 150]), 1000, &mut Wakers::default()));
+        t.deliver(99, Bytes::from(vec![0; 150]), 1000, &mut Wakers::default());
         assert_eq!(t.recv_buffered, 150);
         t.remove(3);
         assert_eq!(t.recv_buffered, 0);
     }
 
     #[test]
-    fn a_stream_past_its_budget_fails_alone_and_sends_a_fin() {
+    fn a_stream_stuck_past_its_budget_fails_alone_and_sends_a_fin() {
         let shared = Shared::new("s".into(), 1000, Arc::new(Notify::new()));
         let mut t = shared.lock();
         t.insert(3, true);
         t.insert(5, true);
         let mut w = Wakers::default();
-        assert!(!t.deliver(3, Bytes::from(vec![0; 900]), 1000, &mut w));
-        assert!(!t.deliver(5, Bytes::from(vec![0; 900]), 1000, &mut w));
-        assert!(t.deliver(3, Bytes::from(vec![0; 200]), 1000, &mut w));
+        assert_eq!(t.deliver(3, Bytes::from(vec![0; 900]), 1000, &mut w), None);
+        assert_eq!(t.deliver(5, Bytes::from(vec![0; 900]), 1000, &mut w), None);
+        assert_eq!(t.deliver(3, Bytes::from(vec![0; 200]), 1000, &mut w), None);
+        // Over the budget: failed only once it was not read for long.
+        let opened = std::time::Instant::now();
+        assert!(
+            t.fail_stuck(1000, opened - std::time::Duration::from_secs(1), &mut w)
+                .is_empty()
+        );
+        assert_eq!(
+            t.fail_stuck(1000, opened + std::time::Duration::from_secs(1), &mut w),
+            vec![3]
+        );
         assert!(t.streams[&3].failure.is_some());
         assert!(t.streams[&5].failure.is_none());
         assert_eq!(t.recv_buffered, 900);
@@ -447,6 +504,12 @@ mod tests {
             .collect();
         assert_eq!(got, vec![(Cmd::Syn, 3), (Cmd::Syn, 5), (Cmd::Fin, 3)]);
         assert!(t.dead.is_none());
+        // Four times the budget fails a stream at once, read or not.
+        assert_eq!(
+            t.deliver(5, Bytes::from(vec![0; 3200]), 1000, &mut w),
+            Some(5)
+        );
+        assert!(t.streams[&5].failure.is_some());
     }
 
     #[test]

@@ -75,7 +75,8 @@ pub struct SessionParams {
     pub ping_interval: Duration,
     /// A connection with no frame at all (pongs included) for this long is considered dead.
     pub dead_after: Duration,
-    /// Received-but-unread bytes across streams above which we stop reading the socket.
+    /// Unread bytes one stream may hold for [`super::mux::STREAM_STUCK_AFTER`] without being
+    /// read before it is failed alone (four times as much fails it at once).
     pub recv_budget: usize,
     /// How long to keep trying ResumeSession after the socket dropped before giving the session up.
     pub resume_for: Duration,
@@ -102,7 +103,7 @@ impl SessionParams {
             max_payload: 1024,
             ping_interval: Duration::from_secs(30),
             dead_after: Duration::from_secs(90),
-            recv_budget: 8 << 20,
+            recv_budget: 64 << 20,
             resume_for: Duration::from_secs(120),
             stall_timeout: DEFAULT_STALL_TIMEOUT,
             smux_keepalive: Duration::from_secs(10),
@@ -297,6 +298,7 @@ async fn connect_and_handshake(
         stall: super::stall::StallWatch::new(params.stall_timeout, Instant::now()),
         acked_mark: (Instant::now(), 0),
         last_nop: Instant::now(),
+        overflow_logged: None,
     };
     actor.attach(ws);
     let ended_by_task = ended.clone();
@@ -439,6 +441,8 @@ struct Actor {
     acked_mark: (Instant, u64),
     /// When a smux NOP last went out for open streams.
     last_nop: Instant,
+    /// The gap (expected sequence number) an out-of-order overflow was last logged for.
+    overflow_logged: Option<i64>,
 }
 
 fn now() -> Now {
@@ -665,6 +669,19 @@ impl Actor {
             }
             self.acked_mark = (now, acked);
         }
+        let mut wakers = Wakers::default();
+        let stuck = self.shared.lock().fail_stuck(
+            self.shared.recv_budget,
+            now - super::mux::STREAM_STUCK_AFTER,
+            &mut wakers,
+        );
+        wakers.wake();
+        for id in stuck {
+            warn!(
+                stream = id,
+                "a connection held its whole receive budget unread and its reader stopped; closed that connection alone"
+            );
+        }
         if let Some(info) = &self.info
             && info.mode == Mode::Mux
             && !info.keepalive
@@ -793,13 +810,27 @@ impl Actor {
                     self.on_stream_message(m)?;
                 }
             }
-            Inbound::Buffered { ack } | Inbound::Duplicate { ack } => self.send_frame(ack),
+            Inbound::Buffered { ack } => {
+                if self.reliable.out_of_order_len() == 1 {
+                    debug!(
+                        expected = self.reliable.expected_sequence_number(),
+                        "a gap in the agent's messages: later ones are buffered until it is filled"
+                    );
+                }
+                self.send_frame(ack);
+            }
+            Inbound::Duplicate { ack } => self.send_frame(ack),
             Inbound::NotReady => debug!("not ready, message left for retransmission"),
-            Inbound::Overflow => warn!(
-                expected = self.reliable.expected_sequence_number(),
-                buffered = self.reliable.out_of_order_len(),
-                "out-of-order buffer full: a message ahead of a gap was dropped unacknowledged"
-            ),
+            Inbound::Overflow => {
+                if self.overflow_logged != Some(self.reliable.expected_sequence_number()) {
+                    self.overflow_logged = Some(self.reliable.expected_sequence_number());
+                    warn!(
+                        expected = self.reliable.expected_sequence_number(),
+                        buffered = self.reliable.out_of_order_len(),
+                        "out-of-order buffer full: messages ahead of a gap are dropped unacknowledged until it is repaired"
+                    );
+                }
+            }
             Inbound::Acknowledged { .. } => self.stall.acked(Instant::now()),
             Inbound::ChannelClosed(closed) => {
                 let reason = closed
@@ -869,8 +900,9 @@ impl Actor {
                             .shared
                             .lock()
                             .deliver(0, m.payload, budget, &mut wakers)
+                            .is_some()
                         {
-                            warn!("the connection's reader fell behind its budget; closed it");
+                            warn!("the connection's reader fell far behind; closed it");
                         }
                         wakers.wake();
                         Ok(())
@@ -988,17 +1020,18 @@ impl Actor {
     fn on_mux_bytes(&mut self, data: &[u8]) -> Result<(), End> {
         self.mux_in.extend_from_slice(data);
         let mut wakers = Wakers::default();
-        let budget = self.shared.recv_budget;
         let mut t = self.shared.lock();
         let result = loop {
             match self.decoder.decode(&mut self.mux_in) {
                 Ok(Decoded::Frame(frame)) => match frame.cmd {
                     Cmd::Psh => {
-                        if t.deliver(frame.stream_id, frame.data, budget, &mut wakers) {
+                        let budget = self.shared.recv_budget;
+                        if let Some(id) =
+                            t.deliver(frame.stream_id, frame.data, budget, &mut wakers)
+                        {
                             warn!(
-                                stream = frame.stream_id,
-                                budget_mib = budget >> 20,
-                                "a connection's reader fell behind its budget on a shared session; closed that connection alone"
+                                stream = id,
+                                "a connection's reader fell far behind on a shared session; closed that connection alone"
                             );
                         }
                     }

@@ -58,9 +58,7 @@ impl AsyncRead for SsmStream {
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         let mut t = this.shared.lock();
-        let budget = this.shared.recv_budget;
         let dead = t.dead.clone();
-        let before = t.recv_buffered;
         let Some(s) = t.streams.get_mut(&this.id) else {
             return Poll::Ready(Err(this.closed_error()));
         };
@@ -92,12 +90,8 @@ impl AsyncRead for SsmStream {
             }
         }
         s.recv_len -= taken;
+        s.last_read = Some(std::time::Instant::now());
         t.recv_buffered -= taken;
-        let after = t.recv_buffered;
-        drop(t);
-        if before >= budget && after < budget {
-            this.shared.wake.notify_one();
-        }
         Poll::Ready(Ok(()))
     }
 }
