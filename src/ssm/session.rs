@@ -821,15 +821,15 @@ impl Actor {
             }
             Inbound::Duplicate { ack } => self.send_frame(ack),
             Inbound::NotReady => debug!("not ready, message left for retransmission"),
-            Inbound::Overflow => {
-                if self.overflow_logged != Some(self.reliable.expected_sequence_number()) {
-                    self.overflow_logged = Some(self.reliable.expected_sequence_number());
-                    warn!(
-                        expected = self.reliable.expected_sequence_number(),
-                        buffered = self.reliable.out_of_order_len(),
-                        "out-of-order buffer full: messages ahead of a gap are dropped unacknowledged until it is repaired"
-                    );
-                }
+            Inbound::Overflow
+                if self.overflow_logged != Some(self.reliable.expected_sequence_number()) =>
+            {
+                self.overflow_logged = Some(self.reliable.expected_sequence_number());
+                warn!(
+                    expected = self.reliable.expected_sequence_number(),
+                    buffered = self.reliable.out_of_order_len(),
+                    "out-of-order buffer full: messages ahead of a gap are dropped unacknowledged until it is repaired"
+                );
             }
             Inbound::Acknowledged { .. } => self.stall.acked(Instant::now()),
             Inbound::ChannelClosed(closed) => {
