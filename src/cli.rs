@@ -332,6 +332,12 @@ pub struct ServeArgs {
     #[arg(long, env = "RDS_IAM_PROXY_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
 
+    /// Maximum logins in progress that have not authenticated locally yet (each holds a greeted
+    /// database connection); more are refused at once with MySQL error 1040, before any database
+    /// connection is opened [default: 32].
+    #[arg(long, env = "RDS_IAM_PROXY_MAX_PENDING_LOGINS")]
+    pub max_pending_logins: Option<usize>,
+
     /// How long open connections may finish after SIGINT/SIGTERM before they are closed [default: 0s].
     #[arg(long, env = "RDS_IAM_PROXY_MAX_SIGTERM_DELAY", value_name = "DURATION", value_parser = humantime::parse_duration)]
     #[serde(deserialize_with = "duration")]

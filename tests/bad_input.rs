@@ -164,6 +164,10 @@ async fn client_closes_in_the_middle_of_its_login_packet() {
     still_serving(h).await;
 }
 
+/// The client asks for TLS although the greeting offered none: the proxy completes a TLS
+/// handshake with a throwaway certificate just to deliver the ERR (seq 3, after the client's login
+/// at seq 2), so the client shows "--local-tls" instead of "wrong version number". Nothing reaches
+/// the database.
 #[tokio::test]
 async fn client_asks_for_tls_when_local_tls_is_off() {
     let (h, mut client, server) = greeted().await;
@@ -175,9 +179,20 @@ async fn client_asks_for_tls_when_local_tls_is_off() {
     let mut payload = BytesMut::new();
     ssl.encode(&mut payload);
     client.send(1, &payload).await;
-    let err = client.expect_err(2).await;
+    client
+        .start_tls(None)
+        .await
+        .expect("TLS to deliver the ERR");
+    let mut r = client_response("iamuser", "mysql_native_password", NATIVE_ANSWER);
+    r.capabilities = r.capabilities | Capabilities::SSL;
+    client.send(2, &encode_response(&r)).await;
+    let err = client.expect_err(3).await;
     assert_eq!((err.code, err.sql_state), (1043, Some(*b"08S01")));
-    assert_contains(&err.message_str(), &["asked for TLS", "--local-tls"]);
+    assert_contains(
+        &err.message_str(),
+        &["asked for TLS", "--local-tls", "--ssl-mode=DISABLED"],
+    );
+    drop(client);
     upstream_untouched(server).await;
     still_serving(h).await;
 }
@@ -253,10 +268,11 @@ async fn client_sends_garbage_instead_of_a_tls_client_hello() {
     still_serving(h).await;
 }
 
-/// A malformed COM_CHANGE_USER after login (a user name without its NUL) is answered with an ERR;
-/// nothing reaches the database, and the session goes on as the user it was.
+/// A malformed COM_CHANGE_USER after login (a user name without its NUL) is answered with an ERR
+/// and the connection ends, as MySQL does after any failed change user: the session never goes on
+/// as the previous user. Nothing reaches the database.
 #[tokio::test]
-async fn client_sends_a_malformed_change_user_and_stays_logged_in() {
+async fn client_sends_a_malformed_change_user_and_is_disconnected() {
     let h = harness().await;
     let (mut client, mut server, _) = h.logged_in().await;
     client.send(0, b"\x11bob-without-a-terminator").await;
@@ -264,21 +280,17 @@ async fn client_sends_a_malformed_change_user_and_stays_logged_in() {
     assert_eq!(p.seq, 1);
     let err = ErrPacket::decode(&p.payload).expect("ERR");
     assert_eq!((err.code, err.sql_state), (1043, Some(*b"08S01")));
-    assert_contains(&err.message_str(), &["malformed COM_CHANGE_USER"]);
-    // The next command is the first thing the database sees after the login.
-    let query = frame(0, b"\x03\x00\x01SELECT CURRENT_USER()");
-    client.send_raw(&query).await;
-    let seen = server.expect_packet("the query").await;
-    assert_eq!(
-        seen.raw, query,
-        "the broken COM_CHANGE_USER leaked upstream"
+    assert_contains(
+        &err.message_str(),
+        &["malformed COM_CHANGE_USER", "connection is closed"],
     );
-    server.send_raw(&canned_result_set()).await;
-    let rs = canned_result_set();
-    assert_eq!(client.read_exact_raw(rs.len()).await, rs);
-    drop(client);
-    server.expect_closed("client left").await;
-    drop(server);
+    client
+        .expect_closed("a failed change user ends the session")
+        .await;
+    server
+        .expect_closed("nothing of the broken COM_CHANGE_USER upstream")
+        .await;
+    drop((client, server));
     let stats = h.finish().await;
     assert_eq!(
         (stats.total, stats.logins, stats.login_failures, stats.open),

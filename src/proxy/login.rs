@@ -12,6 +12,10 @@
 //!    the upstream's own OK.
 //!
 //! Every failure becomes a MySQL ERR packet the client shows, worded for the person who must act.
+//! A client that asks for TLS when the proxy offers none (`--local-tls` off) is answered inside a
+//! TLS session with a throwaway certificate, so that it can show that ERR instead of a TLS error.
+//! Wrong local passwords lock the peer out for a growing delay ([`super::throttle`]). Client-chosen
+//! text (the user name) is escaped ([`super::printable`]) wherever it is shown.
 
 use std::fmt;
 use std::sync::Arc;
@@ -19,8 +23,9 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use rand::Rng;
 
-use super::Inner;
 use super::framed::{PacketStream, Prefixed, ReadError, StartTlsError};
+use super::throttle::PeerKey;
+use super::{Inner, Peer, printable};
 use crate::iam::{AuthToken, TokenRequest};
 use crate::mysql::handshake::plugin;
 use crate::mysql::{
@@ -140,14 +145,21 @@ impl ClientLeg {
     }
 }
 
-/// Runs the whole login for one accepted client. On failure the client has been sent an ERR
-/// packet (when it is still there).
-pub async fn run(inner: &Arc<Inner>, client: BoxStream) -> Result<Established, Failure> {
+/// Runs the whole login for one accepted client from `peer`. `pending` is its place among the
+/// logins not yet authenticated locally (`--max-pending-logins`), given back as soon as the
+/// client's login response has been read and its local password checked. On failure the client
+/// has been sent an ERR packet (when it is still there).
+pub async fn run<P: Send>(
+    inner: &Arc<Inner>,
+    client: BoxStream,
+    peer: &Peer,
+    pending: P,
+) -> Result<Established, Failure> {
     let mut leg = ClientLeg {
         io: PacketStream::new(client, BytesMut::new()),
         next_seq: 0,
     };
-    match bridge(inner, &mut leg).await {
+    match bridge(inner, &mut leg, peer, pending).await {
         Ok(est) => Ok(est),
         Err(failure) => {
             if let Some(err) = &failure.reply {
@@ -158,10 +170,29 @@ pub async fn run(inner: &Arc<Inner>, client: BoxStream) -> Result<Established, F
     }
 }
 
-async fn bridge(inner: &Arc<Inner>, leg: &mut ClientLeg) -> Result<Established, Failure> {
+async fn bridge<P>(
+    inner: &Arc<Inner>,
+    leg: &mut ClientLeg,
+    peer: &Peer,
+    pending: P,
+) -> Result<Established, Failure> {
     let cfg = &inner.config;
     let timeout = cfg.handshake_timeout;
     let endpoint = cfg.endpoint();
+
+    // With a fixed --db-user the token can be minted before the database's handshake clock
+    // starts; a failure here shows up again (and is reported) at the real use below.
+    if let Some(user) = &cfg.db_user {
+        let _ = inner
+            .tokens
+            .token(&TokenRequest {
+                host: cfg.endpoint_host.clone(),
+                port: cfg.endpoint_port,
+                user: user.clone(),
+                region: cfg.region.clone(),
+            })
+            .await;
+    }
 
     // 1. Upstream first.
     let stream = inner.connector.connect().await.map_err(|e| Failure {
@@ -263,14 +294,7 @@ async fn bridge(inner: &Arc<Inner>, leg: &mut ClientLeg) -> Result<Established, 
         .map_err(|e| client_read_failure(e, "its login response"))?;
     if SslRequest::matches(&packet.payload) {
         let Some(acceptor) = &inner.local_tls else {
-            leg.next_seq = packet.seq.wrapping_add(1);
-            return Err(Failure::new(
-                Side::Client,
-                "client_protocol",
-                codes::HANDSHAKE_ERROR,
-                b"08S01",
-                "the client asked for TLS, but the proxy was started without --local-tls".into(),
-            ));
+            return Err(refuse_tls(inner, leg, packet.seq).await);
         };
         // Bytes read past the SSLRequest are the start of the client's TLS handshake (clients
         // may send both in one write): hand them to the TLS acceptor, never to MySQL parsing.
@@ -304,6 +328,21 @@ async fn bridge(inner: &Arc<Inner>, leg: &mut ClientLeg) -> Result<Established, 
         )
     })?;
     if let Some(verifier) = &cfg.local_password {
+        let key = PeerKey::from(peer);
+        let now = std::time::Instant::now();
+        if let Some(left) = inner.password_throttle.locked_out(&key, now) {
+            return Err(Failure::new(
+                Side::Client,
+                "local_password_throttled",
+                codes::ACCESS_DENIED,
+                b"28000",
+                format!(
+                    "too many wrong local passwords from this address; the password was not \
+                     checked. Try again in {}s",
+                    left.as_secs().max(1)
+                ),
+            ));
+        }
         let plugin_name = response
             .auth_plugin_name
             .as_deref()
@@ -313,16 +352,23 @@ async fn bridge(inner: &Arc<Inner>, leg: &mut ClientLeg) -> Result<Established, 
             &local_greeting.auth_plugin_data,
             &response.auth_response,
         ) {
+            let delay = inner.password_throttle.failed(key, now);
             return Err(Failure::new(
                 Side::Client,
                 "local_password",
                 codes::ACCESS_DENIED,
                 b"28000",
-                "wrong or missing local password (this proxy was started with --local-password)"
-                    .into(),
+                format!(
+                    "wrong or missing local password (this proxy was started with \
+                     --local-password); the next attempt from this address is checked after {}s",
+                    delay.as_secs()
+                ),
             ));
         }
+        inner.password_throttle.succeeded(&key);
     }
+    // Authenticated locally: this login no longer counts against --max-pending-logins.
+    drop(pending);
     let client_caps = response.capabilities;
     let db_user = match &cfg.db_user {
         Some(u) => u.clone(),
@@ -424,7 +470,10 @@ async fn bridge(inner: &Arc<Inner>, leg: &mut ClientLeg) -> Result<Established, 
             "token",
             codes::ACCESS_DENIED,
             b"28000",
-            format!("cannot create an IAM token for '{db_user}' on {endpoint}: {e}"),
+            format!(
+                "cannot create an IAM token for '{}' on {endpoint}: {e}",
+                printable(&db_user)
+            ),
         )
     })?;
     let (auth_plugin_name, auth_response) = if cfg.direct_auth {
@@ -530,8 +579,9 @@ async fn bridge(inner: &Arc<Inner>, leg: &mut ClientLeg) -> Result<Established, 
                     codes::NOT_SUPPORTED_AUTH_MODE,
                     b"08004",
                     format!(
-                        "the database asked '{db_user}' for a second authentication factor; \
-                         rds-iam-proxy signs in with IAM only"
+                        "the database asked '{}' for a second authentication factor; \
+                         rds-iam-proxy signs in with IAM only",
+                        printable(&db_user)
                     ),
                 ));
             }
@@ -600,6 +650,50 @@ fn fresh_scramble() -> Bytes {
     )
 }
 
+/// The client sent an SSLRequest although the greeting offered no TLS (`--local-tls` is off). A
+/// plaintext ERR would land in the middle of its TLS handshake ("wrong version number"), so the
+/// proxy completes the handshake with a throwaway self-signed certificate, reads the client's
+/// login inside it, and answers that with the ERR: the client shows the proxy's explanation. A
+/// client that verifies certificates stops at the certificate instead, which says as much as a
+/// TLS error can. Nothing of it reaches the database.
+async fn refuse_tls(inner: &Inner, leg: &mut ClientLeg, ssl_seq: u8) -> Failure {
+    let timeout = inner.config.handshake_timeout;
+    let failure = || {
+        Failure::new(
+            Side::Client,
+            "client_wants_tls",
+            codes::HANDSHAKE_ERROR,
+            b"08S01",
+            "the client asked for TLS, but the proxy was started without --local-tls: start it \
+             with --local-tls, or connect without TLS (mysql --ssl-mode=DISABLED or --skip-ssl; \
+             the connection to the database is TLS either way)"
+                .into(),
+        )
+    };
+    let Some(acceptor) = inner.refusal_tls() else {
+        leg.next_seq = ssl_seq.wrapping_add(1);
+        return failure();
+    };
+    let (raw, ahead) = take(&mut leg.io).into_parts();
+    let raw = Prefixed::new(ahead.freeze(), raw);
+    let tls = match tokio::time::timeout(timeout, acceptor.accept(raw)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            let mut f = failure();
+            f.reply = None;
+            f.detail = format!("{} (its TLS handshake failed too: {e})", f.detail);
+            return f;
+        }
+        Err(_) => return Failure::client_gone(ReadError::Timeout(timeout)),
+    };
+    leg.io = PacketStream::new(Box::new(tls), BytesMut::new());
+    leg.next_seq = ssl_seq.wrapping_add(2);
+    if let Ok(p) = leg.io.read_packet(timeout).await {
+        leg.next_seq = p.seq.wrapping_add(1);
+    }
+    failure()
+}
+
 fn client_read_failure(e: ReadError, what: &str) -> Failure {
     match e {
         ReadError::Protocol(p) => Failure::new(
@@ -665,6 +759,8 @@ fn tls_failure(inner: &Inner, endpoint: &str, e: std::io::Error) -> Failure {
 }
 
 fn not_iam_user(db_user: &str, endpoint: &str, asked: &str) -> Failure {
+    let db_user = printable(db_user);
+    let asked = printable(asked);
     Failure::new(
         Side::Upstream,
         "not_iam_user",
@@ -692,7 +788,7 @@ fn server_refusal(
     }
     // A cached token may be the problem (clock skew, rotated credentials): the next login mints.
     inner.tokens.invalidate(request);
-    let user = &request.user;
+    let user = printable(&request.user);
     let region = &request.region;
     let mut reply = ErrPacket::new(
         codes::ACCESS_DENIED,
@@ -712,7 +808,7 @@ fn server_refusal(
     Failure {
         side: Side::Upstream,
         reason: "access_denied",
-        detail: err.message_str(),
+        detail: printable(&err.message_str()).into_owned(),
         reply: Some(reply),
     }
 }

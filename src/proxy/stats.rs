@@ -58,8 +58,10 @@ pub struct Stats {
     pub open: AtomicU64,
     /// Connections accepted since start.
     pub total: AtomicU64,
-    /// Connections refused at `--max-connections`.
+    /// Connections refused at `--max-connections` or `--max-pending-logins`.
     pub refused: AtomicU64,
+    /// Of those, refused at `--max-pending-logins`.
+    pub refused_pending: AtomicU64,
     /// Logins completed.
     pub logins: AtomicU64,
     /// Logins that failed.
