@@ -12,6 +12,11 @@
 //!    the upstream's own OK.
 //!
 //! Every failure becomes a MySQL ERR packet the client shows, worded for the person who must act.
+//! A client that fails before its login went upstream (it left, sent garbage, a wrong local
+//! password, or nothing within [`PRE_AUTH_WINDOW`]) does not leave an aborted handshake on the
+//! server, which counts toward `max_connect_errors` and can get the proxy's host blocked: the
+//! proxy completes that handshake itself as a failed login of [`UNUSED_CONNECTION_USER`] (no
+//! password, no token), which servers do not count.
 //! A client that asks for TLS when the proxy offers none (`--local-tls` off) is answered inside a
 //! TLS session with a throwaway certificate, so that it can show that ERR instead of a TLS error.
 //! Wrong local passwords lock the peer out for a growing delay ([`super::throttle`]). Client-chosen
@@ -149,7 +154,7 @@ impl ClientLeg {
 /// logins not yet authenticated locally (`--max-pending-logins`), given back as soon as the
 /// client's login response has been read and its local password checked. On failure the client
 /// has been sent an ERR packet (when it is still there).
-pub async fn run<P: Send>(
+pub async fn run<P: Send + 'static>(
     inner: &Arc<Inner>,
     client: BoxStream,
     peer: &Peer,
@@ -159,7 +164,8 @@ pub async fn run<P: Send>(
         io: PacketStream::new(client, BytesMut::new()),
         next_seq: 0,
     };
-    match bridge(inner, &mut leg, peer, pending).await {
+    let mut pending = Some(pending);
+    match bridge(inner, &mut leg, peer, &mut pending).await {
         Ok(est) => Ok(est),
         Err(failure) => {
             if let Some(err) = &failure.reply {
@@ -170,11 +176,11 @@ pub async fn run<P: Send>(
     }
 }
 
-async fn bridge<P>(
+async fn bridge<P: Send + 'static>(
     inner: &Arc<Inner>,
     leg: &mut ClientLeg,
     peer: &Peer,
-    pending: P,
+    pending: &mut Option<P>,
 ) -> Result<Established, Failure> {
     let cfg = &inner.config;
     let timeout = cfg.handshake_timeout;
@@ -262,161 +268,193 @@ async fn bridge<P>(
         });
     }
 
-    // 2. Greet the client with the upstream's identity.
-    let mut local_caps = upstream_caps - Capabilities::NEVER - Capabilities::SSL;
-    if inner.local_tls.is_some() {
-        local_caps = local_caps | Capabilities::SSL;
-    }
-    let local_greeting = HandshakeV10 {
-        server_version: greeting.server_version.clone(),
-        connection_id: greeting.connection_id,
-        auth_plugin_data: fresh_scramble(),
-        capabilities: local_caps,
-        character_set: greeting.character_set,
-        status_flags: greeting.status_flags,
-        auth_plugin_name: Some(Bytes::from_static(plugin::CACHING_SHA2_PASSWORD.as_bytes())),
-    };
-    let mut payload = BytesMut::new();
-    local_greeting.encode(&mut payload);
-    leg.io.queue(0, &payload);
-    // An error before the client's packet is decoded answers its seq 1 with seq 2.
-    leg.next_seq = 2;
-    leg.io
-        .flush()
-        .await
-        .map_err(|e| Failure::client_gone(ReadError::Io(e)))?;
-
-    // 3. The client's response, after local TLS if asked for.
-    let mut packet = leg
-        .io
-        .read_packet(timeout)
-        .await
-        .map_err(|e| client_read_failure(e, "its login response"))?;
-    if SslRequest::matches(&packet.payload) {
-        let Some(acceptor) = &inner.local_tls else {
-            return Err(refuse_tls(inner, leg, packet.seq).await);
+    // Steps 2 and 3 end with the client authenticated locally. If they fail, the greeted
+    // upstream connection is not just dropped (the server would count an aborted handshake
+    // toward max_connect_errors): it is completed in the background (`complete_unused`).
+    let client_phase = async {
+        // 2. Greet the client with the upstream's identity.
+        let mut local_caps = upstream_caps - Capabilities::NEVER - Capabilities::SSL;
+        if inner.local_tls.is_some() {
+            local_caps = local_caps | Capabilities::SSL;
+        }
+        let local_greeting = HandshakeV10 {
+            server_version: greeting.server_version.clone(),
+            connection_id: greeting.connection_id,
+            auth_plugin_data: fresh_scramble(),
+            capabilities: local_caps,
+            character_set: greeting.character_set,
+            status_flags: greeting.status_flags,
+            auth_plugin_name: Some(Bytes::from_static(plugin::CACHING_SHA2_PASSWORD.as_bytes())),
         };
-        // Bytes read past the SSLRequest are the start of the client's TLS handshake (clients
-        // may send both in one write): hand them to the TLS acceptor, never to MySQL parsing.
-        let (raw, ahead) = take(&mut leg.io).into_parts();
-        let raw = Prefixed::new(ahead.freeze(), raw);
-        let tls = tokio::time::timeout(timeout, acceptor.accept(raw))
+        let mut payload = BytesMut::new();
+        local_greeting.encode(&mut payload);
+        leg.io.queue(0, &payload);
+        // An error before the client's packet is decoded answers its seq 1 with seq 2.
+        leg.next_seq = 2;
+        leg.io
+            .flush()
             .await
-            .map_err(|_| Failure::client_gone(ReadError::Timeout(timeout)))?
-            .map_err(|e| Failure {
-                side: Side::Client,
-                reason: "client_tls",
-                detail: format!("local TLS handshake failed: {e}"),
-                reply: None,
-            })?;
-        leg.io = PacketStream::new(Box::new(tls), BytesMut::new());
-        leg.next_seq = 3;
-        packet = leg
-            .io
-            .read_packet(timeout)
-            .await
-            .map_err(|e| client_read_failure(e, "its login response"))?;
-    }
-    leg.next_seq = packet.seq.wrapping_add(1);
-    let response = HandshakeResponse41::decode(&packet.payload).map_err(|e| {
-        Failure::new(
-            Side::Client,
-            "client_protocol",
-            codes::HANDSHAKE_ERROR,
-            b"08S01",
-            format!("malformed login packet from the client: {e}"),
-        )
-    })?;
-    if let Some(verifier) = &cfg.local_password {
-        let key = PeerKey::from(peer);
-        let now = std::time::Instant::now();
-        if let Some(left) = inner.password_throttle.locked_out(&key, now) {
-            return Err(Failure::new(
-                Side::Client,
-                "local_password_throttled",
-                codes::ACCESS_DENIED,
-                b"28000",
-                format!(
-                    "too many wrong local passwords from this address; the password was not \
-                     checked. Try again in {}s",
-                    left.as_secs().max(1)
-                ),
-            ));
-        }
-        let plugin_name = response
-            .auth_plugin_name
-            .as_deref()
-            .filter(|_| response.capabilities.contains(Capabilities::PLUGIN_AUTH));
-        if !verifier.verify(
-            plugin_name,
-            &local_greeting.auth_plugin_data,
-            &response.auth_response,
-        ) {
-            let delay = inner.password_throttle.failed(key, now);
-            return Err(Failure::new(
-                Side::Client,
-                "local_password",
-                codes::ACCESS_DENIED,
-                b"28000",
-                format!(
-                    "wrong or missing local password (this proxy was started with \
-                     --local-password); the next attempt from this address is checked after {}s",
-                    delay.as_secs()
-                ),
-            ));
-        }
-        inner.password_throttle.succeeded(&key);
-    }
-    // Authenticated locally: this login no longer counts against --max-pending-logins.
-    drop(pending);
-    let client_caps = response.capabilities;
-    let db_user = match &cfg.db_user {
-        Some(u) => u.clone(),
-        None => String::from_utf8(response.username.to_vec()).unwrap_or_default(),
-    };
-    if db_user.is_empty() {
-        return Err(Failure::new(
-            Side::Client,
-            "no_user",
-            codes::ACCESS_DENIED,
-            b"28000",
-            "log in with your IAM database user name (any password, or none), or start the \
-             proxy with --db-user"
-                .into(),
-        ));
-    }
+            .map_err(|e| Failure::client_gone(ReadError::Io(e)))?;
 
-    // Capabilities for the upstream leg: the client's choice within what was offered, with TLS
-    // and pluggable auth forced on; framing flags must come out identical.
-    let forced = Capabilities::PROTOCOL_41
-        | Capabilities::SECURE_CONNECTION
-        | Capabilities::PLUGIN_AUTH
-        | (Capabilities::PLUGIN_AUTH_LENENC_CLIENT_DATA & upstream_caps);
-    let mut r_caps = ((client_caps & local_caps) - Capabilities::NEVER - Capabilities::SSL)
-        | forced
-        | Capabilities::SSL;
-    if response.database.is_none() {
-        r_caps = r_caps - Capabilities::CONNECT_WITH_DB;
-    }
-    if response.connect_attrs.is_none() {
-        r_caps = r_caps - Capabilities::CONNECT_ATTRS;
-    }
-    // Clients may set flags that were not offered (mysql2 always sets QUERY_ATTRIBUTES) and then
-    // use only the intersection, as servers do: compare what each leg will actually use.
-    let mismatch =
-        Capabilities((r_caps.0 ^ (client_caps & local_caps).0) & Capabilities::FRAMING.0);
-    if mismatch != Capabilities::EMPTY {
-        return Err(Failure::new(
-            Side::Client,
-            "capability_mismatch",
-            codes::HANDSHAKE_ERROR,
-            b"08S01",
-            format!(
-                "the client asked for {mismatch:?}, which the database did not offer; the \
+        // 3. The client's response, after local TLS if asked for, within the pre-auth window.
+        let window = timeout.min(PRE_AUTH_WINDOW);
+        let deadline = tokio::time::Instant::now() + window;
+        let left = || {
+            deadline
+                .saturating_duration_since(tokio::time::Instant::now())
+                .max(std::time::Duration::from_millis(1))
+        };
+        let in_window = |e: ReadError| match e {
+            ReadError::Timeout(_) => ReadError::Timeout(window),
+            other => other,
+        };
+        let mut packet = leg
+            .io
+            .read_packet(left())
+            .await
+            .map_err(|e| client_read_failure(in_window(e), "its login response"))?;
+        if SslRequest::matches(&packet.payload) {
+            let Some(acceptor) = &inner.local_tls else {
+                return Err(refuse_tls(inner, leg, packet.seq).await);
+            };
+            // Bytes read past the SSLRequest are the start of the client's TLS handshake (clients
+            // may send both in one write): hand them to the TLS acceptor, never to MySQL parsing.
+            let (raw, ahead) = take(&mut leg.io).into_parts();
+            let raw = Prefixed::new(ahead.freeze(), raw);
+            let tls = tokio::time::timeout(left(), acceptor.accept(raw))
+                .await
+                .map_err(|_| Failure::client_gone(ReadError::Timeout(window)))?
+                .map_err(|e| Failure {
+                    side: Side::Client,
+                    reason: "client_tls",
+                    detail: format!("local TLS handshake failed: {e}"),
+                    reply: None,
+                })?;
+            leg.io = PacketStream::new(Box::new(tls), BytesMut::new());
+            leg.next_seq = 3;
+            packet = leg
+                .io
+                .read_packet(left())
+                .await
+                .map_err(|e| client_read_failure(in_window(e), "its login response"))?;
+        }
+        leg.next_seq = packet.seq.wrapping_add(1);
+        let response = HandshakeResponse41::decode(&packet.payload).map_err(|e| {
+            Failure::new(
+                Side::Client,
+                "client_protocol",
+                codes::HANDSHAKE_ERROR,
+                b"08S01",
+                format!("malformed login packet from the client: {e}"),
+            )
+        })?;
+        if let Some(verifier) = &cfg.local_password {
+            let key = PeerKey::from(peer);
+            let now = std::time::Instant::now();
+            if let Some(left) = inner.password_throttle.locked_out(&key, now) {
+                return Err(Failure::new(
+                    Side::Client,
+                    "local_password_throttled",
+                    codes::ACCESS_DENIED,
+                    b"28000",
+                    format!(
+                        "too many wrong local passwords from this address; the password was not \
+                     checked. Try again in {}s",
+                        left.as_secs().max(1)
+                    ),
+                ));
+            }
+            let plugin_name = response
+                .auth_plugin_name
+                .as_deref()
+                .filter(|_| response.capabilities.contains(Capabilities::PLUGIN_AUTH));
+            if !verifier.verify(
+                plugin_name,
+                &local_greeting.auth_plugin_data,
+                &response.auth_response,
+            ) {
+                let delay = inner.password_throttle.failed(key, now);
+                return Err(Failure::new(
+                    Side::Client,
+                    "local_password",
+                    codes::ACCESS_DENIED,
+                    b"28000",
+                    format!(
+                        "wrong or missing local password (this proxy was started with \
+                     --local-password); the next attempt from this address is checked after {}s",
+                        delay.as_secs()
+                    ),
+                ));
+            }
+            inner.password_throttle.succeeded(&key);
+        }
+        // Authenticated locally: this login no longer counts against --max-pending-logins.
+        drop(pending.take());
+        let client_caps = response.capabilities;
+        let db_user = match &cfg.db_user {
+            Some(u) => u.clone(),
+            None => String::from_utf8(response.username.to_vec()).unwrap_or_default(),
+        };
+        if db_user.is_empty() {
+            return Err(Failure::new(
+                Side::Client,
+                "no_user",
+                codes::ACCESS_DENIED,
+                b"28000",
+                "log in with your IAM database user name (any password, or none), or start the \
+             proxy with --db-user"
+                    .into(),
+            ));
+        }
+
+        // Capabilities for the upstream leg: the client's choice within what was offered, with TLS
+        // and pluggable auth forced on; framing flags must come out identical.
+        let forced = Capabilities::PROTOCOL_41
+            | Capabilities::SECURE_CONNECTION
+            | Capabilities::PLUGIN_AUTH
+            | (Capabilities::PLUGIN_AUTH_LENENC_CLIENT_DATA & upstream_caps);
+        let mut r_caps = ((client_caps & local_caps) - Capabilities::NEVER - Capabilities::SSL)
+            | forced
+            | Capabilities::SSL;
+        if response.database.is_none() {
+            r_caps = r_caps - Capabilities::CONNECT_WITH_DB;
+        }
+        if response.connect_attrs.is_none() {
+            r_caps = r_caps - Capabilities::CONNECT_ATTRS;
+        }
+        // Clients may set flags that were not offered (mysql2 always sets QUERY_ATTRIBUTES) and then
+        // use only the intersection, as servers do: compare what each leg will actually use.
+        let mismatch =
+            Capabilities((r_caps.0 ^ (client_caps & local_caps).0) & Capabilities::FRAMING.0);
+        if mismatch != Capabilities::EMPTY {
+            return Err(Failure::new(
+                Side::Client,
+                "capability_mismatch",
+                codes::HANDSHAKE_ERROR,
+                b"08S01",
+                format!(
+                    "the client asked for {mismatch:?}, which the database did not offer; the \
                  connection cannot be relayed safely"
-            ),
-        ));
+                ),
+            ));
+        }
+
+        Ok::<_, Failure>((response, client_caps, db_user, r_caps))
     }
+    .await;
+    let (response, client_caps, db_user, r_caps) = match client_phase {
+        Ok(x) => x,
+        Err(f) => {
+            let from = Unused::Greeted {
+                upstream,
+                caps: upstream_caps,
+                character_set: greeting.character_set,
+                plugin: greeting.auth_plugin_name.clone(),
+            };
+            retire(inner, from, pending.take());
+            return Err(f);
+        }
+    };
 
     // 4. Upstream: TLS, then the IAM login. The token is minted while TLS is negotiated.
     let token_request = TokenRequest {
@@ -464,18 +502,28 @@ async fn bridge<P>(
         }
         Err(StartTlsError::Tls(e)) => return Err(tls_failure(inner, &endpoint, e)),
     };
-    let token = token.map_err(|e| {
-        Failure::new(
-            Side::Proxy,
-            "token",
-            codes::ACCESS_DENIED,
-            b"28000",
-            format!(
-                "cannot create an IAM token for '{}' on {endpoint}: {e}",
-                printable(&db_user)
-            ),
-        )
-    })?;
+    let token = match token {
+        Ok(token) => token,
+        Err(e) => {
+            let from = Unused::Tls {
+                upstream,
+                caps: r_caps,
+                character_set: response.character_set,
+                plugin: greeting.auth_plugin_name.clone(),
+            };
+            retire(inner, from, None::<()>);
+            return Err(Failure::new(
+                Side::Proxy,
+                "token",
+                codes::ACCESS_DENIED,
+                b"28000",
+                format!(
+                    "cannot create an IAM token for '{}' on {endpoint}: {e}",
+                    printable(&db_user)
+                ),
+            ));
+        }
+    };
     let (auth_plugin_name, auth_response) = if cfg.direct_auth {
         (
             plugin::MYSQL_CLEAR_PASSWORD.as_bytes().to_vec(),
@@ -624,6 +672,150 @@ async fn bridge<P>(
             db_user,
         },
     })
+}
+
+/// How long a client has, from the greeting, to send its login (TLS included): less than the
+/// MySQL/RDS default `connect_timeout` (10 s), so that the proxy can still complete the upstream
+/// handshake itself when the client fails, instead of the server timing it out and counting an
+/// aborted handshake against the host (`max_connect_errors`).
+pub const PRE_AUTH_WINDOW: std::time::Duration = std::time::Duration::from_secs(8);
+
+/// The user name of the logins the proxy completes on upstream connections no client will use.
+/// No such account should exist; the server refuses it as an ordinary access denied, which does
+/// not count toward `max_connect_errors`, and its log line says where it came from.
+pub const UNUSED_CONNECTION_USER: &str = "rds-iam-proxy-unused-connection";
+
+/// An upstream connection whose client failed before its login went upstream.
+enum Unused {
+    /// Greeted, nothing sent yet.
+    Greeted {
+        /// The stream.
+        upstream: PacketStream,
+        /// The server's capabilities.
+        caps: Capabilities,
+        /// The server's collation.
+        character_set: u8,
+        /// The plugin the server announced.
+        plugin: Option<Bytes>,
+    },
+    /// The SSLRequest and TLS are done; the HandshakeResponse is due.
+    Tls {
+        /// The TLS stream.
+        upstream: PacketStream,
+        /// The capabilities of the SSLRequest.
+        caps: Capabilities,
+        /// The collation of the SSLRequest.
+        character_set: u8,
+        /// The plugin the server announced.
+        plugin: Option<Bytes>,
+    },
+}
+
+/// Completes `from` in the background (bounded by the handshake timeout), holding `permit` (a
+/// place among the pending logins) until it is done.
+fn retire<P: Send + 'static>(inner: &Arc<Inner>, from: Unused, permit: Option<P>) {
+    let inner = inner.clone();
+    tokio::spawn(async move {
+        let _permit = permit;
+        let timeout = inner.config.handshake_timeout;
+        match tokio::time::timeout(timeout, complete_unused(&inner, from)).await {
+            Ok(Ok(())) => {
+                inner
+                    .stats
+                    .upstream_completed
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::debug!("completed the upstream handshake of a connection no client used");
+            }
+            Ok(Err(e)) => tracing::debug!(
+                "could not complete the upstream handshake of a connection no client used: {e}"
+            ),
+            Err(_) => tracing::debug!(
+                "the upstream handshake of a connection no client used did not finish in time"
+            ),
+        }
+    });
+}
+
+/// Finishes the handshake of an upstream connection no client will use, so that the server sees
+/// an ordinary failed login (access denied for [`UNUSED_CONNECTION_USER`], no password) instead
+/// of an aborted handshake. Over verified TLS like every login; nothing secret is sent.
+async fn complete_unused(inner: &Inner, from: Unused) -> Result<(), String> {
+    let timeout = inner.config.handshake_timeout;
+    let (mut upstream, caps, character_set, plugin) = match from {
+        Unused::Greeted {
+            upstream,
+            caps,
+            character_set,
+            plugin,
+        } => {
+            let caps = Capabilities::UPSTREAM_REQUIRED
+                | (Capabilities::PLUGIN_AUTH_LENENC_CLIENT_DATA & caps);
+            let ssl = SslRequest {
+                capabilities: caps,
+                max_packet_size: 16 * 1024 * 1024,
+                character_set,
+            };
+            let tls = upstream
+                .start_tls(
+                    &ssl,
+                    1,
+                    &inner.upstream_tls,
+                    inner.server_name.clone(),
+                    timeout,
+                )
+                .await
+                .map_err(|e| format!("TLS: {e}"))?;
+            (tls, caps, character_set, plugin)
+        }
+        Unused::Tls {
+            upstream,
+            caps,
+            character_set,
+            plugin,
+        } => (upstream, caps, character_set, plugin),
+    };
+    let response = HandshakeResponse41 {
+        capabilities: caps - Capabilities::CONNECT_WITH_DB - Capabilities::CONNECT_ATTRS,
+        max_packet_size: 16 * 1024 * 1024,
+        character_set,
+        username: Bytes::from_static(UNUSED_CONNECTION_USER.as_bytes()),
+        auth_response: Bytes::new(),
+        database: None,
+        auth_plugin_name: Some(
+            plugin
+                .filter(|p| !p.is_empty())
+                .unwrap_or_else(|| Bytes::from_static(plugin::MYSQL_NATIVE_PASSWORD.as_bytes())),
+        ),
+        connect_attrs: None,
+        zstd_level: None,
+    };
+    let mut payload = BytesMut::new();
+    response.encode(&mut payload);
+    upstream.queue(2, &payload);
+    upstream.flush().await.map_err(|e| e.to_string())?;
+    // Any further question (a plugin switch, caching_sha2's full authentication) gets an empty
+    // answer; a few rounds at most.
+    for _ in 0..4 {
+        let p = upstream
+            .read_packet(timeout)
+            .await
+            .map_err(|e| e.to_string())?;
+        match LoginReply::decode(p.payload).map_err(|e| e.to_string())? {
+            LoginReply::Err(_) => return Ok(()),
+            LoginReply::Ok(_) => {
+                // An account of that name without a password exists: log out at once.
+                upstream.queue(0, &[0x01]);
+                let _ = upstream.flush().await;
+                return Ok(());
+            }
+            LoginReply::AuthSwitch(_) | LoginReply::MoreData(_) => {
+                upstream.queue(p.seq.wrapping_add(1), &[]);
+                upstream.flush().await.map_err(|e| e.to_string())?;
+            }
+            LoginReply::NextFactor => return Err("the server asked for a second factor".into()),
+        }
+    }
+    Err("the server kept asking".into())
 }
 
 /// Moves the stream out of `io`, leaving an inert placeholder.
