@@ -231,7 +231,7 @@ pub fn overlay(base: ServeArgs, top: &ServeArgs) -> ServeArgs {
         db_endpoint, stack, db_cluster, db_instance, ecs_cluster, ecs_service, ecs_container,
         instance, instance_tag, dial, ssm_target, ssm_sessions, listen, region, db_user, profile,
         ca_bundle, handshake_timeout, max_connections, max_pending_logins, max_sigterm_delay,
-        local_password,
+        local_password, secret,
         health_addr, unix_socket, ssm_stall_timeout, stall_spool_memory, stall_spool_disk,
         stall_spool_total;
         reader, local_tls, direct_auth, allow_remote
@@ -346,6 +346,8 @@ pub struct Config {
     pub ssm_sessions: Option<usize>,
     /// How long an SSM session may make no progress before it is resumed, then replaced.
     pub ssm_stall_timeout: Option<std::time::Duration>,
+    /// The Secrets Manager secret whose password logs in upstream instead of IAM (`--secret`).
+    pub secret: Option<String>,
     /// The engine configuration.
     pub proxy: ProxyConfig,
 }
@@ -509,6 +511,7 @@ pub fn build(args: &ServeArgs, aws_region: Option<String>) -> Result<Config, Err
         target: None,
         ssm_sessions: args.ssm_sessions.map(|n| n.max(1)),
         ssm_stall_timeout: args.ssm_stall_timeout,
+        secret: args.secret.clone().filter(|s| !s.trim().is_empty()),
         proxy,
     })
 }
@@ -767,6 +770,19 @@ mod tests {
         assert!(!cfg_text.contains(password), "{cfg_text}");
         assert!(cfg_text.contains("redacted"), "{cfg_text}");
     }
+    /// `--secret` is carried to the launcher (which reads it through Secrets Manager); blank is none.
+    #[test]
+    fn secret_flag_is_kept_and_blank_means_none() {
+        let base = ["--db-endpoint", "x:1", "--region", "r"];
+        let with = [&base[..], &["--secret", "rds!cluster-1"]].concat();
+        assert_eq!(
+            build(&args(&with), None).unwrap().secret.as_deref(),
+            Some("rds!cluster-1")
+        );
+        let blank = [&base[..], &["--secret", " "]].concat();
+        assert_eq!(build(&args(&blank), None).unwrap().secret, None);
+    }
+
     /// The health endpoint is loopback-only unless remote access is allowed (with a password).
     #[test]
     fn health_addr_must_be_loopback_without_allow_remote() {

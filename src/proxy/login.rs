@@ -188,7 +188,11 @@ async fn bridge<P: Send + 'static>(
 
     // With a fixed --db-user the token can be minted before the database's handshake clock
     // starts; a failure here shows up again (and is reported) at the real use below.
-    if let Some(user) = &cfg.db_user {
+    if let Some(user) = cfg
+        .db_user
+        .as_ref()
+        .filter(|_| cfg.upstream_password.is_none())
+    {
         let _ = inner
             .tokens
             .token(&TokenRequest {
@@ -395,7 +399,7 @@ async fn bridge<P: Send + 'static>(
             Some(u) => u.clone(),
             None => String::from_utf8(response.username.to_vec()).unwrap_or_default(),
         };
-        if db_user.is_empty() {
+        if db_user.is_empty() && cfg.upstream_password.is_none() {
             return Err(Failure::new(
                 Side::Client,
                 "no_user",
@@ -475,165 +479,178 @@ async fn bridge<P: Send + 'static>(
         inner.server_name.clone(),
         timeout,
     );
-    let (tls, token) = tokio::join!(tls_connect, inner.tokens.token(&token_request));
-    let mut upstream = match tls {
-        Ok(upstream) => upstream,
-        Err(StartTlsError::Io(e)) => return Err(upstream_io_failure(&endpoint, e)),
-        Err(StartTlsError::DataBeforeTls) => {
-            return Err(Failure::new(
-                Side::Upstream,
-                "upstream_protocol",
-                codes::HANDSHAKE_ERROR,
-                b"08S01",
-                format!("the database {endpoint} sent data before the TLS handshake"),
-            ));
-        }
-        Err(StartTlsError::Timeout(_)) => {
-            return Err(Failure::new(
-                Side::Upstream,
-                "tls",
-                codes::UPSTREAM_ERROR,
-                b"HY000",
-                format!(
-                    "the TLS handshake with {endpoint} did not finish within {}s",
-                    timeout.as_secs()
-                ),
-            ));
-        }
-        Err(StartTlsError::Tls(e)) => return Err(tls_failure(inner, &endpoint, e)),
-    };
-    let token = match token {
-        Ok(token) => token,
-        Err(e) => {
-            let from = Unused::Tls {
-                upstream,
-                caps: r_caps,
-                character_set: response.character_set,
-                plugin: greeting.auth_plugin_name.clone(),
-            };
-            retire(inner, from, None::<()>);
-            return Err(Failure::new(
-                Side::Proxy,
-                "token",
-                codes::ACCESS_DENIED,
-                b"28000",
-                format!(
-                    "cannot create an IAM token for '{}' on {endpoint}: {e}",
-                    printable(&db_user)
-                ),
-            ));
-        }
-    };
-    let (auth_plugin_name, auth_response) = if cfg.direct_auth {
-        (
-            plugin::MYSQL_CLEAR_PASSWORD.as_bytes().to_vec(),
-            token_bytes(&token),
-        )
-    } else {
-        let announced = greeting
-            .auth_plugin_name
-            .clone()
-            .filter(|p| !p.is_empty())
-            .unwrap_or_else(|| Bytes::from_static(plugin::MYSQL_NATIVE_PASSWORD.as_bytes()));
-        (announced.to_vec(), Vec::new())
-    };
-    if auth_response.len() > 250 && !r_caps.contains(Capabilities::PLUGIN_AUTH_LENENC_CLIENT_DATA) {
-        return Err(Failure::new(
-            Side::Upstream,
-            "upstream_protocol",
-            codes::HANDSHAKE_ERROR,
-            b"08S01",
-            "the database cannot take a token in the first packet (no \
-             PLUGIN_AUTH_LENENC_CLIENT_DATA); run without --direct-auth"
-                .into(),
-        ));
-    }
-    let upstream_response = HandshakeResponse41 {
-        capabilities: r_caps,
-        max_packet_size: response.max_packet_size,
-        character_set: response.character_set,
-        username: Bytes::from(db_user.clone()),
-        auth_response: Bytes::from(auth_response),
-        database: response.database.clone(),
-        auth_plugin_name: Some(Bytes::from(auth_plugin_name.clone())),
-        connect_attrs: response.connect_attrs.clone(),
-        zstd_level: None,
-    };
-    let mut payload = BytesMut::new();
-    upstream_response.encode(&mut payload);
-    upstream.queue(2, &payload);
-    upstream
-        .flush()
-        .await
-        .map_err(|e| upstream_io_failure(&endpoint, e))?;
-    let mut token_sent = cfg.direct_auth;
-    let ok_payload = loop {
-        let p = upstream
-            .read_packet(timeout)
-            .await
-            .map_err(|e| upstream_read_failure(&endpoint, e))?;
-        let up_seq = p.seq.wrapping_add(1);
-        let reply = LoginReply::decode(p.payload).map_err(|e| {
-            Failure::new(
-                Side::Upstream,
-                "upstream_protocol",
-                codes::HANDSHAKE_ERROR,
-                b"08S01",
-                format!("the database {endpoint} sent a malformed login reply: {e}"),
-            )
-        })?;
-        match reply {
-            LoginReply::Ok(payload) => break payload,
-            LoginReply::Err(err) => {
-                return Err(server_refusal(inner, &token_request, &endpoint, err));
-            }
-            LoginReply::AuthSwitch(switch)
-                if &switch.plugin_name[..] == plugin::MYSQL_CLEAR_PASSWORD.as_bytes()
-                    && !token_sent =>
-            {
-                upstream.queue(up_seq, &token_bytes(&token));
-                upstream
-                    .flush()
-                    .await
-                    .map_err(|e| upstream_io_failure(&endpoint, e))?;
-                token_sent = true;
-            }
-            LoginReply::AuthSwitch(switch)
-                if &switch.plugin_name[..] == plugin::MYSQL_CLEAR_PASSWORD.as_bytes() =>
-            {
+    let (upstream, ok_payload, db_user) = if let Some(passwords) = cfg.upstream_password.clone() {
+        let (tls, creds) = tokio::join!(tls_connect, passwords.credentials());
+        let upstream = tls_outcome(inner, &endpoint, tls)?;
+        let creds = match creds {
+            Ok(creds) => creds,
+            Err(e) => {
+                let from = Unused::Tls {
+                    upstream,
+                    caps: r_caps,
+                    character_set: response.character_set,
+                    plugin: greeting.auth_plugin_name.clone(),
+                };
+                retire(inner, from, None::<()>);
                 return Err(Failure::new(
-                    Side::Upstream,
-                    "upstream_protocol",
-                    codes::HANDSHAKE_ERROR,
-                    b"08S01",
-                    format!(
-                        "the database {endpoint} asked for a password again after the IAM token; \
-                         the proxy sends the token once"
-                    ),
+                    Side::Proxy,
+                    "secret",
+                    codes::ACCESS_DENIED,
+                    b"28000",
+                    e,
                 ));
             }
-            LoginReply::AuthSwitch(switch) => {
-                let asked = String::from_utf8_lossy(&switch.plugin_name).into_owned();
-                return Err(not_iam_user(&db_user, &endpoint, &asked));
-            }
-            LoginReply::MoreData(_) => {
-                let asked = String::from_utf8_lossy(&auth_plugin_name).into_owned();
-                return Err(not_iam_user(&db_user, &endpoint, &asked));
-            }
-            LoginReply::NextFactor => {
+        };
+        let (upstream, ok_payload) = password_login(
+            inner,
+            upstream,
+            &greeting,
+            r_caps,
+            &response,
+            &creds,
+            passwords.as_ref(),
+        )
+        .await?;
+        (upstream, ok_payload, creds.username)
+    } else {
+        let (tls, token) = tokio::join!(tls_connect, inner.tokens.token(&token_request));
+        let mut upstream = tls_outcome(inner, &endpoint, tls)?;
+        let token = match token {
+            Ok(token) => token,
+            Err(e) => {
+                let from = Unused::Tls {
+                    upstream,
+                    caps: r_caps,
+                    character_set: response.character_set,
+                    plugin: greeting.auth_plugin_name.clone(),
+                };
+                retire(inner, from, None::<()>);
                 return Err(Failure::new(
-                    Side::Upstream,
-                    "mfa",
-                    codes::NOT_SUPPORTED_AUTH_MODE,
-                    b"08004",
+                    Side::Proxy,
+                    "token",
+                    codes::ACCESS_DENIED,
+                    b"28000",
                     format!(
-                        "the database asked '{}' for a second authentication factor; \
-                         rds-iam-proxy signs in with IAM only",
+                        "cannot create an IAM token for '{}' on {endpoint}: {e}",
                         printable(&db_user)
                     ),
                 ));
             }
+        };
+        let (auth_plugin_name, auth_response) = if cfg.direct_auth {
+            (
+                plugin::MYSQL_CLEAR_PASSWORD.as_bytes().to_vec(),
+                token_bytes(&token),
+            )
+        } else {
+            let announced = greeting
+                .auth_plugin_name
+                .clone()
+                .filter(|p| !p.is_empty())
+                .unwrap_or_else(|| Bytes::from_static(plugin::MYSQL_NATIVE_PASSWORD.as_bytes()));
+            (announced.to_vec(), Vec::new())
+        };
+        if auth_response.len() > 250
+            && !r_caps.contains(Capabilities::PLUGIN_AUTH_LENENC_CLIENT_DATA)
+        {
+            return Err(Failure::new(
+                Side::Upstream,
+                "upstream_protocol",
+                codes::HANDSHAKE_ERROR,
+                b"08S01",
+                "the database cannot take a token in the first packet (no \
+                 PLUGIN_AUTH_LENENC_CLIENT_DATA); run without --direct-auth"
+                    .into(),
+            ));
         }
+        let upstream_response = HandshakeResponse41 {
+            capabilities: r_caps,
+            max_packet_size: response.max_packet_size,
+            character_set: response.character_set,
+            username: Bytes::from(db_user.clone()),
+            auth_response: Bytes::from(auth_response),
+            database: response.database.clone(),
+            auth_plugin_name: Some(Bytes::from(auth_plugin_name.clone())),
+            connect_attrs: response.connect_attrs.clone(),
+            zstd_level: None,
+        };
+        let mut payload = BytesMut::new();
+        upstream_response.encode(&mut payload);
+        upstream.queue(2, &payload);
+        upstream
+            .flush()
+            .await
+            .map_err(|e| upstream_io_failure(&endpoint, e))?;
+        let mut token_sent = cfg.direct_auth;
+        let ok_payload = loop {
+            let p = upstream
+                .read_packet(timeout)
+                .await
+                .map_err(|e| upstream_read_failure(&endpoint, e))?;
+            let up_seq = p.seq.wrapping_add(1);
+            let reply = LoginReply::decode(p.payload).map_err(|e| {
+                Failure::new(
+                    Side::Upstream,
+                    "upstream_protocol",
+                    codes::HANDSHAKE_ERROR,
+                    b"08S01",
+                    format!("the database {endpoint} sent a malformed login reply: {e}"),
+                )
+            })?;
+            match reply {
+                LoginReply::Ok(payload) => break payload,
+                LoginReply::Err(err) => {
+                    return Err(server_refusal(inner, &token_request, &endpoint, err));
+                }
+                LoginReply::AuthSwitch(switch)
+                    if &switch.plugin_name[..] == plugin::MYSQL_CLEAR_PASSWORD.as_bytes()
+                        && !token_sent =>
+                {
+                    upstream.queue(up_seq, &token_bytes(&token));
+                    upstream
+                        .flush()
+                        .await
+                        .map_err(|e| upstream_io_failure(&endpoint, e))?;
+                    token_sent = true;
+                }
+                LoginReply::AuthSwitch(switch)
+                    if &switch.plugin_name[..] == plugin::MYSQL_CLEAR_PASSWORD.as_bytes() =>
+                {
+                    return Err(Failure::new(
+                        Side::Upstream,
+                        "upstream_protocol",
+                        codes::HANDSHAKE_ERROR,
+                        b"08S01",
+                        format!(
+                            "the database {endpoint} asked for a password again after the IAM token; \
+                             the proxy sends the token once"
+                        ),
+                    ));
+                }
+                LoginReply::AuthSwitch(switch) => {
+                    let asked = String::from_utf8_lossy(&switch.plugin_name).into_owned();
+                    return Err(not_iam_user(&db_user, &endpoint, &asked));
+                }
+                LoginReply::MoreData(_) => {
+                    let asked = String::from_utf8_lossy(&auth_plugin_name).into_owned();
+                    return Err(not_iam_user(&db_user, &endpoint, &asked));
+                }
+                LoginReply::NextFactor => {
+                    return Err(Failure::new(
+                        Side::Upstream,
+                        "mfa",
+                        codes::NOT_SUPPORTED_AUTH_MODE,
+                        b"08004",
+                        format!(
+                            "the database asked '{}' for a second authentication factor; \
+                             rds-iam-proxy signs in with IAM only",
+                            printable(&db_user)
+                        ),
+                    ));
+                }
+            }
+        };
+        (upstream, ok_payload, db_user)
     };
 
     // 5. Finish the local login with the upstream's OK.
@@ -816,6 +833,185 @@ async fn complete_unused(inner: &Inner, from: Unused) -> Result<(), String> {
         }
     }
     Err("the server kept asking".into())
+}
+
+/// The upstream leg after the SSLRequest and TLS, or the failure the client is told.
+fn tls_outcome(
+    inner: &Inner,
+    endpoint: &str,
+    tls: Result<PacketStream, StartTlsError>,
+) -> Result<PacketStream, Failure> {
+    let timeout = inner.config.handshake_timeout;
+    match tls {
+        Ok(upstream) => Ok(upstream),
+        Err(StartTlsError::Io(e)) => Err(upstream_io_failure(endpoint, e)),
+        Err(StartTlsError::DataBeforeTls) => Err(Failure::new(
+            Side::Upstream,
+            "upstream_protocol",
+            codes::HANDSHAKE_ERROR,
+            b"08S01",
+            format!("the database {endpoint} sent data before the TLS handshake"),
+        )),
+        Err(StartTlsError::Timeout(_)) => Err(Failure::new(
+            Side::Upstream,
+            "tls",
+            codes::UPSTREAM_ERROR,
+            b"HY000",
+            format!(
+                "the TLS handshake with {endpoint} did not finish within {}s",
+                timeout.as_secs()
+            ),
+        )),
+        Err(StartTlsError::Tls(e)) => Err(tls_failure(inner, endpoint, e)),
+    }
+}
+
+/// Logs in upstream (already TLS verified against the endpoint name) as the secret's user with its
+/// password (`--secret`): `mysql_native_password`, or `caching_sha2_password` with its fast path
+/// or full authentication (the password in clear, inside that TLS). Returns the server's OK.
+async fn password_login(
+    inner: &Inner,
+    mut upstream: PacketStream,
+    greeting: &HandshakeV10,
+    caps: Capabilities,
+    response: &HandshakeResponse41,
+    creds: &super::password::DbCredentials,
+    source: &dyn super::password::PasswordSource,
+) -> Result<(PacketStream, Bytes), Failure> {
+    let timeout = inner.config.handshake_timeout;
+    let endpoint = inner.config.endpoint();
+    let user = printable(&creds.username).into_owned();
+    let mut plugin_name = greeting
+        .auth_plugin_name
+        .clone()
+        .filter(|p| !p.is_empty())
+        .unwrap_or_else(|| Bytes::from_static(plugin::MYSQL_NATIVE_PASSWORD.as_bytes()));
+    let unsupported = |plugin: &[u8]| {
+        Failure::new(
+            Side::Upstream,
+            "unsupported_auth",
+            codes::NOT_SUPPORTED_AUTH_MODE,
+            b"08004",
+            format!(
+                "the database asked '{user}' (from {}) for the '{}' authentication plugin; with \
+                 --secret the proxy speaks mysql_native_password and caching_sha2_password",
+                source.describe(),
+                printable(&String::from_utf8_lossy(plugin))
+            ),
+        )
+    };
+    let first =
+        super::client::auth_response(&plugin_name, &greeting.auth_plugin_data, &creds.password)
+            .unwrap_or_default();
+    if first.len() > 250 && !caps.contains(Capabilities::PLUGIN_AUTH_LENENC_CLIENT_DATA) {
+        return Err(unsupported(
+            b"a long password without PLUGIN_AUTH_LENENC_CLIENT_DATA",
+        ));
+    }
+    let login = HandshakeResponse41 {
+        capabilities: caps,
+        max_packet_size: response.max_packet_size,
+        character_set: response.character_set,
+        username: Bytes::from(creds.username.clone()),
+        auth_response: Bytes::from(first),
+        database: response.database.clone(),
+        auth_plugin_name: Some(plugin_name.clone()),
+        connect_attrs: response.connect_attrs.clone(),
+        zstd_level: None,
+    };
+    let mut payload = BytesMut::new();
+    login.encode(&mut payload);
+    upstream.queue(2, &payload);
+    upstream
+        .flush()
+        .await
+        .map_err(|e| upstream_io_failure(&endpoint, e))?;
+    let mut switched = false;
+    for _ in 0..4 {
+        let p = upstream
+            .read_packet(timeout)
+            .await
+            .map_err(|e| upstream_read_failure(&endpoint, e))?;
+        let next = p.seq.wrapping_add(1);
+        let reply = LoginReply::decode(p.payload).map_err(|e| {
+            Failure::new(
+                Side::Upstream,
+                "upstream_protocol",
+                codes::HANDSHAKE_ERROR,
+                b"08S01",
+                format!("the database {endpoint} sent a malformed login reply: {e}"),
+            )
+        })?;
+        let answer = match reply {
+            LoginReply::Ok(ok) => return Ok((upstream, ok)),
+            LoginReply::Err(err) if err.code == codes::ACCESS_DENIED => {
+                // Perhaps rotated: read the secret again before the next login.
+                source.rejected();
+                let mut reply = ErrPacket::new(
+                    codes::ACCESS_DENIED,
+                    b"28000",
+                    format!(
+                        "rds-iam-proxy: the database {endpoint} refused the password of '{user}' \
+                         from {}. If the secret was just rotated, the next login reads it again; \
+                         otherwise check that the secret holds this database's credentials. The \
+                         server said: {}",
+                        source.describe(),
+                        err.message_str()
+                    ),
+                );
+                reply.sql_state = err.sql_state.or(reply.sql_state);
+                return Err(Failure {
+                    side: Side::Upstream,
+                    reason: "access_denied",
+                    detail: printable(&err.message_str()).into_owned(),
+                    reply: Some(reply),
+                });
+            }
+            LoginReply::Err(err) => {
+                return Err(Failure::forward(Side::Upstream, "server_error", err));
+            }
+            LoginReply::AuthSwitch(switch) if !switched => {
+                switched = true;
+                plugin_name = switch.plugin_name;
+                let nonce = switch
+                    .plugin_data
+                    .strip_suffix(&[0])
+                    .unwrap_or(&switch.plugin_data);
+                super::client::auth_response(&plugin_name, nonce, &creds.password)
+                    .ok_or_else(|| unsupported(&plugin_name))?
+            }
+            LoginReply::MoreData(more)
+                if &plugin_name[..] == plugin::CACHING_SHA2_PASSWORD.as_bytes() =>
+            {
+                match more.data.first() {
+                    Some(&AuthMoreData::FAST_AUTH_SUCCESS) => continue,
+                    // Full authentication: the password in clear, inside the verified TLS.
+                    Some(&AuthMoreData::PERFORM_FULL_AUTHENTICATION) => {
+                        let mut v = creds.password.expose().as_bytes().to_vec();
+                        v.push(0);
+                        v
+                    }
+                    _ => return Err(unsupported(b"caching_sha2_password (unexpected step)")),
+                }
+            }
+            LoginReply::AuthSwitch(_) | LoginReply::MoreData(_) => {
+                return Err(unsupported(&plugin_name));
+            }
+            LoginReply::NextFactor => return Err(unsupported(b"a second authentication factor")),
+        };
+        upstream.queue(next, &answer);
+        upstream
+            .flush()
+            .await
+            .map_err(|e| upstream_io_failure(&endpoint, e))?;
+    }
+    Err(Failure::new(
+        Side::Upstream,
+        "upstream_protocol",
+        codes::HANDSHAKE_ERROR,
+        b"08S01",
+        format!("the database {endpoint} did not finish the login in four round trips"),
+    ))
 }
 
 /// Moves the stream out of `io`, leaving an inert placeholder.

@@ -13,6 +13,7 @@ pub mod client;
 pub mod framed;
 pub mod listener;
 pub mod login;
+pub mod password;
 pub mod splice;
 pub mod stats;
 pub mod throttle;
@@ -98,6 +99,8 @@ pub struct ProxyConfig {
     pub spool: SpoolLimits,
     /// Where spool files go (the system's temporary directory when `None`).
     pub spool_dir: Option<std::path::PathBuf>,
+    /// Log in upstream with this user name and password (`--secret`) instead of IAM tokens.
+    pub upstream_password: Option<Arc<dyn password::PasswordSource>>,
 }
 
 impl ProxyConfig {
@@ -122,6 +125,7 @@ impl ProxyConfig {
             local_password: None,
             spool: SpoolLimits::DEFAULT,
             spool_dir: None,
+            upstream_password: None,
         }
     }
 

@@ -808,6 +808,19 @@ where
             return fail(client_w, Side::Client, err, &[]).await;
         }
     };
+    if let Some(passwords) = &cfg.upstream_password {
+        let err = ErrPacket::new(
+            codes::NOT_SUPPORTED_AUTH_MODE,
+            b"08004",
+            format!(
+                "rds-iam-proxy: COM_CHANGE_USER is not available when the proxy logs in with a \
+                 password from {} (--secret): it logs in as that secret's user only. The \
+                 connection is closed; open a new one instead.",
+                passwords.describe()
+            ),
+        );
+        return fail(client_w, Side::Client, err, &[]).await;
+    }
     let db_user = cfg
         .db_user
         .clone()
