@@ -332,6 +332,19 @@ pub struct ServeArgs {
     #[arg(long, env = "RDS_IAM_PROXY_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
 
+    /// Maximum logins in progress that have not authenticated locally yet (each holds a greeted
+    /// database connection); more are refused at once with MySQL error 1040, before any database
+    /// connection is opened [default: 32].
+    #[arg(long, env = "RDS_IAM_PROXY_MAX_PENDING_LOGINS")]
+    pub max_pending_logins: Option<usize>,
+
+    /// Log in to the database with the `username` and `password` of this Secrets Manager secret
+    /// (ARN or name; the RDS-managed master secret or any `{"username","password"}` secret) instead
+    /// of an IAM token. Read with secretsmanager:GetSecretValue, re-read after an access denied and
+    /// every 5 minutes; never logged; sent only over TLS verified against the endpoint name.
+    #[arg(long, env = "RDS_IAM_PROXY_SECRET", value_name = "ARN|NAME")]
+    pub secret: Option<String>,
+
     /// How long open connections may finish after SIGINT/SIGTERM before they are closed [default: 0s].
     #[arg(long, env = "RDS_IAM_PROXY_MAX_SIGTERM_DELAY", value_name = "DURATION", value_parser = humantime::parse_duration)]
     #[serde(deserialize_with = "duration")]

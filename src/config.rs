@@ -48,6 +48,13 @@ pub enum Error {
     /// `--health-addr` is not an IP:PORT.
     #[error("--health-addr `{0}` is not IP:PORT (for example 127.0.0.1:9801)")]
     BadHealthAddr(String),
+    /// `--health-addr` is not loopback and `--allow-remote` was not given.
+    #[error(
+        "--health-addr {0} is not a loopback address: the health endpoint has no authentication \
+         and tells anyone who reaches it about this proxy. Use 127.0.0.1 (or ::1), or add \
+         --allow-remote (with --local-password) to serve it on other addresses"
+    )]
+    HealthNotLoopback(SocketAddr),
     /// No endpoint given.
     #[error("--db-endpoint is required")]
     NoEndpoint,
@@ -223,7 +230,8 @@ pub fn overlay(base: ServeArgs, top: &ServeArgs) -> ServeArgs {
     pick!(
         db_endpoint, stack, db_cluster, db_instance, ecs_cluster, ecs_service, ecs_container,
         instance, instance_tag, dial, ssm_target, ssm_sessions, listen, region, db_user, profile,
-        ca_bundle, handshake_timeout, max_connections, max_sigterm_delay, local_password,
+        ca_bundle, handshake_timeout, max_connections, max_pending_logins, max_sigterm_delay,
+        local_password, secret,
         health_addr, unix_socket, ssm_stall_timeout, stall_spool_memory, stall_spool_disk,
         stall_spool_total;
         reader, local_tls, direct_auth, allow_remote
@@ -338,6 +346,8 @@ pub struct Config {
     pub ssm_sessions: Option<usize>,
     /// How long an SSM session may make no progress before it is resumed, then replaced.
     pub ssm_stall_timeout: Option<std::time::Duration>,
+    /// The Secrets Manager secret whose password logs in upstream instead of IAM (`--secret`).
+    pub secret: Option<String>,
     /// The engine configuration.
     pub proxy: ProxyConfig,
 }
@@ -465,6 +475,9 @@ pub fn build(args: &ServeArgs, aws_region: Option<String>) -> Result<Config, Err
     if let Some(n) = args.max_connections {
         proxy.max_connections = n.max(1);
     }
+    if let Some(n) = args.max_pending_logins {
+        proxy.max_pending_logins = n.max(1);
+    }
     if let Some(d) = args.max_sigterm_delay {
         proxy.shutdown_grace = d;
     }
@@ -479,10 +492,16 @@ pub fn build(args: &ServeArgs, aws_region: Option<String>) -> Result<Config, Err
     if let Some(n) = args.stall_spool_total {
         proxy.spool.total_disk = n;
     }
-    let health = match &args.health_addr {
+    let health: Option<SocketAddr> = match &args.health_addr {
         Some(h) => Some(h.parse().map_err(|_| Error::BadHealthAddr(h.clone()))?),
         None => None,
     };
+    if let Some(h) = health
+        && !h.ip().is_loopback()
+        && !remote_allowed
+    {
+        return Err(Error::HealthNotLoopback(h));
+    }
     Ok(Config {
         listen,
         unix_socket,
@@ -492,6 +511,7 @@ pub fn build(args: &ServeArgs, aws_region: Option<String>) -> Result<Config, Err
         target: None,
         ssm_sessions: args.ssm_sessions.map(|n| n.max(1)),
         ssm_stall_timeout: args.ssm_stall_timeout,
+        secret: args.secret.clone().filter(|s| !s.trim().is_empty()),
         proxy,
     })
 }
@@ -750,6 +770,34 @@ mod tests {
         assert!(!cfg_text.contains(password), "{cfg_text}");
         assert!(cfg_text.contains("redacted"), "{cfg_text}");
     }
+    /// `--secret` is carried to the launcher (which reads it through Secrets Manager); blank is none.
+    #[test]
+    fn secret_flag_is_kept_and_blank_means_none() {
+        let base = ["--db-endpoint", "x:1", "--region", "r"];
+        let with = [&base[..], &["--secret", "rds!cluster-1"]].concat();
+        assert_eq!(
+            build(&args(&with), None).unwrap().secret.as_deref(),
+            Some("rds!cluster-1")
+        );
+        let blank = [&base[..], &["--secret", " "]].concat();
+        assert_eq!(build(&args(&blank), None).unwrap().secret, None);
+    }
+
+    /// The health endpoint is loopback-only unless remote access is allowed (with a password).
+    #[test]
+    fn health_addr_must_be_loopback_without_allow_remote() {
+        let base = ["--db-endpoint", "x:1", "--region", "r"];
+        let remote = [&base[..], &["--health-addr", "0.0.0.0:9801"]].concat();
+        assert_eq!(
+            build(&args(&remote), None).unwrap_err(),
+            Error::HealthNotLoopback("0.0.0.0:9801".parse().unwrap())
+        );
+        let local = [&base[..], &["--health-addr", "127.0.0.1:9801"]].concat();
+        assert!(build(&args(&local), None).is_ok());
+        let allowed = [&remote[..], &["--allow-remote", "--local-password", "pw"]].concat();
+        assert!(build(&args(&allowed), None).is_ok());
+    }
+
     #[test]
     fn allow_remote_needs_a_non_empty_local_password() {
         let base = ["--db-endpoint", "x:1", "--region", "r", "--allow-remote"];

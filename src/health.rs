@@ -4,6 +4,13 @@
 //!
 //! One endpoint serves every database of the process: readiness needs all of them ready (and,
 //! over SSM, a live session), and every metric carries a `database` label.
+//!
+//! Hardened for a port anything on the host can reach: the request head is bounded
+//! ([`MAX_REQUEST`]) and parsed by a sans-IO function ([`parse_request`], fuzzed), at most
+//! [`MAX_CONCURRENT`] requests are served at once (more are closed unanswered), the address must be
+//! loopback unless `--allow-remote` (checked by `config`), HEAD gets the head only, and bodies
+//! never carry AWS error text (ARNs, account ids): readiness says what kind of failure it is, and
+//! the detail stays in the proxy's log.
 
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
@@ -28,7 +35,74 @@ pub struct Watched {
 }
 
 /// Largest request head accepted.
-const MAX_REQUEST: usize = 8 * 1024;
+pub const MAX_REQUEST: usize = 8 * 1024;
+
+/// Most requests served at once; connections past it are closed without an answer.
+pub const MAX_CONCURRENT: usize = 32;
+
+/// A request method the endpoint serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Method {
+    /// `GET`: head and body.
+    Get,
+    /// `HEAD`: the same head, no body.
+    Head,
+}
+
+/// What the bytes received so far amount to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Parsed<'a> {
+    /// The head is not complete yet; read more (the caller stops at [`MAX_REQUEST`]).
+    Incomplete,
+    /// A request to answer: its method and path (without the query string).
+    Request {
+        /// GET or HEAD.
+        method: Method,
+        /// The path, starting with `/`.
+        path: &'a str,
+    },
+    /// A request refused with this status and a short plain-text reason.
+    Reject(u16, &'static str),
+}
+
+/// Parses an HTTP/1.x request head from the bytes received so far (sans-IO: no reads, no
+/// allocation). Bounded: a head not complete within [`MAX_REQUEST`] bytes is refused with 431.
+pub fn parse_request(buf: &[u8]) -> Parsed<'_> {
+    let window = &buf[..buf.len().min(MAX_REQUEST)];
+    let Some(end) = window.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return if buf.len() >= MAX_REQUEST {
+            Parsed::Reject(431, "request head too large\n")
+        } else {
+            Parsed::Incomplete
+        };
+    };
+    let line_end = window[..end]
+        .windows(2)
+        .position(|w| w == b"\r\n")
+        .unwrap_or(end);
+    let Ok(line) = std::str::from_utf8(&window[..line_end]) else {
+        return Parsed::Reject(400, "bad request line\n");
+    };
+    let mut parts = line.split(' ');
+    let (Some(method), Some(target), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Parsed::Reject(400, "bad request line\n");
+    };
+    if !matches!(version, "HTTP/1.0" | "HTTP/1.1") {
+        return Parsed::Reject(400, "HTTP/1.0 or HTTP/1.1 only\n");
+    }
+    let method = match method {
+        "GET" => Method::Get,
+        "HEAD" => Method::Head,
+        _ => return Parsed::Reject(405, "only GET and HEAD\n"),
+    };
+    let path = target.split('?').next().unwrap_or_default();
+    if !path.starts_with('/') || path.bytes().any(|b| !b.is_ascii_graphic()) {
+        return Parsed::Reject(400, "bad request target\n");
+    }
+    Parsed::Request { method, path }
+}
 
 /// Time allowed to receive a request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -36,6 +110,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// Serves the endpoints on `listener` until `stop` is cancelled.
 pub async fn serve(listener: TcpListener, dbs: Vec<Watched>, stop: CancellationToken) {
     let dbs = std::sync::Arc::new(dbs);
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT));
     loop {
         let stream = tokio::select! {
             _ = stop.cancelled() => return,
@@ -48,8 +123,14 @@ pub async fn serve(listener: TcpListener, dbs: Vec<Watched>, stop: CancellationT
                 }
             },
         };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            // Busy: closing costs nothing, answering would cost a task per connection.
+            tracing::debug!("health endpoint: {MAX_CONCURRENT} requests in progress; closed one");
+            continue;
+        };
         let dbs = dbs.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let _ = tokio::time::timeout(REQUEST_TIMEOUT, answer(stream, &dbs)).await;
         });
     }
@@ -58,29 +139,30 @@ pub async fn serve(listener: TcpListener, dbs: Vec<Watched>, stop: CancellationT
 async fn answer(mut stream: TcpStream, dbs: &[Watched]) -> std::io::Result<()> {
     let mut buf = Vec::with_capacity(512);
     let mut chunk = [0u8; 1024];
-    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-        let n = stream.read(&mut chunk).await?;
+    loop {
+        match parse_request(&buf) {
+            Parsed::Incomplete => {}
+            Parsed::Reject(status, why) => {
+                return respond(&mut stream, status, "text/plain", why, true).await;
+            }
+            Parsed::Request { method, path } => {
+                let (status, body) = route(path, dbs);
+                let content_type = if path == "/metrics" {
+                    "text/plain; version=0.0.4"
+                } else {
+                    "text/plain"
+                };
+                let with_body = method == Method::Get;
+                return respond(&mut stream, status, content_type, &body, with_body).await;
+            }
+        }
+        let room = (MAX_REQUEST - buf.len().min(MAX_REQUEST)).clamp(1, chunk.len());
+        let n = stream.read(&mut chunk[..room]).await?;
         if n == 0 {
             return Ok(());
         }
         buf.extend_from_slice(&chunk[..n]);
-        if buf.len() > MAX_REQUEST {
-            return respond(&mut stream, 431, "text/plain", "request too large\n").await;
-        }
     }
-    let head = String::from_utf8_lossy(&buf);
-    let mut parts = head.split_whitespace();
-    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    if method != "GET" && method != "HEAD" {
-        return respond(&mut stream, 405, "text/plain", "only GET\n").await;
-    }
-    let (status, body) = route(path.split('?').next().unwrap_or(""), dbs);
-    let content_type = if path.starts_with("/metrics") {
-        "text/plain; version=0.0.4"
-    } else {
-        "text/plain"
-    };
-    respond(&mut stream, status, content_type, &body).await
 }
 
 /// The status and body for `path`.
@@ -131,8 +213,13 @@ fn not_ready(db: &Watched) -> Option<String> {
     {
         // A slot waiting for a client after an idle end is ready: the next connect opens it.
         if pool.live_sessions() == 0 {
-            let last = pool.last_error().unwrap_or_else(|| "opening".into());
-            Some(format!("{name}: no live SSM session ({last})"))
+            let last = match pool.last_error() {
+                Some(e) => format!("the last attempt failed: {}", failure_kind(&e)),
+                None => "opening".into(),
+            };
+            Some(format!(
+                "{name}: no live SSM session ({last}; the proxy's log has the details)"
+            ))
         } else {
             Some(format!(
                 "{name}: every SSM session is resuming its WebSocket or stalled ({} stalled)",
@@ -141,6 +228,35 @@ fn not_ready(db: &Watched) -> Option<String> {
         }
     } else {
         None
+    }
+}
+
+/// What kind of failure an AWS error text describes, without any of its text: errors name ARNs,
+/// account ids, instance and session ids, which an unauthenticated health endpoint must not show.
+pub fn failure_kind(error: &str) -> &'static str {
+    let e = error.to_ascii_lowercase();
+    let has = |words: &[&str]| words.iter().any(|w| e.contains(w));
+    if has(&[
+        "accessdenied",
+        "access denied",
+        "not authorized",
+        "unauthorized",
+    ]) {
+        "access denied by AWS (check the IAM policy for ssm:StartSession)"
+    } else if has(&["targetnotconnected", "not connected"]) {
+        "the SSM target is not connected (is its agent running?)"
+    } else if has(&["throttl", "rate exceeded", "too many requests"]) {
+        "throttled by AWS"
+    } else if has(&["expired", "sso"]) {
+        "AWS credentials expired (log in again, e.g. aws sso login)"
+    } else if has(&["credential"]) {
+        "no usable AWS credentials"
+    } else if has(&["timed out", "timeout"]) {
+        "timed out"
+    } else if has(&["dns", "resolve", "connect", "network", "websocket", "tls"]) {
+        "network error reaching AWS"
+    } else {
+        "error"
     }
 }
 
@@ -380,9 +496,11 @@ async fn respond(
     status: u16,
     content_type: &str,
     body: &str,
+    with_body: bool,
 ) -> std::io::Result<()> {
     let reason = match status {
         200 => "OK",
+        400 => "Bad Request",
         404 => "Not Found",
         405 => "Method Not Allowed",
         431 => "Request Header Fields Too Large",
@@ -393,7 +511,9 @@ async fn respond(
         body.len()
     );
     stream.write_all(head.as_bytes()).await?;
-    stream.write_all(body.as_bytes()).await?;
+    if with_body {
+        stream.write_all(body.as_bytes()).await?;
+    }
     stream.shutdown().await
 }
 
@@ -431,4 +551,75 @@ async fn probe(addr: &str) -> std::io::Result<u16> {
         .nth(1)
         .and_then(|c| c.parse().ok())
         .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "not an HTTP answer"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_get_and_head_and_strips_the_query() {
+        assert_eq!(
+            parse_request(b"GET /readiness?x=1 HTTP/1.1\r\nHost: a\r\n\r\n"),
+            Parsed::Request {
+                method: Method::Get,
+                path: "/readiness"
+            }
+        );
+        assert_eq!(
+            parse_request(b"HEAD /metrics HTTP/1.0\r\n\r\n"),
+            Parsed::Request {
+                method: Method::Head,
+                path: "/metrics"
+            }
+        );
+        assert_eq!(
+            parse_request(b"GET /readiness HTTP/1.1\r\n"),
+            Parsed::Incomplete
+        );
+    }
+
+    #[test]
+    fn refuses_what_it_does_not_serve() {
+        assert_eq!(
+            parse_request(b"POST / HTTP/1.1\r\n\r\n"),
+            Parsed::Reject(405, "only GET and HEAD\n")
+        );
+        for bad in [
+            &b"GET\r\n\r\n"[..],
+            b"GET / HTTP/1.1 extra\r\n\r\n",
+            b"GET readiness HTTP/1.1\r\n\r\n",
+            b"GET / SSH-2.0\r\n\r\n",
+            b"GET /\xff HTTP/1.1\r\n\r\n",
+        ] {
+            assert!(
+                matches!(parse_request(bad), Parsed::Reject(400, _)),
+                "{bad:?}"
+            );
+        }
+    }
+
+    /// The head is bounded: without its end within 8 KiB it is refused, whatever follows.
+    #[test]
+    fn an_endless_head_is_refused_at_the_bound() {
+        let mut head = b"GET / HTTP/1.1\r\nX: ".to_vec();
+        head.resize(MAX_REQUEST - 1, b'a');
+        assert_eq!(parse_request(&head), Parsed::Incomplete);
+        head.push(b'a');
+        assert!(matches!(parse_request(&head), Parsed::Reject(431, _)));
+        head.extend_from_slice(b"\r\n\r\n");
+        assert!(matches!(parse_request(&head), Parsed::Reject(431, _)));
+    }
+
+    #[test]
+    fn failure_kinds_never_carry_the_aws_text() {
+        let raw = "AccessDeniedException: User: arn:aws:sts::123456789012:assumed-role/dev/me is \
+                   not authorized to perform: ssm:StartSession on resource: \
+                   arn:aws:ecs:eu-west-1:123456789012:task/abc";
+        let kind = failure_kind(raw);
+        assert!(kind.starts_with("access denied"), "{kind}");
+        assert!(!kind.contains("arn:") && !kind.contains("123456789012"));
+        assert!(failure_kind("TargetNotConnected: ecs:cluster_task_ctr").contains("not connected"));
+        assert_eq!(failure_kind("something odd"), "error");
+    }
 }

@@ -118,12 +118,17 @@ pub async fn prepare(planned: &Planned, progress: &Progress) -> Result<Prepared>
 pub async fn start(prepared: Prepared, progress: &Progress) -> Result<Running> {
     let Prepared {
         name,
-        cfg,
+        mut cfg,
         resolved,
         target,
         provider,
         api,
     } = prepared;
+    if let Some(id) = &cfg.secret {
+        cfg.proxy.upstream_password = Some(Arc::new(
+            crate::proxy::password::SecretCache::secrets_manager(api.clone(), id.clone()),
+        ));
+    }
     let tokens = Arc::new(TokenCache::new(provider, cfg.profile.clone()));
     let (connector, ssm): (Arc<dyn Connector>, _) = match &target {
         Some(target) => {

@@ -28,14 +28,35 @@ async fn greeted() -> (Harness, TestClient, ServerConn) {
     (h, client, server)
 }
 
-/// The upstream leg of a connection the client broke: closed, with not one byte sent on it.
-async fn upstream_untouched(mut server: ServerConn) {
-    server.expect_closed("the client failed its login").await;
-    assert_eq!(
-        server.raw_received(),
-        b"",
-        "bytes sent upstream for a broken client"
+/// The upstream leg of a connection the client broke before its login went upstream: the proxy
+/// does not drop it mid-handshake (the server would count that toward `max_connect_errors`); it
+/// completes the handshake itself, over verified TLS, as the unused-connection user with no
+/// password and no token, takes the server's access denied, and closes. Nothing of the broken
+/// client's bytes reaches the server.
+async fn upstream_untouched(mut server: ServerConn, pki: &Pki) {
+    let ssl = server.read_ssl_request().await;
+    assert!(ssl.capabilities.contains(Capabilities::SSL));
+    server.start_tls(pki.good.clone()).await.expect("TLS");
+    unused_login_refused(server).await;
+}
+
+/// The rest of [`upstream_untouched`] once TLS is up: the unused-connection login (no password,
+/// no attributes) is refused by the server, and the proxy closes.
+async fn unused_login_refused(mut server: ServerConn) {
+    let r = server.read_response().await;
+    assert_eq!(&r.username[..], b"rds-iam-proxy-unused-connection");
+    assert!(
+        r.auth_response.is_empty(),
+        "a password for an unused connection"
     );
+    assert!(r.connect_attrs.is_none() && r.database.is_none());
+    let denied = ErrPacket::new(
+        1045,
+        b"28000",
+        "Access denied for user 'rds-iam-proxy-unused-connection'",
+    );
+    server.send(3, &encode_err(&denied)).await;
+    server.expect_closed("after the access denied").await;
 }
 
 /// Runs a good session through the same proxy, stops it, and checks the counters: the bad case
@@ -85,7 +106,7 @@ async fn client_sends_a_garbage_login_packet() {
         &err.message_str(),
         &["rds-iam-proxy", "malformed login packet", "truncated"],
     );
-    upstream_untouched(server).await;
+    upstream_untouched(server, &h.pki).await;
     still_serving(h).await;
 }
 
@@ -104,7 +125,7 @@ async fn client_speaks_http_instead_of_mysql() {
         &["bad packet from the client", "exceeds"],
     );
     client.expect_closed("after ERR").await;
-    upstream_untouched(server).await;
+    upstream_untouched(server, &h.pki).await;
     still_serving(h).await;
 }
 
@@ -130,7 +151,7 @@ async fn client_announces_a_16_mib_login_packet() {
         err.message_str()
     );
     client.expect_closed("after ERR").await;
-    upstream_untouched(server).await;
+    upstream_untouched(server, &h.pki).await;
     // The client's packet was seq 1; an ERR at seq 1 is "packets out of order" to libmysqlclient,
     // Connector/C and PyMySQL, which then drop the message.
     assert_eq!(p.seq, 2, "ERR sequence id after the client's seq-1 packet");
@@ -148,7 +169,7 @@ async fn client_sends_only_the_fixed_head_of_its_login() {
         &err.message_str(),
         &["malformed login packet", "truncated", "username"],
     );
-    upstream_untouched(server).await;
+    upstream_untouched(server, &h.pki).await;
     still_serving(h).await;
 }
 
@@ -160,10 +181,14 @@ async fn client_closes_in_the_middle_of_its_login_packet() {
     client.shutdown_write().await;
     // Nobody to tell: the proxy just closes.
     client.expect_closed("client went away mid-packet").await;
-    upstream_untouched(server).await;
+    upstream_untouched(server, &h.pki).await;
     still_serving(h).await;
 }
 
+/// The client asks for TLS although the greeting offered none: the proxy completes a TLS
+/// handshake with a throwaway certificate just to deliver the ERR (seq 3, after the client's login
+/// at seq 2), so the client shows "--local-tls" instead of "wrong version number". Nothing reaches
+/// the database.
 #[tokio::test]
 async fn client_asks_for_tls_when_local_tls_is_off() {
     let (h, mut client, server) = greeted().await;
@@ -175,10 +200,21 @@ async fn client_asks_for_tls_when_local_tls_is_off() {
     let mut payload = BytesMut::new();
     ssl.encode(&mut payload);
     client.send(1, &payload).await;
-    let err = client.expect_err(2).await;
+    client
+        .start_tls(None)
+        .await
+        .expect("TLS to deliver the ERR");
+    let mut r = client_response("iamuser", "mysql_native_password", NATIVE_ANSWER);
+    r.capabilities = r.capabilities | Capabilities::SSL;
+    client.send(2, &encode_response(&r)).await;
+    let err = client.expect_err(3).await;
     assert_eq!((err.code, err.sql_state), (1043, Some(*b"08S01")));
-    assert_contains(&err.message_str(), &["asked for TLS", "--local-tls"]);
-    upstream_untouched(server).await;
+    assert_contains(
+        &err.message_str(),
+        &["asked for TLS", "--local-tls", "--ssl-mode=DISABLED"],
+    );
+    drop(client);
+    upstream_untouched(server, &h.pki).await;
     still_serving(h).await;
 }
 
@@ -193,7 +229,7 @@ async fn client_never_sends_its_login() {
         &["did not send its login response within 2s"],
     );
     client.expect_closed("after ERR").await;
-    upstream_untouched(server).await;
+    upstream_untouched(server, &h.pki).await;
     still_serving(h).await;
 }
 
@@ -206,7 +242,7 @@ async fn client_without_protocol_41() {
     let err = client.expect_err(2).await;
     assert_eq!(err.code, 1043);
     assert_contains(&err.message_str(), &["PROTOCOL_41"]);
-    upstream_untouched(server).await;
+    upstream_untouched(server, &h.pki).await;
     still_serving(h).await;
 }
 
@@ -217,7 +253,7 @@ async fn client_without_a_user_name() {
     let err = client.expect_err(2).await;
     assert_eq!((err.code, err.sql_state), (1045, Some(*b"28000")));
     assert_contains(&err.message_str(), &["IAM database user name", "--db-user"]);
-    upstream_untouched(server).await;
+    upstream_untouched(server, &h.pki).await;
     still_serving(h).await;
 }
 
@@ -249,14 +285,15 @@ async fn client_sends_garbage_instead_of_a_tls_client_hello() {
         "expected nothing or a TLS alert record, got {:02x?}",
         &reply[..reply.len().min(32)]
     );
-    upstream_untouched(server).await;
+    upstream_untouched(server, &h.pki).await;
     still_serving(h).await;
 }
 
-/// A malformed COM_CHANGE_USER after login (a user name without its NUL) is answered with an ERR;
-/// nothing reaches the database, and the session goes on as the user it was.
+/// A malformed COM_CHANGE_USER after login (a user name without its NUL) is answered with an ERR
+/// and the connection ends, as MySQL does after any failed change user: the session never goes on
+/// as the previous user. Nothing reaches the database.
 #[tokio::test]
-async fn client_sends_a_malformed_change_user_and_stays_logged_in() {
+async fn client_sends_a_malformed_change_user_and_is_disconnected() {
     let h = harness().await;
     let (mut client, mut server, _) = h.logged_in().await;
     client.send(0, b"\x11bob-without-a-terminator").await;
@@ -264,21 +301,17 @@ async fn client_sends_a_malformed_change_user_and_stays_logged_in() {
     assert_eq!(p.seq, 1);
     let err = ErrPacket::decode(&p.payload).expect("ERR");
     assert_eq!((err.code, err.sql_state), (1043, Some(*b"08S01")));
-    assert_contains(&err.message_str(), &["malformed COM_CHANGE_USER"]);
-    // The next command is the first thing the database sees after the login.
-    let query = frame(0, b"\x03\x00\x01SELECT CURRENT_USER()");
-    client.send_raw(&query).await;
-    let seen = server.expect_packet("the query").await;
-    assert_eq!(
-        seen.raw, query,
-        "the broken COM_CHANGE_USER leaked upstream"
+    assert_contains(
+        &err.message_str(),
+        &["malformed COM_CHANGE_USER", "connection is closed"],
     );
-    server.send_raw(&canned_result_set()).await;
-    let rs = canned_result_set();
-    assert_eq!(client.read_exact_raw(rs.len()).await, rs);
-    drop(client);
-    server.expect_closed("client left").await;
-    drop(server);
+    client
+        .expect_closed("a failed change user ends the session")
+        .await;
+    server
+        .expect_closed("nothing of the broken COM_CHANGE_USER upstream")
+        .await;
+    drop((client, server));
     let stats = h.finish().await;
     assert_eq!(
         (stats.total, stats.logins, stats.login_failures, stats.open),
@@ -364,7 +397,7 @@ async fn clients_trickling_a_byte_a_second_are_cut_at_the_login_timeout_while_ot
             &err.message_str(),
             &["did not send its login response within 2s"],
         );
-        upstream_untouched(server).await;
+        upstream_untouched(server, &h.pki).await;
     }
     let stats = h.finish().await;
     assert_eq!(
@@ -837,7 +870,7 @@ async fn counters_follow_failures_and_open_returns_to_zero() {
     // A handful of failures of different kinds, one after the other.
     client.send(1, b"garbage").await;
     client.expect_err(2).await;
-    server.expect_closed("client failed").await;
+    upstream_untouched(server, &h.pki).await;
 
     let (mut client, server) = h.pair().await;
     drop(server);
@@ -861,7 +894,7 @@ async fn counters_follow_failures_and_open_returns_to_zero() {
     server.greet(&mysql84_greeting()).await;
     client.read_greeting().await;
     drop(client);
-    server.expect_closed("client left").await;
+    upstream_untouched(server, &h.pki).await;
 
     h.good_session().await;
     let stats = h.finish().await;
@@ -896,9 +929,8 @@ async fn aws_credentials_fail_then_the_next_login_works() {
             "aws sso login --profile dev",
         ],
     );
-    server
-        .expect_closed("no HandshakeResponse41 without a token")
-        .await;
+    // No token: the handshake is completed as the unused-connection user, without a password.
+    unused_login_refused(server).await;
     still_serving(h).await;
 }
 
@@ -923,7 +955,7 @@ async fn connection_limit_refuses_with_1040_and_recovers() {
     );
     // The first one goes away; its slot is free again.
     drop(first);
-    server.expect_closed("client left").await;
+    upstream_untouched(server, &h.pki).await;
     h.good_session().await;
     let stats = h.finish().await;
     assert_eq!(

@@ -63,10 +63,21 @@ async fn local_greeting_mirrors_the_mysql84_upstream() {
         let fixed = 1 + b"8.4.3\0".len() + 4 + 8 + 1 + 2 + 1 + 2 + 2;
         assert_eq!(raw[fixed], 21, "auth-plugin-data length");
         assert_eq!(&raw[fixed + 1..fixed + 11], &[0u8; 10], "reserved bytes");
-        // The client walks away: the upstream leg is closed without anything sent on it.
+        // The client walks away: the proxy completes the upstream handshake as the
+        // unused-connection user (no password) rather than aborting it, then closes.
         drop(client);
+        server.read_ssl_request().await;
+        server.start_tls(h.pki.good.clone()).await.expect("TLS");
+        let r = server.read_response().await;
+        assert_eq!(&r.username[..], b"rds-iam-proxy-unused-connection");
+        assert!(r.auth_response.is_empty());
+        server
+            .send(
+                3,
+                &encode_err(&ErrPacket::new(1045, b"28000", "Access denied")),
+            )
+            .await;
         server.expect_closed("client left before its login").await;
-        assert_eq!(server.raw_received(), b"", "bytes sent upstream");
     }
     assert_ne!(
         scrambles[0], scrambles[1],

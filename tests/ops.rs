@@ -188,3 +188,84 @@ fn health_metrics_wait_and_a_draining_sigterm() {
     // New connections are refused once the proxy has gone.
     assert!(TcpStream::connect(("127.0.0.1", port)).is_err());
 }
+
+/// The health endpoint at its edges, in-process: HEAD gets the head without a body; a request
+/// head that does not end within 8 KiB gets 431; past 32 requests in progress a connection is
+/// closed unanswered, and the endpoint answers again once they are gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_endpoint_bounds_heads_caps_concurrency_and_answers_head_without_a_body() {
+    use rds_iam_proxy::health::{self, MAX_CONCURRENT, MAX_REQUEST, Watched};
+    use rds_iam_proxy::iam::TokenCache;
+    use rds_iam_proxy::proxy::{Proxy, ProxyConfig};
+    use rds_iam_proxy::tunnel::Direct;
+    use std::io::{Read, Write};
+    use std::sync::Arc;
+
+    let creds = aws_credential_types::Credentials::new("AKID", "secret", None, None, "test");
+    let tokens = Arc::new(TokenCache::new(
+        aws_credential_types::provider::SharedCredentialsProvider::new(creds),
+        None,
+    ));
+    let proxy = Proxy::new(
+        ProxyConfig::new("db.test", 3306, "us-east-1"),
+        Arc::new(Direct::new("127.0.0.1:9".to_owned())),
+        tokens,
+    )
+    .expect("proxy");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let dbs = vec![Watched {
+        name: "default".into(),
+        proxy,
+        ssm: None,
+    }];
+    tokio::spawn(health::serve(listener, dbs, stop.clone()));
+
+    let exchange = |request: Vec<u8>| {
+        let addr = addr.clone();
+        move || {
+            let mut s = TcpStream::connect(&addr).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let _ = s.write_all(&request);
+            let mut out = Vec::new();
+            let _ = s.read_to_end(&mut out);
+            String::from_utf8_lossy(&out).into_owned()
+        }
+    };
+    let head = tokio::task::spawn_blocking(exchange(
+        b"HEAD /liveness HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+    ))
+    .await
+    .unwrap();
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    assert!(head.contains("Content-Length: 3\r\n"), "{head}");
+    assert!(head.ends_with("\r\n\r\n"), "HEAD got a body: {head:?}");
+
+    let mut endless = b"GET /liveness HTTP/1.1\r\nX-Filler: ".to_vec();
+    endless.resize(MAX_REQUEST + 1024, b'a');
+    let big = tokio::task::spawn_blocking(exchange(endless))
+        .await
+        .unwrap();
+    assert!(big.starts_with("HTTP/1.1 431 "), "{big}");
+
+    // Hold every slot with connections that send nothing.
+    let held: Vec<TcpStream> = (0..MAX_CONCURRENT)
+        .map(|_| TcpStream::connect(&addr).unwrap())
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let refused = tokio::task::spawn_blocking(exchange(b"GET /liveness HTTP/1.1\r\n\r\n".to_vec()))
+        .await
+        .unwrap();
+    assert_eq!(refused, "", "answered past the concurrency cap");
+    drop(held);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let ok = tokio::task::spawn_blocking(exchange(b"GET /liveness HTTP/1.1\r\n\r\n".to_vec()))
+        .await
+        .unwrap();
+    assert!(
+        ok.starts_with("HTTP/1.1 200 OK") && ok.ends_with("ok\n"),
+        "{ok}"
+    );
+    stop.cancel();
+}

@@ -314,7 +314,12 @@ async fn a_local_password_is_checked_from_the_clients_scramble() {
             ),
         }
     }
-    // The mariadb CLI (libmariadb) with the password on the command line.
+    // A wrong password locks this address out for a second (the second attempt above was
+    // refused unchecked); then the mariadb CLI (libmariadb) with the password on the command line.
+    tokio::time::sleep(
+        rds_iam_proxy::proxy::throttle::FIRST_DELAY + std::time::Duration::from_millis(200),
+    )
+    .await;
     let port = px.addr.port().to_string();
     let out = tokio::task::spawn_blocking(move || {
         std::process::Command::new("mariadb")

@@ -232,6 +232,11 @@ async fn a_full_session_at_trace_level_prints_no_secret() {
     assert!(!out.status.success());
     assert!(text(&out).contains("local password"), "{}", text(&out));
     client_output += &text(&out);
+    // The wrong password locked this address out for a second.
+    tokio::time::sleep(
+        rds_iam_proxy::proxy::throttle::FIRST_DELAY + std::time::Duration::from_millis(200),
+    )
+    .await;
     match mysql_async::Conn::new(mysql_opts(port, "nosuchuser")).await {
         Err(mysql_async::Error::Server(e)) => {
             assert_eq!(e.code, 1045, "{}", e.message);

@@ -46,6 +46,7 @@ fn main() {
         ("ssm_payload", ssm_payload()),
         ("ssm_reliable", ssm_reliable()),
         ("ssm_smux", ssm_smux()),
+        ("health_request", health_request()),
     ] {
         for (name, bytes) in seeds {
             write(&dir.join(target), name, &bytes);
@@ -190,6 +191,19 @@ fn mysql_upstream() -> Seeds {
             "greeting-next-factor",
             [MARIADB_GREETING.to_vec(), pkt(2, &[0x02])].concat(),
         ),
+    ]
+}
+
+fn health_request() -> Seeds {
+    vec![
+        (
+            "get-readiness",
+            b"GET /readiness HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n".to_vec(),
+        ),
+        ("head-metrics", b"HEAD /metrics?x=1 HTTP/1.0\r\n\r\n".to_vec()),
+        ("post", b"POST /readiness HTTP/1.1\r\nContent-Length: 0\r\n\r\n".to_vec()),
+        ("mysql-bytes", b"\x20\x00\x00\x01\x85\xa6\xff\x01".to_vec()),
+        ("no-end", b"GET /liveness HTTP/1.1\r\nX-Long: aaaaaaaa".to_vec()),
     ]
 }
 

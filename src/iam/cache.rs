@@ -16,6 +16,16 @@
 //! Credentials without an expiry (static keys) are re-read on every mint, which is cheap and
 //! picks up edits to `~/.aws/credentials`.
 //!
+//! A token the database rejected (access denied) is dropped, and only that token: a mistyped user
+//! name must not cost everyone a credentials lookup. The kept credentials are marked suspect
+//! instead (revoked or rotated credentials look the same from here), and the next mint re-reads
+//! them only if the last lookup is at least [`CREDENTIALS_REFETCH_INTERVAL`] old, so rejections at
+//! login rate cause at most one STS/SSO call per interval.
+//!
+//! [`TokenCache::warm`] looks the credentials up ahead of any login (at start-up, and again before
+//! kept ones expire), so a slow lookup (an SSO refresh, AssumeRole, a prompting
+//! `credential_process`) does not run while a database's handshake clock is ticking.
+//!
 //! The token is never logged: minting logs user, endpoint, region and expiry at debug level.
 
 use std::collections::HashMap;
@@ -43,7 +53,10 @@ pub const CREDENTIALS_MIN_VALIDITY: Duration = Duration::from_secs(60);
 pub const CREDENTIALS_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Cached credentials are reused for a new mint while valid for at least this much longer.
-const CREDENTIALS_REUSE_MARGIN: Duration = Duration::from_secs(5 * 60);
+pub const CREDENTIALS_REUSE_MARGIN: Duration = Duration::from_secs(5 * 60);
+
+/// After a rejected token, kept credentials are looked up again at most this often.
+pub const CREDENTIALS_REFETCH_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Caching, single-flight [`TokenSource`] over an aws-config credentials provider.
 ///
@@ -64,6 +77,10 @@ pub struct TokenCache {
     slots: Mutex<HashMap<TokenRequest, Slot>>,
     /// The last credentials with an expiry, reused across keys while comfortably valid.
     credentials: Mutex<Option<Credentials>>,
+    /// When the provider was last asked (rate limit of refetches after a rejected token).
+    last_fetch: Mutex<Option<SystemTime>>,
+    /// A token was rejected since the last lookup: the kept credentials may be revoked.
+    suspect: std::sync::atomic::AtomicBool,
 }
 
 /// Everything the cache knows about one [`TokenRequest`].
@@ -105,6 +122,8 @@ impl TokenCache {
             mints: AtomicU64::new(0),
             slots: Mutex::new(HashMap::new()),
             credentials: Mutex::new(None),
+            last_fetch: Mutex::new(None),
+            suspect: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -187,7 +206,7 @@ impl TokenCache {
         let token = presign(req, &creds, now)?;
         self.mints.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(
-            user = %req.user,
+            user = ?req.user,
             endpoint = %format_args!("{}:{}", req.host, req.port),
             region = %req.region,
             expires_at = %humantime::format_rfc3339_seconds(token.expires_at()),
@@ -196,7 +215,8 @@ impl TokenCache {
         Ok((token, creds.expiry()))
     }
 
-    /// Credentials for a mint: the kept ones if comfortably valid, else a provider lookup.
+    /// Credentials for a mint: the kept ones if comfortably valid (and not suspect, or looked up
+    /// less than [`CREDENTIALS_REFETCH_INTERVAL`] ago), else a provider lookup.
     async fn credentials(&self) -> Result<Credentials, Error> {
         let now = (self.clock)();
         if let Some(creds) = lock(&self.credentials).as_ref()
@@ -204,12 +224,34 @@ impl TokenCache {
             && expiry
                 .duration_since(now)
                 .is_ok_and(|left| left >= CREDENTIALS_REUSE_MARGIN)
+            && (!self.suspect.load(Ordering::Relaxed) || self.fetched_within(now))
         {
             return Ok(creds.clone());
         }
+        *lock(&self.last_fetch) = Some(now);
+        self.suspect.store(false, Ordering::Relaxed);
         let creds = fetch(&self.provider, &self.profile, self.credentials_timeout, now).await?;
         *lock(&self.credentials) = creds.expiry().is_some().then(|| creds.clone());
         Ok(creds)
+    }
+
+    /// Whether the provider was asked less than [`CREDENTIALS_REFETCH_INTERVAL`] before `now`.
+    fn fetched_within(&self, now: SystemTime) -> bool {
+        lock(&self.last_fetch).is_some_and(|at| {
+            now.duration_since(at)
+                .is_ok_and(|ago| ago < CREDENTIALS_REFETCH_INTERVAL)
+        })
+    }
+
+    /// Looks the credentials up now (kept ones are reused while comfortably valid), so that the
+    /// first login does not wait for STS or SSO while the database's handshake clock runs.
+    /// Returns when they should be looked at again: shortly before kept credentials stop being
+    /// reused, or `None` for credentials without an expiry (static keys, re-read on each mint).
+    pub async fn warm(&self) -> Result<Option<SystemTime>, Error> {
+        let creds = self.credentials().await?;
+        Ok(creds
+            .expiry()
+            .map(|expiry| expiry - CREDENTIALS_REUSE_MARGIN - Duration::from_secs(30)))
     }
 }
 
@@ -221,19 +263,23 @@ impl TokenSource for TokenCache {
         Box::pin(self.get(req))
     }
 
-    /// Drops the token for `req`, and the kept credentials: a rejected token may mean revoked
-    /// or rotated credentials, so the retry starts from the provider.
+    /// Drops the token for `req`, and only that token; the kept credentials are marked suspect so
+    /// that the next mint may look them up again (at most once per
+    /// [`CREDENTIALS_REFETCH_INTERVAL`]).
     fn invalidate(&self, req: &TokenRequest) {
         if let Some(slot) = lock(&self.slots).get_mut(req) {
             slot.cached = None;
         }
-        // Kept credentials go too, so the retry asks the provider again.
-        *lock(&self.credentials) = None;
+        self.suspect.store(true, Ordering::Relaxed);
         tracing::debug!(
-            user = %req.user,
+            user = ?req.user,
             endpoint = %format_args!("{}:{}", req.host, req.port),
             "rds iam token invalidated"
         );
+    }
+
+    fn warm(&self) -> Pin<Box<dyn Future<Output = Result<Option<SystemTime>, Error>> + Send + '_>> {
+        Box::pin(TokenCache::warm(self))
     }
 
     fn mints(&self) -> u64 {
@@ -610,6 +656,81 @@ mod tests {
         assert_eq!(h.cache.mints(), 2);
         // Invalidating an unknown key is harmless.
         h.cache.invalidate(&request("nobody"));
+    }
+
+    /// Access denied for one user (a typo, a user without rds-db:connect) drops that user's token
+    /// only: other users keep theirs, and the kept credentials are looked up again at most once
+    /// per refetch interval however many rejections come in.
+    #[tokio::test]
+    async fn rejections_drop_one_token_and_refetch_credentials_at_most_once_per_interval() {
+        let h = Harness::new(
+            None,
+            Box::new(|now| {
+                Ok(Credentials::new(
+                    "ASIATEMP",
+                    SECRET,
+                    Some(SESSION_TOKEN.into()),
+                    Some(now + Duration::from_secs(3600)),
+                    "fake",
+                ))
+            }),
+        );
+        let alice = request("alice");
+        let alice_token = h.cache.token(&alice).await.expect("mints");
+        assert_eq!(h.calls(), 1);
+        for i in 0..50 {
+            let typo = request(&format!("alcie{i}"));
+            h.cache.token(&typo).await.expect("mints");
+            h.cache.invalidate(&typo);
+        }
+        assert_eq!(
+            h.calls(),
+            1,
+            "rejections within the interval never reach the provider"
+        );
+        assert_eq!(
+            h.cache.token(&alice).await.expect("cached"),
+            alice_token,
+            "another user's rejection left alice's token alone"
+        );
+        h.advance(CREDENTIALS_REFETCH_INTERVAL);
+        for i in 0..50 {
+            let typo = request(&format!("bob{i}"));
+            h.cache.token(&typo).await.expect("mints");
+            h.cache.invalidate(&typo);
+        }
+        assert_eq!(h.calls(), 2, "one refetch per interval after rejections");
+    }
+
+    /// Warming looks the credentials up once, so the first login's mint needs no lookup; it says
+    /// when to warm again (before the kept credentials stop being reused).
+    #[tokio::test]
+    async fn warm_fetches_ahead_of_the_first_mint() {
+        let h = Harness::new(
+            None,
+            Box::new(|now| {
+                Ok(Credentials::new(
+                    "ASIATEMP",
+                    SECRET,
+                    Some(SESSION_TOKEN.into()),
+                    Some(now + Duration::from_secs(3600)),
+                    "fake",
+                ))
+            }),
+        );
+        let now = *h.now.lock().expect("clock");
+        let again = h
+            .cache
+            .warm()
+            .await
+            .expect("warms")
+            .expect("expiring credentials");
+        assert!(again > now && again < now + Duration::from_secs(3600) - CREDENTIALS_REUSE_MARGIN);
+        assert_eq!(h.calls(), 1);
+        h.cache.token(&request("alice")).await.expect("mints");
+        assert_eq!(h.calls(), 1, "the mint used the warmed credentials");
+        let h = Harness::static_keys();
+        assert_eq!(h.cache.warm().await.expect("warms"), None);
     }
 
     #[tokio::test]

@@ -49,6 +49,14 @@ pub trait TokenSource: Send + Sync + 'static {
     fn mints(&self) -> u64 {
         0
     }
+    /// Looks credentials up ahead of logins; returns when to do it again (`None`: no need). The
+    /// default does nothing.
+    fn warm(
+        &self,
+    ) -> Pin<Box<dyn Future<Output = Result<Option<std::time::SystemTime>, Error>> + Send + '_>>
+    {
+        Box::pin(std::future::ready(Ok(None)))
+    }
 }
 
 /// Why no token could be produced.

@@ -327,7 +327,29 @@ fn tcp_accepted(
     let (stream, addr) = r?;
     // Login packets are small and latency-bound.
     let _ = stream.set_nodelay(true);
+    set_keepalive(&stream);
     Ok((Box::new(stream), Peer::Tcp(addr)))
+}
+
+/// First keepalive probe after this much silence on a TCP socket.
+pub const KEEPALIVE_IDLE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Time between unanswered keepalive probes.
+pub const KEEPALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// Unanswered probes before the kernel declares the peer gone.
+pub const KEEPALIVE_RETRIES: u32 = 4;
+
+/// Turns on TCP keepalive (first probe after [`KEEPALIVE_IDLE`], then every
+/// [`KEEPALIVE_INTERVAL`], [`KEEPALIVE_RETRIES`] times): a client that vanished, or a database
+/// dropped by a NAT or VPN, is noticed in about two minutes instead of pinning its other leg until
+/// the server's `wait_timeout` or a retransmission timeout. Best effort: a failure is ignored.
+pub fn set_keepalive(stream: &tokio::net::TcpStream) {
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(KEEPALIVE_IDLE)
+        .with_interval(KEEPALIVE_INTERVAL)
+        .with_retries(KEEPALIVE_RETRIES);
+    let _ = socket2::SockRef::from(stream).set_tcp_keepalive(&keepalive);
 }
 
 fn unix_accepted(
@@ -366,6 +388,36 @@ mod tests {
         ));
         std::fs::create_dir(&dir).unwrap();
         dir
+    }
+
+    /// Accepted TCP clients get keepalive (reproduces L11: none was set). The accepted socket is
+    /// boxed, so the kernel's view is read: `/proc/net/tcp` shows timer 2 (keepalive) on it.
+    #[tokio::test]
+    async fn accepted_tcp_clients_have_keepalive() {
+        let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = tcp.local_addr().unwrap();
+        let listener = Listener::new(Some(tcp), None);
+        let client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (_stream, _peer) = listener.accept().await.unwrap();
+        let (local, remote) = (
+            format!(":{:04X}", addr.port()),
+            format!(":{:04X}", client.local_addr().unwrap().port()),
+        );
+        let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+        let row = table
+            .lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+            .find(|f| f.len() > 5 && f[1].ends_with(&local) && f[2].ends_with(&remote))
+            .expect("the accepted socket in /proc/net/tcp");
+        assert!(row[5].starts_with("02:"), "no keepalive timer: {row:?}");
+
+        // And the timings, on a socket this test can reach.
+        set_keepalive(&client);
+        let sock = socket2::SockRef::from(&client);
+        assert!(sock.keepalive().unwrap());
+        assert_eq!(sock.tcp_keepalive_time().unwrap(), KEEPALIVE_IDLE);
+        assert_eq!(sock.tcp_keepalive_interval().unwrap(), KEEPALIVE_INTERVAL);
+        assert_eq!(sock.tcp_keepalive_retries().unwrap(), KEEPALIVE_RETRIES);
     }
 
     #[tokio::test]

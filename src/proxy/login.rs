@@ -12,6 +12,15 @@
 //!    the upstream's own OK.
 //!
 //! Every failure becomes a MySQL ERR packet the client shows, worded for the person who must act.
+//! A client that fails before its login went upstream (it left, sent garbage, a wrong local
+//! password, or nothing within [`PRE_AUTH_WINDOW`]) does not leave an aborted handshake on the
+//! server, which counts toward `max_connect_errors` and can get the proxy's host blocked: the
+//! proxy completes that handshake itself as a failed login of [`UNUSED_CONNECTION_USER`] (no
+//! password, no token), which servers do not count.
+//! A client that asks for TLS when the proxy offers none (`--local-tls` off) is answered inside a
+//! TLS session with a throwaway certificate, so that it can show that ERR instead of a TLS error.
+//! Wrong local passwords lock the peer out for a growing delay ([`super::throttle`]). Client-chosen
+//! text (the user name) is escaped ([`super::printable`]) wherever it is shown.
 
 use std::fmt;
 use std::sync::Arc;
@@ -19,8 +28,9 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use rand::Rng;
 
-use super::Inner;
 use super::framed::{PacketStream, Prefixed, ReadError, StartTlsError};
+use super::throttle::PeerKey;
+use super::{Inner, Peer, printable};
 use crate::iam::{AuthToken, TokenRequest};
 use crate::mysql::handshake::plugin;
 use crate::mysql::{
@@ -140,14 +150,22 @@ impl ClientLeg {
     }
 }
 
-/// Runs the whole login for one accepted client. On failure the client has been sent an ERR
-/// packet (when it is still there).
-pub async fn run(inner: &Arc<Inner>, client: BoxStream) -> Result<Established, Failure> {
+/// Runs the whole login for one accepted client from `peer`. `pending` is its place among the
+/// logins not yet authenticated locally (`--max-pending-logins`), given back as soon as the
+/// client's login response has been read and its local password checked. On failure the client
+/// has been sent an ERR packet (when it is still there).
+pub async fn run<P: Send + 'static>(
+    inner: &Arc<Inner>,
+    client: BoxStream,
+    peer: &Peer,
+    pending: P,
+) -> Result<Established, Failure> {
     let mut leg = ClientLeg {
         io: PacketStream::new(client, BytesMut::new()),
         next_seq: 0,
     };
-    match bridge(inner, &mut leg).await {
+    let mut pending = Some(pending);
+    match bridge(inner, &mut leg, peer, &mut pending).await {
         Ok(est) => Ok(est),
         Err(failure) => {
             if let Some(err) = &failure.reply {
@@ -158,10 +176,33 @@ pub async fn run(inner: &Arc<Inner>, client: BoxStream) -> Result<Established, F
     }
 }
 
-async fn bridge(inner: &Arc<Inner>, leg: &mut ClientLeg) -> Result<Established, Failure> {
+async fn bridge<P: Send + 'static>(
+    inner: &Arc<Inner>,
+    leg: &mut ClientLeg,
+    peer: &Peer,
+    pending: &mut Option<P>,
+) -> Result<Established, Failure> {
     let cfg = &inner.config;
     let timeout = cfg.handshake_timeout;
     let endpoint = cfg.endpoint();
+
+    // With a fixed --db-user the token can be minted before the database's handshake clock
+    // starts; a failure here shows up again (and is reported) at the real use below.
+    if let Some(user) = cfg
+        .db_user
+        .as_ref()
+        .filter(|_| cfg.upstream_password.is_none())
+    {
+        let _ = inner
+            .tokens
+            .token(&TokenRequest {
+                host: cfg.endpoint_host.clone(),
+                port: cfg.endpoint_port,
+                user: user.clone(),
+                region: cfg.region.clone(),
+            })
+            .await;
+    }
 
     // 1. Upstream first.
     let stream = inner.connector.connect().await.map_err(|e| Failure {
@@ -231,146 +272,193 @@ async fn bridge(inner: &Arc<Inner>, leg: &mut ClientLeg) -> Result<Established, 
         });
     }
 
-    // 2. Greet the client with the upstream's identity.
-    let mut local_caps = upstream_caps - Capabilities::NEVER - Capabilities::SSL;
-    if inner.local_tls.is_some() {
-        local_caps = local_caps | Capabilities::SSL;
-    }
-    let local_greeting = HandshakeV10 {
-        server_version: greeting.server_version.clone(),
-        connection_id: greeting.connection_id,
-        auth_plugin_data: fresh_scramble(),
-        capabilities: local_caps,
-        character_set: greeting.character_set,
-        status_flags: greeting.status_flags,
-        auth_plugin_name: Some(Bytes::from_static(plugin::CACHING_SHA2_PASSWORD.as_bytes())),
-    };
-    let mut payload = BytesMut::new();
-    local_greeting.encode(&mut payload);
-    leg.io.queue(0, &payload);
-    // An error before the client's packet is decoded answers its seq 1 with seq 2.
-    leg.next_seq = 2;
-    leg.io
-        .flush()
-        .await
-        .map_err(|e| Failure::client_gone(ReadError::Io(e)))?;
+    // Steps 2 and 3 end with the client authenticated locally. If they fail, the greeted
+    // upstream connection is not just dropped (the server would count an aborted handshake
+    // toward max_connect_errors): it is completed in the background (`complete_unused`).
+    let client_phase = async {
+        // 2. Greet the client with the upstream's identity.
+        let mut local_caps = upstream_caps - Capabilities::NEVER - Capabilities::SSL;
+        if inner.local_tls.is_some() {
+            local_caps = local_caps | Capabilities::SSL;
+        }
+        let local_greeting = HandshakeV10 {
+            server_version: greeting.server_version.clone(),
+            connection_id: greeting.connection_id,
+            auth_plugin_data: fresh_scramble(),
+            capabilities: local_caps,
+            character_set: greeting.character_set,
+            status_flags: greeting.status_flags,
+            auth_plugin_name: Some(Bytes::from_static(plugin::CACHING_SHA2_PASSWORD.as_bytes())),
+        };
+        let mut payload = BytesMut::new();
+        local_greeting.encode(&mut payload);
+        leg.io.queue(0, &payload);
+        // An error before the client's packet is decoded answers its seq 1 with seq 2.
+        leg.next_seq = 2;
+        leg.io
+            .flush()
+            .await
+            .map_err(|e| Failure::client_gone(ReadError::Io(e)))?;
 
-    // 3. The client's response, after local TLS if asked for.
-    let mut packet = leg
-        .io
-        .read_packet(timeout)
-        .await
-        .map_err(|e| client_read_failure(e, "its login response"))?;
-    if SslRequest::matches(&packet.payload) {
-        let Some(acceptor) = &inner.local_tls else {
-            leg.next_seq = packet.seq.wrapping_add(1);
-            return Err(Failure::new(
+        // 3. The client's response, after local TLS if asked for, within the pre-auth window.
+        let window = timeout.min(PRE_AUTH_WINDOW);
+        let deadline = tokio::time::Instant::now() + window;
+        let left = || {
+            deadline
+                .saturating_duration_since(tokio::time::Instant::now())
+                .max(std::time::Duration::from_millis(1))
+        };
+        let in_window = |e: ReadError| match e {
+            ReadError::Timeout(_) => ReadError::Timeout(window),
+            other => other,
+        };
+        let mut packet = leg
+            .io
+            .read_packet(left())
+            .await
+            .map_err(|e| client_read_failure(in_window(e), "its login response"))?;
+        if SslRequest::matches(&packet.payload) {
+            let Some(acceptor) = &inner.local_tls else {
+                return Err(refuse_tls(inner, leg, packet.seq).await);
+            };
+            // Bytes read past the SSLRequest are the start of the client's TLS handshake (clients
+            // may send both in one write): hand them to the TLS acceptor, never to MySQL parsing.
+            let (raw, ahead) = take(&mut leg.io).into_parts();
+            let raw = Prefixed::new(ahead.freeze(), raw);
+            let tls = tokio::time::timeout(left(), acceptor.accept(raw))
+                .await
+                .map_err(|_| Failure::client_gone(ReadError::Timeout(window)))?
+                .map_err(|e| Failure {
+                    side: Side::Client,
+                    reason: "client_tls",
+                    detail: format!("local TLS handshake failed: {e}"),
+                    reply: None,
+                })?;
+            leg.io = PacketStream::new(Box::new(tls), BytesMut::new());
+            leg.next_seq = 3;
+            packet = leg
+                .io
+                .read_packet(left())
+                .await
+                .map_err(|e| client_read_failure(in_window(e), "its login response"))?;
+        }
+        leg.next_seq = packet.seq.wrapping_add(1);
+        let response = HandshakeResponse41::decode(&packet.payload).map_err(|e| {
+            Failure::new(
                 Side::Client,
                 "client_protocol",
                 codes::HANDSHAKE_ERROR,
                 b"08S01",
-                "the client asked for TLS, but the proxy was started without --local-tls".into(),
-            ));
+                format!("malformed login packet from the client: {e}"),
+            )
+        })?;
+        if let Some(verifier) = &cfg.local_password {
+            let key = PeerKey::from(peer);
+            let now = std::time::Instant::now();
+            if let Some(left) = inner.password_throttle.locked_out(&key, now) {
+                return Err(Failure::new(
+                    Side::Client,
+                    "local_password_throttled",
+                    codes::ACCESS_DENIED,
+                    b"28000",
+                    format!(
+                        "too many wrong local passwords from this address; the password was not \
+                     checked. Try again in {}s",
+                        left.as_secs().max(1)
+                    ),
+                ));
+            }
+            let plugin_name = response
+                .auth_plugin_name
+                .as_deref()
+                .filter(|_| response.capabilities.contains(Capabilities::PLUGIN_AUTH));
+            if !verifier.verify(
+                plugin_name,
+                &local_greeting.auth_plugin_data,
+                &response.auth_response,
+            ) {
+                let delay = inner.password_throttle.failed(key, now);
+                return Err(Failure::new(
+                    Side::Client,
+                    "local_password",
+                    codes::ACCESS_DENIED,
+                    b"28000",
+                    format!(
+                        "wrong or missing local password (this proxy was started with \
+                     --local-password); the next attempt from this address is checked after {}s",
+                        delay.as_secs()
+                    ),
+                ));
+            }
+            inner.password_throttle.succeeded(&key);
+        }
+        // Authenticated locally: this login no longer counts against --max-pending-logins.
+        drop(pending.take());
+        let client_caps = response.capabilities;
+        let db_user = match &cfg.db_user {
+            Some(u) => u.clone(),
+            None => String::from_utf8(response.username.to_vec()).unwrap_or_default(),
         };
-        // Bytes read past the SSLRequest are the start of the client's TLS handshake (clients
-        // may send both in one write): hand them to the TLS acceptor, never to MySQL parsing.
-        let (raw, ahead) = take(&mut leg.io).into_parts();
-        let raw = Prefixed::new(ahead.freeze(), raw);
-        let tls = tokio::time::timeout(timeout, acceptor.accept(raw))
-            .await
-            .map_err(|_| Failure::client_gone(ReadError::Timeout(timeout)))?
-            .map_err(|e| Failure {
-                side: Side::Client,
-                reason: "client_tls",
-                detail: format!("local TLS handshake failed: {e}"),
-                reply: None,
-            })?;
-        leg.io = PacketStream::new(Box::new(tls), BytesMut::new());
-        leg.next_seq = 3;
-        packet = leg
-            .io
-            .read_packet(timeout)
-            .await
-            .map_err(|e| client_read_failure(e, "its login response"))?;
-    }
-    leg.next_seq = packet.seq.wrapping_add(1);
-    let response = HandshakeResponse41::decode(&packet.payload).map_err(|e| {
-        Failure::new(
-            Side::Client,
-            "client_protocol",
-            codes::HANDSHAKE_ERROR,
-            b"08S01",
-            format!("malformed login packet from the client: {e}"),
-        )
-    })?;
-    if let Some(verifier) = &cfg.local_password {
-        let plugin_name = response
-            .auth_plugin_name
-            .as_deref()
-            .filter(|_| response.capabilities.contains(Capabilities::PLUGIN_AUTH));
-        if !verifier.verify(
-            plugin_name,
-            &local_greeting.auth_plugin_data,
-            &response.auth_response,
-        ) {
+        if db_user.is_empty() && cfg.upstream_password.is_none() {
             return Err(Failure::new(
                 Side::Client,
-                "local_password",
+                "no_user",
                 codes::ACCESS_DENIED,
                 b"28000",
-                "wrong or missing local password (this proxy was started with --local-password)"
+                "log in with your IAM database user name (any password, or none), or start the \
+             proxy with --db-user"
                     .into(),
             ));
         }
-    }
-    let client_caps = response.capabilities;
-    let db_user = match &cfg.db_user {
-        Some(u) => u.clone(),
-        None => String::from_utf8(response.username.to_vec()).unwrap_or_default(),
-    };
-    if db_user.is_empty() {
-        return Err(Failure::new(
-            Side::Client,
-            "no_user",
-            codes::ACCESS_DENIED,
-            b"28000",
-            "log in with your IAM database user name (any password, or none), or start the \
-             proxy with --db-user"
-                .into(),
-        ));
-    }
 
-    // Capabilities for the upstream leg: the client's choice within what was offered, with TLS
-    // and pluggable auth forced on; framing flags must come out identical.
-    let forced = Capabilities::PROTOCOL_41
-        | Capabilities::SECURE_CONNECTION
-        | Capabilities::PLUGIN_AUTH
-        | (Capabilities::PLUGIN_AUTH_LENENC_CLIENT_DATA & upstream_caps);
-    let mut r_caps = ((client_caps & local_caps) - Capabilities::NEVER - Capabilities::SSL)
-        | forced
-        | Capabilities::SSL;
-    if response.database.is_none() {
-        r_caps = r_caps - Capabilities::CONNECT_WITH_DB;
-    }
-    if response.connect_attrs.is_none() {
-        r_caps = r_caps - Capabilities::CONNECT_ATTRS;
-    }
-    // Clients may set flags that were not offered (mysql2 always sets QUERY_ATTRIBUTES) and then
-    // use only the intersection, as servers do: compare what each leg will actually use.
-    let mismatch =
-        Capabilities((r_caps.0 ^ (client_caps & local_caps).0) & Capabilities::FRAMING.0);
-    if mismatch != Capabilities::EMPTY {
-        return Err(Failure::new(
-            Side::Client,
-            "capability_mismatch",
-            codes::HANDSHAKE_ERROR,
-            b"08S01",
-            format!(
-                "the client asked for {mismatch:?}, which the database did not offer; the \
+        // Capabilities for the upstream leg: the client's choice within what was offered, with TLS
+        // and pluggable auth forced on; framing flags must come out identical.
+        let forced = Capabilities::PROTOCOL_41
+            | Capabilities::SECURE_CONNECTION
+            | Capabilities::PLUGIN_AUTH
+            | (Capabilities::PLUGIN_AUTH_LENENC_CLIENT_DATA & upstream_caps);
+        let mut r_caps = ((client_caps & local_caps) - Capabilities::NEVER - Capabilities::SSL)
+            | forced
+            | Capabilities::SSL;
+        if response.database.is_none() {
+            r_caps = r_caps - Capabilities::CONNECT_WITH_DB;
+        }
+        if response.connect_attrs.is_none() {
+            r_caps = r_caps - Capabilities::CONNECT_ATTRS;
+        }
+        // Clients may set flags that were not offered (mysql2 always sets QUERY_ATTRIBUTES) and then
+        // use only the intersection, as servers do: compare what each leg will actually use.
+        let mismatch =
+            Capabilities((r_caps.0 ^ (client_caps & local_caps).0) & Capabilities::FRAMING.0);
+        if mismatch != Capabilities::EMPTY {
+            return Err(Failure::new(
+                Side::Client,
+                "capability_mismatch",
+                codes::HANDSHAKE_ERROR,
+                b"08S01",
+                format!(
+                    "the client asked for {mismatch:?}, which the database did not offer; the \
                  connection cannot be relayed safely"
-            ),
-        ));
+                ),
+            ));
+        }
+
+        Ok::<_, Failure>((response, client_caps, db_user, r_caps))
     }
+    .await;
+    let (response, client_caps, db_user, r_caps) = match client_phase {
+        Ok(x) => x,
+        Err(f) => {
+            let from = Unused::Greeted {
+                upstream,
+                caps: upstream_caps,
+                character_set: greeting.character_set,
+                plugin: greeting.auth_plugin_name.clone(),
+            };
+            retire(inner, from, pending.take());
+            return Err(f);
+        }
+    };
 
     // 4. Upstream: TLS, then the IAM login. The token is minted while TLS is negotiated.
     let token_request = TokenRequest {
@@ -391,151 +479,178 @@ async fn bridge(inner: &Arc<Inner>, leg: &mut ClientLeg) -> Result<Established, 
         inner.server_name.clone(),
         timeout,
     );
-    let (tls, token) = tokio::join!(tls_connect, inner.tokens.token(&token_request));
-    let mut upstream = match tls {
-        Ok(upstream) => upstream,
-        Err(StartTlsError::Io(e)) => return Err(upstream_io_failure(&endpoint, e)),
-        Err(StartTlsError::DataBeforeTls) => {
-            return Err(Failure::new(
-                Side::Upstream,
-                "upstream_protocol",
-                codes::HANDSHAKE_ERROR,
-                b"08S01",
-                format!("the database {endpoint} sent data before the TLS handshake"),
-            ));
-        }
-        Err(StartTlsError::Timeout(_)) => {
-            return Err(Failure::new(
-                Side::Upstream,
-                "tls",
-                codes::UPSTREAM_ERROR,
-                b"HY000",
-                format!(
-                    "the TLS handshake with {endpoint} did not finish within {}s",
-                    timeout.as_secs()
-                ),
-            ));
-        }
-        Err(StartTlsError::Tls(e)) => return Err(tls_failure(inner, &endpoint, e)),
-    };
-    let token = token.map_err(|e| {
-        Failure::new(
-            Side::Proxy,
-            "token",
-            codes::ACCESS_DENIED,
-            b"28000",
-            format!("cannot create an IAM token for '{db_user}' on {endpoint}: {e}"),
-        )
-    })?;
-    let (auth_plugin_name, auth_response) = if cfg.direct_auth {
-        (
-            plugin::MYSQL_CLEAR_PASSWORD.as_bytes().to_vec(),
-            token_bytes(&token),
-        )
-    } else {
-        let announced = greeting
-            .auth_plugin_name
-            .clone()
-            .filter(|p| !p.is_empty())
-            .unwrap_or_else(|| Bytes::from_static(plugin::MYSQL_NATIVE_PASSWORD.as_bytes()));
-        (announced.to_vec(), Vec::new())
-    };
-    if auth_response.len() > 250 && !r_caps.contains(Capabilities::PLUGIN_AUTH_LENENC_CLIENT_DATA) {
-        return Err(Failure::new(
-            Side::Upstream,
-            "upstream_protocol",
-            codes::HANDSHAKE_ERROR,
-            b"08S01",
-            "the database cannot take a token in the first packet (no \
-             PLUGIN_AUTH_LENENC_CLIENT_DATA); run without --direct-auth"
-                .into(),
-        ));
-    }
-    let upstream_response = HandshakeResponse41 {
-        capabilities: r_caps,
-        max_packet_size: response.max_packet_size,
-        character_set: response.character_set,
-        username: Bytes::from(db_user.clone()),
-        auth_response: Bytes::from(auth_response),
-        database: response.database.clone(),
-        auth_plugin_name: Some(Bytes::from(auth_plugin_name.clone())),
-        connect_attrs: response.connect_attrs.clone(),
-        zstd_level: None,
-    };
-    let mut payload = BytesMut::new();
-    upstream_response.encode(&mut payload);
-    upstream.queue(2, &payload);
-    upstream
-        .flush()
-        .await
-        .map_err(|e| upstream_io_failure(&endpoint, e))?;
-    let mut token_sent = cfg.direct_auth;
-    let ok_payload = loop {
-        let p = upstream
-            .read_packet(timeout)
-            .await
-            .map_err(|e| upstream_read_failure(&endpoint, e))?;
-        let up_seq = p.seq.wrapping_add(1);
-        let reply = LoginReply::decode(p.payload).map_err(|e| {
-            Failure::new(
-                Side::Upstream,
-                "upstream_protocol",
-                codes::HANDSHAKE_ERROR,
-                b"08S01",
-                format!("the database {endpoint} sent a malformed login reply: {e}"),
-            )
-        })?;
-        match reply {
-            LoginReply::Ok(payload) => break payload,
-            LoginReply::Err(err) => {
-                return Err(server_refusal(inner, &token_request, &endpoint, err));
-            }
-            LoginReply::AuthSwitch(switch)
-                if &switch.plugin_name[..] == plugin::MYSQL_CLEAR_PASSWORD.as_bytes()
-                    && !token_sent =>
-            {
-                upstream.queue(up_seq, &token_bytes(&token));
-                upstream
-                    .flush()
-                    .await
-                    .map_err(|e| upstream_io_failure(&endpoint, e))?;
-                token_sent = true;
-            }
-            LoginReply::AuthSwitch(switch)
-                if &switch.plugin_name[..] == plugin::MYSQL_CLEAR_PASSWORD.as_bytes() =>
-            {
+    let (upstream, ok_payload, db_user) = if let Some(passwords) = cfg.upstream_password.clone() {
+        let (tls, creds) = tokio::join!(tls_connect, passwords.credentials());
+        let upstream = tls_outcome(inner, &endpoint, tls)?;
+        let creds = match creds {
+            Ok(creds) => creds,
+            Err(e) => {
+                let from = Unused::Tls {
+                    upstream,
+                    caps: r_caps,
+                    character_set: response.character_set,
+                    plugin: greeting.auth_plugin_name.clone(),
+                };
+                retire(inner, from, None::<()>);
                 return Err(Failure::new(
+                    Side::Proxy,
+                    "secret",
+                    codes::ACCESS_DENIED,
+                    b"28000",
+                    e,
+                ));
+            }
+        };
+        let (upstream, ok_payload) = password_login(
+            inner,
+            upstream,
+            &greeting,
+            r_caps,
+            &response,
+            &creds,
+            passwords.as_ref(),
+        )
+        .await?;
+        (upstream, ok_payload, creds.username)
+    } else {
+        let (tls, token) = tokio::join!(tls_connect, inner.tokens.token(&token_request));
+        let mut upstream = tls_outcome(inner, &endpoint, tls)?;
+        let token = match token {
+            Ok(token) => token,
+            Err(e) => {
+                let from = Unused::Tls {
+                    upstream,
+                    caps: r_caps,
+                    character_set: response.character_set,
+                    plugin: greeting.auth_plugin_name.clone(),
+                };
+                retire(inner, from, None::<()>);
+                return Err(Failure::new(
+                    Side::Proxy,
+                    "token",
+                    codes::ACCESS_DENIED,
+                    b"28000",
+                    format!(
+                        "cannot create an IAM token for '{}' on {endpoint}: {e}",
+                        printable(&db_user)
+                    ),
+                ));
+            }
+        };
+        let (auth_plugin_name, auth_response) = if cfg.direct_auth {
+            (
+                plugin::MYSQL_CLEAR_PASSWORD.as_bytes().to_vec(),
+                token_bytes(&token),
+            )
+        } else {
+            let announced = greeting
+                .auth_plugin_name
+                .clone()
+                .filter(|p| !p.is_empty())
+                .unwrap_or_else(|| Bytes::from_static(plugin::MYSQL_NATIVE_PASSWORD.as_bytes()));
+            (announced.to_vec(), Vec::new())
+        };
+        if auth_response.len() > 250
+            && !r_caps.contains(Capabilities::PLUGIN_AUTH_LENENC_CLIENT_DATA)
+        {
+            return Err(Failure::new(
+                Side::Upstream,
+                "upstream_protocol",
+                codes::HANDSHAKE_ERROR,
+                b"08S01",
+                "the database cannot take a token in the first packet (no \
+                 PLUGIN_AUTH_LENENC_CLIENT_DATA); run without --direct-auth"
+                    .into(),
+            ));
+        }
+        let upstream_response = HandshakeResponse41 {
+            capabilities: r_caps,
+            max_packet_size: response.max_packet_size,
+            character_set: response.character_set,
+            username: Bytes::from(db_user.clone()),
+            auth_response: Bytes::from(auth_response),
+            database: response.database.clone(),
+            auth_plugin_name: Some(Bytes::from(auth_plugin_name.clone())),
+            connect_attrs: response.connect_attrs.clone(),
+            zstd_level: None,
+        };
+        let mut payload = BytesMut::new();
+        upstream_response.encode(&mut payload);
+        upstream.queue(2, &payload);
+        upstream
+            .flush()
+            .await
+            .map_err(|e| upstream_io_failure(&endpoint, e))?;
+        let mut token_sent = cfg.direct_auth;
+        let ok_payload = loop {
+            let p = upstream
+                .read_packet(timeout)
+                .await
+                .map_err(|e| upstream_read_failure(&endpoint, e))?;
+            let up_seq = p.seq.wrapping_add(1);
+            let reply = LoginReply::decode(p.payload).map_err(|e| {
+                Failure::new(
                     Side::Upstream,
                     "upstream_protocol",
                     codes::HANDSHAKE_ERROR,
                     b"08S01",
-                    format!(
-                        "the database {endpoint} asked for a password again after the IAM token; \
-                         the proxy sends the token once"
-                    ),
-                ));
+                    format!("the database {endpoint} sent a malformed login reply: {e}"),
+                )
+            })?;
+            match reply {
+                LoginReply::Ok(payload) => break payload,
+                LoginReply::Err(err) => {
+                    return Err(server_refusal(inner, &token_request, &endpoint, err));
+                }
+                LoginReply::AuthSwitch(switch)
+                    if &switch.plugin_name[..] == plugin::MYSQL_CLEAR_PASSWORD.as_bytes()
+                        && !token_sent =>
+                {
+                    upstream.queue(up_seq, &token_bytes(&token));
+                    upstream
+                        .flush()
+                        .await
+                        .map_err(|e| upstream_io_failure(&endpoint, e))?;
+                    token_sent = true;
+                }
+                LoginReply::AuthSwitch(switch)
+                    if &switch.plugin_name[..] == plugin::MYSQL_CLEAR_PASSWORD.as_bytes() =>
+                {
+                    return Err(Failure::new(
+                        Side::Upstream,
+                        "upstream_protocol",
+                        codes::HANDSHAKE_ERROR,
+                        b"08S01",
+                        format!(
+                            "the database {endpoint} asked for a password again after the IAM token; \
+                             the proxy sends the token once"
+                        ),
+                    ));
+                }
+                LoginReply::AuthSwitch(switch) => {
+                    let asked = String::from_utf8_lossy(&switch.plugin_name).into_owned();
+                    return Err(not_iam_user(&db_user, &endpoint, &asked));
+                }
+                LoginReply::MoreData(_) => {
+                    let asked = String::from_utf8_lossy(&auth_plugin_name).into_owned();
+                    return Err(not_iam_user(&db_user, &endpoint, &asked));
+                }
+                LoginReply::NextFactor => {
+                    return Err(Failure::new(
+                        Side::Upstream,
+                        "mfa",
+                        codes::NOT_SUPPORTED_AUTH_MODE,
+                        b"08004",
+                        format!(
+                            "the database asked '{}' for a second authentication factor; \
+                             rds-iam-proxy signs in with IAM only",
+                            printable(&db_user)
+                        ),
+                    ));
+                }
             }
-            LoginReply::AuthSwitch(switch) => {
-                let asked = String::from_utf8_lossy(&switch.plugin_name).into_owned();
-                return Err(not_iam_user(&db_user, &endpoint, &asked));
-            }
-            LoginReply::MoreData(_) => {
-                let asked = String::from_utf8_lossy(&auth_plugin_name).into_owned();
-                return Err(not_iam_user(&db_user, &endpoint, &asked));
-            }
-            LoginReply::NextFactor => {
-                return Err(Failure::new(
-                    Side::Upstream,
-                    "mfa",
-                    codes::NOT_SUPPORTED_AUTH_MODE,
-                    b"08004",
-                    format!(
-                        "the database asked '{db_user}' for a second authentication factor; \
-                         rds-iam-proxy signs in with IAM only"
-                    ),
-                ));
-            }
-        }
+        };
+        (upstream, ok_payload, db_user)
     };
 
     // 5. Finish the local login with the upstream's OK.
@@ -576,6 +691,329 @@ async fn bridge(inner: &Arc<Inner>, leg: &mut ClientLeg) -> Result<Established, 
     })
 }
 
+/// How long a client has, from the greeting, to send its login (TLS included): less than the
+/// MySQL/RDS default `connect_timeout` (10 s), so that the proxy can still complete the upstream
+/// handshake itself when the client fails, instead of the server timing it out and counting an
+/// aborted handshake against the host (`max_connect_errors`).
+pub const PRE_AUTH_WINDOW: std::time::Duration = std::time::Duration::from_secs(8);
+
+/// The user name of the logins the proxy completes on upstream connections no client will use.
+/// No such account should exist; the server refuses it as an ordinary access denied, which does
+/// not count toward `max_connect_errors`, and its log line says where it came from.
+pub const UNUSED_CONNECTION_USER: &str = "rds-iam-proxy-unused-connection";
+
+/// An upstream connection whose client failed before its login went upstream.
+enum Unused {
+    /// Greeted, nothing sent yet.
+    Greeted {
+        /// The stream.
+        upstream: PacketStream,
+        /// The server's capabilities.
+        caps: Capabilities,
+        /// The server's collation.
+        character_set: u8,
+        /// The plugin the server announced.
+        plugin: Option<Bytes>,
+    },
+    /// The SSLRequest and TLS are done; the HandshakeResponse is due.
+    Tls {
+        /// The TLS stream.
+        upstream: PacketStream,
+        /// The capabilities of the SSLRequest.
+        caps: Capabilities,
+        /// The collation of the SSLRequest.
+        character_set: u8,
+        /// The plugin the server announced.
+        plugin: Option<Bytes>,
+    },
+}
+
+/// Completes `from` in the background (bounded by the handshake timeout), holding `permit` (a
+/// place among the pending logins) until it is done.
+fn retire<P: Send + 'static>(inner: &Arc<Inner>, from: Unused, permit: Option<P>) {
+    let inner = inner.clone();
+    tokio::spawn(async move {
+        let _permit = permit;
+        let timeout = inner.config.handshake_timeout;
+        match tokio::time::timeout(timeout, complete_unused(&inner, from)).await {
+            Ok(Ok(())) => {
+                inner
+                    .stats
+                    .upstream_completed
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::debug!("completed the upstream handshake of a connection no client used");
+            }
+            Ok(Err(e)) => tracing::debug!(
+                "could not complete the upstream handshake of a connection no client used: {e}"
+            ),
+            Err(_) => tracing::debug!(
+                "the upstream handshake of a connection no client used did not finish in time"
+            ),
+        }
+    });
+}
+
+/// Finishes the handshake of an upstream connection no client will use, so that the server sees
+/// an ordinary failed login (access denied for [`UNUSED_CONNECTION_USER`], no password) instead
+/// of an aborted handshake. Over verified TLS like every login; nothing secret is sent.
+async fn complete_unused(inner: &Inner, from: Unused) -> Result<(), String> {
+    let timeout = inner.config.handshake_timeout;
+    let (mut upstream, caps, character_set, plugin) = match from {
+        Unused::Greeted {
+            upstream,
+            caps,
+            character_set,
+            plugin,
+        } => {
+            let caps = Capabilities::UPSTREAM_REQUIRED
+                | (Capabilities::PLUGIN_AUTH_LENENC_CLIENT_DATA & caps);
+            let ssl = SslRequest {
+                capabilities: caps,
+                max_packet_size: 16 * 1024 * 1024,
+                character_set,
+            };
+            let tls = upstream
+                .start_tls(
+                    &ssl,
+                    1,
+                    &inner.upstream_tls,
+                    inner.server_name.clone(),
+                    timeout,
+                )
+                .await
+                .map_err(|e| format!("TLS: {e}"))?;
+            (tls, caps, character_set, plugin)
+        }
+        Unused::Tls {
+            upstream,
+            caps,
+            character_set,
+            plugin,
+        } => (upstream, caps, character_set, plugin),
+    };
+    let response = HandshakeResponse41 {
+        capabilities: caps - Capabilities::CONNECT_WITH_DB - Capabilities::CONNECT_ATTRS,
+        max_packet_size: 16 * 1024 * 1024,
+        character_set,
+        username: Bytes::from_static(UNUSED_CONNECTION_USER.as_bytes()),
+        auth_response: Bytes::new(),
+        database: None,
+        auth_plugin_name: Some(
+            plugin
+                .filter(|p| !p.is_empty())
+                .unwrap_or_else(|| Bytes::from_static(plugin::MYSQL_NATIVE_PASSWORD.as_bytes())),
+        ),
+        connect_attrs: None,
+        zstd_level: None,
+    };
+    let mut payload = BytesMut::new();
+    response.encode(&mut payload);
+    upstream.queue(2, &payload);
+    upstream.flush().await.map_err(|e| e.to_string())?;
+    // Any further question (a plugin switch, caching_sha2's full authentication) gets an empty
+    // answer; a few rounds at most.
+    for _ in 0..4 {
+        let p = upstream
+            .read_packet(timeout)
+            .await
+            .map_err(|e| e.to_string())?;
+        match LoginReply::decode(p.payload).map_err(|e| e.to_string())? {
+            LoginReply::Err(_) => return Ok(()),
+            LoginReply::Ok(_) => {
+                // An account of that name without a password exists: log out at once.
+                upstream.queue(0, &[0x01]);
+                let _ = upstream.flush().await;
+                return Ok(());
+            }
+            LoginReply::AuthSwitch(_) | LoginReply::MoreData(_) => {
+                upstream.queue(p.seq.wrapping_add(1), &[]);
+                upstream.flush().await.map_err(|e| e.to_string())?;
+            }
+            LoginReply::NextFactor => return Err("the server asked for a second factor".into()),
+        }
+    }
+    Err("the server kept asking".into())
+}
+
+/// The upstream leg after the SSLRequest and TLS, or the failure the client is told.
+fn tls_outcome(
+    inner: &Inner,
+    endpoint: &str,
+    tls: Result<PacketStream, StartTlsError>,
+) -> Result<PacketStream, Failure> {
+    let timeout = inner.config.handshake_timeout;
+    match tls {
+        Ok(upstream) => Ok(upstream),
+        Err(StartTlsError::Io(e)) => Err(upstream_io_failure(endpoint, e)),
+        Err(StartTlsError::DataBeforeTls) => Err(Failure::new(
+            Side::Upstream,
+            "upstream_protocol",
+            codes::HANDSHAKE_ERROR,
+            b"08S01",
+            format!("the database {endpoint} sent data before the TLS handshake"),
+        )),
+        Err(StartTlsError::Timeout(_)) => Err(Failure::new(
+            Side::Upstream,
+            "tls",
+            codes::UPSTREAM_ERROR,
+            b"HY000",
+            format!(
+                "the TLS handshake with {endpoint} did not finish within {}s",
+                timeout.as_secs()
+            ),
+        )),
+        Err(StartTlsError::Tls(e)) => Err(tls_failure(inner, endpoint, e)),
+    }
+}
+
+/// Logs in upstream (already TLS verified against the endpoint name) as the secret's user with its
+/// password (`--secret`): `mysql_native_password`, or `caching_sha2_password` with its fast path
+/// or full authentication (the password in clear, inside that TLS). Returns the server's OK.
+async fn password_login(
+    inner: &Inner,
+    mut upstream: PacketStream,
+    greeting: &HandshakeV10,
+    caps: Capabilities,
+    response: &HandshakeResponse41,
+    creds: &super::password::DbCredentials,
+    source: &dyn super::password::PasswordSource,
+) -> Result<(PacketStream, Bytes), Failure> {
+    let timeout = inner.config.handshake_timeout;
+    let endpoint = inner.config.endpoint();
+    let user = printable(&creds.username).into_owned();
+    let mut plugin_name = greeting
+        .auth_plugin_name
+        .clone()
+        .filter(|p| !p.is_empty())
+        .unwrap_or_else(|| Bytes::from_static(plugin::MYSQL_NATIVE_PASSWORD.as_bytes()));
+    let unsupported = |plugin: &[u8]| {
+        Failure::new(
+            Side::Upstream,
+            "unsupported_auth",
+            codes::NOT_SUPPORTED_AUTH_MODE,
+            b"08004",
+            format!(
+                "the database asked '{user}' (from {}) for the '{}' authentication plugin; with \
+                 --secret the proxy speaks mysql_native_password and caching_sha2_password",
+                source.describe(),
+                printable(&String::from_utf8_lossy(plugin))
+            ),
+        )
+    };
+    let first =
+        super::client::auth_response(&plugin_name, &greeting.auth_plugin_data, &creds.password)
+            .unwrap_or_default();
+    if first.len() > 250 && !caps.contains(Capabilities::PLUGIN_AUTH_LENENC_CLIENT_DATA) {
+        return Err(unsupported(
+            b"a long password without PLUGIN_AUTH_LENENC_CLIENT_DATA",
+        ));
+    }
+    let login = HandshakeResponse41 {
+        capabilities: caps,
+        max_packet_size: response.max_packet_size,
+        character_set: response.character_set,
+        username: Bytes::from(creds.username.clone()),
+        auth_response: Bytes::from(first),
+        database: response.database.clone(),
+        auth_plugin_name: Some(plugin_name.clone()),
+        connect_attrs: response.connect_attrs.clone(),
+        zstd_level: None,
+    };
+    let mut payload = BytesMut::new();
+    login.encode(&mut payload);
+    upstream.queue(2, &payload);
+    upstream
+        .flush()
+        .await
+        .map_err(|e| upstream_io_failure(&endpoint, e))?;
+    let mut switched = false;
+    for _ in 0..4 {
+        let p = upstream
+            .read_packet(timeout)
+            .await
+            .map_err(|e| upstream_read_failure(&endpoint, e))?;
+        let next = p.seq.wrapping_add(1);
+        let reply = LoginReply::decode(p.payload).map_err(|e| {
+            Failure::new(
+                Side::Upstream,
+                "upstream_protocol",
+                codes::HANDSHAKE_ERROR,
+                b"08S01",
+                format!("the database {endpoint} sent a malformed login reply: {e}"),
+            )
+        })?;
+        let answer = match reply {
+            LoginReply::Ok(ok) => return Ok((upstream, ok)),
+            LoginReply::Err(err) if err.code == codes::ACCESS_DENIED => {
+                // Perhaps rotated: read the secret again before the next login.
+                source.rejected();
+                let mut reply = ErrPacket::new(
+                    codes::ACCESS_DENIED,
+                    b"28000",
+                    format!(
+                        "rds-iam-proxy: the database {endpoint} refused the password of '{user}' \
+                         from {}. If the secret was just rotated, the next login reads it again; \
+                         otherwise check that the secret holds this database's credentials. The \
+                         server said: {}",
+                        source.describe(),
+                        err.message_str()
+                    ),
+                );
+                reply.sql_state = err.sql_state.or(reply.sql_state);
+                return Err(Failure {
+                    side: Side::Upstream,
+                    reason: "access_denied",
+                    detail: printable(&err.message_str()).into_owned(),
+                    reply: Some(reply),
+                });
+            }
+            LoginReply::Err(err) => {
+                return Err(Failure::forward(Side::Upstream, "server_error", err));
+            }
+            LoginReply::AuthSwitch(switch) if !switched => {
+                switched = true;
+                plugin_name = switch.plugin_name;
+                let nonce = switch
+                    .plugin_data
+                    .strip_suffix(&[0])
+                    .unwrap_or(&switch.plugin_data);
+                super::client::auth_response(&plugin_name, nonce, &creds.password)
+                    .ok_or_else(|| unsupported(&plugin_name))?
+            }
+            LoginReply::MoreData(more)
+                if &plugin_name[..] == plugin::CACHING_SHA2_PASSWORD.as_bytes() =>
+            {
+                match more.data.first() {
+                    Some(&AuthMoreData::FAST_AUTH_SUCCESS) => continue,
+                    // Full authentication: the password in clear, inside the verified TLS.
+                    Some(&AuthMoreData::PERFORM_FULL_AUTHENTICATION) => {
+                        let mut v = creds.password.expose().as_bytes().to_vec();
+                        v.push(0);
+                        v
+                    }
+                    _ => return Err(unsupported(b"caching_sha2_password (unexpected step)")),
+                }
+            }
+            LoginReply::AuthSwitch(_) | LoginReply::MoreData(_) => {
+                return Err(unsupported(&plugin_name));
+            }
+            LoginReply::NextFactor => return Err(unsupported(b"a second authentication factor")),
+        };
+        upstream.queue(next, &answer);
+        upstream
+            .flush()
+            .await
+            .map_err(|e| upstream_io_failure(&endpoint, e))?;
+    }
+    Err(Failure::new(
+        Side::Upstream,
+        "upstream_protocol",
+        codes::HANDSHAKE_ERROR,
+        b"08S01",
+        format!("the database {endpoint} did not finish the login in four round trips"),
+    ))
+}
+
 /// Moves the stream out of `io`, leaving an inert placeholder.
 fn take(io: &mut PacketStream) -> PacketStream {
     let placeholder = PacketStream::new(Box::new(tokio::io::duplex(1).0), BytesMut::new());
@@ -598,6 +1036,50 @@ fn fresh_scramble() -> Bytes {
             .map(|_| rng.random_range(0x21u8..0x7f))
             .collect::<Vec<u8>>(),
     )
+}
+
+/// The client sent an SSLRequest although the greeting offered no TLS (`--local-tls` is off). A
+/// plaintext ERR would land in the middle of its TLS handshake ("wrong version number"), so the
+/// proxy completes the handshake with a throwaway self-signed certificate, reads the client's
+/// login inside it, and answers that with the ERR: the client shows the proxy's explanation. A
+/// client that verifies certificates stops at the certificate instead, which says as much as a
+/// TLS error can. Nothing of it reaches the database.
+async fn refuse_tls(inner: &Inner, leg: &mut ClientLeg, ssl_seq: u8) -> Failure {
+    let timeout = inner.config.handshake_timeout;
+    let failure = || {
+        Failure::new(
+            Side::Client,
+            "client_wants_tls",
+            codes::HANDSHAKE_ERROR,
+            b"08S01",
+            "the client asked for TLS, but the proxy was started without --local-tls: start it \
+             with --local-tls, or connect without TLS (mysql --ssl-mode=DISABLED or --skip-ssl; \
+             the connection to the database is TLS either way)"
+                .into(),
+        )
+    };
+    let Some(acceptor) = inner.refusal_tls() else {
+        leg.next_seq = ssl_seq.wrapping_add(1);
+        return failure();
+    };
+    let (raw, ahead) = take(&mut leg.io).into_parts();
+    let raw = Prefixed::new(ahead.freeze(), raw);
+    let tls = match tokio::time::timeout(timeout, acceptor.accept(raw)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            let mut f = failure();
+            f.reply = None;
+            f.detail = format!("{} (its TLS handshake failed too: {e})", f.detail);
+            return f;
+        }
+        Err(_) => return Failure::client_gone(ReadError::Timeout(timeout)),
+    };
+    leg.io = PacketStream::new(Box::new(tls), BytesMut::new());
+    leg.next_seq = ssl_seq.wrapping_add(2);
+    if let Ok(p) = leg.io.read_packet(timeout).await {
+        leg.next_seq = p.seq.wrapping_add(1);
+    }
+    failure()
 }
 
 fn client_read_failure(e: ReadError, what: &str) -> Failure {
@@ -665,6 +1147,8 @@ fn tls_failure(inner: &Inner, endpoint: &str, e: std::io::Error) -> Failure {
 }
 
 fn not_iam_user(db_user: &str, endpoint: &str, asked: &str) -> Failure {
+    let db_user = printable(db_user);
+    let asked = printable(asked);
     Failure::new(
         Side::Upstream,
         "not_iam_user",
@@ -692,7 +1176,7 @@ fn server_refusal(
     }
     // A cached token may be the problem (clock skew, rotated credentials): the next login mints.
     inner.tokens.invalidate(request);
-    let user = &request.user;
+    let user = printable(&request.user);
     let region = &request.region;
     let mut reply = ErrPacket::new(
         codes::ACCESS_DENIED,
@@ -712,7 +1196,7 @@ fn server_refusal(
     Failure {
         side: Side::Upstream,
         reason: "access_denied",
-        detail: err.message_str(),
+        detail: printable(&err.message_str()).into_owned(),
         reply: Some(reply),
     }
 }

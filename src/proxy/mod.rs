@@ -13,8 +13,10 @@ pub mod client;
 pub mod framed;
 pub mod listener;
 pub mod login;
+pub mod password;
 pub mod splice;
 pub mod stats;
+pub mod throttle;
 
 pub use listener::{Listener, Peer};
 pub use stats::Stats;
@@ -37,11 +39,33 @@ use crate::spool::{SpoolBudget, SpoolLimits};
 use crate::tls::{self, CaSource};
 use crate::tunnel::{BoxStream, Connector};
 
+/// `s` fit for a log line or an ERR message: control characters (newlines, escape sequences) and
+/// backslashes are escaped, everything else is kept as is. Client-chosen text such as a user name
+/// goes through this before it is shown anywhere.
+pub fn printable(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.chars().any(|c| c.is_control() || c == '\\') {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if c.is_control() || c == '\\' {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// Default time allowed for each step of a login (a packet from either side, a TLS handshake).
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Default cap on simultaneous client connections.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+
+/// Default cap on logins in progress that have not yet authenticated locally (each holds a
+/// database connection that has greeted but not logged in).
+pub const DEFAULT_MAX_PENDING_LOGINS: usize = 32;
 
 /// What the engine needs to know; built from the command line by `config`.
 #[derive(Clone, Debug)]
@@ -64,6 +88,9 @@ pub struct ProxyConfig {
     pub handshake_timeout: Duration,
     /// Cap on simultaneous client connections; more are answered with ERR 1040.
     pub max_connections: usize,
+    /// Cap on logins not yet authenticated locally; more are answered with ERR 1040 at once,
+    /// before any database connection is opened for them.
+    pub max_pending_logins: usize,
     /// How long open connections may finish after shutdown is requested.
     pub shutdown_grace: Duration,
     /// Require this local password from clients (checked from its scramble, never in clear).
@@ -72,6 +99,8 @@ pub struct ProxyConfig {
     pub spool: SpoolLimits,
     /// Where spool files go (the system's temporary directory when `None`).
     pub spool_dir: Option<std::path::PathBuf>,
+    /// Log in upstream with this user name and password (`--secret`) instead of IAM tokens.
+    pub upstream_password: Option<Arc<dyn password::PasswordSource>>,
 }
 
 impl ProxyConfig {
@@ -91,10 +120,12 @@ impl ProxyConfig {
             direct_auth: false,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_pending_logins: DEFAULT_MAX_PENDING_LOGINS,
             shutdown_grace: Duration::ZERO,
             local_password: None,
             spool: SpoolLimits::DEFAULT,
             spool_dir: None,
+            upstream_password: None,
         }
     }
 
@@ -122,6 +153,27 @@ pub struct Inner {
     pub stats: Stats,
     /// What connections whose clients stopped reading may hold, across the process.
     pub spool: Arc<SpoolBudget>,
+    /// Wrong local passwords per peer, and their lockouts.
+    pub password_throttle: throttle::PasswordThrottle,
+    /// The throwaway TLS server that answers clients asking for TLS when `--local-tls` is off
+    /// (made on first use; `None` inside when it could not be made).
+    refusal_tls: std::sync::OnceLock<Option<TlsAcceptor>>,
+}
+
+impl Inner {
+    /// The TLS server used only to deliver an ERR to a client that asked for TLS although none
+    /// was offered (see `login`).
+    pub(crate) fn refusal_tls(&self) -> Option<&TlsAcceptor> {
+        self.refusal_tls
+            .get_or_init(|| match tls::local_server_config() {
+                Ok(config) => Some(TlsAcceptor::from(config)),
+                Err(e) => {
+                    warn!(%e, "cannot make the certificate used to answer TLS clients");
+                    None
+                }
+            })
+            .as_ref()
+    }
 }
 
 /// A configured proxy, ready to serve listeners.
@@ -159,6 +211,8 @@ impl Proxy {
                 server_name,
                 stats: Stats::default(),
                 spool,
+                password_throttle: throttle::PasswordThrottle::default(),
+                refusal_tls: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -199,12 +253,14 @@ impl Proxy {
     pub async fn serve(&self, listener: impl Into<Listener>, shutdown: CancellationToken) -> usize {
         let listener = listener.into();
         let limit = Arc::new(Semaphore::new(self.inner.config.max_connections));
+        let pending = Arc::new(Semaphore::new(self.inner.config.max_pending_logins));
         let tracker = TaskTracker::new();
         let conns = CancellationToken::new();
         let mut next_id: u64 = 0;
         let mut backoff = Duration::from_millis(10);
         self.inner.stats.serving.store(true, Ordering::Relaxed);
         self.inner.stats.started.store(true, Ordering::Relaxed);
+        let warming = tokio::spawn(warm_credentials(self.inner.tokens.clone()));
         loop {
             let accepted = tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -227,7 +283,19 @@ impl Proxy {
             self.inner.stats.total.fetch_add(1, Ordering::Relaxed);
             let Ok(permit) = limit.clone().try_acquire_owned() else {
                 self.inner.stats.refused.fetch_add(1, Ordering::Relaxed);
-                tracker.spawn(refuse_busy(stream, self.inner.config.max_connections));
+                tracker.spawn(refuse_busy(stream, busy_connections(&self.inner.config)));
+                continue;
+            };
+            // Before any database connection is opened for it: a flood of sockets that never
+            // log in (probes, scanners, slow clients) holds at most this many.
+            let Ok(pending_permit) = pending.clone().try_acquire_owned() else {
+                self.inner.stats.refused.fetch_add(1, Ordering::Relaxed);
+                self.inner
+                    .stats
+                    .refused_pending
+                    .fetch_add(1, Ordering::Relaxed);
+                warn!(%peer, "refused: too many logins in progress (--max-pending-logins)");
+                tracker.spawn(refuse_busy(stream, busy_logins(&self.inner.config)));
                 continue;
             };
             let inner = self.inner.clone();
@@ -238,13 +306,14 @@ impl Proxy {
                     let _permit = permit;
                     tokio::select! {
                         _ = stop.cancelled() => info!("connection closed by proxy shutdown"),
-                        _ = handle(inner, stream, peer) => {}
+                        _ = handle(inner, stream, peer, pending_permit) => {}
                     }
                 }
                 .instrument(span),
             );
         }
         self.inner.stats.serving.store(false, Ordering::Relaxed);
+        warming.abort();
         drop(listener);
         tracker.close();
         let open = self.inner.stats.open.load(Ordering::Relaxed) as usize;
@@ -264,13 +333,50 @@ impl Proxy {
     }
 }
 
-/// Tells a client over the limit why it is refused, in place of a greeting.
-async fn refuse_busy(mut stream: BoxStream, max: usize) {
+/// Looks AWS credentials up at start-up and again before kept ones expire, so that logins do not
+/// wait for STS or SSO while the database's handshake clock runs. Failures are logged (the first
+/// login reports them to its client too) and retried a minute later.
+async fn warm_credentials(tokens: Arc<dyn crate::iam::TokenSource>) {
+    loop {
+        let next = match tokens.warm().await {
+            Ok(None) => return,
+            Ok(Some(at)) => at
+                .duration_since(std::time::SystemTime::now())
+                .unwrap_or_default()
+                .max(Duration::from_secs(30)),
+            Err(e) => {
+                warn!(
+                    "AWS credentials are not available yet (logins will fail until they are): {e}"
+                );
+                Duration::from_secs(60)
+            }
+        };
+        tokio::time::sleep(next).await;
+    }
+}
+
+/// The refusal at `--max-connections`.
+fn busy_connections(cfg: &ProxyConfig) -> String {
+    format!(
+        "rds-iam-proxy: too many connections (limit {}, see --max-connections)",
+        cfg.max_connections
+    )
+}
+
+/// The refusal at `--max-pending-logins`.
+fn busy_logins(cfg: &ProxyConfig) -> String {
+    format!(
+        "rds-iam-proxy: too many logins in progress (limit {}, see --max-pending-logins); try \
+         again in a moment. Health checks belong on the proxy's /readiness endpoint \
+         (--health-addr), not on this port",
+        cfg.max_pending_logins
+    )
+}
+
+/// Tells a client over a limit why it is refused, in place of a greeting.
+async fn refuse_busy(mut stream: BoxStream, msg: String) {
     use tokio::io::AsyncWriteExt;
-    let err = ErrPacket::before_greeting(
-        codes::TOO_MANY_CONNECTIONS,
-        format!("rds-iam-proxy: too many connections (limit {max}, see --max-connections)"),
-    );
+    let err = ErrPacket::before_greeting(codes::TOO_MANY_CONNECTIONS, msg);
     let mut payload = bytes::BytesMut::new();
     err.encode(&mut payload);
     let mut out = bytes::BytesMut::new();
@@ -296,20 +402,30 @@ impl Drop for OpenGuard<'_> {
     }
 }
 
-async fn handle(inner: Arc<Inner>, stream: BoxStream, _peer: Peer) {
+async fn handle(
+    inner: Arc<Inner>,
+    stream: BoxStream,
+    peer: Peer,
+    pending: tokio::sync::OwnedSemaphorePermit,
+) {
     let _open = OpenGuard::new(&inner.stats);
     let started = Instant::now();
     debug!("accepted");
-    match login::run(&inner, stream).await {
+    match login::run(&inner, stream, &peer, pending).await {
         Err(f) => {
             inner.stats.login_failed(f.reason);
-            warn!(side = %f.side, reason = f.reason, "login failed: {}", f.detail);
+            warn!(
+                side = %f.side,
+                reason = f.reason,
+                "login failed: {}",
+                printable(&f.detail)
+            );
         }
         Ok(est) => {
             inner.stats.logins.fetch_add(1, Ordering::Relaxed);
             inner.stats.login_latency.observe(started.elapsed());
             info!(
-                user = %est.session.db_user,
+                user = %printable(&est.session.db_user),
                 upstream_conn_id = est.session.connection_id,
                 login_ms = started.elapsed().as_millis() as u64,
                 "logged in"

@@ -106,8 +106,13 @@ pub struct CommandScanner {
     /// The client has sent COM_QUIT: whatever closes next, the client ended the session.
     pub quit: bool,
     /// Commands the server will answer, passed since the caller last reset this count (a command
-    /// counts once its first bytes are forwarded).
+    /// counts once its first bytes are forwarded; the empty packet that ends a `LOAD DATA LOCAL`
+    /// file counts too, since the server answers it with the statement's OK or ERR).
     pub commands: usize,
+    /// Sequence id of the last packet header passed: an answer the proxy writes for the server
+    /// takes the next one (a 16 MiB command spans several packets; a `LOAD DATA LOCAL` file ends
+    /// at whatever id its empty packet had).
+    pub last_seq: u8,
 }
 
 impl CommandScanner {
@@ -159,10 +164,16 @@ impl CommandScanner {
                 // contents (seq 2, 3, …), ended by an empty packet.
                 if self.in_file_data {
                     self.in_file_data = len != 0;
+                    // The empty packet ends the file: the server now answers the statement.
+                    answered = len == 0;
                 } else if seq != 0 && len != 0 {
                     self.in_file_data = true;
+                } else if seq != 0 {
+                    // An empty file (the first data packet is the terminator).
+                    answered = true;
                 }
             }
+            self.last_seq = seq;
             self.continuation = len == MAX_PAYLOAD_LEN;
             self.remaining = HEADER_LEN + len;
             if answered {
@@ -197,7 +208,8 @@ const UPSTREAM_GONE_GRACE: std::time::Duration = std::time::Duration::from_secs(
 type DirError = (Side, String);
 
 /// Whether the client waits for an answer of which it has had no byte yet: the one moment when an
-/// ERR from the proxy (sequence id 1) is a well-formed answer rather than bytes inside another.
+/// ERR from the proxy (at the sequence id after the command's last packet) is a well-formed answer
+/// rather than bytes inside another.
 ///
 /// The client→database half marks a command before forwarding it; the database→client half clears
 /// the mark before it forwards any byte. MySQL clients send a command only after the previous
@@ -205,8 +217,20 @@ type DirError = (Side, String);
 /// on the client's side. A client that pipelines (a second command while the first still waits)
 /// breaks that reasoning, so the state becomes `UNSURE` for good and the proxy never answers for
 /// the server on that connection.
+///
+/// It also carries the answer the proxy owes for a `COM_CHANGE_USER` it refused because it came
+/// behind an unanswered command: that ERR can only be written once the server has finished its
+/// answers and closed (see `client_to_upstream`).
 #[derive(Debug, Default)]
-struct Awaiting(AtomicU8);
+struct Awaiting {
+    /// `IDLE`, `WAITING` or `UNSURE`.
+    state: AtomicU8,
+    /// The sequence id an answer to the latest command starts at.
+    reply_seq: AtomicU8,
+    /// The ERR owed to a refused, pipelined `COM_CHANGE_USER`, written after the server's last
+    /// byte instead of a link-lost ERR.
+    refusal: std::sync::Mutex<Option<ErrPacket>>,
+}
 
 impl Awaiting {
     /// No command waits, or its answer has started.
@@ -216,24 +240,32 @@ impl Awaiting {
     /// The client pipelines: the proxy cannot tell where answers begin.
     const UNSURE: u8 = 2;
 
-    /// `commands` commands that the server answers are about to go upstream.
-    fn sent(&self, commands: usize) {
+    /// `commands` commands that the server answers are about to go upstream; the answer to the
+    /// last of them starts at sequence id `reply_seq`.
+    fn sent(&self, commands: usize, reply_seq: u8) {
         if commands == 0 {
             return;
         }
+        self.reply_seq.store(reply_seq, Ordering::Release);
         let next = |s: u8| match s {
             Self::IDLE if commands == 1 => Some(Self::WAITING),
             Self::UNSURE => None,
             _ => Some(Self::UNSURE),
         };
         let _ = self
-            .0
+            .state
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, next);
+    }
+
+    /// More packets of the same command went (a 16 MiB command, a LOAD DATA file): its answer
+    /// starts after them.
+    fn continued(&self, reply_seq: u8) {
+        self.reply_seq.store(reply_seq, Ordering::Release);
     }
 
     /// Bytes from the database are about to go to the client.
     fn answered(&self) {
-        let _ = self.0.compare_exchange(
+        let _ = self.state.compare_exchange(
             Self::WAITING,
             Self::IDLE,
             Ordering::AcqRel,
@@ -243,7 +275,30 @@ impl Awaiting {
 
     /// Whether an ERR written now would be the complete answer to the client's command.
     fn waiting(&self) -> bool {
-        self.0.load(Ordering::Acquire) == Self::WAITING
+        self.state.load(Ordering::Acquire) == Self::WAITING
+    }
+
+    /// Whether no command is known to wait for its answer (its answer may still be under way).
+    fn idle(&self) -> bool {
+        self.state.load(Ordering::Acquire) == Self::IDLE
+    }
+
+    /// The sequence id of the proxy's ERR answering the latest command.
+    fn reply_seq(&self) -> u8 {
+        self.reply_seq.load(Ordering::Acquire)
+    }
+
+    /// Owes `err` to a refused `COM_CHANGE_USER`, to be written once the server is done.
+    fn refuse(&self, err: ErrPacket) {
+        *self.refusal.lock().unwrap_or_else(|p| p.into_inner()) = Some(err);
+    }
+
+    /// The ERR owed to a refused `COM_CHANGE_USER`, if any (taken once).
+    fn take_refusal(&self) -> Option<ErrPacket> {
+        self.refusal
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
     }
 }
 
@@ -358,7 +413,13 @@ where
                         client_quit.store(true, Ordering::Relaxed);
                     }
                     // Marked before it goes, so that the answer cannot come back first.
-                    awaiting.sent(std::mem::take(&mut scanner.commands));
+                    let commands = std::mem::take(&mut scanner.commands);
+                    let reply_seq = scanner.last_seq.wrapping_add(1);
+                    if commands > 0 {
+                        awaiting.sent(commands, reply_seq);
+                    } else {
+                        awaiting.continued(reply_seq);
+                    }
                     let mut w = upstream_w.lock().await;
                     w.write_all(&buf[..n]).await.map_err(up_err)?;
                     // Before waiting for the client again, everything must be on its way: a TLS
@@ -371,6 +432,21 @@ where
                     inner.stats.bytes_up.fetch_add(n as u64, Ordering::Relaxed);
                 }
                 Ok(Step::ChangeUser(n)) => {
+                    if !awaiting.idle() {
+                        // Behind a command the server has not answered yet, the server's reply
+                        // to the change could not be told from that answer. Send nothing more,
+                        // let the server finish and close (it closes when it reads the end of
+                        // the stream), then answer the change with an ERR (`answer_link_lost`).
+                        tracing::warn!(
+                            "the client sent COM_CHANGE_USER before the answer to its previous \
+                             command; refusing it and ending the connection once that answer \
+                             is through"
+                        );
+                        awaiting.refuse(pipelined_change_user());
+                        let mut w = upstream_w.lock().await;
+                        let _ = w.shutdown().await;
+                        return Ok(());
+                    }
                     let packet = buf.split_to(n).freeze();
                     let (done, wait) = oneshot::channel();
                     let job = ChangeUserJob {
@@ -682,8 +758,10 @@ fn human_bytes(n: u64) -> String {
 }
 
 /// Replays a client's COM_CHANGE_USER upstream as an IAM login for the new user and relays the
-/// outcome. `Ok` means the client got an answer and the session goes on (or the server closes it
-/// after a refusal, as servers do); `Err` ends the connection.
+/// outcome. `Ok` means the change succeeded and the session goes on as the new user. Any failure
+/// (a malformed packet, no token, the server's refusal, a reply out of turn) sends the client an
+/// ERR and returns `Err`, which ends the connection: like MySQL, which disconnects after a failed
+/// change, the proxy never lets a session go on as the previous user after a change was asked for.
 async fn change_user<R, W, U>(
     inner: &Inner,
     session: &Session,
@@ -699,21 +777,55 @@ where
 {
     let cfg = &inner.config;
     let endpoint = cfg.endpoint();
+    // Tells the client why (its COM_CHANGE_USER was seq 0, so the answer is seq 1), then ends.
+    async fn fail<W: AsyncWrite + Unpin>(
+        client_w: &mut W,
+        side: Side,
+        err: ErrPacket,
+        rest: &[u8],
+    ) -> Result<(), DirError> {
+        let detail = err.message_str();
+        let mut out = err_reply(1, err);
+        out.extend_from_slice(rest);
+        let _ = write_client(client_w, &out).await;
+        let _ = client_w.shutdown().await;
+        Err((
+            side,
+            format!("change user failed, connection closed: {detail}"),
+        ))
+    }
     let request = match ComChangeUser::decode(&payload, session.client_caps) {
         Ok(r) => r,
         Err(e) => {
-            let out = err_reply(ErrPacket::new(
+            let err = ErrPacket::new(
                 codes::HANDSHAKE_ERROR,
                 b"08S01",
-                format!("rds-iam-proxy: malformed COM_CHANGE_USER: {e}"),
-            ));
-            return write_client(client_w, &out).await;
+                format!(
+                    "rds-iam-proxy: malformed COM_CHANGE_USER ({e}); the connection is closed \
+                     (a failed change user always ends the session, as in MySQL)"
+                ),
+            );
+            return fail(client_w, Side::Client, err, &[]).await;
         }
     };
+    if let Some(passwords) = &cfg.upstream_password {
+        let err = ErrPacket::new(
+            codes::NOT_SUPPORTED_AUTH_MODE,
+            b"08004",
+            format!(
+                "rds-iam-proxy: COM_CHANGE_USER is not available when the proxy logs in with a \
+                 password from {} (--secret): it logs in as that secret's user only. The \
+                 connection is closed; open a new one instead.",
+                passwords.describe()
+            ),
+        );
+        return fail(client_w, Side::Client, err, &[]).await;
+    }
     let db_user = cfg
         .db_user
         .clone()
         .unwrap_or_else(|| String::from_utf8_lossy(&request.username).into_owned());
+    let shown = super::printable(&db_user);
     let token_request = TokenRequest {
         host: cfg.endpoint_host.clone(),
         port: cfg.endpoint_port,
@@ -723,17 +835,18 @@ where
     let token = match inner.tokens.token(&token_request).await {
         Ok(t) => t,
         Err(e) => {
-            let out = err_reply(ErrPacket::new(
+            let err = ErrPacket::new(
                 codes::ACCESS_DENIED,
                 b"28000",
                 format!(
-                    "rds-iam-proxy: cannot create an IAM token for '{db_user}' on {endpoint}: {e}"
+                    "rds-iam-proxy: cannot create an IAM token for '{shown}' on {endpoint}: {e}. \
+                     The change was not made and the connection is closed."
                 ),
-            ));
-            return write_client(client_w, &out).await;
+            );
+            return fail(client_w, Side::Proxy, err, &[]).await;
         }
     };
-    tracing::info!(user = %db_user, "change user");
+    tracing::info!(user = %shown, "change user");
     let upstream_caps = session.upstream_caps;
     let replay = ComChangeUser {
         username: Bytes::from(db_user.clone()),
@@ -761,8 +874,22 @@ where
 
     let mut rbuf = BytesMut::with_capacity(1024);
     let mut token_sent = false;
+    let mut expected_seq = 1u8;
     loop {
         let p = read_packet(upstream_r, &mut rbuf, cfg.handshake_timeout).await?;
+        if p.seq != expected_seq {
+            // Not the reply to this COM_CHANGE_USER: the tail of an earlier answer (a client that
+            // sent the change while a result was still arriving). Nothing can be relayed safely.
+            let msg = format!(
+                "the database's reply to COM_CHANGE_USER came with sequence id {} instead of \
+                 {expected_seq}: the client changed user before reading the whole answer to its \
+                 previous command",
+                p.seq
+            );
+            let _ = client_w.shutdown().await;
+            return Err((Side::Client, msg));
+        }
+        expected_seq = p.seq.wrapping_add(2);
         let reply = LoginReply::decode(p.payload).map_err(|e| {
             (
                 Side::Upstream,
@@ -804,8 +931,8 @@ where
                         b"28000",
                         format!(
                             "rds-iam-proxy: the database {endpoint} rejected the IAM token for \
-                             user '{db_user}' (region {}) on change user; check rds-db:connect \
-                             for that user. The server said: {}",
+                             user '{shown}' (region {}) on change user; check rds-db:connect \
+                             for that user. The connection is closed. The server said: {}",
                             cfg.region,
                             err.message_str()
                         ),
@@ -813,28 +940,28 @@ where
                 } else {
                     err
                 };
-                let mut out = err_reply(err);
-                out.extend_from_slice(&rbuf);
-                return write_client(client_w, &out).await;
+                return fail(client_w, Side::Upstream, err, &rbuf).await;
             }
             other => {
                 let what = match other {
                     LoginReply::AuthSwitch(s) => {
-                        format!("the '{}' plugin", String::from_utf8_lossy(&s.plugin_name))
+                        format!(
+                            "the '{}' plugin",
+                            super::printable(&String::from_utf8_lossy(&s.plugin_name))
+                        )
                     }
                     _ => "a non-IAM authentication step".to_owned(),
                 };
                 let msg = format!(
-                    "the database asked '{db_user}' for {what} on change user instead of \
-                     mysql_clear_password: '{db_user}' is probably not an IAM database user"
+                    "the database asked '{shown}' for {what} on change user instead of \
+                     mysql_clear_password: '{shown}' is probably not an IAM database user"
                 );
-                let out = err_reply(ErrPacket::new(
+                let err = ErrPacket::new(
                     codes::NOT_SUPPORTED_AUTH_MODE,
                     b"08004",
                     format!("rds-iam-proxy: {msg}"),
-                ));
-                let _ = write_client(client_w, &out).await;
-                return Err((Side::Upstream, msg));
+                );
+                return fail(client_w, Side::Upstream, err, &[]).await;
             }
         }
     }
@@ -848,14 +975,27 @@ async fn answer_link_lost<W: AsyncWrite + Unpin>(
     client_w: &mut W,
     detail: &str,
 ) -> bool {
+    if let Some(err) = awaiting.take_refusal() {
+        // The refused COM_CHANGE_USER (seq 0) is the last thing the client waits for: everything
+        // before it has been answered by the server and delivered.
+        let _ = tokio::time::timeout(
+            UPSTREAM_GONE_GRACE,
+            write_client(client_w, &err_reply(1, err)),
+        )
+        .await;
+        return true;
+    }
     if !awaiting.waiting() {
         return false;
     }
-    let out = err_reply(link_lost(
-        &inner.config.endpoint(),
-        &inner.connector.describe(),
-        detail,
-    ));
+    let out = err_reply(
+        awaiting.reply_seq(),
+        link_lost(
+            &inner.config.endpoint(),
+            &inner.connector.describe(),
+            detail,
+        ),
+    );
     tracing::warn!("database leg lost while a command waited; answered the client with an ERR");
     let _ = tokio::time::timeout(UPSTREAM_GONE_GRACE, write_client(client_w, &out)).await;
     true
@@ -875,12 +1015,25 @@ fn link_lost(endpoint: &str, via: &str, detail: &str) -> ErrPacket {
     )
 }
 
-/// An ERR packet answering the client's command (sequence id 1).
-fn err_reply(err: ErrPacket) -> BytesMut {
+/// The ERR for a `COM_CHANGE_USER` sent before the previous command was answered.
+fn pipelined_change_user() -> ErrPacket {
+    ErrPacket::new(
+        codes::HANDSHAKE_ERROR,
+        b"08S01",
+        "rds-iam-proxy: COM_CHANGE_USER arrived before the answer to the previous command, so \
+         its reply could not be told apart from that answer; the change was not made and this \
+         connection is closed. Read each answer before changing user (or open a new connection \
+         for the other user).",
+    )
+}
+
+/// An ERR packet answering the client's command; `seq` is the sequence id after the command's
+/// last packet (1 for a single-packet command).
+fn err_reply(seq: u8, err: ErrPacket) -> BytesMut {
     let mut payload = BytesMut::new();
     err.encode(&mut payload);
     let mut out = BytesMut::new();
-    packet::encode(1, &payload, &mut out);
+    packet::encode(seq, &payload, &mut out);
     out
 }
 
@@ -1046,7 +1199,8 @@ mod tests {
                     }
                 }
             }
-            assert_eq!(total, 3, "chunk {chunk}");
+            // SELECT, the LOAD DATA statement and its file's end, STMT_EXECUTE.
+            assert_eq!(total, 4, "chunk {chunk}");
         }
     }
 
@@ -1054,14 +1208,14 @@ mod tests {
     fn awaiting_holds_only_between_one_command_and_its_first_byte() {
         let a = Awaiting::default();
         assert!(!a.waiting());
-        a.sent(0);
+        a.sent(0, 1);
         assert!(!a.waiting());
-        a.sent(1);
+        a.sent(1, 1);
         assert!(a.waiting());
         a.answered();
         assert!(!a.waiting());
         a.answered();
-        a.sent(1);
+        a.sent(1, 1);
         assert!(a.waiting(), "the next command after a complete answer");
         a.answered();
 
@@ -1069,11 +1223,11 @@ mod tests {
         for pipelined in [&[2][..], &[1, 1][..]] {
             let a = Awaiting::default();
             for n in pipelined {
-                a.sent(*n);
+                a.sent(*n, 1);
             }
             assert!(!a.waiting());
             a.answered();
-            a.sent(1);
+            a.sent(1, 1);
             assert!(!a.waiting(), "{pipelined:?}");
         }
     }
@@ -1101,8 +1255,52 @@ mod tests {
         ] {
             assert!(msg.contains(part), "{part:?} missing: {msg}");
         }
-        let out = err_reply(err);
+        let out = err_reply(1, err);
         assert_eq!(out[3], 1, "sequence id 1: the answer to the command");
+    }
+
+    /// The proxy's ERR for a command follows the command's last packet: seq 1 after a one-packet
+    /// command, N after an N-packet (16 MiB+) one, and after a LOAD DATA file's empty packet.
+    #[test]
+    fn the_reply_sequence_id_follows_the_commands_last_packet() {
+        let mut sc = CommandScanner::default();
+        let q = pkt(0, b"\x03SELECT 1");
+        assert_eq!(sc.step(&q).unwrap(), Step::Forward(q.len()));
+        assert_eq!(sc.last_seq.wrapping_add(1), 1);
+
+        // A 3-packet command: two full 16 MiB − 1 packets (seq 0, 1), then the rest (seq 2).
+        let mut sc = CommandScanner::default();
+        let full = [0xFF, 0xFF, 0xFF];
+        let mut head = full.to_vec();
+        head.extend_from_slice(&[0, 0x03]);
+        assert_eq!(sc.step(&head).unwrap(), Step::Forward(5));
+        sc.remaining = 0;
+        let mut second = full.to_vec();
+        second.push(1);
+        assert_eq!(sc.step(&second).unwrap(), Step::Forward(4));
+        sc.remaining = 0;
+        let last = pkt(2, b"tail");
+        assert_eq!(sc.step(&last).unwrap(), Step::Forward(last.len()));
+        assert_eq!(sc.commands, 1);
+        assert_eq!(
+            sc.last_seq.wrapping_add(1),
+            3,
+            "the answer to a 3-packet command is seq 3"
+        );
+
+        // LOAD DATA LOCAL: the statement (seq 0), file packets 2 and 3, the empty packet at 4;
+        // the server's OK is seq 5, and the end of the file counts as a command to answer.
+        let mut sc = CommandScanner::default();
+        let stream = [
+            pkt(0, b"\x03LOAD DATA LOCAL INFILE 'f' INTO TABLE t"),
+            pkt(2, b"a\n"),
+            pkt(3, b"b\n"),
+            pkt(4, b""),
+        ]
+        .concat();
+        assert_eq!(sc.step(&stream).unwrap(), Step::Forward(stream.len()));
+        assert_eq!(sc.commands, 2);
+        assert_eq!(sc.last_seq.wrapping_add(1), 5);
     }
 
     #[test]

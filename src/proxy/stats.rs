@@ -58,8 +58,13 @@ pub struct Stats {
     pub open: AtomicU64,
     /// Connections accepted since start.
     pub total: AtomicU64,
-    /// Connections refused at `--max-connections`.
+    /// Connections refused at `--max-connections` or `--max-pending-logins`.
     pub refused: AtomicU64,
+    /// Of those, refused at `--max-pending-logins`.
+    pub refused_pending: AtomicU64,
+    /// Upstream handshakes the proxy completed itself (an access denied for the unused-connection
+    /// user) because the client failed before its login went upstream.
+    pub upstream_completed: AtomicU64,
     /// Logins completed.
     pub logins: AtomicU64,
     /// Logins that failed.

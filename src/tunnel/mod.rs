@@ -104,6 +104,9 @@ impl Connector for Direct {
                 })?;
             // Login packets are small and latency-bound.
             let _ = stream.set_nodelay(true);
+            // A database dropped by a NAT or VPN is noticed by keepalive, not after ~15 min of
+            // retransmissions behind the next write.
+            crate::proxy::listener::set_keepalive(&stream);
             Ok(Box::new(stream) as BoxStream)
         })
     }

@@ -27,6 +27,9 @@ pub struct StartOptions {
     pub max_age: Option<u32>,
     pub akid: Option<String>,
     pub secret: Option<String>,
+    /// Extra mariadbd options, after the script's defaults (later ones win), e.g.
+    /// `--max-connect-errors=10`.
+    pub server_args: Vec<String>,
 }
 
 /// Token options for [`RdsLikeUpstream::botocore_token_with`]: sign for
@@ -128,6 +131,9 @@ impl RdsLikeUpstream {
         }
         if let Some(v) = &opts.secret {
             cmd.arg("--secret").arg(v);
+        }
+        for v in &opts.server_args {
+            cmd.arg(format!("--server-arg={v}"));
         }
         let out = cmd
             .stdin(Stdio::null())
