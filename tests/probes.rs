@@ -7,40 +7,62 @@
 //! every user shares the agent's address. Now the proxy completes each unused handshake itself as
 //! an ordinary failed login (access denied does not count).
 //!
-//! MariaDB never counts connections from 127.0.0.1 (the host cache skips the loopback address),
-//! so this test runs the RDS-shaped MariaDB on every address, with name resolution on and
-//! `max_connect_errors=10`, and dials it at this machine's own non-loopback address.
+//! MariaDB never counts connections from 127.0.0.1 (its host cache skips that one loopback
+//! address), so this test runs the RDS-shaped MariaDB with name resolution on and
+//! `max_connect_errors=10`, and makes every connection to it, the proxy's included, from another
+//! loopback address, 127.0.0.2: the host cache counts that one like any remote host, and nothing
+//! leaves the machine.
 
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{IpAddr, TcpStream, UdpSocket};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use common::clients::{assert_report_sane, mariadb_cli_check};
 use common::proxy::{RunningProxy, UpstreamSpec};
 use common::upstream::{RdsLikeUpstream, StartOptions};
+use rds_iam_proxy::tunnel::{BoxStream, ConnectFuture, Connector, Error as TunnelError};
 
-/// This machine's address on its default route (no packet is sent: a UDP connect only picks the
-/// source address).
-fn own_address() -> IpAddr {
-    let s = UdpSocket::bind("0.0.0.0:0").expect("udp socket");
-    s.connect("192.0.2.1:9")
-        .or_else(|_| s.connect("198.51.100.1:9"))
-        .expect("this test needs a non-loopback IPv4 address (a default route)");
-    let ip = s.local_addr().expect("local address").ip();
-    assert!(
-        !ip.is_loopback() && !ip.is_unspecified(),
-        "this test needs a non-loopback IPv4 address, found {ip}"
-    );
-    ip
+/// The loopback address every connection to the database comes from.
+const SOURCE: &str = "127.0.0.2:0";
+
+/// A blocking TCP connection to `addr` from [`SOURCE`].
+fn connect_from_source(addr: &str) -> TcpStream {
+    let addr: SocketAddr = addr.parse().expect("a socket address");
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    s.bind(&SOURCE.parse::<SocketAddr>().unwrap().into())
+        .expect("bind 127.0.0.2");
+    s.connect(&addr.into()).expect("connect");
+    s.into()
+}
+
+/// The proxy's transport for this test: TCP to the database from [`SOURCE`].
+struct FromSource(String);
+
+impl Connector for FromSource {
+    fn connect(&self) -> ConnectFuture<'_> {
+        Box::pin(async move {
+            let dial = |source| TunnelError::Dial {
+                addr: self.0.clone(),
+                source,
+            };
+            let sock = tokio::net::TcpSocket::new_v4().map_err(dial)?;
+            sock.bind(SOURCE.parse().unwrap()).map_err(dial)?;
+            let stream = sock.connect(self.0.parse().unwrap()).await.map_err(dial)?;
+            Ok(Box::new(stream) as BoxStream)
+        })
+    }
+    fn describe(&self) -> String {
+        format!("tcp {} from {SOURCE}", self.0)
+    }
 }
 
 /// Connects, waits for the first packet (the greeting, or an ERR in its place), optionally sends
 /// `garbage`, and closes: what a health probe or a scanner does. Returns the first packet.
-fn probe(addr: &str, garbage: &[u8]) -> Vec<u8> {
-    let mut s = TcpStream::connect(addr).expect("connect");
+fn probe(mut s: TcpStream, garbage: &[u8]) -> Vec<u8> {
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let mut buf = vec![0u8; 1024];
     let n = s.read(&mut buf).expect("the first packet");
@@ -60,13 +82,12 @@ fn err_code(packet: &[u8]) -> Option<u16> {
 async fn fifty_probes_through_the_proxy_do_not_get_the_host_blocked() {
     let up = RdsLikeUpstream::start_with(&StartOptions {
         server_args: vec![
-            "--bind-address=0.0.0.0".into(),
             "--skip-name-resolve=0".into(),
             "--max-connect-errors=10".into(),
         ],
         ..StartOptions::default()
     });
-    let dial = format!("{}:{}", own_address(), up.port);
+    let dial = up.dial_addr();
 
     // The control: probes straight at the server do get this host blocked after 10 (1129), so
     // the setup would show a proxy that aborts handshakes.
@@ -74,10 +95,10 @@ async fn fifty_probes_through_the_proxy_do_not_get_the_host_blocked() {
         let dial = dial.clone();
         move || {
             for _ in 0..11 {
-                probe(&dial, b"");
+                probe(connect_from_source(&dial), b"");
                 std::thread::sleep(Duration::from_millis(20));
             }
-            let blocked = probe(&dial, b"");
+            let blocked = probe(connect_from_source(&dial), b"");
             assert_eq!(
                 err_code(&blocked),
                 Some(1129),
@@ -93,7 +114,11 @@ async fn fifty_probes_through_the_proxy_do_not_get_the_host_blocked() {
         dial: dial.clone(),
         ..UpstreamSpec::of(&up)
     };
-    let px = RunningProxy::start(&spec, |c| c.handshake_timeout = Duration::from_secs(5)).await;
+    let connector = Arc::new(FromSource(dial.clone()));
+    let px = RunningProxy::start_with(&spec, connector, |c| {
+        c.handshake_timeout = Duration::from_secs(5)
+    })
+    .await;
     let proxy_addr = px.addr.to_string();
     // Half close right after the greeting (nc -z, tcpSocket), half send an HTTP request first.
     tokio::task::spawn_blocking(move || {
@@ -103,7 +128,7 @@ async fn fifty_probes_through_the_proxy_do_not_get_the_host_blocked() {
             } else {
                 b"GET / HTTP/1.0\r\n\r\n"
             };
-            let first = probe(&proxy_addr, garbage);
+            let first = probe(TcpStream::connect(&proxy_addr).expect("connect"), garbage);
             assert_eq!(err_code(&first), None, "probe {i} refused: {first:02x?}");
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -126,6 +151,10 @@ async fn fifty_probes_through_the_proxy_do_not_get_the_host_blocked() {
         .await
         .unwrap();
     assert_report_sane(&report, &up.iam_users[0]);
-    assert_eq!(err_code(&probe(&dial, b"")), None, "the host is blocked");
+    assert_eq!(
+        err_code(&probe(connect_from_source(&dial), b"")),
+        None,
+        "the host is blocked"
+    );
     px.stop().await;
 }
