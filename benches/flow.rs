@@ -7,6 +7,11 @@
 //!   large result, takes one row and pauses; client B runs `SELECT 1` every 100 ms during the
 //!   pause. Reported: B's p50/p99/max round trip (goal: max ≤ 2 × RTT + 50 ms), then A reads on and
 //!   every row is checked.
+//! * **uplink**: a 64 MiB upload (prepared INSERTs of 1 MiB of incompressible bytes) over ONE
+//!   session whose uplink the simulator limits to 4 MiB/s: payload throughput as a fraction of the
+//!   link rate, the same for the bytes on the wire (message headers included; with the plugin's
+//!   1 KiB messages a header is 12 % of a message), and the duplicate ratio (payload bytes the
+//!   agent received twice ÷ all; goal ≤ 3 %); every chunk's MD5 is checked on the server.
 //! * **spool**: a connection's spool (`rds_iam_proxy::spool`) taking 1 GiB (8 MiB in memory, the
 //!   rest sealed on disk) and giving it back: MiB/s each way, and this process's resident memory
 //!   while it held the 1 GiB (goal: within the memory bound, not the spool's size).
@@ -38,6 +43,8 @@ fn neighbour_goal_ms() -> f64 {
 }
 
 struct Sizes {
+    /// Bytes uploaded over the limited uplink.
+    upload: usize,
     /// Rows (1 KiB each) of the paused client's result.
     rows: u64,
     /// How long it pauses.
@@ -47,12 +54,14 @@ struct Sizes {
 }
 
 const FULL: Sizes = Sizes {
+    upload: 64 << 20,
     rows: 32_000,
     pause: Duration::from_secs(20),
     spool: 1 << 30,
 };
 
 const QUICK: Sizes = Sizes {
+    upload: 8 << 20,
     rows: 4_000,
     pause: Duration::from_secs(3),
     spool: 64 << 20,
@@ -66,13 +75,15 @@ fn main() {
         .build()
         .expect("tokio runtime");
     let spool = spool_bench(sizes.spool);
-    let neighbour = runtime.block_on(async {
+    let ran = runtime.block_on(async {
         tokio::select! {
-            n = neighbour_bench(&sizes) => Some(n),
+            n = async { (neighbour_bench(&sizes).await, uplink_bench(&sizes).await) } => Some(n),
             _ = tokio::signal::ctrl_c() => { eprintln!("interrupted: cleaning up"); None }
         }
     });
-    let Some(neighbour) = neighbour else { return };
+    let Some((neighbour, uplink)) = ran else {
+        return;
+    };
     let rows = vec![
         vec![
             "scenario".to_owned(),
@@ -102,6 +113,25 @@ fn main() {
                 neighbour.result_mib
             ),
             "every row".into(),
+        ],
+        vec![
+            format!(
+                "upload {} MiB, uplink {} MiB/s",
+                sizes.upload >> 20,
+                UPLINK_RATE >> 20
+            ),
+            "payload / wire fraction of the link".into(),
+            format!(
+                "{:.2} / {:.2}",
+                uplink.payload_fraction, uplink.wire_fraction
+            ),
+            format!("wire ≥ 0.90: {}", verdict(uplink.wire_fraction >= 0.90)),
+        ],
+        vec![
+            "upload duplicates".into(),
+            "% of payload bytes".into(),
+            format!("{:.2}", 100.0 * uplink.duplicate_ratio),
+            format!("≤ 3 %: {}", verdict(uplink.duplicate_ratio <= 0.03)),
         ],
         vec![
             "spool, into".into(),
@@ -140,6 +170,16 @@ fn main() {
             "goal_max_ms": neighbour_goal_ms(),
             "paused_result_mib": neighbour.result_mib,
             "paused_result_intact": neighbour.intact,
+        },
+        "uplink": {
+            "link_bytes_per_s": UPLINK_RATE,
+            "upload_bytes": sizes.upload,
+            "seconds": uplink.seconds,
+            "payload_fraction": uplink.payload_fraction,
+            "wire_fraction": uplink.wire_fraction,
+            "duplicate_ratio": uplink.duplicate_ratio,
+            "intact": uplink.intact,
+            "client_messages": uplink.messages,
         },
         "spool": {
             "bytes": sizes.spool,
@@ -290,5 +330,102 @@ async fn neighbour_bench(sizes: &Sizes) -> Neighbour {
         max_ms: rtts.iter().copied().fold(0.0, f64::max),
         result_mib: sizes.rows as f64 * 1030.0 / (1 << 20) as f64,
         intact,
+    }
+}
+
+/// The simulated uplink's rate.
+const UPLINK_RATE: u64 = 4 << 20;
+
+/// Bytes of one INSERT.
+const UPLOAD_CHUNK: usize = 1 << 20;
+
+struct Uplink {
+    seconds: f64,
+    payload_fraction: f64,
+    wire_fraction: f64,
+    duplicate_ratio: f64,
+    intact: bool,
+    messages: u64,
+}
+
+/// Chunk `i` of the upload: bytes from a xorshift stream (incompressible).
+fn chunk(i: usize) -> Vec<u8> {
+    let mut x = 0x9E37_79B9_7F4A_7C15u64 ^ (i as u64 + 1);
+    (0..UPLOAD_CHUNK)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+async fn uplink_bench(sizes: &Sizes) -> Uplink {
+    let db = BenchDb::start();
+    let up = &db.up;
+    let sim = SimServer::start(SimConfig {
+        routes: vec![Route {
+            host: up.endpoint_host.clone(),
+            port: up.endpoint_port,
+            dial: up.dial_addr(),
+        }],
+        uplink_rate: Some(UPLINK_RATE),
+        ..SimConfig::default()
+    })
+    .await
+    .expect("simulator");
+    let proxy = ProxyProcess::start_with(up, &db.scratch.path.join("uplink-proxy.log"), |cmd| {
+        cmd.env("AWS_ENDPOINT_URL_SSM", sim.endpoint_url()).args([
+            "--ssm-target",
+            "i-0123456789abcdef0",
+            "--ssm-sessions",
+            "1",
+        ]);
+    });
+    let mut conn =
+        mysql_async::Conn::new(bench_opts(proxy.port, 64 << 20).db_name(Some("proxytest")))
+            .await
+            .expect("login");
+    conn.query_drop("CREATE TABLE flow_upload (id INT PRIMARY KEY, data LONGBLOB)")
+        .await
+        .unwrap();
+    let chunks = sizes.upload / UPLOAD_CHUNK;
+    let before = sim.stats();
+    let t = Instant::now();
+    for i in 0..chunks {
+        conn.exec_drop(
+            "INSERT INTO flow_upload (id, data) VALUES (?, ?)",
+            (i, chunk(i)),
+        )
+        .await
+        .expect("INSERT");
+    }
+    let seconds = t.elapsed().as_secs_f64();
+    let after = sim.stats();
+    let sums: Vec<(usize, String)> = conn
+        .query("SELECT id, LOWER(MD5(data)) FROM flow_upload ORDER BY id")
+        .await
+        .unwrap();
+    let intact = sums.len() == chunks
+        && sums
+            .iter()
+            .all(|(i, md5)| *md5 == format!("{:x}", Md5::digest(chunk(*i))));
+    conn.query_drop("DROP TABLE flow_upload").await.unwrap();
+    let _ = conn.disconnect().await;
+    drop(proxy);
+    sim.shutdown().await;
+    let payload = (after.input_bytes - before.input_bytes) as f64;
+    let messages = after.input_messages - before.input_messages;
+    // 120-byte AgentMessage header and about 4 bytes of WebSocket framing per message.
+    let wire = payload + 124.0 * messages as f64;
+    let dup = (after.input_duplicate_bytes - before.input_duplicate_bytes) as f64;
+    Uplink {
+        seconds,
+        payload_fraction: sizes.upload as f64 / seconds / UPLINK_RATE as f64,
+        wire_fraction: wire / seconds / UPLINK_RATE as f64,
+        duplicate_ratio: if payload > 0.0 { dup / payload } else { 0.0 },
+        intact,
+        messages,
     }
 }

@@ -34,7 +34,11 @@ async fn soak_with_resets_loss_reordering_and_a_terminated_session() {
     let report = run(config.clone()).await;
     eprintln!("{}", report.table());
     let violations = report.violations();
-    assert!(violations.is_empty(), "{violations:#?}");
+    assert!(
+        violations.is_empty(),
+        "{violations:#?}\nall errors: {:#?}",
+        report.errors
+    );
     assert!(report.terminated_at.is_some(), "{}", report.sentinel);
     assert!(
         report.sentinel_got_err,

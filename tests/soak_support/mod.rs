@@ -672,6 +672,8 @@ struct InFlight {
     md5: String,
     /// The server acknowledged the INSERT: the row must be there.
     acked: bool,
+    /// The round's DELETE of the row went out: its fate is open again (gone, or still there).
+    deleting: bool,
 }
 
 /// How a query failed, for the worker's loop.
@@ -864,6 +866,7 @@ async fn round(
         len,
         md5: md5.clone(),
         acked: false,
+        deleting: false,
     });
     timed(
         shared,
@@ -952,6 +955,9 @@ async fn round(
     lock(&shared.tally).bytes_down += expected.len() as u64;
 
     // Clean up: the row goes, and with it the open question.
+    if let Some(f) = in_flight.as_mut() {
+        f.deleting = true;
+    }
     timed(
         shared,
         "delete",
@@ -968,8 +974,8 @@ async fn round(
     Ok(())
 }
 
-/// After a reconnect: an acknowledged insert must be there intact; an unacknowledged one absent
-/// or intact. Either way the row goes.
+/// After a reconnect: an acknowledged insert must be there intact; an unacknowledged one, or one
+/// whose DELETE went out unanswered, absent or intact. Either way the row goes.
 async fn recheck(shared: &Shared, conn: &mut Conn, f: &InFlight) -> Result<(), Failed> {
     let got: Option<(u64, String)> = timed(
         shared,
@@ -982,7 +988,8 @@ async fn recheck(shared: &Shared, conn: &mut Conn, f: &InFlight) -> Result<(), F
     .await
     .map_err(|(_, f)| f)?;
     let intact = got.as_ref() == Some(&(f.len as u64, f.md5.clone()));
-    if !(intact || (got.is_none() && !f.acked)) {
+    // Absent is fine unless the insert was acknowledged and no DELETE of it went out.
+    if !(intact || (got.is_none() && (!f.acked || f.deleting))) {
         return Err(Failed {
             kind: ErrorKind::Corrupted,
             detail: format!(
