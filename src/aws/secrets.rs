@@ -84,19 +84,17 @@ impl Error {
                     || "the AWS identity the proxy runs as".to_owned(),
                     |i| format!("the AWS identity {i}"),
                 );
+                // Fix first: MySQL clients cut error messages at 512 bytes.
                 let kms_fix = if kms.is_empty() {
-                    format!(
-                        " (and, if the secret is encrypted with a customer managed KMS key, \
-                         `kms:Decrypt` on that key)"
-                    )
+                    " (and `kms:Decrypt` on its KMS key if that is a customer managed key)"
                 } else {
-                    " and `kms:Decrypt` on the customer managed KMS key that encrypts it".to_owned()
+                    " and `kms:Decrypt` on the customer managed KMS key that encrypts it"
                 };
                 format!(
-                    "{who} may not read the database password: secretsmanager:GetSecretValue on \
-                     {arn} was refused ({message}). Allow that identity \
-                     `secretsmanager:GetSecretValue` on {arn}{kms_fix} (an IAM policy, or the \
-                     secret's resource policy), or name another secret with --secret"
+                    "{who} may not read Secrets Manager secret {arn}: allow it \
+                     `secretsmanager:GetSecretValue` on that secret{kms_fix} (an IAM policy, or \
+                     the secret's resource policy), or name another secret with --secret. AWS \
+                     said: {message}"
                 )
             }
             Error::NotFound {
@@ -280,12 +278,11 @@ mod tests {
         let who = "arn:aws:sts::123456789012:assumed-role/dev/alice";
         let e = denied("").for_secret_flag(Some(who));
         assert!(
-            e.contains(&format!("the AWS identity {who} may not read"))
-                && e.contains(&format!("`secretsmanager:GetSecretValue` on {ARN}"))
-                && e.contains(
-                    "if the secret is encrypted with a customer managed KMS key, `kms:Decrypt`"
-                )
-                && e.contains("--secret")
+            e.contains(&format!(
+                "the AWS identity {who} may not read Secrets Manager secret {ARN}: allow it \
+                 `secretsmanager:GetSecretValue` on that secret (and `kms:Decrypt` on its KMS key \
+                 if that is a customer managed key)"
+            )) && e.contains("--secret")
                 && !e.contains("AdminPolicyArn"),
             "{e}"
         );
@@ -293,7 +290,7 @@ mod tests {
         assert!(
             e.contains("the AWS identity the proxy runs as")
                 && e.contains("and `kms:Decrypt` on the customer managed KMS key that encrypts it")
-                && !e.contains("if the secret"),
+                && !e.contains("if that is"),
             "{e}"
         );
         let e = Error::NotFound {

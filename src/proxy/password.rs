@@ -164,6 +164,10 @@ impl SecretCache {
                 tracing::debug!(secret = %self.id, "read the database password from Secrets Manager");
                 Ok(creds)
             }
+            // The reason names the secret already when it comes from Secrets Manager.
+            Err(e) if e.contains(&self.id) => {
+                Err(format!("cannot read the database password: {e}"))
+            }
             Err(e) => Err(format!(
                 "cannot read the database password from Secrets Manager secret {}: {e}",
                 self.id
