@@ -153,7 +153,16 @@ pub async fn run(planned: &Planned) -> std::process::ExitCode {
                 );
                 secret_user = Some(c.username);
             }
-            Err(e) => return r.fail("Secrets Manager secret", e),
+            Err(e) => {
+                // The stack's master secret: its admin policy is the ready-made grant.
+                let policy = resolved
+                    .admin_policy_arn
+                    .as_ref()
+                    .filter(|_| cfg.secret == resolved.master_secret_arn && e.contains("may not"))
+                    .map(|p| format!(" (the stack's AdminPolicyArn {p} grants it)"))
+                    .unwrap_or_default();
+                return r.fail("Secrets Manager secret", format!("{e}{policy}"));
+            }
         }
         cfg.proxy.upstream_password = Some(source);
     } else if let Some(cluster) = &resolved.cluster_id {

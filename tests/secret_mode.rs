@@ -52,6 +52,13 @@ fn world(up: &RdsLikeUpstream) -> AwsWorld {
             "iam_database_authentication_enabled": false,
             "master_user_secret_arn": SECRET_ARN
         }],
+        "db_instances": [{
+            "identifier": "fakedb-1",
+            "endpoint": up.endpoint_host,
+            "port": up.endpoint_port,
+            "iam_database_authentication_enabled": false,
+            "cluster": "fakedb"
+        }],
         "ecs_clusters": {"bastion": {"services": {"bastion": {"tasks": [
             {"id": TASK, "containers": [{"name": "bastion", "runtime_id": format!("{TASK}-1")}]}
         ]}}}},
@@ -196,7 +203,8 @@ async fn secret_auto_from_the_stack_at_trace_level_prints_no_password() {
 }
 
 /// `doctor --secret auto`: passes with a Secrets Manager hop and a password hop (no IAM hop: the
-/// cluster has IAM authentication off); `--db-cluster` finds the cluster's MasterUserSecret; with
+/// cluster has IAM authentication off); `--db-cluster` finds the cluster's MasterUserSecret and
+/// `--db-instance` its cluster's (an instance IAM alone would refuse); with
 /// GetSecretValue denied, doctor stops at the Secrets Manager hop naming the identity, the
 /// permission on the ARN and KMS, and a serving proxy's client gets the same fix.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -256,6 +264,36 @@ async fn doctor_in_secret_mode_passes_and_names_a_denied_secret() {
         "{report}"
     );
 
+    // An instance of that cluster (no secret of its own): the cluster's, through the simulator.
+    let mut cmd = bare(&up, &sim);
+    cmd.args(["doctor", "--db-instance", "fakedb-1", "--secret", "auto"])
+        .args(["--ecs-cluster", "bastion", "--ecs-service", "bastion"]);
+    let out = run(cmd).await;
+    let report = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        report.contains("(from DB instance fakedb-1)")
+            && report.contains(&format!("allowed on {SECRET_ARN}"))
+            && report.contains("✓ SSM session")
+            && report.contains("✓ SELECT 1: returned 1"),
+        "{report}"
+    );
+    // Without --secret that instance is refused: IAM database authentication is off.
+    let mut cmd = bare(&up, &sim);
+    cmd.args([
+        "doctor",
+        "--db-instance",
+        "fakedb-1",
+        "--dial",
+        &up.dial_addr(),
+    ]);
+    let out = run(cmd).await;
+    let report = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        !out.status.success() && report.contains("✗ IAM database authentication: "),
+        "{report}"
+    );
+
     // Denied: doctor stops at the secret, naming who, what, on which ARN, and KMS.
     sim.aws_world()
         .update(|w| w.deny("secretsmanager:GetSecretValue"));
@@ -278,7 +316,9 @@ async fn doctor_in_secret_mode_passes_and_names_a_denied_secret() {
         assert!(last.contains(part), "no {part:?} in {last:?}");
     }
     assert!(
-        !last.contains("AdminPolicyArn") && !report.contains("✓ SELECT 1"),
+        last.ends_with(
+            " (the stack's AdminPolicyArn arn:aws:iam::123456789012:policy/admin grants it)"
+        ) && !report.contains("✓ SELECT 1"),
         "{report}"
     );
 
