@@ -340,7 +340,9 @@ pub struct ServeArgs {
 
     /// Log in to the database with the `username` and `password` of this Secrets Manager secret
     /// (ARN or name; the RDS-managed master secret or any `{"username","password"}` secret) instead
-    /// of an IAM token. Read with secretsmanager:GetSecretValue, re-read after an access denied and
+    /// of an IAM token. `auto`: the secret discovery finds (the stack's DbMasterSecretArn output,
+    /// or the MasterUserSecret of --db-cluster / --db-instance; IAM database authentication is then
+    /// not required). Read with secretsmanager:GetSecretValue, re-read after an access denied and
     /// every 5 minutes; never logged; sent only over TLS verified against the endpoint name.
     #[arg(long, env = "RDS_IAM_PROXY_SECRET", value_name = "ARN|NAME")]
     pub secret: Option<String>,

@@ -20,6 +20,11 @@ pub const DEFAULT_PORT: u16 = 3306;
 /// Where the proxy listens unless told otherwise.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:3306";
 
+/// `--secret auto`: the secret that discovery finds (the stack's `DbMasterSecretArn` output, or the
+/// RDS-managed master secret of the DB cluster or instance). A secret literally named `auto` is
+/// named by its ARN.
+pub const SECRET_AUTO: &str = "auto";
+
 /// A configuration error, worded as the fix.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[non_exhaustive]
@@ -98,6 +103,13 @@ pub enum Error {
         /// The names it has.
         known: Vec<String>,
     },
+    /// `--secret auto` and discovery found no secret.
+    #[error(
+        "--secret auto: {0} names no Secrets Manager secret (a stack's DbMasterSecretArn output, \
+         or the MasterUserSecret RDS manages for a DB cluster or instance created with \
+         --manage-master-user-password): pass --secret ARN|NAME"
+    )]
+    NoSecretFound(String),
     /// Two databases on one address.
     #[error("databases `{0}` and `{1}` both listen on {2}: give each its own `listen`")]
     SameListen(String, String, String),
@@ -106,7 +118,8 @@ pub enum Error {
 fn unknown_database(name: &str, file: &Option<PathBuf>, known: &[String]) -> String {
     match file {
         None => format!(
-            "there is no config file, so there is no database `{name}`: write one with              `rds-iam-proxy init` or pass --config"
+            "there is no config file, so there is no database `{name}`: write one with \
+             `rds-iam-proxy init` or pass --config"
         ),
         Some(f) if known.is_empty() => {
             format!("{} defines no databases, so not `{name}`", f.display())
@@ -324,6 +337,7 @@ pub fn source(args: &ServeArgs) -> Result<Source, Error> {
         reader: args.reader,
         target,
         direct,
+        password_login: secret_mode(args),
     })
 }
 
@@ -401,6 +415,40 @@ pub fn api_region(
         DbSource::Endpoint { host, .. } => resolve_region(args.region.clone(), host, aws_region),
         _ => args.region.clone().or(aws_region).ok_or(Error::NoApiRegion),
     }
+}
+
+/// Whether `args` log in upstream with a Secrets Manager password (`--secret`) instead of IAM.
+pub fn secret_mode(args: &ServeArgs) -> bool {
+    args.secret.as_ref().is_some_and(|s| !s.trim().is_empty())
+}
+
+/// Replaces `--secret auto` with the secret discovery found (the stack's `DbMasterSecretArn`, or
+/// the cluster's or instance's `MasterUserSecret`); anything else is kept as given.
+pub fn discover_secret(args: &mut ServeArgs, resolved: &Resolved) -> Result<(), Error> {
+    let Some(given) = args.secret.as_deref().map(str::trim) else {
+        return Ok(());
+    };
+    if given != SECRET_AUTO {
+        return Ok(());
+    }
+    let found = resolved
+        .master_secret_arn
+        .clone()
+        .filter(|a| !a.is_empty())
+        .ok_or_else(|| {
+            let what = if args.stack.is_some() {
+                format!("stack {}", args.stack.as_deref().unwrap_or_default())
+            } else if let Some(c) = &args.db_cluster {
+                format!("DB cluster {c}")
+            } else if let Some(i) = &args.db_instance {
+                format!("DB instance {i}")
+            } else {
+                "--db-endpoint (which discovers nothing)".to_owned()
+            };
+            Error::NoSecretFound(what)
+        })?;
+    args.secret = Some(found);
+    Ok(())
 }
 
 /// Fills in what discovery found (endpoint, and the stack's user and region unless the flags
@@ -770,6 +818,38 @@ mod tests {
         assert!(!cfg_text.contains(password), "{cfg_text}");
         assert!(cfg_text.contains("redacted"), "{cfg_text}");
     }
+    /// `--secret auto` becomes the secret discovery found; without one the error names where it
+    /// looked and the flag to pass; any other value is kept; `--secret` lets discovery accept a
+    /// database without IAM authentication.
+    #[test]
+    fn secret_auto_takes_the_discovered_secret() {
+        let found = Resolved {
+            master_secret_arn: Some("arn:aws:secretsmanager:r:1:secret:rds!cluster-x".into()),
+            ..Resolved::default()
+        };
+        let mut a = args(&["--db-cluster", "x", "--secret", "auto"]);
+        assert!(source(&a).unwrap().password_login);
+        discover_secret(&mut a, &found).unwrap();
+        assert_eq!(a.secret.as_deref(), found.master_secret_arn.as_deref());
+        let mut a = args(&["--db-cluster", "x", "--secret", "auto"]);
+        let e = discover_secret(&mut a, &Resolved::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("DB cluster x names no Secrets Manager secret")
+                && e.contains("--secret ARN|NAME"),
+            "{e}"
+        );
+        let mut a = args(&["--db-endpoint", "h:1", "--secret", "named"]);
+        discover_secret(&mut a, &Resolved::default()).unwrap();
+        assert_eq!(a.secret.as_deref(), Some("named"));
+        assert!(
+            !source(&args(&["--db-cluster", "x"]))
+                .unwrap()
+                .password_login
+        );
+    }
+
     /// `--secret` is carried to the launcher (which reads it through Secrets Manager); blank is none.
     #[test]
     fn secret_flag_is_kept_and_blank_means_none() {

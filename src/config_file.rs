@@ -220,6 +220,15 @@ listen = "127.0.0.1:3306"
 # instance-tag = "Role=bastion"
 # db-user = "app"
 # listen = "127.0.0.1:3308"
+
+# A database without IAM authentication: log in with the password of a Secrets Manager secret
+# ("auto": the MasterUserSecret RDS manages for the cluster, or a stack's DbMasterSecretArn).
+# [databases.nologin]
+# db-cluster = "old-cluster"
+# secret = "auto"                   # or the secret's ARN or name
+# ecs-cluster = "bastion"
+# ecs-service = "bastion"
+# listen = "127.0.0.1:3309"
 "#;
 
 /// Writes [`EXAMPLE`] to `path` (creating its directory), refusing to overwrite unless `force`.

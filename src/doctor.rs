@@ -7,6 +7,12 @@
 //! to the endpoint through the tunnel (the server's greeting) → TLS verified against the RDS CAs
 //! and the endpoint name → the IAM token accepted → `SELECT 1`.
 //!
+//! With `--secret` (a Secrets Manager password instead of IAM tokens), the IAM database
+//! authentication hop is skipped and a Secrets Manager hop comes in its place: the secret
+//! (`--secret auto`: the one discovery finds) read with `secretsmanager:GetSecretValue`, or the
+//! identity and the permission it lacks (and `kms:Decrypt` for a customer managed key); the login
+//! hop is then "password" (the secret's user logged in with it) instead of "IAM token".
+//!
 //! The last four run the real proxy in-process on a free loopback port and log in to it as a
 //! MySQL client would, so doctor checks exactly the code path clients use; which hop failed is
 //! read from the proxy's failure reason, and the fix from the MySQL error it sends.
@@ -120,6 +126,9 @@ pub async fn run(planned: &Planned) -> std::process::ExitCode {
         format!("{}:{} ({found})", resolved.host, resolved.port),
     );
     config::apply_discovered(&mut args, &resolved);
+    if let Err(e) = config::discover_secret(&mut args, &resolved) {
+        return r.fail("Secrets Manager secret", e);
+    }
     let mut cfg = match config::build(&args, aws_region) {
         Ok(c) => c,
         Err(e) => return r.fail("configuration", e),
@@ -129,8 +138,34 @@ pub async fn run(planned: &Planned) -> std::process::ExitCode {
     cfg.health = None;
     let api = api.with_region(cfg.proxy.region.clone());
 
-    // 3. IAM database authentication on the cluster.
-    if let Some(cluster) = &resolved.cluster_id {
+    // 3. IAM database authentication on the cluster, or the secret whose password is used instead.
+    let mut secret_user = None;
+    if let Some(source) = crate::launch::password_source(&cfg, &api) {
+        match source.credentials().await {
+            Ok(c) => {
+                r.ok(
+                    "Secrets Manager secret",
+                    format!(
+                        "secretsmanager:GetSecretValue allowed on {}; database user {}",
+                        cfg.secret.as_deref().unwrap_or_default(),
+                        crate::proxy::printable(&c.username)
+                    ),
+                );
+                secret_user = Some(c.username);
+            }
+            Err(e) => {
+                // The stack's master secret: its admin policy is the ready-made grant.
+                let policy = resolved
+                    .admin_policy_arn
+                    .as_ref()
+                    .filter(|_| cfg.secret == resolved.master_secret_arn && e.contains("may not"))
+                    .map(|p| format!(" (the stack's AdminPolicyArn {p} grants it)"))
+                    .unwrap_or_default();
+                return r.fail("Secrets Manager secret", format!("{e}{policy}"));
+            }
+        }
+        cfg.proxy.upstream_password = Some(source);
+    } else if let Some(cluster) = &resolved.cluster_id {
         match discover::check_iam_auth(&api, cluster).await {
             Ok(_) => r.ok(
                 "IAM database authentication",
@@ -207,7 +242,7 @@ pub async fn run(planned: &Planned) -> std::process::ExitCode {
     let tokens = std::sync::Arc::new(TokenCache::new(provider, cfg.profile.clone()));
     let code = match LocalProxy::start_with(&cfg, connector, tokens).await {
         Ok(local) => {
-            let code = login_checks(&mut r, &local, &cfg).await;
+            let code = login_checks(&mut r, &local, &cfg, secret_user).await;
             local.shutdown().await;
             code
         }
@@ -224,9 +259,15 @@ async fn login_checks(
     r: &mut Report,
     local: &LocalProxy,
     cfg: &config::Config,
+    secret_user: Option<String>,
 ) -> std::process::ExitCode {
     let destination = local.proxy().destination();
-    let Some(user) = cfg.proxy.db_user.clone() else {
+    // With --secret the proxy logs in as the secret's user whatever the client names.
+    let (credential, accepted) = match (&secret_user, &cfg.secret) {
+        (Some(_), Some(id)) => ("password", format!("from Secrets Manager secret {id}")),
+        _ => ("IAM token", "accepted".to_owned()),
+    };
+    let Some(user) = secret_user.or_else(|| cfg.proxy.db_user.clone()) else {
         return r.fail(
             "IAM database user",
             "unknown: pass --db-user (or `db-user` in the config file) so doctor can log in",
@@ -263,7 +304,17 @@ async fn login_checks(
                     cfg.proxy.endpoint_host, cfg.proxy.ca_source
                 ),
             );
-            r.ok("IAM token", format!("accepted for user {user}"));
+            if credential == "password" {
+                r.ok(
+                    credential,
+                    format!(
+                        "user {} logged in with the password {accepted}",
+                        crate::proxy::printable(&user)
+                    ),
+                );
+            } else {
+                r.ok(credential, format!("{accepted} for user {user}"));
+            }
         }
         Err(err) if tls_failed => return r.fail("TLS", err.message_str()),
         Err(err) => {
@@ -274,7 +325,7 @@ async fn login_checks(
                     cfg.proxy.endpoint_host, cfg.proxy.ca_source
                 ),
             );
-            return r.fail("IAM token", err.message_str());
+            return r.fail(credential, err.message_str());
         }
     }
     match client.select_one().await {

@@ -17,6 +17,7 @@ use crate::config::{self, Config, Planned};
 use crate::iam::{self, TokenCache};
 use crate::local::LocalProxy;
 use crate::progress::Progress;
+use crate::proxy::password::{PasswordSource, SecretCache};
 use crate::ssm::SsmConfig;
 use crate::tunnel::ssm::Ssm;
 use crate::tunnel::{Connector, Direct};
@@ -84,6 +85,7 @@ pub async fn prepare(planned: &Planned, progress: &Progress) -> Result<Prepared>
         }
     };
     config::apply_discovered(&mut args, &resolved);
+    config::discover_secret(&mut args, &resolved)?;
     let mut cfg = config::build(&args, aws_region)?;
     cfg.target = resolved.target.clone();
     let api = api.with_region(cfg.proxy.region.clone());
@@ -124,10 +126,18 @@ pub async fn start(prepared: Prepared, progress: &Progress) -> Result<Running> {
         provider,
         api,
     } = prepared;
-    if let Some(id) = &cfg.secret {
-        cfg.proxy.upstream_password = Some(Arc::new(
-            crate::proxy::password::SecretCache::secrets_manager(api.clone(), id.clone()),
+    if let Some(source) = password_source(&cfg, &api) {
+        // Read once now: a person sees at start whether the secret can be read (and the first
+        // client does not wait for it). Serving goes on either way; clients get the reason.
+        let step = progress.step(format!(
+            "Reading the database password from {}",
+            source.describe()
         ));
+        match source.credentials().await {
+            Ok(c) => step.ok(format!("user {}", crate::proxy::printable(&c.username))),
+            Err(e) => step.fail(format!("{e} (clients get this error until it is fixed)")),
+        }
+        cfg.proxy.upstream_password = Some(source);
     }
     let tokens = Arc::new(TokenCache::new(provider, cfg.profile.clone()));
     let (connector, ssm): (Arc<dyn Connector>, _) = match &target {
@@ -151,6 +161,16 @@ pub async fn start(prepared: Prepared, progress: &Progress) -> Result<Running> {
         cfg,
         ssm,
     })
+}
+
+/// The Secrets Manager password source of `--secret` (already resolved from `auto` by
+/// [`prepare`]), or `None` when logins use IAM tokens.
+pub fn password_source(cfg: &Config, api: &Api) -> Option<Arc<dyn PasswordSource>> {
+    let id = cfg.secret.as_ref()?;
+    Some(Arc::new(SecretCache::secrets_manager(
+        api.clone(),
+        id.clone(),
+    )))
 }
 
 /// Waits up to [`FIRST_SESSION_WAIT`] for the first live session of `ssm`, shown as a step; false

@@ -9,7 +9,8 @@
 //! 2. accepts the client's login locally whatever it holds ([`mysql`] is the sans-IO codec);
 //! 3. upgrades the upstream leg to TLS, verified against the RDS endpoint name with the embedded
 //!    RDS CA bundle ([`tls`]), and logs in with an IAM token ([`iam`]) through
-//!    `mysql_clear_password`;
+//!    `mysql_clear_password` — or, with `--secret`, with the user name and password of a Secrets
+//!    Manager secret ([`proxy::password`]);
 //! 4. relays the session byte for byte, replaying `COM_CHANGE_USER` as an IAM login
 //!    ([`proxy::splice`]).
 //!

@@ -199,9 +199,10 @@ async fn serve(
     }
     tokio::spawn(shutdown::on_signal(stop));
     for r in &running {
-        let user = match &r.cfg.proxy.db_user {
-            Some(u) => format!("as IAM user {u}"),
-            None => "as the user each client names".to_owned(),
+        let user = match (&r.cfg.secret, &r.cfg.proxy.db_user) {
+            (Some(id), _) => format!("with the user and password of Secrets Manager secret {id}"),
+            (None, Some(u)) => format!("as IAM user {u}"),
+            (None, None) => "as the user each client names".to_owned(),
         };
         let name = if running.len() > 1 || r.name != config::ADHOC_NAME {
             format!("database {}, ", r.name)
@@ -255,7 +256,20 @@ async fn exec(args: ExecArgs, global: &GlobalArgs, progress: &Progress) -> Resul
     planned.args.unix_socket = args.serve.unix_socket.clone();
     let running = start_all(std::slice::from_ref(&planned), progress).await?;
     let r = &running[0];
-    let Some(user) = r.cfg.proxy.db_user.clone() else {
+    // With --secret the database user is the secret's (the client's name is not used upstream,
+    // but the prompt shows it); the password never leaves the proxy.
+    let user = match &r.cfg.proxy.upstream_password {
+        Some(source) => match source.credentials().await {
+            Ok(c) => Some(c.username),
+            Err(e) => {
+                running[0].local.stop_token().cancel();
+                wait_all(running).await;
+                bail!("exec: {e}");
+            }
+        },
+        None => r.cfg.proxy.db_user.clone(),
+    };
+    let Some(user) = user else {
         running[0].local.stop_token().cancel();
         wait_all(running).await;
         bail!(
@@ -334,6 +348,17 @@ async fn dsn(args: &DsnArgs, global: &GlobalArgs) -> Result<()> {
         .parse()
         .map_err(|_| config::Error::BadListen(listen.clone()))?;
     let user = match &planned.args.db_user {
+        // With --secret: the secret's user name (read once; its password is not printed).
+        _ if config::secret_mode(&planned.args) => {
+            let prepared = launch::prepare(&planned, &Progress::quiet()).await?;
+            let source = launch::password_source(&prepared.cfg, &prepared.api)
+                .context("dsn: --secret names no secret")?;
+            source
+                .credentials()
+                .await
+                .map_err(anyhow::Error::msg)?
+                .username
+        }
         Some(u) => u.clone(),
         // The user comes from the stack (or is missing): look it up quietly.
         None => launch::prepare(&planned, &Progress::quiet())

@@ -420,13 +420,7 @@ fn iam_user(cfg: &Config) -> Result<String> {
 
 /// The region in a Secrets Manager ARN (`arn:PARTITION:secretsmanager:REGION:…`).
 fn secret_region(arn: &str) -> Option<&str> {
-    let mut parts = arn.split(':');
-    match (parts.next(), parts.next(), parts.next(), parts.next()) {
-        (Some("arn"), Some(_), Some("secretsmanager"), Some(region)) if !region.is_empty() => {
-            Some(region)
-        }
-        _ => None,
-    }
+    secrets::region_of(arn)
 }
 
 /// `OK, 1 row affected, 1 warning` / `2 rows`.

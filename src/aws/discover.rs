@@ -211,6 +211,10 @@ pub struct Source {
     pub target: Option<TargetSpec>,
     /// Whether the bytes go directly (`--dial`), so a stack's bastion is not used.
     pub direct: bool,
+    /// Whether logins use a Secrets Manager password (`--secret`) instead of IAM tokens: a
+    /// database without IAM database authentication is then not refused, and the master secret
+    /// of a DB instance's cluster is looked up when the instance names none.
+    pub password_login: bool,
 }
 
 /// What discovery found.
@@ -353,6 +357,8 @@ pub struct DbInstance {
     pub iam_auth: bool,
     /// The cluster it belongs to.
     pub cluster_id: Option<String>,
+    /// The master user secret, when managed by Secrets Manager.
+    pub master_secret_arn: Option<String>,
 }
 
 /// `rds:DescribeDBInstances` for one instance.
@@ -382,6 +388,7 @@ pub async fn db_instance(api: &Api, id: &str) -> Result<DbInstance, Error> {
             .text("DBClusterIdentifier")
             .filter(|s| !s.is_empty())
             .map(str::to_owned),
+        master_secret_arn: i.path_text("MasterUserSecret/SecretArn").map(str::to_owned),
     })
 }
 
@@ -590,7 +597,7 @@ pub async fn resolve(api: &Api, source: &Source) -> Result<Resolved, Error> {
         }
         DbSource::Cluster(id) => {
             let c = db_cluster(api, id).await?;
-            if !c.iam_auth {
+            if !c.iam_auth && !source.password_login {
                 return Err(Error::IamAuthDisabled {
                     kind: "cluster",
                     id: id.clone(),
@@ -607,7 +614,7 @@ pub async fn resolve(api: &Api, source: &Source) -> Result<Resolved, Error> {
         }
         DbSource::Instance(id) => {
             let i = db_instance(api, id).await?;
-            if !i.iam_auth {
+            if !i.iam_auth && !source.password_login {
                 return Err(Error::IamAuthDisabled {
                     kind: "instance",
                     id: id.clone(),
@@ -615,6 +622,14 @@ pub async fn resolve(api: &Api, source: &Source) -> Result<Resolved, Error> {
             }
             out.host = i.address;
             out.port = i.port;
+            out.master_secret_arn = i.master_secret_arn;
+            // An Aurora instance's master secret belongs to its cluster.
+            if out.master_secret_arn.is_none()
+                && source.password_login
+                && let Some(cluster) = &i.cluster_id
+            {
+                out.master_secret_arn = db_cluster(api, cluster).await?.master_secret_arn;
+            }
             out.cluster_id = i.cluster_id;
         }
     }

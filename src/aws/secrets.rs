@@ -1,7 +1,11 @@
-//! The database master credentials from AWS Secrets Manager (`secretsmanager:GetSecretValue`), for
-//! `rds-iam-proxy admin`. The secret is the one RDS manages for a cluster or instance created with
-//! `ManageMasterUserPassword` (the stack's `DbMasterSecretArn` output): its `SecretString` is a
-//! JSON object with `username` and `password`.
+//! Database credentials from AWS Secrets Manager (`secretsmanager:GetSecretValue`), for
+//! `rds-iam-proxy admin` (the master secret) and `--secret` (upstream logins with a password). The
+//! secret is the one RDS manages for a cluster or instance created with `ManageMasterUserPassword`
+//! (the stack's `DbMasterSecretArn` output, the cluster's `MasterUserSecret`) or any secret of the
+//! same shape: its `SecretString` is a JSON object with `username` and `password`.
+//!
+//! [`Error`]'s `Display` is worded for `admin`; [`Error::for_secret_flag`] words the same failure
+//! for `--secret` (which identity lacks which permission on which secret).
 //!
 //! The password only ever lives in a [`Secret`]; no error here quotes the secret's text (a JSON
 //! parse error could, so the text is read field by field instead).
@@ -67,6 +71,55 @@ pub enum Error {
 
 /// The fix for a KMS refusal: the secret is encrypted with a customer managed key.
 const KMS_FIX: &str = " and `kms:Decrypt` on the KMS key that encrypts it (the stack's key)";
+
+impl Error {
+    /// The failure worded for `--secret` (serving, `doctor`, `exec`): which identity (when known)
+    /// lacks which permission on which secret, `kms:Decrypt` when the secret's customer managed
+    /// KMS key is the cause (and as a possibility otherwise), and the flag to change. Never the
+    /// secret's content.
+    pub fn for_secret_flag(&self, identity: Option<&str>) -> String {
+        match self {
+            Error::Denied { arn, message, kms } => {
+                let who = identity.map_or_else(
+                    || "the AWS identity the proxy runs as".to_owned(),
+                    |i| format!("the AWS identity {i}"),
+                );
+                // Fix first: MySQL clients cut error messages at 512 bytes.
+                let kms_fix = if kms.is_empty() {
+                    " (and `kms:Decrypt` on its KMS key if that is a customer managed key)"
+                } else {
+                    " and `kms:Decrypt` on the customer managed KMS key that encrypts it"
+                };
+                format!(
+                    "{who} may not read Secrets Manager secret {arn}: allow it \
+                     `secretsmanager:GetSecretValue` on that secret{kms_fix} (an IAM policy, or \
+                     the secret's resource policy), or name another secret with --secret. AWS \
+                     said: {message}"
+                )
+            }
+            Error::NotFound {
+                arn,
+                region,
+                message,
+            } => format!(
+                "secretsmanager:GetSecretValue: there is no secret {arn} in {region} ({message}): \
+                 check --secret (a full ARN carries its region; a name is looked up in {region})"
+            ),
+            other => other.to_string(),
+        }
+    }
+}
+
+/// The region in a Secrets Manager ARN (`arn:aws:secretsmanager:REGION:…`); `None` for a name.
+pub fn region_of(arn: &str) -> Option<&str> {
+    let mut parts = arn.split(':');
+    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some("arn"), Some(_), Some("secretsmanager"), Some(region)) if !region.is_empty() => {
+            Some(region)
+        }
+        _ => None,
+    }
+}
 
 /// `secretsmanager:GetSecretValue` for `arn`, read as RDS master credentials.
 pub async fn master_credentials(api: &Api, arn: &str) -> Result<MasterCredentials, Error> {
@@ -211,5 +264,48 @@ mod tests {
             e.contains("secretsmanager:GetSecretValue failed: InternalServiceError"),
             "{e}"
         );
+    }
+
+    /// The `--secret` wording names the identity, the permission on that ARN, KMS (as the cause or
+    /// as a possibility) and --secret, never the admin policy.
+    #[test]
+    fn secret_flag_wording_names_identity_permission_and_kms() {
+        let denied = |kms| Error::Denied {
+            arn: ARN.into(),
+            message: "User: x is not authorized".into(),
+            kms,
+        };
+        let who = "arn:aws:sts::123456789012:assumed-role/dev/alice";
+        let e = denied("").for_secret_flag(Some(who));
+        assert!(
+            e.contains(&format!(
+                "the AWS identity {who} may not read Secrets Manager secret {ARN}: allow it \
+                 `secretsmanager:GetSecretValue` on that secret (and `kms:Decrypt` on its KMS key \
+                 if that is a customer managed key)"
+            )) && e.contains("--secret")
+                && !e.contains("AdminPolicyArn"),
+            "{e}"
+        );
+        let e = denied(KMS_FIX).for_secret_flag(None);
+        assert!(
+            e.contains("the AWS identity the proxy runs as")
+                && e.contains("and `kms:Decrypt` on the customer managed KMS key that encrypts it")
+                && !e.contains("if that is"),
+            "{e}"
+        );
+        let e = Error::NotFound {
+            arn: "nope".into(),
+            region: "eu-west-1".into(),
+            message: "can't find it".into(),
+        }
+        .for_secret_flag(None);
+        assert!(
+            e.contains("no secret nope in eu-west-1")
+                && e.contains("check --secret")
+                && !e.contains("--master-secret"),
+            "{e}"
+        );
+        assert_eq!(region_of(ARN), Some("eu-west-1"));
+        assert_eq!(region_of("rds!cluster-1"), None);
     }
 }

@@ -89,19 +89,21 @@ impl fmt::Debug for SecretCache {
 }
 
 impl SecretCache {
-    /// Reads the secret `id` (ARN or name) with `secretsmanager:GetSecretValue` through `api`.
+    /// Reads the secret `id` (ARN or name) with `secretsmanager:GetSecretValue` through `api`
+    /// (in the ARN's region when `id` is an ARN). A refusal names the identity
+    /// (`sts:GetCallerIdentity`, best effort) and the permissions it lacks.
     pub fn secrets_manager(api: Api, id: impl Into<String>) -> Self {
         let id = id.into();
+        let api = match secrets::region_of(&id) {
+            Some(region) => api.with_region(region.to_owned()),
+            None => api,
+        };
         let api = std::sync::Arc::new(api);
         let secret_id = id.clone();
         Self::with_fetch(id, move || {
             let api = api.clone();
             let secret_id = secret_id.clone();
-            Box::pin(async move {
-                secrets::master_credentials(&api, &secret_id)
-                    .await
-                    .map_err(|e: secrets::Error| e.to_string())
-            })
+            Box::pin(async move { read(&api, &secret_id).await })
         })
     }
 
@@ -162,11 +164,30 @@ impl SecretCache {
                 tracing::debug!(secret = %self.id, "read the database password from Secrets Manager");
                 Ok(creds)
             }
+            // The reason names the secret already when it comes from Secrets Manager.
+            Err(e) if e.contains(&self.id) => {
+                Err(format!("cannot read the database password: {e}"))
+            }
             Err(e) => Err(format!(
                 "cannot read the database password from Secrets Manager secret {}: {e}",
                 self.id
             )),
         }
+    }
+}
+
+/// One `GetSecretValue`, its failure worded for `--secret`.
+async fn read(api: &Api, id: &str) -> Result<MasterCredentials, String> {
+    match secrets::master_credentials(api, id).await {
+        Ok(m) => Ok(m),
+        Err(e @ secrets::Error::Denied { .. }) => {
+            let identity = crate::aws::discover::caller_identity(api)
+                .await
+                .ok()
+                .map(|i| i.arn);
+            Err(e.for_secret_flag(identity.as_deref()))
+        }
+        Err(e) => Err(e.for_secret_flag(None)),
     }
 }
 
