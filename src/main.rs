@@ -8,6 +8,7 @@ use tracing::{info, warn};
 
 use tokio_util::sync::CancellationToken;
 
+use rds_iam_proxy::aws::loader;
 use rds_iam_proxy::cli::{
     Cli, Command, DsnArgs, ExecArgs, GlobalArgs, InitArgs, LogArgs, LogFormat, ServeArgs,
     TokenArgs, WaitArgs,
@@ -94,16 +95,24 @@ fn secret_bearing_trace(meta: &tracing::Metadata<'_>) -> bool {
         })
 }
 
+/// The log filter when RUST_LOG is not set. At the default level and with -q only our own lines
+/// show: they say what failed and what to do, while a dependency's warning is noise there (e.g.
+/// aws-config's Debug dump of an instance-metadata answer on a laptop). -v adds the dependencies'
+/// warnings and information, -vv their debug output.
+fn default_filter(quiet: bool, verbose: u8) -> &'static str {
+    match (quiet, verbose) {
+        (true, _) => "off,rds_iam_proxy=warn",
+        (false, 0) => "off,rds_iam_proxy=info",
+        (false, 1) => "info,rds_iam_proxy=debug",
+        (false, _) => "debug,rds_iam_proxy=trace",
+    }
+}
+
 fn init_tracing(log: &LogArgs) {
     use tracing_subscriber::EnvFilter;
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
-    let default = match (log.quiet, log.verbose) {
-        (true, _) => "warn",
-        (false, 0) => "info",
-        (false, 1) => "info,rds_iam_proxy=debug",
-        (false, _) => "debug,rds_iam_proxy=trace",
-    };
+    let default = default_filter(log.quiet, log.verbose);
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let never = tracing_subscriber::filter::filter_fn(|meta| !secret_bearing_trace(meta));
     let builder = tracing_subscriber::fmt()
@@ -134,10 +143,13 @@ async fn start_all(planned: &[Planned], progress: &Progress) -> Result<Vec<Runni
         let prepared = launch::prepare(p, progress).await.map_err(label)?;
         running.push(launch::start(prepared, progress).await.map_err(label)?);
     }
-    let mut profiles: Vec<Option<String>> = running.iter().map(|r| r.cfg.profile.clone()).collect();
-    profiles.dedup();
-    for profile in profiles {
-        let (provider, _) = iam::load_aws(profile.as_deref()).await;
+    let mut profiles: Vec<(Option<String>, String)> = running
+        .iter()
+        .map(|r| (r.cfg.profile.clone(), r.cfg.proxy.region.clone()))
+        .collect();
+    profiles.dedup_by(|a, b| a.0 == b.0);
+    for (profile, region) in profiles {
+        let provider = loader::credentials(profile.as_deref(), &region).await;
         tokio::spawn(iam::watch_expiry(provider, profile));
     }
     if let Some(addr) = running.first().and_then(|r| r.cfg.health) {
@@ -380,8 +392,13 @@ async fn wait(args: WaitArgs) -> Result<()> {
 
 async fn token(args: TokenArgs) -> Result<()> {
     let (host, port) = config::parse_endpoint(&args.db_endpoint)?;
-    let (provider, aws_region) = iam::load_aws(args.profile.as_deref()).await;
+    let known = args
+        .region
+        .clone()
+        .or_else(|| iam::region_from_endpoint(&host));
+    let aws_region = loader::region(args.profile.as_deref(), known).await;
     let region = config::resolve_region(args.region.clone(), &host, aws_region)?;
+    let provider = loader::credentials(args.profile.as_deref(), &region).await;
     let time = match &args.signing_time {
         Some(t) => humantime::parse_rfc3339_weak(t).with_context(|| {
             format!("--signing-time `{t}` is not RFC 3339 (e.g. 2026-01-02T03:04:05Z)")
