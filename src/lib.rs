@@ -26,6 +26,7 @@ pub mod config;
 pub mod config_file;
 pub mod doctor;
 pub mod health;
+pub mod http_proxy;
 pub mod iam;
 pub mod launch;
 pub mod local;
