@@ -100,6 +100,30 @@ pub enum Command {
     /// Manager, log in through the tunnel over verified TLS, run deploy/bootstrap-iam-user.sql (or
     /// --sql FILE), then log in as the IAM user with a token to check.
     Admin(Box<AdminArgs>),
+    /// Print shell completions (`rds-iam-proxy completions bash > ~/.local/share/bash-completion/
+    /// completions/rds-iam-proxy`; zsh: a file `_rds-iam-proxy` in your $fpath; fish:
+    /// ~/.config/fish/completions/rds-iam-proxy.fish).
+    Completions(CompletionsArgs),
+    /// Print the man page (`rds-iam-proxy man > rds-iam-proxy.1`), or write one page per command
+    /// into a directory with --out-dir.
+    Man(ManArgs),
+}
+
+/// Flags of `completions`.
+#[derive(Args, Debug, Clone)]
+pub struct CompletionsArgs {
+    /// The shell.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+/// Flags of `man`.
+#[derive(Args, Debug, Clone)]
+pub struct ManArgs {
+    /// Write rds-iam-proxy.1 and rds-iam-proxy-<command>.1 for every subcommand here instead of
+    /// printing the main page.
+    #[arg(long, value_name = "DIR")]
+    pub out_dir: Option<PathBuf>,
 }
 
 /// Flags of `admin`.

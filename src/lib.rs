@@ -30,6 +30,7 @@ pub mod http_proxy;
 pub mod iam;
 pub mod launch;
 pub mod local;
+pub mod manual;
 pub mod mysql;
 pub mod progress;
 pub mod proxy;

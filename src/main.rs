@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use rds_iam_proxy::aws::loader;
 use rds_iam_proxy::cli::{
-    Cli, Command, DsnArgs, ExecArgs, GlobalArgs, InitArgs, LogArgs, LogFormat, ServeArgs,
+    Cli, Command, DsnArgs, ExecArgs, GlobalArgs, InitArgs, LogArgs, LogFormat, ManArgs, ServeArgs,
     TokenArgs, WaitArgs,
 };
 use rds_iam_proxy::config::Planned;
@@ -18,7 +18,7 @@ use rds_iam_proxy::iam::{self, TokenRequest};
 use rds_iam_proxy::launch::{self, Running};
 use rds_iam_proxy::local::url_escape;
 use rds_iam_proxy::progress::Progress;
-use rds_iam_proxy::{admin, config, config_file, doctor, health, shutdown};
+use rds_iam_proxy::{admin, config, config_file, doctor, health, manual, shutdown};
 
 fn main() -> ExitCode {
     let cli = Cli::parse_checked();
@@ -47,6 +47,12 @@ fn main() -> ExitCode {
                 Ok(doctor::run(&planned).await)
             }
             Some(Command::Init(args)) => init(&args, &global).map(|()| ExitCode::SUCCESS),
+            Some(Command::Completions(args)) => {
+                manual::completions(args.shell, &mut std::io::stdout())
+                    .context("writing the completions")?;
+                Ok(ExitCode::SUCCESS)
+            }
+            Some(Command::Man(args)) => man(&args).map(|()| ExitCode::SUCCESS),
             Some(Command::Admin(args)) => {
                 let file = config_file::load(global.config.as_deref())?;
                 let planned = one(&args.serve, args.name.as_deref(), file.as_ref())?;
@@ -382,6 +388,20 @@ fn init(args: &InitArgs, global: &GlobalArgs) -> Result<()> {
         path.display()
     );
     Ok(())
+}
+
+fn man(args: &ManArgs) -> Result<()> {
+    match &args.out_dir {
+        None => manual::man_page(&mut std::io::stdout()).context("writing the man page"),
+        Some(dir) => {
+            let written = manual::write_man_pages(dir)
+                .with_context(|| format!("cannot write man pages into {}", dir.display()))?;
+            for path in written {
+                println!("{}", path.display());
+            }
+            Ok(())
+        }
+    }
 }
 
 async fn wait(args: WaitArgs) -> Result<()> {
