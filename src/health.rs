@@ -71,6 +71,13 @@ async fn answer(mut stream: TcpStream, dbs: &[Watched]) -> std::io::Result<()> {
     let head = String::from_utf8_lossy(&buf);
     let mut parts = head.split_whitespace();
     let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    if path == "/quitquitquit" {
+        let (status, body) = match method {
+            "POST" => crate::shutdown::quit_request(),
+            _ => (405, "POST /quitquitquit stops the proxy\n".to_owned()),
+        };
+        return respond(&mut stream, status, "text/plain", &body).await;
+    }
     if method != "GET" && method != "HEAD" {
         return respond(&mut stream, 405, "text/plain", "only GET\n").await;
     }

@@ -41,6 +41,16 @@ fn main() -> ExitCode {
             Some(Command::Exec(args)) => exec(*args, &global, &progress).await,
             Some(Command::Dsn(args)) => dsn(&args, &global).await.map(|()| ExitCode::SUCCESS),
             Some(Command::Wait(args)) => wait(args).await.map(|()| ExitCode::SUCCESS),
+            Some(Command::Shutdown(args)) => {
+                shutdown::request_quit(&args.health_addr, args.timeout)
+                    .await
+                    .map_err(anyhow::Error::msg)?;
+                println!(
+                    "rds-iam-proxy at {} is stopping (draining, then exiting)",
+                    args.health_addr
+                );
+                Ok(ExitCode::SUCCESS)
+            }
             Some(Command::Doctor(args)) => {
                 let file = config_file::load(global.config.as_deref())?;
                 let planned = one(&args.serve, args.name.as_deref(), file.as_ref())?;
@@ -215,7 +225,13 @@ async fn serve(
             db_stop.cancel();
         });
     }
-    tokio::spawn(shutdown::on_signal(stop));
+    // SIGINT/SIGTERM, and POST /quitquitquit on the health address, stop every database.
+    shutdown::allow_quit_request(stop.clone());
+    let min_delay = planned
+        .first()
+        .and_then(|p| p.args.min_sigterm_delay)
+        .unwrap_or_default();
+    tokio::spawn(shutdown::on_signal_after(stop, min_delay));
     for r in &running {
         let user = match &r.cfg.proxy.db_user {
             Some(u) => format!("as IAM user {u}"),
