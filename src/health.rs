@@ -72,8 +72,10 @@ async fn answer(mut stream: TcpStream, dbs: &[Watched]) -> std::io::Result<()> {
     let mut parts = head.split_whitespace();
     let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     if path == "/quitquitquit" {
+        let local = stream.peer_addr().is_ok_and(|a| a.ip().is_loopback());
         let (status, body) = match method {
-            "POST" => crate::shutdown::quit_request(),
+            "POST" if local => crate::shutdown::quit_request(),
+            "POST" => (403, "POST /quitquitquit only from this host\n".to_owned()),
             _ => (405, "POST /quitquitquit stops the proxy\n".to_owned()),
         };
         return respond(&mut stream, status, "text/plain", &body).await;
@@ -390,6 +392,7 @@ async fn respond(
 ) -> std::io::Result<()> {
     let reason = match status {
         200 => "OK",
+        403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
         431 => "Request Header Fields Too Large",
