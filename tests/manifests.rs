@@ -3,7 +3,8 @@
 //! (kubernetes-validate, for 1.29, the first release with native sidecars, and its default) and
 //! pass checkov with every skip justified; they say what the README promises (a native sidecar
 //! probed on /readiness, a Job that stops its proxy with POST /quitquitquit); the workflows
-//! validate against the GitHub Actions workflow schema vendored in check-jsonschema.
+//! validate against the GitHub Actions workflow schema vendored in check-jsonschema, and the
+//! release workflow builds the four binaries, the two-architecture image and the checksums.
 //!
 //! The validators come from `tests/schemas/requirements.txt` and `deploy/requirements-lint.txt`,
 //! installed by `scripts/test` into the Python that `$PYTHON` names.
@@ -184,30 +185,52 @@ fn kubernetes_examples_do_what_the_readme_says() {
 }
 
 #[test]
-fn checkov_passes_the_kubernetes_examples_and_every_skip_is_justified() {
+fn checkov_passes_the_examples_and_workflows_and_every_skip_is_justified() {
     let out = python_module(
         "checkov.main",
         &[
             "--framework",
             "kubernetes",
+            "github_actions",
             "-d",
             "deploy/kubernetes",
+            "-d",
+            ".github/workflows",
             "--output",
             "json",
             // No calls to the checkov platform (no network in CI).
             "--skip-download",
         ],
     );
-    let report: Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("checkov did not print JSON ({e}):\n{}", text(&out)));
-    let summary = &report["summary"];
-    assert_eq!(summary["parsing_errors"].as_u64(), Some(0), "{summary}");
-    assert!(summary["passed"].as_u64().unwrap_or(0) > 50, "{summary}");
-    let results = &report["results"];
-    let failures: Vec<String> = results["failed_checks"]
-        .as_array()
-        .into_iter()
-        .flatten()
+    // One JSON document per scanned directory, each a report or an array of them.
+    let mut reports = Vec::new();
+    for doc in serde_json::Deserializer::from_slice(&out.stdout).into_iter::<Value>() {
+        match doc.unwrap_or_else(|e| panic!("checkov did not print JSON ({e}):\n{}", text(&out))) {
+            Value::Array(r) => reports.extend(r),
+            one => reports.push(one),
+        }
+    }
+    let mut kinds = BTreeSet::new();
+    for report in &reports {
+        let summary = &report["summary"];
+        assert_eq!(summary["parsing_errors"].as_u64(), Some(0), "{summary}");
+        if summary["passed"].as_u64().unwrap_or(0) > 20 {
+            kinds.insert(report["check_type"].as_str().unwrap_or("?").to_owned());
+        }
+    }
+    assert!(
+        kinds.contains("kubernetes") && kinds.contains("github_actions"),
+        "checkov did not check both: {kinds:?}\n{}",
+        text(&out)
+    );
+    let all = |key: &str| -> Vec<Value> {
+        reports
+            .iter()
+            .flat_map(|r| r["results"][key].as_array().cloned().unwrap_or_default())
+            .collect()
+    };
+    let failures: Vec<String> = all("failed_checks")
+        .iter()
         .map(|c| {
             format!(
                 "{} {} ({}): {}",
@@ -220,7 +243,7 @@ fn checkov_passes_the_kubernetes_examples_and_every_skip_is_justified() {
         .collect();
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     let mut skipped = BTreeSet::new();
-    for c in results["skipped_checks"].as_array().into_iter().flatten() {
+    for c in &all("skipped_checks") {
         let id = c["check_id"].as_str().unwrap_or("?");
         let why = c["check_result"]["suppress_comment"]
             .as_str()
@@ -249,4 +272,109 @@ fn checkov_passes_the_kubernetes_examples_and_every_skip_is_justified() {
             }
         }
     }
+}
+
+#[test]
+fn workflows_validate_against_the_github_actions_schema() {
+    let workflows = files(".github/workflows", &["yml", "yaml"]);
+    let mut args = vec!["--builtin-schema", "vendor.github-workflows"];
+    args.extend(workflows.iter().map(String::as_str));
+    let out = python_module("check_jsonschema", &args);
+    assert!(out.status.success(), "{}", text(&out));
+
+    // The schema really applies: a misspelt key is refused.
+    let bad = std::env::temp_dir().join(format!("rdsiam-bad-workflow-{}.yml", std::process::id()));
+    std::fs::write(
+        &bad,
+        "on: push\njobs:\n  a:\n    runs-on: ubuntu-24.04\n    stepz: []\n",
+    )
+    .unwrap();
+    let out = python_module(
+        "check_jsonschema",
+        &[
+            "--builtin-schema",
+            "vendor.github-workflows",
+            bad.to_str().unwrap(),
+        ],
+    );
+    let _ = std::fs::remove_file(&bad);
+    assert!(
+        !out.status.success() && text(&out).contains("'stepz' was unexpected"),
+        "{}",
+        text(&out)
+    );
+}
+
+/// What the release workflow builds and publishes, read with PyYAML.
+const RELEASE_FACTS: &str = r#"
+import json, sys, yaml
+w = yaml.safe_load(open(sys.argv[1]))
+on = w.get("on", w.get(True))
+jobs = w["jobs"]
+steps = lambda job: " ".join(str(s.get("run", "")) + " " + str(s.get("uses", "")) for s in jobs[job]["steps"])
+print(json.dumps({
+    "tags": on["push"]["tags"],
+    "targets": sorted(m["target"] for m in jobs["binaries"]["strategy"]["matrix"]["include"]),
+    "platforms": sorted(m["platform"] for m in jobs["image"]["strategy"]["matrix"]["include"]),
+    "binaries": steps("binaries"),
+    "manifest": steps("manifest"),
+    "release": steps("release"),
+    "release_needs": jobs["release"]["needs"],
+}))
+"#;
+
+#[test]
+fn release_workflow_builds_every_target_and_attaches_checksums() {
+    let out = Command::new(python())
+        .arg("-c")
+        .arg(RELEASE_FACTS)
+        .arg(".github/workflows/release.yml")
+        .current_dir(root())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let f: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(f["tags"], serde_json::json!(["v*"]), "{f}");
+    assert_eq!(
+        f["targets"],
+        serde_json::json!([
+            "aarch64-apple-darwin",
+            "aarch64-unknown-linux-gnu",
+            "x86_64-apple-darwin",
+            "x86_64-unknown-linux-gnu"
+        ]),
+        "{f}"
+    );
+    assert_eq!(
+        f["platforms"],
+        serde_json::json!(["linux/amd64", "linux/arm64"]),
+        "{f}"
+    );
+    let binaries = f["binaries"].as_str().unwrap();
+    assert!(
+        binaries.contains("cargo build --release --locked")
+            && binaries.contains("sha256")
+            && binaries.contains("completions")
+            && binaries.contains("man --out-dir"),
+        "{binaries}"
+    );
+    assert!(
+        f["manifest"]
+            .as_str()
+            .unwrap()
+            .contains("docker buildx imagetools create"),
+        "{f}"
+    );
+    let release = f["release"].as_str().unwrap();
+    assert!(
+        release.contains("sha256sum -c")
+            && release.contains("SHA256SUMS")
+            && release.contains("gh release create"),
+        "{release}"
+    );
+    assert_eq!(
+        f["release_needs"],
+        serde_json::json!(["binaries", "manifest"]),
+        "{f}"
+    );
 }
