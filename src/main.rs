@@ -131,9 +131,14 @@ fn init_tracing(log: &LogArgs) {
     let default = default_filter(log.quiet, log.verbose);
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let never = tracing_subscriber::filter::filter_fn(|meta| !secret_bearing_trace(meta));
+    // A log line that cannot be written (stderr closed, e.g. piped to a process that ended on
+    // Ctrl-C) is dropped: tracing-subscriber would otherwise report it with eprintln!, which
+    // panics on that same stderr, inside whatever task was logging (the signal handler's, for
+    // one, which then never stops the proxy).
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .log_internal_errors(false);
     match log.log_format {
         LogFormat::Json => builder.json().finish().with(never).init(),
         LogFormat::Text => builder

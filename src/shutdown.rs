@@ -29,8 +29,8 @@ pub fn quit_request() -> (u16, String) {
     let token = QUIT.lock().unwrap_or_else(|p| p.into_inner()).clone();
     match token {
         Some(stop) => {
-            info!("POST /quitquitquit received, shutting down");
             stop.cancel();
+            info!("POST /quitquitquit received, shutting down");
             (
                 200,
                 "stopping: draining connections, then exiting\n".to_owned(),
@@ -63,29 +63,31 @@ pub fn on_signal_after(
             return std::future::pending().await;
         };
         let got_term = tokio::select! {
-            _ = int.recv() => {
-                info!("SIGINT received, shutting down");
-                false
-            }
+            _ = int.recv() => false,
             _ = term.recv() => true,
             _ = stop.cancelled() => return,
         };
-        if got_term && !min_delay.is_zero() {
+        // The token is cancelled before each line is logged, so nothing in logging can keep the
+        // proxy from stopping.
+        let why = if !got_term {
+            "SIGINT received, shutting down"
+        } else if min_delay.is_zero() {
+            "SIGTERM received, shutting down"
+        } else {
             info!(
                 "SIGTERM received; still accepting new connections for {} (--min-sigterm-delay), \
                  then shutting down",
                 humantime::format_duration(min_delay)
             );
             tokio::select! {
-                _ = tokio::time::sleep(min_delay) => info!("--min-sigterm-delay over, shutting down"),
-                _ = int.recv() => info!("SIGINT received, shutting down now"),
-                _ = term.recv() => info!("second SIGTERM received, shutting down now"),
+                _ = tokio::time::sleep(min_delay) => "--min-sigterm-delay over, shutting down",
+                _ = int.recv() => "SIGINT received, shutting down now",
+                _ = term.recv() => "second SIGTERM received, shutting down now",
                 _ = stop.cancelled() => return,
             }
-        } else if got_term {
-            info!("SIGTERM received, shutting down");
-        }
+        };
         stop.cancel();
+        info!("{why}");
     }
 }
 

@@ -1,11 +1,12 @@
 //! `scripts/demo`, as a new user runs it: started in the background, it prints the connect line;
 //! the mariadb CLI and PyMySQL log in with no password, `doctor` passes with the demo's
-//! environment file, and SIGINT (Ctrl-C) leaves no process, listening socket, PAM file or
-//! directory behind. Feature `sim` (the demo runs the `ssm-sim` binary).
+//! environment file, and Ctrl-C (SIGINT to its process group, as a terminal sends it) leaves no
+//! process, listening socket, PAM file or directory behind. Feature `sim` (the demo runs the `ssm-sim` binary).
 
 mod common;
 
 use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -49,6 +50,12 @@ fn signal(pid: u32, sig: i32) {
     // SAFETY: kill(2) on a child this test started and has not reaped yet.
     let rc = unsafe { libc::kill(pid as i32, sig) };
     assert_eq!(rc, 0, "kill({pid}, {sig})");
+}
+
+fn signal_group(pgid: u32, sig: i32) {
+    // SAFETY: kill(2) on the process group this test created (the script leads it).
+    let rc = unsafe { libc::kill(-(pgid as i32), sig) };
+    assert_eq!(rc, 0, "kill(-{pgid}, {sig})");
 }
 
 fn number_after<T: std::str::FromStr>(line: &str, key: &str) -> Option<T> {
@@ -133,7 +140,10 @@ fn demo_serves_clients_and_doctor_then_leaves_nothing_behind() {
         .unwrap()
         .to_owned();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/demo");
+    // Its own process group, as a shell gives a foreground command: Ctrl-C below goes to the
+    // whole group (the script, the simulator and the proxy), as a terminal sends it.
     let mut child = Command::new(&script)
+        .process_group(0)
         .arg("--bin-dir")
         .arg(&bin_dir)
         .stdin(Stdio::null())
@@ -221,9 +231,9 @@ fn demo_serves_clients_and_doctor_then_leaves_nothing_behind() {
     assert!(doctor.contains("✓ SELECT 1"), "{doctor}");
     assert!(doctor.contains("stack SecureDbConnectionStack"), "{doctor}");
 
-    // Ctrl-C: the script's trap takes everything down.
+    // Ctrl-C: SIGINT to the process group; the script's trap takes everything down.
     let mut demo = demo;
-    signal(demo.child.id(), libc::SIGINT);
+    signal_group(demo.child.id(), libc::SIGINT);
     let status = demo.child.wait().unwrap();
     reader.join().unwrap();
     err_reader.join().unwrap();

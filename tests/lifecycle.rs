@@ -171,3 +171,46 @@ fn min_sigterm_delay_keeps_accepting_until_a_second_sigterm() {
     assert!(status.success(), "{status:?}\n{stderr}");
     assert!(stderr.contains("second SIGTERM received"), "{stderr}");
 }
+
+#[test]
+fn a_closed_stderr_never_keeps_the_proxy_from_stopping() {
+    // Like a proxy whose log pipe's reader ended on Ctrl-C: the SIGTERM line cannot be written.
+    let mut cmd = common::process::isolated_cmd();
+    cmd.env("AWS_ACCESS_KEY_ID", "AKIDCLOSEDSTDERR")
+        .env("AWS_SECRET_ACCESS_KEY", "closed/stderr/secret")
+        .env(
+            "RDS_IAM_PROXY_DB_ENDPOINT",
+            "mydb.cluster-abc123.eu-west-1.rds.amazonaws.com:3306",
+        )
+        .env("RDS_IAM_PROXY_DIAL", "127.0.0.1:9")
+        .env("RDS_IAM_PROXY_LISTEN", "127.0.0.1:0")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert!(line.starts_with("rds-iam-proxy listening on"), "{line}");
+    drop(child.stderr.take());
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    for _ in 0..300 {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success(), "{status:?}");
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("the proxy did not stop on SIGTERM with its stderr closed");
+}
