@@ -14,8 +14,10 @@
 //!    ([`proxy::splice`]).
 //!
 //! [`cli`] and [`config`] turn flags into a [`proxy::ProxyConfig`]; [`proxy::Proxy::serve`] runs the
-//! accept loop until a [`tokio_util::sync::CancellationToken`] fires ([`shutdown`]). [`ssm`] holds
-//! the Session Manager data-channel layers the SSM transport is being built on.
+//! accept loop until a [`tokio_util::sync::CancellationToken`] fires ([`shutdown`]: signals,
+//! `POST /quitquitquit`). [`ssm`] holds the Session Manager data-channel layers the SSM transport
+//! is built on; [`http_proxy`] tunnels the connections the proxy dials itself (AWS API calls, the
+//! SSM WebSocket) through a corporate HTTP proxy; [`manual`] generates completions and man pages.
 
 #![forbid(unsafe_code)]
 
