@@ -123,7 +123,7 @@ pub struct CompletionsArgs {
 /// Flags of `man`.
 #[derive(Args, Debug, Clone)]
 pub struct ManArgs {
-    /// Write rds-iam-proxy.1 and rds-iam-proxy-<command>.1 for every subcommand here instead of
+    /// Write rds-iam-proxy.1 and rds-iam-proxy-COMMAND.1 for every subcommand here instead of
     /// printing the main page.
     #[arg(long, value_name = "DIR")]
     pub out_dir: Option<PathBuf>,
