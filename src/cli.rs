@@ -96,10 +96,37 @@ pub enum Command {
     Dsn(Box<DsnArgs>),
     /// Block until a running proxy's --health-addr reports ready (for scripts and CI).
     Wait(WaitArgs),
+    /// Stop a running proxy gracefully (drain, then exit 0) through its --health-addr: sends
+    /// POST /quitquitquit, for the end of a Kubernetes Job or a CI step.
+    Shutdown(ShutdownArgs),
     /// Create the IAM database user, once after deploy: read the master password from Secrets
     /// Manager, log in through the tunnel over verified TLS, run deploy/bootstrap-iam-user.sql (or
     /// --sql FILE), then log in as the IAM user with a token to check.
     Admin(Box<AdminArgs>),
+    /// Print shell completions (`rds-iam-proxy completions bash > ~/.local/share/bash-completion/
+    /// completions/rds-iam-proxy`; zsh: a file `_rds-iam-proxy` in your $fpath; fish:
+    /// ~/.config/fish/completions/rds-iam-proxy.fish).
+    Completions(CompletionsArgs),
+    /// Print the man page (`rds-iam-proxy man > rds-iam-proxy.1`), or write one page per command
+    /// into a directory with --out-dir.
+    Man(ManArgs),
+}
+
+/// Flags of `completions`.
+#[derive(Args, Debug, Clone)]
+pub struct CompletionsArgs {
+    /// The shell.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+/// Flags of `man`.
+#[derive(Args, Debug, Clone)]
+pub struct ManArgs {
+    /// Write rds-iam-proxy.1 and rds-iam-proxy-COMMAND.1 for every subcommand here instead of
+    /// printing the main page.
+    #[arg(long, value_name = "DIR")]
+    pub out_dir: Option<PathBuf>,
 }
 
 /// Flags of `admin`.
@@ -184,6 +211,18 @@ pub struct DsnArgs {
     /// The proxy's flags (the listen address and user are printed; a stack is read for its user).
     #[command(flatten)]
     pub serve: ServeArgs,
+}
+
+/// Flags of `shutdown`.
+#[derive(Args, Debug, Clone)]
+pub struct ShutdownArgs {
+    /// The running proxy's --health-addr.
+    #[arg(long, env = "RDS_IAM_PROXY_HEALTH_ADDR", value_name = "ADDR")]
+    pub health_addr: String,
+
+    /// Give up after this long.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub timeout: std::time::Duration,
 }
 
 /// Flags of `wait`.
@@ -352,6 +391,13 @@ pub struct ServeArgs {
     #[serde(deserialize_with = "duration")]
     pub max_sigterm_delay: Option<std::time::Duration>,
 
+    /// After SIGTERM, keep accepting new connections this long before draining (for pods whose
+    /// application still connects while it shuts down); SIGINT, a second SIGTERM or
+    /// POST /quitquitquit ends the wait [default: 0s].
+    #[arg(long, env = "RDS_IAM_PROXY_MIN_SIGTERM_DELAY", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    #[serde(deserialize_with = "duration")]
+    pub min_sigterm_delay: Option<std::time::Duration>,
+
     /// Allow a non-loopback --listen address; requires --local-password.
     #[arg(long, env = "RDS_IAM_PROXY_ALLOW_REMOTE")]
     pub allow_remote: bool,
@@ -365,7 +411,8 @@ pub struct ServeArgs {
     )]
     pub local_password: Option<Secret>,
 
-    /// Serve /startup, /readiness, /liveness and /metrics (Prometheus) over HTTP on this address.
+    /// Serve /startup, /readiness, /liveness and /metrics (Prometheus) over HTTP on this address,
+    /// and stop gracefully on POST /quitquitquit (see `rds-iam-proxy shutdown`).
     #[arg(long, env = "RDS_IAM_PROXY_HEALTH_ADDR", value_name = "ADDR")]
     pub health_addr: Option<String>,
 }

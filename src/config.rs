@@ -203,6 +203,9 @@ pub fn plan(cli: &ServeArgs, names: &[String], file: Option<&File>) -> Result<Ve
             if a.max_sigterm_delay.is_none() {
                 a.max_sigterm_delay = f.max_sigterm_delay;
             }
+            if a.min_sigterm_delay.is_none() {
+                a.min_sigterm_delay = f.min_sigterm_delay;
+            }
         }
     }
     // Where each database listens: its TCP address (the default unless only a socket is asked
@@ -244,7 +247,7 @@ pub fn overlay(base: ServeArgs, top: &ServeArgs) -> ServeArgs {
         db_endpoint, stack, db_cluster, db_instance, ecs_cluster, ecs_service, ecs_container,
         instance, instance_tag, dial, ssm_target, ssm_sessions, listen, region, db_user, profile,
         ca_bundle, handshake_timeout, max_connections, max_pending_logins, max_sigterm_delay,
-        local_password, secret,
+        min_sigterm_delay, local_password, secret,
         health_addr, unix_socket, ssm_stall_timeout, stall_spool_memory, stall_spool_disk,
         stall_spool_total;
         reader, local_tls, direct_auth, allow_remote

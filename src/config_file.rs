@@ -96,6 +96,9 @@ pub struct File {
     /// Drain time on SIGINT/SIGTERM.
     #[serde(deserialize_with = "crate::cli::duration")]
     pub max_sigterm_delay: Option<Duration>,
+    /// How long to keep accepting after SIGTERM.
+    #[serde(deserialize_with = "crate::cli::duration")]
+    pub min_sigterm_delay: Option<Duration>,
     /// Keys every database inherits.
     pub defaults: ServeArgs,
     /// The databases, by name.
@@ -154,10 +157,13 @@ pub fn parse(text: &str, path: &Path) -> Result<File, Error> {
             .iter()
             .map(|(n, d)| (format!("[databases.{n}]"), d)),
     ) {
-        if db.health_addr.is_some() || db.max_sigterm_delay.is_some() {
+        if db.health_addr.is_some()
+            || db.max_sigterm_delay.is_some()
+            || db.min_sigterm_delay.is_some()
+        {
             return Err(invalid(format!(
-                "{name}: health-addr and max-sigterm-delay are settings of the whole process; \
-                 put them at the top of the file, before any [table]"
+                "{name}: health-addr, max-sigterm-delay and min-sigterm-delay are settings of the \
+                 whole process; put them at the top of the file, before any [table]"
             )));
         }
     }
@@ -191,8 +197,9 @@ pub const EXAMPLE: &str = r#"# rds-iam-proxy configuration (the README's "Config
 # variables override the file; `rds-iam-proxy NAME` serves only NAME, `rds-iam-proxy` all.
 
 # Settings of the whole process.
-# health-addr = "127.0.0.1:9801"    # /startup, /readiness, /liveness, /metrics
+# health-addr = "127.0.0.1:9801"    # /startup, /readiness, /liveness, /metrics, POST /quitquitquit
 # max-sigterm-delay = "30s"         # let open sessions finish on SIGTERM/SIGINT
+# min-sigterm-delay = "10s"         # keep accepting new connections this long after SIGTERM
 
 # Keys every database inherits unless it sets them.
 [defaults]

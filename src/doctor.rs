@@ -85,6 +85,16 @@ pub async fn run(planned: &Planned) -> std::process::ExitCode {
         Ok(region) => region,
         Err(e) => return r.fail("AWS region", e),
     };
+    // The way out, when a proxy variable is set: the AWS calls below (and the credentials
+    // providers') take it, and so does the SSM WebSocket.
+    match crate::http_proxy::describe(&crate::aws::api::endpoint_url(
+        crate::aws::api::STS,
+        &region,
+    )) {
+        None => {}
+        Some(Ok(way)) => r.ok("HTTP proxy", way),
+        Some(Err(e)) => return r.fail("HTTP proxy", e),
+    }
     let creds = match iam::credentials(&provider, args.profile.as_deref()).await {
         Ok(c) => c,
         Err(e) => return r.fail("AWS credentials", e),

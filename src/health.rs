@@ -47,6 +47,8 @@ pub enum Method {
     Get,
     /// `HEAD`: the same head, no body.
     Head,
+    /// `POST`: only `/quitquitquit` (stop the proxy), from this host.
+    Post,
 }
 
 /// What the bytes received so far amount to.
@@ -95,7 +97,8 @@ pub fn parse_request(buf: &[u8]) -> Parsed<'_> {
     let method = match method {
         "GET" => Method::Get,
         "HEAD" => Method::Head,
-        _ => return Parsed::Reject(405, "only GET and HEAD\n"),
+        "POST" => Method::Post,
+        _ => return Parsed::Reject(405, "only GET and HEAD (POST for /quitquitquit)\n"),
     };
     let path = target.split('?').next().unwrap_or_default();
     if !path.starts_with('/') || path.bytes().any(|b| !b.is_ascii_graphic()) {
@@ -144,6 +147,21 @@ async fn answer(mut stream: TcpStream, dbs: &[Watched]) -> std::io::Result<()> {
             Parsed::Incomplete => {}
             Parsed::Reject(status, why) => {
                 return respond(&mut stream, status, "text/plain", why, true).await;
+            }
+            Parsed::Request { method, path } if path == "/quitquitquit" => {
+                let local = stream.peer_addr().is_ok_and(|a| a.ip().is_loopback());
+                let (status, body) = match method {
+                    Method::Post if local => crate::shutdown::quit_request(),
+                    Method::Post => (403, "POST /quitquitquit only from this host\n".to_owned()),
+                    _ => (405, "POST /quitquitquit stops the proxy\n".to_owned()),
+                };
+                return respond(&mut stream, status, "text/plain", &body, true).await;
+            }
+            Parsed::Request {
+                method: Method::Post,
+                ..
+            } => {
+                return respond(&mut stream, 405, "text/plain", "only GET and HEAD\n", true).await;
             }
             Parsed::Request { method, path } => {
                 let (status, body) = route(path, dbs);
@@ -501,6 +519,7 @@ async fn respond(
     let reason = match status {
         200 => "OK",
         400 => "Bad Request",
+        403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
         431 => "Request Header Fields Too Large",

@@ -11,8 +11,9 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use aws_credential_types::provider::SharedCredentialsProvider;
 
-use crate::aws::api::Api;
+use crate::aws::api::{self, Api};
 use crate::aws::discover::{self, DbSource, Resolved, TargetSpec};
+use crate::aws::loader;
 use crate::config::{self, Config, Planned};
 use crate::iam::{self, TokenCache};
 use crate::local::LocalProxy;
@@ -58,8 +59,12 @@ pub struct Running {
 pub async fn prepare(planned: &Planned, progress: &Progress) -> Result<Prepared> {
     let mut args = planned.args.clone();
     let source = config::source(&args)?;
-    let (provider, aws_region) = iam::load_aws(args.profile.as_deref()).await;
+    let profile = args.profile.clone();
+    // The region first (from the flags when they name it, else looked up once), so that no
+    // AWS configuration load below runs a region lookup, or probes instance metadata, again.
+    let aws_region = loader::region(profile.as_deref(), loader::known_region(&source, &args)).await;
     let api_region = config::api_region(&source, &args, aws_region.clone())?;
+    let provider = loader::credentials(profile.as_deref(), &api_region).await;
     let api = Api::new(provider.clone(), args.profile.clone(), api_region)
         .context("setting up TLS for AWS API calls")?;
     let what = match &source.db {
@@ -69,7 +74,9 @@ pub async fn prepare(planned: &Planned, progress: &Progress) -> Result<Prepared>
         DbSource::Instance(i) => Some(format!("Looking up DB instance {i}")),
     };
     let resolved = match what {
-        None => discover::resolve(&api, &source).await?,
+        None => discover::resolve(&api, &source)
+            .await
+            .map_err(|e| credentials_fix(e, profile.as_deref()))?,
         Some(doing) => {
             let step = progress.step(doing);
             match discover::resolve(&api, &source).await {
@@ -79,7 +86,7 @@ pub async fn prepare(planned: &Planned, progress: &Progress) -> Result<Prepared>
                 }
                 Err(e) => {
                     step.fail("");
-                    return Err(e.into());
+                    return Err(credentials_fix(e, profile.as_deref()));
                 }
             }
         }
@@ -101,7 +108,7 @@ pub async fn prepare(planned: &Planned, progress: &Progress) -> Result<Prepared>
                 }
                 Err(e) => {
                     step.fail("");
-                    return Err(e.into());
+                    return Err(credentials_fix(e, profile.as_deref()));
                 }
             }
         }
@@ -114,6 +121,39 @@ pub async fn prepare(planned: &Planned, progress: &Progress) -> Result<Prepared>
         provider,
         api,
     })
+}
+
+/// A discovery failure for the person starting the proxy: when no credentials could be loaded,
+/// what to run or pass (the generic text of the credentials chain names no fix); anything else as
+/// it is (an expired SSO login already names its `aws sso login --profile …`).
+fn credentials_fix(e: discover::Error, profile: Option<&str>) -> anyhow::Error {
+    let context = match &e {
+        discover::Error::Api(api::Error::Credentials(
+            iam::Error::NoCredentials { context, .. } | iam::Error::Credentials { context, .. },
+        )) => context,
+        _ => return e.into(),
+    };
+    let details = if context.is_empty() {
+        String::new()
+    } else {
+        format!(" (details: {context})")
+    };
+    let profile = profile
+        .map(str::to_owned)
+        .or_else(|| std::env::var("AWS_PROFILE").ok().filter(|p| !p.is_empty()));
+    let fix = match profile {
+        Some(p) => format!(
+            "no usable AWS credentials for profile `{p}`: run `aws sso login --profile {p}` \
+             (SSO) or `aws configure --profile {p}` (access keys), or pass another --profile"
+        ),
+        None => "no usable AWS credentials (looked in the environment, ~/.aws/config and \
+                 ~/.aws/credentials, SSO, web identity, ECS and EC2 instance metadata): run \
+                 `aws configure` (access keys), or `aws sso login --profile NAME` and pass \
+                 --profile NAME (or set AWS_PROFILE=NAME), or set AWS_ACCESS_KEY_ID and \
+                 AWS_SECRET_ACCESS_KEY"
+            .to_owned(),
+    };
+    anyhow::anyhow!("{fix}{details}")
 }
 
 /// Starts serving a prepared database.

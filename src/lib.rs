@@ -15,8 +15,10 @@
 //!    ([`proxy::splice`]).
 //!
 //! [`cli`] and [`config`] turn flags into a [`proxy::ProxyConfig`]; [`proxy::Proxy::serve`] runs the
-//! accept loop until a [`tokio_util::sync::CancellationToken`] fires ([`shutdown`]). [`ssm`] holds
-//! the Session Manager data-channel layers the SSM transport is being built on.
+//! accept loop until a [`tokio_util::sync::CancellationToken`] fires ([`shutdown`]: signals,
+//! `POST /quitquitquit`). [`ssm`] holds the Session Manager data-channel layers the SSM transport
+//! is built on; [`http_proxy`] tunnels the connections the proxy dials itself (AWS API calls, the
+//! SSM WebSocket) through a corporate HTTP proxy; [`manual`] generates completions and man pages.
 
 #![forbid(unsafe_code)]
 
@@ -27,9 +29,11 @@ pub mod config;
 pub mod config_file;
 pub mod doctor;
 pub mod health;
+pub mod http_proxy;
 pub mod iam;
 pub mod launch;
 pub mod local;
+pub mod manual;
 pub mod mysql;
 pub mod progress;
 pub mod proxy;

@@ -8,8 +8,9 @@ use tracing::{info, warn};
 
 use tokio_util::sync::CancellationToken;
 
+use rds_iam_proxy::aws::loader;
 use rds_iam_proxy::cli::{
-    Cli, Command, DsnArgs, ExecArgs, GlobalArgs, InitArgs, LogArgs, LogFormat, ServeArgs,
+    Cli, Command, DsnArgs, ExecArgs, GlobalArgs, InitArgs, LogArgs, LogFormat, ManArgs, ServeArgs,
     TokenArgs, WaitArgs,
 };
 use rds_iam_proxy::config::Planned;
@@ -17,7 +18,7 @@ use rds_iam_proxy::iam::{self, TokenRequest};
 use rds_iam_proxy::launch::{self, Running};
 use rds_iam_proxy::local::url_escape;
 use rds_iam_proxy::progress::Progress;
-use rds_iam_proxy::{admin, config, config_file, doctor, health, shutdown};
+use rds_iam_proxy::{admin, config, config_file, doctor, health, manual, shutdown};
 
 fn main() -> ExitCode {
     let cli = Cli::parse_checked();
@@ -40,12 +41,28 @@ fn main() -> ExitCode {
             Some(Command::Exec(args)) => exec(*args, &global, &progress).await,
             Some(Command::Dsn(args)) => dsn(&args, &global).await.map(|()| ExitCode::SUCCESS),
             Some(Command::Wait(args)) => wait(args).await.map(|()| ExitCode::SUCCESS),
+            Some(Command::Shutdown(args)) => {
+                shutdown::request_quit(&args.health_addr, args.timeout)
+                    .await
+                    .map_err(anyhow::Error::msg)?;
+                println!(
+                    "rds-iam-proxy at {} is stopping (draining, then exiting)",
+                    args.health_addr
+                );
+                Ok(ExitCode::SUCCESS)
+            }
             Some(Command::Doctor(args)) => {
                 let file = config_file::load(global.config.as_deref())?;
                 let planned = one(&args.serve, args.name.as_deref(), file.as_ref())?;
                 Ok(doctor::run(&planned).await)
             }
             Some(Command::Init(args)) => init(&args, &global).map(|()| ExitCode::SUCCESS),
+            Some(Command::Completions(args)) => {
+                manual::completions(args.shell, &mut std::io::stdout())
+                    .context("writing the completions")?;
+                Ok(ExitCode::SUCCESS)
+            }
+            Some(Command::Man(args)) => man(&args).map(|()| ExitCode::SUCCESS),
             Some(Command::Admin(args)) => {
                 let file = config_file::load(global.config.as_deref())?;
                 let planned = one(&args.serve, args.name.as_deref(), file.as_ref())?;
@@ -94,21 +111,34 @@ fn secret_bearing_trace(meta: &tracing::Metadata<'_>) -> bool {
         })
 }
 
+/// The log filter when RUST_LOG is not set. At the default level and with -q only our own lines
+/// show: they say what failed and what to do, while a dependency's warning is noise there (e.g.
+/// aws-config's Debug dump of an instance-metadata answer on a laptop). -v adds the dependencies'
+/// warnings and information, -vv their debug output.
+fn default_filter(quiet: bool, verbose: u8) -> &'static str {
+    match (quiet, verbose) {
+        (true, _) => "off,rds_iam_proxy=warn",
+        (false, 0) => "off,rds_iam_proxy=info",
+        (false, 1) => "info,rds_iam_proxy=debug",
+        (false, _) => "debug,rds_iam_proxy=trace",
+    }
+}
+
 fn init_tracing(log: &LogArgs) {
     use tracing_subscriber::EnvFilter;
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
-    let default = match (log.quiet, log.verbose) {
-        (true, _) => "warn",
-        (false, 0) => "info",
-        (false, 1) => "info,rds_iam_proxy=debug",
-        (false, _) => "debug,rds_iam_proxy=trace",
-    };
+    let default = default_filter(log.quiet, log.verbose);
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let never = tracing_subscriber::filter::filter_fn(|meta| !secret_bearing_trace(meta));
+    // A log line that cannot be written (stderr closed, e.g. piped to a process that ended on
+    // Ctrl-C) is dropped: tracing-subscriber would otherwise report it with eprintln!, which
+    // panics on that same stderr, inside whatever task was logging (the signal handler's, for
+    // one, which then never stops the proxy).
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .log_internal_errors(false);
     match log.log_format {
         LogFormat::Json => builder.json().finish().with(never).init(),
         LogFormat::Text => builder
@@ -134,10 +164,13 @@ async fn start_all(planned: &[Planned], progress: &Progress) -> Result<Vec<Runni
         let prepared = launch::prepare(p, progress).await.map_err(label)?;
         running.push(launch::start(prepared, progress).await.map_err(label)?);
     }
-    let mut profiles: Vec<Option<String>> = running.iter().map(|r| r.cfg.profile.clone()).collect();
-    profiles.dedup();
-    for profile in profiles {
-        let (provider, _) = iam::load_aws(profile.as_deref()).await;
+    let mut profiles: Vec<(Option<String>, String)> = running
+        .iter()
+        .map(|r| (r.cfg.profile.clone(), r.cfg.proxy.region.clone()))
+        .collect();
+    profiles.dedup_by(|a, b| a.0 == b.0);
+    for (profile, region) in profiles {
+        let provider = loader::credentials(profile.as_deref(), &region).await;
         tokio::spawn(iam::watch_expiry(provider, profile));
     }
     if let Some(addr) = running.first().and_then(|r| r.cfg.health) {
@@ -197,7 +230,13 @@ async fn serve(
             db_stop.cancel();
         });
     }
-    tokio::spawn(shutdown::on_signal(stop));
+    // SIGINT/SIGTERM, and POST /quitquitquit on the health address, stop every database.
+    shutdown::allow_quit_request(stop.clone());
+    let min_delay = planned
+        .first()
+        .and_then(|p| p.args.min_sigterm_delay)
+        .unwrap_or_default();
+    tokio::spawn(shutdown::on_signal_after(stop, min_delay));
     for r in &running {
         let user = match (&r.cfg.secret, &r.cfg.proxy.db_user) {
             (Some(id), _) => format!("with the user and password of Secrets Manager secret {id}"),
@@ -397,6 +436,20 @@ fn init(args: &InitArgs, global: &GlobalArgs) -> Result<()> {
     Ok(())
 }
 
+fn man(args: &ManArgs) -> Result<()> {
+    match &args.out_dir {
+        None => manual::man_page(&mut std::io::stdout()).context("writing the man page"),
+        Some(dir) => {
+            let written = manual::write_man_pages(dir)
+                .with_context(|| format!("cannot write man pages into {}", dir.display()))?;
+            for path in written {
+                println!("{}", path.display());
+            }
+            Ok(())
+        }
+    }
+}
+
 async fn wait(args: WaitArgs) -> Result<()> {
     health::wait_ready(&args.health_addr, args.timeout)
         .await
@@ -405,8 +458,13 @@ async fn wait(args: WaitArgs) -> Result<()> {
 
 async fn token(args: TokenArgs) -> Result<()> {
     let (host, port) = config::parse_endpoint(&args.db_endpoint)?;
-    let (provider, aws_region) = iam::load_aws(args.profile.as_deref()).await;
+    let known = args
+        .region
+        .clone()
+        .or_else(|| iam::region_from_endpoint(&host));
+    let aws_region = loader::region(args.profile.as_deref(), known).await;
     let region = config::resolve_region(args.region.clone(), &host, aws_region)?;
+    let provider = loader::credentials(args.profile.as_deref(), &region).await;
     let time = match &args.signing_time {
         Some(t) => humantime::parse_rfc3339_weak(t).with_context(|| {
             format!("--signing-time `{t}` is not RFC 3339 (e.g. 2026-01-02T03:04:05Z)")

@@ -31,7 +31,6 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::rt::TokioIo;
 use rustls::ClientConfig;
 use rustls_pki_types::ServerName;
-use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tracing::debug;
 
@@ -483,13 +482,13 @@ impl Api {
             .trim_start_matches('[')
             .trim_end_matches(']')
             .to_owned();
+        // Direct, or a CONNECT tunnel through the proxy HTTPS_PROXY (or ALL_PROXY) names.
         let tcp = tokio::time::timeout(
             CONNECT_TIMEOUT,
-            TcpStream::connect((dial_host.as_str(), port)),
+            crate::http_proxy::connect(parsed.scheme(), &dial_host, port),
         )
         .await
-        .map_err(|_| format!("connecting to {host}:{port} timed out"))?
-        .map_err(|e| format!("cannot connect to {host}:{port}: {e}"))?;
+        .map_err(|_| format!("connecting to {host}:{port} timed out"))??;
         let _ = tcp.set_nodelay(true);
         let stream: BoxStream = match parsed.scheme() {
             "https" => {

@@ -8,6 +8,7 @@
 //! - [`discover`]: from a [`discover::Source`] (stack, DB cluster or instance, or a plain
 //!   endpoint; an ECS service, an EC2 instance or tag, or a fixed SSM target) to the endpoint, user,
 //!   region and SSM target to use, following a replaced bastion task on every new session.
+//! - [`loader`]: the AWS configuration of the commands, with the region looked up once.
 //! - [`secrets`]: database credentials from Secrets Manager, for `admin` (the master secret) and
 //!   `--secret` (upstream password logins; `--secret auto` takes the secret discovery found).
 //! - [`mock`] (feature `sim`): the AWS API mock served by the SSM simulator, for tests and for
@@ -15,6 +16,7 @@
 
 pub mod api;
 pub mod discover;
+pub mod loader;
 #[cfg(feature = "sim")]
 pub mod mock;
 pub mod secrets;

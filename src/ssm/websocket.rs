@@ -17,7 +17,6 @@ use aws_sigv4::sign::v4;
 use aws_smithy_runtime_api::client::identity::Identity;
 use futures_util::SinkExt;
 use rustls::ClientConfig;
-use tokio::net::TcpStream;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
@@ -149,9 +148,10 @@ async fn connect_inner(
         }
     }
 
-    let tcp = TcpStream::connect((host_for_dial.as_str(), port))
+    // Direct, or a CONNECT tunnel through the proxy HTTPS_PROXY (or ALL_PROXY) names.
+    let tcp = crate::http_proxy::connect(url.scheme(), &host_for_dial, port)
         .await
-        .map_err(|e| ws_error(stream_url, format!("cannot connect to {host}:{port}: {e}")))?;
+        .map_err(|e| ws_error(stream_url, e))?;
     let _ = tcp.set_nodelay(true);
     let io: BoxStream = if tls {
         let name = rustls::pki_types::ServerName::try_from(host_for_dial.clone())
