@@ -40,6 +40,9 @@ pub const MAX_REQUEST: usize = 8 * 1024;
 /// Most requests served at once; connections past it are closed without an answer.
 pub const MAX_CONCURRENT: usize = 32;
 
+/// The one path that takes a POST: stop the proxy gracefully (Kubernetes Jobs, CI).
+pub const QUIT_PATH: &str = "/quitquitquit";
+
 /// A request method the endpoint serves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Method {
@@ -98,11 +101,14 @@ pub fn parse_request(buf: &[u8]) -> Parsed<'_> {
         "GET" => Method::Get,
         "HEAD" => Method::Head,
         "POST" => Method::Post,
-        _ => return Parsed::Reject(405, "only GET and HEAD (POST for /quitquitquit)\n"),
+        _ => return Parsed::Reject(405, "only GET and HEAD\n"),
     };
     let path = target.split('?').next().unwrap_or_default();
     if !path.starts_with('/') || path.bytes().any(|b| !b.is_ascii_graphic()) {
         return Parsed::Reject(400, "bad request target\n");
+    }
+    if method == Method::Post && path != QUIT_PATH {
+        return Parsed::Reject(405, "only GET and HEAD\n");
     }
     Parsed::Request { method, path }
 }
@@ -148,7 +154,7 @@ async fn answer(mut stream: TcpStream, dbs: &[Watched]) -> std::io::Result<()> {
             Parsed::Reject(status, why) => {
                 return respond(&mut stream, status, "text/plain", why, true).await;
             }
-            Parsed::Request { method, path } if path == "/quitquitquit" => {
+            Parsed::Request { method, path } if path == QUIT_PATH => {
                 let local = stream.peer_addr().is_ok_and(|a| a.ip().is_loopback());
                 let (status, body) = match method {
                     Method::Post if local => crate::shutdown::quit_request(),
@@ -156,12 +162,6 @@ async fn answer(mut stream: TcpStream, dbs: &[Watched]) -> std::io::Result<()> {
                     _ => (405, "POST /quitquitquit stops the proxy\n".to_owned()),
                 };
                 return respond(&mut stream, status, "text/plain", &body, true).await;
-            }
-            Parsed::Request {
-                method: Method::Post,
-                ..
-            } => {
-                return respond(&mut stream, 405, "text/plain", "only GET and HEAD\n", true).await;
             }
             Parsed::Request { method, path } => {
                 let (status, body) = route(path, dbs);
@@ -603,6 +603,13 @@ mod tests {
         assert_eq!(
             parse_request(b"POST / HTTP/1.1\r\n\r\n"),
             Parsed::Reject(405, "only GET and HEAD\n")
+        );
+        assert_eq!(
+            parse_request(b"POST /quitquitquit HTTP/1.1\r\nContent-Length: 0\r\n\r\n"),
+            Parsed::Request {
+                method: Method::Post,
+                path: QUIT_PATH
+            }
         );
         for bad in [
             &b"GET\r\n\r\n"[..],

@@ -48,6 +48,9 @@ use super::websocket::{self, DialConfig, WsStream};
 /// about 1 MiB by the WebSocket layer, this bounds what a misbehaving service can make us hold.
 const READER_QUEUE: usize = 32;
 
+/// Messages handled in one go before the session task pumps outgoing data again.
+const READER_BATCH: usize = 64;
+
 /// Default of [`SessionParams::stall_timeout`].
 pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -591,9 +594,13 @@ impl Actor {
                 }
             };
             let mut event = Some(event);
-            // Process a batch of what is already queued before pumping again.
-            for _ in 0..64 {
-                let Some(ev) = event.take() else { break };
+            // Process a batch of what is already queued before pumping again. An event is taken
+            // off the queue only when it will be processed: taking a 65th and then leaving the
+            // batch dropped a received message, a gap the agent repairs one timeout later (and,
+            // once its unacknowledged buffer is full, never).
+            let mut batch = 0;
+            while let Some(ev) = event.take() {
+                batch += 1;
                 match ev {
                     ConnEvent::Message(m) => {
                         if let Err(end) = self.on_message(m) {
@@ -607,7 +614,9 @@ impl Actor {
                         break;
                     }
                 }
-                event = self.conn.as_mut().and_then(|c| c.rx.try_recv().ok());
+                if batch < READER_BATCH {
+                    event = self.conn.as_mut().and_then(|c| c.rx.try_recv().ok());
+                }
             }
         }
     }
