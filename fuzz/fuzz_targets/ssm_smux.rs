@@ -113,7 +113,10 @@ fn dispatch(frames: &[Frame]) {
     let mut wakers = Wakers::default();
     for f in frames {
         match f.cmd {
-            Cmd::Psh => t.deliver(f.stream_id, f.data.clone(), &mut wakers),
+            Cmd::Psh => {
+                // A small budget, so the fuzzer also reaches the fail-a-stream path.
+                let _ = t.deliver(f.stream_id, f.data.clone(), 64 * 1024, &mut wakers);
+            }
             Cmd::Fin => t.remote_close(f.stream_id, None, &mut wakers),
             Cmd::Syn | Cmd::Nop => {}
         }
