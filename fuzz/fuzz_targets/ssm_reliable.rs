@@ -262,7 +262,8 @@ fn incoming(ch: &mut ReliableChannel, model: &mut Model, now: Now, m: AgentMessa
             acknowledges(&ack, &m);
         }
         Inbound::Buffered { ack } => {
-            assert!(stream && seq > model.expected);
+            // Never acknowledged ahead of a gap while the in-order message would be refused.
+            assert!(stream && seq > model.expected && model.ready);
             assert!(model.buffered.insert(seq));
             acknowledges(&ack, &m);
         }
@@ -270,7 +271,9 @@ fn incoming(ch: &mut ReliableChannel, model: &mut Model, now: Now, m: AgentMessa
             assert!(stream && (seq < model.expected || model.buffered.contains(&seq)));
             acknowledges(&ack, &m);
         }
-        Inbound::NotReady => assert!(stream && seq == model.expected && !model.ready),
+        Inbound::NotReady => assert!(
+            stream && seq >= model.expected && !model.buffered.contains(&seq) && !model.ready
+        ),
         Inbound::Overflow => {
             assert!(stream && seq > model.expected && !model.buffered.contains(&seq));
         }
