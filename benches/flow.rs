@@ -1,4 +1,4 @@
-//! `cargo bench --features sim --bench flow`: what one connection's behaviour costs the others on
+//! `cargo bench --bench flow`: what one connection's behaviour costs the others on
 //! a shared SSM session (DESIGN.md decision 11), and what holding a paused client's results costs.
 //!
 //! Scenarios, each printed as a table row and kept in `target/bench-flow.json`:
@@ -29,8 +29,8 @@ use bytes::Bytes;
 use md5::{Digest, Md5};
 use mysql_async::prelude::Queryable;
 use rds_iam_proxy::spool::{Spool, SpoolBudget, SpoolLimits};
-use rds_iam_proxy::ssm::sim::{Route, SimConfig, SimServer};
 use serde_json::json;
+use ssm_sim::{Route, SimConfig, SimServer};
 
 use support::*;
 

@@ -1,4 +1,4 @@
-//! `cargo bench --features sim --bench load`: many concurrent clients through ONE proxy process,
+//! `cargo bench --bench load`: many concurrent clients through ONE proxy process,
 //! each running a checked mix of queries for a bounded time, once over the Direct transport and
 //! once over ONE simulated SSM session (the `ssm-sim` binary as its own process, the proxy started
 //! with `--ssm-target … --ssm-sessions 1` and `AWS_ENDPOINT_URL_SSM` pointing at it).
@@ -598,7 +598,7 @@ struct SimProcess {
 impl SimProcess {
     fn start(up: &RdsLikeUpstream, log: &Path) -> Self {
         let log_file = std::fs::File::create(log).expect("create the simulator log");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ssm-sim"))
+        let mut child = Command::new(ssm_sim::binary::path())
             .env_remove("RUST_LOG")
             .env("SSM_SIM_VERIFY_SECRET", &up.secret)
             .arg("--route")

@@ -1,4 +1,4 @@
-//! SSM transport benchmarks against the simulator (`cargo bench --features sim --bench ssm`).
+//! SSM transport benchmarks against the simulator (`cargo bench --bench ssm`).
 //!
 //! Prints a table and writes `target/bench-ssm.json`. Scenarios:
 //! * lab mode (no pacing, no added RTT), one session, one connection: downstream and upstream;
@@ -15,11 +15,11 @@ mod ssm_support;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use rds_iam_proxy::ssm::sim::SimConfig;
-use rds_iam_proxy::ssm::sim::agent::{REALISTIC_CHUNK, REALISTIC_PAUSE};
 use rds_iam_proxy::tunnel::Connector;
 use rds_iam_proxy::tunnel::ssm::Ssm;
 use serde_json::json;
+use ssm_sim::SimConfig;
+use ssm_sim::ssm::agent::{REALISTIC_CHUNK, REALISTIC_PAUSE};
 use ssm_support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -131,11 +131,7 @@ fn pacing_ceiling() -> f64 {
     REALISTIC_CHUNK as f64 / REALISTIC_PAUSE.as_secs_f64() / (1 << 20) as f64
 }
 
-async fn setup(
-    sim: SimConfig,
-    sessions: usize,
-    max_payload: usize,
-) -> (rds_iam_proxy::ssm::sim::SimServer, Ssm) {
+async fn setup(sim: SimConfig, sessions: usize, max_payload: usize) -> (ssm_sim::SimServer, Ssm) {
     let mut cfg = ssm_config(sessions);
     cfg.max_payload = max_payload;
     let (server, ssm) = start(sim, cfg).await;
@@ -266,9 +262,7 @@ async fn run() {
     sim.shutdown().await;
 
     // Cold start.
-    let sim = rds_iam_proxy::ssm::sim::SimServer::start(realistic.clone())
-        .await
-        .unwrap();
+    let sim = ssm_sim::SimServer::start(realistic.clone()).await.unwrap();
     let started = Instant::now();
     let ssm = Ssm::new(ssm_config(1), &sdk_config(&sim.endpoint_url())).unwrap();
     first_byte(&ssm).await;

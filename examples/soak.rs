@@ -1,5 +1,5 @@
 //! The soak with faults, as a command: `scripts/soak --duration 30m` (or, with the proxy binary
-//! already built, `cargo run --release --features sim --example soak -- --duration 30m`).
+//! already built, `cargo run --release --example soak -- --duration 30m`).
 //!
 //! Starts the RDS-shaped MariaDB (`tests/upstream`), the SSM simulator in this process, and the
 //! proxy binary over one simulated session; N connections loop over checksummed work while the

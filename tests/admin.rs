@@ -17,7 +17,7 @@ use common::aws_sim::{bare, sim_for};
 use common::process::{ProxyProcess, isolated_cmd, mariadb};
 use common::upstream::RdsLikeUpstream;
 use rds_iam_proxy::admin::script::BOOTSTRAP_SQL;
-use rds_iam_proxy::aws::mock::AwsWorld;
+use ssm_sim::aws::AwsWorld;
 
 const SECRET_ARN: &str =
     "arn:aws:secretsmanager:us-east-1:123456789012:secret:rds!cluster-fakedb-AbCdEf";

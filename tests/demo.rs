@@ -1,7 +1,8 @@
 //! `scripts/demo`, as a new user runs it: started in the background, it prints the connect line;
 //! the mariadb CLI and PyMySQL log in with no password, `doctor` passes with the demo's
 //! environment file, and Ctrl-C (SIGINT to its process group, as a terminal sends it) leaves no
-//! process, listening socket, PAM file or directory behind. Feature `sim` (the demo runs the `ssm-sim` binary).
+//! process, listening socket, PAM file or directory behind. The demo runs the `ssm-sim` binary, built
+//! beside this build's `rds-iam-proxy` (`ssm_sim::binary`).
 
 mod common;
 
@@ -139,6 +140,13 @@ fn demo_serves_clients_and_doctor_then_leaves_nothing_behind() {
         .parent()
         .unwrap()
         .to_owned();
+    // The simulator's binary belongs to its own crate: built here, next to the proxy's.
+    let sim_bin = ssm_sim::binary::path();
+    assert_eq!(
+        sim_bin.parent(),
+        Some(bin_dir.as_path()),
+        "ssm-sim beside rds-iam-proxy"
+    );
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/demo");
     // Its own process group, as a shell gives a foreground command: Ctrl-C below goes to the
     // whole group (the script, the simulator and the proxy), as a terminal sends it.

@@ -17,8 +17,8 @@ use std::time::Duration;
 use common::aws_sim::{bare, sim_for};
 use common::process::{ProxyProcess, free_port, mariadb, try_http_get};
 use common::upstream::RdsLikeUpstream;
-use rds_iam_proxy::aws::mock::AwsWorld;
-use rds_iam_proxy::ssm::sim::SimServer;
+use ssm_sim::SimServer;
+use ssm_sim::aws::AwsWorld;
 
 const STACK: &str = "SecureDbConnectionStack";
 const TASK_1: &str = "1111111111111111aaaaaaaaaaaaaaaa";
@@ -117,13 +117,11 @@ async fn no_arguments_serve_the_default_stack_and_follow_a_replaced_task() {
         for t in &mut service.tasks {
             t.stop("Task replaced by the test");
         }
-        service
-            .tasks
-            .push(rds_iam_proxy::aws::mock::EcsTask::running(
-                TASK_2,
-                "bastion",
-                &format!("{TASK_2}-1"),
-            ));
+        service.tasks.push(ssm_sim::aws::EcsTask::running(
+            TASK_2,
+            "bastion",
+            &format!("{TASK_2}-1"),
+        ));
     });
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {

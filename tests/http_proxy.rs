@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use common::aws_sim::{bare, sim_for};
 use common::process::{ProxyProcess, isolated_cmd, mariadb};
 use common::upstream::RdsLikeUpstream;
-use rds_iam_proxy::aws::mock::AwsWorld;
+use ssm_sim::aws::AwsWorld;
 
 const PROXY_USER: &str = "corp";
 const PROXY_PASSWORD: &str = "pr0xy-s3cret";

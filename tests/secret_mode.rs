@@ -16,7 +16,7 @@ use std::process::{Command, Output};
 use common::aws_sim::{bare, sim_for};
 use common::process::{ProxyProcess, mariadb};
 use common::upstream::RdsLikeUpstream;
-use rds_iam_proxy::aws::mock::AwsWorld;
+use ssm_sim::aws::AwsWorld;
 
 const SECRET_ARN: &str = "arn:aws:secretsmanager:us-east-1:123456789012:secret:app-db-AbCdEf";
 const CALLER: &str = "arn:aws:iam::123456789012:user/dev";

@@ -18,7 +18,7 @@ use std::process::{Command, Output};
 use common::process::{ProxyProcess, cmd_for, isolated_cmd};
 use common::upstream::RdsLikeUpstream;
 use mysql_async::prelude::*;
-use rds_iam_proxy::ssm::sim::{Route, SimConfig, SimServer};
+use ssm_sim::{Route, SimConfig, SimServer};
 
 const TARGET: &str = "i-0123456789abcdef0";
 const LOCAL_PASSWORD: &str = "L0cal-pw-5ecret!";

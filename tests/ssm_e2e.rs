@@ -5,8 +5,8 @@ mod ssm_support;
 
 use std::time::Duration;
 
-use rds_iam_proxy::ssm::sim::SimConfig;
 use rds_iam_proxy::tunnel::Connector;
+use ssm_sim::SimConfig;
 use ssm_support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
@@ -184,9 +184,7 @@ async fn upgrade_signatures_are_checked_and_unsigned_upgrades_accepted() {
     let echo = echo_server(stop.clone()).await;
 
     // Wrong secret: the simulator refuses the upgrade, and the connector says so.
-    let server = rds_iam_proxy::ssm::sim::SimServer::start(sim_config(echo))
-        .await
-        .unwrap();
+    let server = ssm_sim::SimServer::start(sim_config(echo)).await.unwrap();
     let mut bad = sdk_config(&server.endpoint_url()).to_builder();
     bad.set_credentials_provider(Some(
         aws_credential_types::provider::SharedCredentialsProvider::new(
@@ -258,9 +256,7 @@ async fn a_ping_before_open_data_channel_is_tolerated_like_the_plugin_needs() {
     let echo = echo_server(stop.clone()).await;
     let mut sim_cfg = sim_config(echo);
     sim_cfg.require_signature = false;
-    let sim = rds_iam_proxy::ssm::sim::SimServer::start(sim_cfg)
-        .await
-        .unwrap();
+    let sim = ssm_sim::SimServer::start(sim_cfg).await.unwrap();
     let api = Api::new(&sdk_config(&sim.endpoint_url()));
     let grant = api
         .start_session(&SessionRequest {

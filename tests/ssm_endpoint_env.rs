@@ -14,9 +14,7 @@ use tokio_util::sync::CancellationToken;
 async fn aws_endpoint_url_ssm_reaches_the_simulator() {
     let stop = CancellationToken::new();
     let echo = echo_server(stop.clone()).await;
-    let sim = rds_iam_proxy::ssm::sim::SimServer::start(sim_config(echo))
-        .await
-        .unwrap();
+    let sim = ssm_sim::SimServer::start(sim_config(echo)).await.unwrap();
     let vars = [
         ("AWS_ENDPOINT_URL_SSM", sim.endpoint_url()),
         ("AWS_ENDPOINT_URL", "http://127.0.0.1:9".to_owned()),

@@ -24,7 +24,7 @@ use common::process::{ProxyProcess, cmd_for};
 use common::upstream::RdsLikeUpstream;
 use futures_util::StreamExt;
 use mysql_async::prelude::Queryable;
-use rds_iam_proxy::ssm::sim::{Route, SimConfig, SimServer, StatsSnapshot};
+use ssm_sim::{Route, SimConfig, SimServer, StatsSnapshot};
 
 const TARGET: &str = "i-0123456789abcdef0";
 

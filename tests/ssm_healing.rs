@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use rds_iam_proxy::ssm::message::{AgentMessage, MessageId, MessageType, PayloadType};
-use rds_iam_proxy::ssm::sim::{Faults, HandshakeBehaviour, SimConfig};
 use rds_iam_proxy::tunnel::Connector;
+use ssm_sim::{Faults, HandshakeBehaviour, SimConfig};
 use ssm_support::*;
 use tokio::io::AsyncReadExt;
 use tokio_util::sync::CancellationToken;

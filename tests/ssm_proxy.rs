@@ -9,7 +9,7 @@ use std::process::Command;
 use common::clients::{Target, assert_report_sane, mysql_async_check, pymysql_check};
 use common::process::{ProxyProcess, cmd_for, mariadb};
 use common::upstream::RdsLikeUpstream;
-use rds_iam_proxy::ssm::sim::{Route, SimConfig, SimServer};
+use ssm_sim::{Route, SimConfig, SimServer};
 
 const TARGET: &str = "i-0123456789abcdef0";
 

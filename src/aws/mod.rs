@@ -11,13 +11,12 @@
 //! - [`loader`]: the AWS configuration of the commands, with the region looked up once.
 //! - [`secrets`]: database credentials from Secrets Manager, for `admin` (the master secret) and
 //!   `--secret` (upstream password logins; `--secret auto` takes the secret discovery found).
-//! - [`mock`] (feature `sim`): the AWS API mock served by the SSM simulator, for tests and for
-//!   trying the tool without AWS.
+//!
+//! The AWS API mock that tests and newcomers run instead of AWS is not here: it is the `aws`
+//! module of the `ssm-sim` crate (`crates/ssm-sim`), served by the SSM simulator.
 
 pub mod api;
 pub mod discover;
 pub mod loader;
-#[cfg(feature = "sim")]
-pub mod mock;
 pub mod secrets;
 pub mod stack;

@@ -24,10 +24,10 @@
 //!
 //! The codecs and state machines ([`message`], [`payload`], [`smux`], [`reliable`], [`version`])
 //! are sans-IO: they take bytes and the current time and return bytes and events, so the same
-//! code serves our client and the simulator's agent (`sim`, feature `sim`; DESIGN.md decision
-//! 9). The I/O layers are [`websocket`] (dial and sign), [`session`] (one task per session),
-//! [`mux`]/[`stream`] (the stream table and the `AsyncRead + AsyncWrite` handles) and [`pool`]
-//! (what [`crate::tunnel::ssm::Ssm`] connects through).
+//! code serves our client and the simulator's agent (the `ssm-sim` crate, `crates/ssm-sim`;
+//! DESIGN.md decision 9). The I/O layers are [`websocket`] (dial and sign), [`session`] (one task
+//! per session), [`mux`]/[`stream`] (the stream table and the `AsyncRead + AsyncWrite` handles)
+//! and [`pool`] (what [`crate::tunnel::ssm::Ssm`] connects through).
 //!
 //! # Choices
 //!
@@ -53,8 +53,6 @@ pub mod payload;
 pub mod pool;
 pub mod reliable;
 pub mod session;
-#[cfg(feature = "sim")]
-pub mod sim;
 pub mod smux;
 pub mod stall;
 pub mod stream;

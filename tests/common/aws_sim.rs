@@ -3,8 +3,8 @@
 
 use std::process::Command;
 
-use rds_iam_proxy::aws::mock::AwsWorld;
-use rds_iam_proxy::ssm::sim::{Route, SimConfig, SimServer};
+use ssm_sim::aws::AwsWorld;
+use ssm_sim::{Route, SimConfig, SimServer};
 
 use super::process::isolated_cmd;
 use super::upstream::RdsLikeUpstream;

@@ -2,7 +2,6 @@
 // Each test binary uses a different subset of these helpers.
 #![allow(dead_code)]
 
-#[cfg(feature = "sim")]
 pub mod aws_sim;
 pub mod clients;
 pub mod logged_proxy;

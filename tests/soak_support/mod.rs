@@ -41,9 +41,9 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, OptsBuilder};
 use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
-use rds_iam_proxy::ssm::sim::{Faults, Route, SimConfig, SimServer, StatsSnapshot};
 use serde_json::json;
 use sha2::Sha512;
+use ssm_sim::{Faults, Route, SimConfig, SimServer, StatsSnapshot};
 
 use logged_proxy::{LoggedProxy, isolated};
 use upstream::RdsLikeUpstream;

@@ -1,6 +1,6 @@
 //! The simulator's HTTP/1.1 listener: the SSM awsJson1_1 API and the data-channel WebSocket
 //! upgrade on one port (spec §1.1, §2.1, §12.1–12.2), and the AWS API mock
-//! ([`crate::aws::mock`]) beside them. API requests are routed by the service in their SigV4
+//! ([`crate::aws`]) beside them. API requests are routed by the service in their SigV4
 //! credential scope: `ssm` is answered here, every other service by the mock.
 
 use std::convert::Infallible;
@@ -21,10 +21,11 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tracing::{debug, info, warn};
 
-use super::{BASE64, SessionState, SimSession, SimState, agent, gateway, lock, random_text};
-use crate::aws::mock::{self, ApiRequest, ApiResponse, AwsWorld, Routed, TargetState};
-use crate::ssm::api::{DOCUMENT_LOCAL, DOCUMENT_REMOTE_HOST};
-use crate::ssm::websocket::ws_config;
+use crate::aws::{self, ApiRequest, ApiResponse, AwsWorld, Routed, TargetState};
+use crate::ssm::{agent, gateway};
+use crate::{BASE64, SessionState, SimSession, SimState, lock, random_text};
+use rds_iam_proxy::ssm::api::{DOCUMENT_LOCAL, DOCUMENT_REMOTE_HOST};
+use rds_iam_proxy::ssm::websocket::ws_config;
 
 /// Largest API request body accepted.
 const MAX_BODY: usize = 1 << 20;
@@ -104,7 +105,7 @@ async fn handle(state: Arc<SimState>, req: Request<Incoming>) -> Response<Full<B
             headers: &parts.headers,
             body: &body,
         };
-        mock::route(world, &request)
+        aws::route(world, &request)
     };
     let (region, operation) = match routed {
         Routed::Answer(answer) => {
@@ -178,7 +179,7 @@ fn ok(body: Value) -> Response<Full<Bytes>> {
         .header(CONTENT_TYPE, JSON_1_1)
         .header(
             "x-amzn-RequestId",
-            crate::ssm::message::MessageId::random().to_string(),
+            rds_iam_proxy::ssm::message::MessageId::random().to_string(),
         )
         .body(Full::new(Bytes::from(body.to_string())))
         .expect("static response parts are valid")
@@ -385,7 +386,7 @@ fn upgrade(state: Arc<SimState>, mut req: Request<Incoming>) -> Response<Full<By
     if !is_upgrade {
         return plain(StatusCode::BAD_REQUEST, "expected a WebSocket upgrade");
     }
-    match super::gateway::check_signature(&state, &req) {
+    match gateway::check_signature(&state, &req) {
         Ok(signed) => {
             if signed {
                 state.stats.signed_upgrades.fetch_add(1, Ordering::Relaxed);

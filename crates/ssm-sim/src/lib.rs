@@ -1,18 +1,25 @@
-//! A local stand-in for AWS Systems Manager Session Manager port forwarding (DESIGN.md decision 9;
-//! spec §12): the SSM API, the message gateway's WebSocket and the SSM agent, on one loopback port.
+//! `ssm-sim`: a local AWS for rds-iam-proxy's tests, benchmarks and newcomers (DESIGN.md decision
+//! 9; spec §12) — AWS Systems Manager Session Manager port forwarding (the SSM API, the message
+//! gateway's WebSocket and the SSM agent) and a mock AWS account, on one loopback port. It is a
+//! test double in its own crate: it uses only rds-iam-proxy's public API (the same sans-IO codecs
+//! our client uses), and the product depends on it only as a dev-dependency. The `ssm-sim`
+//! binary (`src/main.rs`) runs it as a process.
 //!
 //! * [`http`]: one HTTP/1.1 listener serves the awsJson1_1 API (`POST /`, `X-Amz-Target:
 //!   AmazonSSM.StartSession|ResumeSession|TerminateSession`, errors as `{"__type","message"}`) and
 //!   the data-channel WebSocket (`GET /v1/data-channel/<SessionId>`, signed or unsigned upgrade,
 //!   then a text OpenDataChannel carrying the current token);
-//! * [`gateway`]: relays AgentMessages between the client's WebSocket and the agent, through the
-//!   fault injector ([`faults`]) and the injected round-trip time, and resets the socket on demand;
-//! * [`agent`]: the agent side of one session with the agent's reliability rules
-//!   ([`crate::ssm::reliable::Config::agent`]), the handshake, a smux v1 server that dials the
-//!   routed destination per stream (ConnectToPortError + FIN when that fails), basic mode for
+//! * [`ssm::gateway`]: relays AgentMessages between the client's WebSocket and the agent, through
+//!   the fault injector ([`ssm::faults`]) and the injected round-trip time, and resets the socket
+//!   on demand;
+//! * [`ssm::agent`]: the agent side of one session with the agent's reliability rules
+//!   ([`rds_iam_proxy::ssm::reliable::Config::agent`]), the handshake, a smux v1 server that dials
+//!   the routed destination per stream (ConnectToPortError + FIN when that fails), basic mode for
 //!   agent versions too old for smux, `channel_closed` on TerminateSession, idle timeout, and an
 //!   optional realistic pump (1 KiB per message, 1 ms pause, as the real agent);
-//! * [`link`]: the optional rate-limited client → agent link ([`SimConfig::uplink_rate`]).
+//! * [`ssm::link`]: the optional rate-limited client → agent link ([`SimConfig::uplink_rate`]);
+//! * [`aws`]: the AWS account (CloudFormation, RDS, STS, EC2, ECS, Secrets Manager);
+//! * [`binary`]: where the `ssm-sim` binary is, for other crates' tests that run it as a process.
 //!
 //! The agent is faithful by default where flow control is concerned (spec §5, §7.4): head-only
 //! retransmission on a 100 ms scan, no send window (100 000 tracked messages, then sent once
@@ -28,18 +35,17 @@
 //! StartSession whose `host`/`portNumber` match a [`Route`] is forwarded to its dial address;
 //! without a route only loopback destinations are dialled.
 //!
-//! The same port serves the AWS API mock of [`crate::aws::mock`] (CloudFormation, RDS, STS, EC2,
+//! The same port serves the AWS API mock of [`aws`] (CloudFormation, RDS, STS, EC2,
 //! ECS, Secrets Manager), told apart from SSM by the service in each request's SigV4 credential
 //! scope, so `AWS_ENDPOINT_URL=<endpoint url>` points every client at the simulator. Its world
 //! comes from [`SimConfig::aws_world`] and changes through [`SimServer::aws_world`]; with a world
 //! configured, StartSession reaches only targets the world says are up, and a change that stops
 //! a target ends its live sessions.
 
-pub mod agent;
-pub mod faults;
-pub mod gateway;
+pub mod aws;
+pub mod binary;
 pub mod http;
-pub mod link;
+pub mod ssm;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -52,9 +58,10 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::aws::mock::{AwsWorld, TargetState};
+use crate::aws::{AwsWorld, TargetState};
+use crate::ssm::{agent, link};
 
-pub use faults::Faults;
+pub use ssm::faults::Faults;
 
 /// The default agent version: current, smux without keep-alive.
 pub const DEFAULT_AGENT_VERSION: &str = "3.3.987.0";
@@ -143,7 +150,7 @@ pub struct SimConfig {
     /// agent traffic (for testing how clients treat garbage from the service).
     pub inject_frames: Vec<bytes::Bytes>,
     /// The AWS account the API mock serves and StartSession checks targets against
-    /// ([`crate::aws::mock`]); `None`: an empty account, and every target is reachable.
+    /// ([`aws`]); `None`: an empty account, and every target is reachable.
     pub aws_world: Option<AwsWorld>,
     /// The agent as this simulator had it before it was made faithful (issue 10): the pump stops
     /// while more than [`agent::FAST_AGENT_WINDOW`] bytes are unacknowledged, the head is

@@ -1,4 +1,4 @@
-//! `ssm-sim`: the SSM Session Manager simulator as a process (see `rds_iam_proxy::ssm::sim`).
+//! `ssm-sim`: the SSM Session Manager simulator as a process (see the `ssm_sim` library).
 //!
 //! ```text
 //! ssm-sim --listen 127.0.0.1:0 --route mydb.example:3306=127.0.0.1:3306 [knobs]
@@ -11,7 +11,7 @@
 //! older, gentler agent: 8 MiB send window, no 100 ms resend scan), `--agent-max-unacked N`.
 //!
 //! `--aws-world FILE.json` also serves an AWS account (CloudFormation, RDS, STS, EC2, ECS,
-//! Secrets Manager; format in `rds_iam_proxy::aws::mock`) on the same URL: point every client
+//! Secrets Manager; format in `ssm_sim::aws`) on the same URL: point every client
 //! at it with `AWS_ENDPOINT_URL=<that URL>`.
 
 use std::net::SocketAddr;
@@ -20,8 +20,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use rds_iam_proxy::aws::mock::AwsWorld;
-use rds_iam_proxy::ssm::sim::{Faults, HandshakeBehaviour, Route, SimConfig, SimServer};
+use ssm_sim::aws::AwsWorld;
+use ssm_sim::{Faults, HandshakeBehaviour, Route, SimConfig, SimServer};
 
 /// A local SSM API + message gateway + agent for port-forwarding sessions.
 #[derive(Debug, Parser)]
@@ -34,7 +34,7 @@ struct Args {
     #[arg(long = "route", value_name = "HOST:PORT=DIALADDR")]
     routes: Vec<Route>,
     /// AgentVersion in the handshake (3.0.196.0 or older: basic mode).
-    #[arg(long, default_value = rds_iam_proxy::ssm::sim::DEFAULT_AGENT_VERSION)]
+    #[arg(long, default_value = ssm_sim::DEFAULT_AGENT_VERSION)]
     agent_version: String,
     /// Realistic agent pump: 1 KiB per message and a 1 ms pause after each.
     #[arg(long)]
@@ -95,7 +95,7 @@ struct Args {
     require_signature: bool,
     /// Rate limit of the client → agent link, in bytes per second (1048576, 512KiB, 4MiB, 10MB);
     /// frames queue, nothing is dropped.
-    #[arg(long, value_name = "BYTES", value_parser = rds_iam_proxy::ssm::sim::link::parse_bytes)]
+    #[arg(long, value_name = "BYTES", value_parser = ssm_sim::ssm::link::parse_bytes)]
     uplink_rate: Option<u64>,
     /// Each session's agent stops acknowledging (stops taking client messages in) this long after
     /// the session starts (e.g. 30s).
@@ -106,7 +106,7 @@ struct Args {
     #[arg(long)]
     fast_agent: bool,
     /// Messages the agent keeps for retransmission before sending new ones once, untracked.
-    #[arg(long, default_value_t = rds_iam_proxy::ssm::sim::agent::AGENT_MAX_UNACKED)]
+    #[arg(long, default_value_t = ssm_sim::ssm::agent::AGENT_MAX_UNACKED)]
     agent_max_unacked: usize,
     /// Serve the AWS account described in this JSON file (stacks, RDS, ECS, EC2, secrets) and
     /// let sessions reach only the targets it says are up.

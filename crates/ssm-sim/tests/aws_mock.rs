@@ -1,4 +1,4 @@
-//! The simulator's AWS API mock (`rds_iam_proxy::aws::mock`), driven by botocore, the AWS SDK
+//! The simulator's AWS API mock (`ssm_sim::aws`), driven by botocore, the AWS SDK
 //! for Python: its serializers, SigV4 signer and response parsers come from the AWS service
 //! models, so what it parses here is what the real services' wire formats carry. Every
 //! operation and every modelled error is called through `AWS_ENDPOINT_URL=<sim url>`, one URL
@@ -8,8 +8,11 @@
 //! also checks each raw answer strictly against botocore's service model.
 //!
 //! botocore runs in `$RDS_IAM_PROXY_TEST_PYTHON` (default `python3`), which needs botocore 1.31
-//! or newer: `pip install -r tests/aws_mock/requirements.txt` (scripts/test does it).
+//! or newer: `pip install -r crates/ssm-sim/tests/aws_mock/requirements.txt` (scripts/test does
+//! it).
 
+// The SSM helpers the root crate's SSM tests use (destinations, SDK config, deterministic data).
+#[path = "../../../tests/ssm_support/mod.rs"]
 mod ssm_support;
 
 use std::process::Stdio;
@@ -18,12 +21,12 @@ use std::time::Duration;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_credential_types::Credentials;
 use aws_credential_types::provider::SharedCredentialsProvider;
-use rds_iam_proxy::aws::mock::{AwsWorld, EXAMPLE_WORLD, EcsTask};
 use rds_iam_proxy::ssm::SsmConfig;
-use rds_iam_proxy::ssm::sim::{Route, SimConfig, SimServer};
 use rds_iam_proxy::tunnel::Connector;
 use rds_iam_proxy::tunnel::ssm::Ssm;
 use serde_json::{Value, json};
+use ssm_sim::aws::{AwsWorld, EXAMPLE_WORLD, EcsTask};
+use ssm_sim::{Route, SimConfig, SimServer};
 use ssm_support::{echo_roundtrip, echo_server};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
@@ -113,7 +116,7 @@ async fn botocore(endpoint: &str, calls: Vec<Value>) -> Vec<Value> {
     assert!(
         out.status.success(),
         "botocore_calls.py failed ({}); it needs botocore >= 1.31 in {} \
-         (pip install -r tests/aws_mock/requirements.txt):\n{}",
+         (pip install -r crates/ssm-sim/tests/aws_mock/requirements.txt):\n{}",
         out.status,
         python(),
         String::from_utf8_lossy(&out.stderr)

@@ -1,6 +1,7 @@
 //! A local AWS API mock for discovery and admin calls, served by the SSM simulator
-//! ([`crate::ssm::sim`]) on its one port, so a single `AWS_ENDPOINT_URL=<sim url>` reaches every
-//! service. It speaks the real wire formats, checked with botocore by `tests/aws_mock.rs`:
+//! ([`crate`]) on its one port, so a single `AWS_ENDPOINT_URL=<sim url>` reaches every
+//! service. It speaks the real wire formats, checked with botocore by `tests/aws_mock.rs` of this
+//! crate:
 //!
 //! | service (signing name) | protocol | operations | modelled errors |
 //! |---|---|---|---|
@@ -28,7 +29,7 @@
 //!
 //! **The world** is an [`AwsWorld`]: serde types, loadable from JSON with
 //! [`AwsWorld::from_json`] (`ssm-sim --aws-world FILE.json`), changeable while the simulator
-//! runs through [`crate::ssm::sim::SimServer::aws_world`]. Field names are snake_case; unknown
+//! runs through [`crate::SimServer::aws_world`]. Field names are snake_case; unknown
 //! fields are errors; everything but identifiers has a default. A complete example (also
 //! [`EXAMPLE_WORLD`], and a world someone can try the tool against without AWS):
 //!
@@ -238,7 +239,7 @@ pub enum Routed {
 
 /// Routes and answers one API request against `world`.
 pub fn route(world: &AwsWorld, req: &ApiRequest<'_>) -> Routed {
-    let request_id = crate::ssm::message::MessageId::random().to_string();
+    let request_id = rds_iam_proxy::ssm::message::MessageId::random().to_string();
     let Some(header) = req.headers.get(http::header::AUTHORIZATION) else {
         let guessed = guess_protocol(req);
         return Routed::Answer(Fault::missing_authentication(guessed).render(guessed, request_id));

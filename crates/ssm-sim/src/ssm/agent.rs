@@ -12,20 +12,20 @@
 //!   [`RESEND_SCAN_INTERVAL`] tick, and resends it at most once per RTO: a run of gaps in the
 //!   client's receive sequence is repaired about ten messages a second;
 //! * there is no send window: the only brake is the WebSocket (the gateway's outbox standing in for
-//!   a blocking socket write). Past [`SimConfig::agent_max_unacked`](super::SimConfig) tracked
+//!   a blocking socket write). Past [`SimConfig::agent_max_unacked`](crate::SimConfig) tracked
 //!   messages (100 000) new ones are sent once, untracked, and never retransmitted;
 //! * the smux side has one receive budget for the whole session ([`AGENT_RECV_BUDGET`], smux's
 //!   `MaxReceiveBuffer`): while that many bytes wait for destinations that do not read, the agent
 //!   takes no client message in at all — no data, no acknowledgement, not even the client's acks
 //!   — as the real agent's single WebSocket reader blocks on its smux pipe. The messages wait in
 //!   order and are processed once the destination drains. [`SimServer::set_acks`] and
-//!   [`SimConfig::stop_acks_after`](super::SimConfig) stop the input the same way.
+//!   [`SimConfig::stop_acks_after`](crate::SimConfig) stop the input the same way.
 //!
-//! [`SimConfig::fast_agent`](super::SimConfig) keeps the gentler agent this simulator had before:
+//! [`SimConfig::fast_agent`](crate::SimConfig) keeps the gentler agent this simulator had before:
 //! a [`FAST_AGENT_WINDOW`] send window, the head resent as soon as its RTO expires, and in-order
 //! client messages dropped unacknowledged while destinations are backed up.
 //!
-//! [`SimServer::set_acks`]: super::SimServer::set_acks
+//! [`SimServer::set_acks`]: crate::SimServer::set_acks
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -39,19 +39,21 @@ use tokio::sync::{Notify, mpsc};
 use tokio::task::AbortHandle;
 use tracing::{Instrument, debug, info, info_span};
 
-use super::{HandshakeBehaviour, SimSession, SimState};
-use crate::ssm::message::{AgentMessage, MessageId, MessageType, PayloadType, SCHEMA_VERSION};
-use crate::ssm::outbox::Outbox;
-use crate::ssm::payload::{
+use crate::{HandshakeBehaviour, SimSession, SimState};
+use rds_iam_proxy::ssm::message::{
+    AgentMessage, MessageId, MessageType, PayloadType, SCHEMA_VERSION,
+};
+use rds_iam_proxy::ssm::outbox::Outbox;
+use rds_iam_proxy::ssm::payload::{
     ACTION_SESSION_TYPE, ActionParameters, ActionStatus, ChannelClosed, Flag, HandshakeComplete,
     HandshakeRequest, HandshakeResponse, PORT_TYPE_LOCAL_PORT_FORWARDING, PortProperties,
     RequestedClientAction, SESSION_TYPE_PORT, SessionTypeRequest,
 };
-use crate::ssm::reliable::{Config, Inbound, Now, RESEND_SCAN_INTERVAL, ReliableChannel};
-use crate::ssm::smux::{Cmd, Decoded, Frame, FrameDecoder};
-use crate::ssm::version;
+use rds_iam_proxy::ssm::reliable::{Config, Inbound, Now, RESEND_SCAN_INTERVAL, ReliableChannel};
+use rds_iam_proxy::ssm::smux::{Cmd, Decoded, Frame, FrameDecoder};
+use rds_iam_proxy::ssm::version;
 
-/// With [`super::SimConfig::fast_agent`]: unacknowledged bytes above which the agent stops sending
+/// With [`crate::SimConfig::fast_agent`]: unacknowledged bytes above which the agent stops sending
 /// new data. The real agent has no such window.
 pub const FAST_AGENT_WINDOW: usize = 8 << 20;
 
@@ -180,9 +182,9 @@ struct Agent {
     handshake_started: Option<Instant>,
     /// Client frames received but not yet taken in (the input is stopped), oldest first.
     held: VecDeque<Bytes>,
-    /// Whether the input was stopped at the last look (for [`super::Stats::ingress_stalls`]).
+    /// Whether the input was stopped at the last look (for [`crate::Stats::ingress_stalls`]).
     input_stopped: bool,
-    /// When the session started (for [`super::SimConfig::stop_acks_after`]).
+    /// When the session started (for [`crate::SimConfig::stop_acks_after`]).
     started: Instant,
 }
 
@@ -411,7 +413,7 @@ impl Agent {
             self.state
                 .config
                 .agent_chunk
-                .clamp(1, crate::ssm::message::MAX_PAYLOAD_LEN)
+                .clamp(1, rds_iam_proxy::ssm::message::MAX_PAYLOAD_LEN)
         };
         while !self.out.is_empty() && self.can_pump() {
             if realistic {
@@ -454,7 +456,7 @@ impl Agent {
             && self.state.config.handshake == HandshakeBehaviour::Normal
         {
             let props = PortProperties {
-                host: (self.dest.document == crate::ssm::api::DOCUMENT_REMOTE_HOST)
+                host: (self.dest.document == rds_iam_proxy::ssm::api::DOCUMENT_REMOTE_HOST)
                     .then(|| self.dest.host.clone()),
                 local_connection_type: None,
                 local_port_number: Some(self.dest.local_port.clone()),
@@ -813,10 +815,10 @@ impl Agent {
                 };
                 d.credit.add_permits(1);
                 match self.phase {
-                    Phase::Ready { mux: true, .. } => crate::ssm::smux::encode_data(
+                    Phase::Ready { mux: true, .. } => rds_iam_proxy::ssm::smux::encode_data(
                         id,
                         &data,
-                        crate::ssm::smux::DEFAULT_MAX_FRAME_SIZE,
+                        rds_iam_proxy::ssm::smux::DEFAULT_MAX_FRAME_SIZE,
                         &mut self.out,
                     ),
                     _ => self.out.extend_from_slice(&data),

@@ -27,10 +27,10 @@ use tracing::{debug, info};
 use super::agent::AgentEvent;
 use super::faults::FaultLine;
 use super::link::Uplink;
-use super::{SimSession, SimState, lock};
-use crate::aws::mock::sigv4::parse_amz_date;
-use crate::ssm::outbox::{Outgoing, outbox};
-use crate::ssm::payload::{MESSAGE_SCHEMA_VERSION, OpenDataChannel};
+use crate::aws::sigv4::parse_amz_date;
+use crate::{SimSession, SimState, lock};
+use rds_iam_proxy::ssm::outbox::{Outgoing, outbox};
+use rds_iam_proxy::ssm::payload::{MESSAGE_SCHEMA_VERSION, OpenDataChannel};
 
 /// Bytes handed to the socket writer and not yet written above which the gateway stops taking
 /// frames from the agent.
@@ -64,7 +64,7 @@ pub fn check_signature(state: &SimState, req: &Request<Incoming>) -> Result<bool
     let _date = scope.next();
     let region = scope.next().unwrap_or_default().to_owned();
     let service = scope.next().unwrap_or_default();
-    if service != crate::ssm::websocket::SIGNING_NAME {
+    if service != rds_iam_proxy::ssm::websocket::SIGNING_NAME {
         return Err(format!(
             "signed for service {service:?}, expected ssmmessages"
         ));
@@ -85,8 +85,9 @@ pub fn check_signature(state: &SimState, req: &Request<Incoming>) -> Result<bool
     let url = format!("ws://{host}{}", req.uri());
     let creds =
         aws_credential_types::Credentials::new(access_key, secret.clone(), token, None, "sim");
-    let expected = crate::ssm::websocket::sign_with(&url, host, &region, creds.into(), time)
-        .map_err(|e| e.to_string())?;
+    let expected =
+        rds_iam_proxy::ssm::websocket::sign_with(&url, host, &region, creds.into(), time)
+            .map_err(|e| e.to_string())?;
     let expected_auth = expected
         .iter()
         .find(|(n, _)| n.eq_ignore_ascii_case("authorization"))
@@ -117,7 +118,7 @@ pub async fn serve(state: Arc<SimState>, session: Arc<SimSession>, ws: ServerWs)
         Ok(Some(Ok(Message::Text(t)))) => OpenDataChannel::decode(t.as_str()).ok(),
         _ => None,
     };
-    let uuid = |s: &str| s.parse::<crate::ssm::message::MessageId>().is_ok();
+    let uuid = |s: &str| s.parse::<rds_iam_proxy::ssm::message::MessageId>().is_ok();
     let refusal = match &open {
         None => Some("expected an OpenDataChannel text frame"),
         Some(o)

@@ -1,4 +1,4 @@
-//! A slow client → agent link for the gateway ([`super::SimConfig::uplink_rate`]): frames are
+//! A slow client → agent link for the gateway ([`crate::SimConfig::uplink_rate`]): frames are
 //! serialised at a fixed rate in arrival order, nothing is dropped, and the gateway stops reading
 //! the client's WebSocket while more than [`Uplink::buffer`] bytes wait, so the client's socket
 //! writes block as they would on a slow TCP path.

@@ -1,8 +1,8 @@
 """Runs AWS API calls with botocore, the AWS SDK for Python, and prints what botocore parsed.
 
-Driven by tests/aws_mock.rs: it proves the simulator's AWS mock speaks the real wire formats,
-because botocore's own serializers, signer and parsers (from its service models) are on the
-other end.
+Driven by crates/ssm-sim/tests/aws_mock.rs: it proves the simulator's AWS mock speaks the real
+wire formats, because botocore's own serializers, signer and parsers (from its service models)
+are on the other end.
 
 stdin:  {"region": R, "access_key": A, "secret_key": S,
          "calls": [{"service": "ecs", "operation": "ListTasks", "params": {...},
@@ -146,7 +146,7 @@ def main():
             sys.exit(
                 f"botocore {botocore.__version__} resolved {client.meta.endpoint_url} for "
                 f"{call['service']}, not AWS_ENDPOINT_URL={endpoint}; botocore 1.31 or newer "
-                "is needed (pip install -r tests/aws_mock/requirements.txt)"
+                "is needed (pip install -r crates/ssm-sim/tests/aws_mock/requirements.txt)"
             )
         raw = {}
         client.meta.events.register(
