@@ -14,6 +14,8 @@ use hyper::header::{CONNECTION, CONTENT_TYPE, UPGRADE};
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use rds_iam_proxy::ssm::api::{DOCUMENT_LOCAL, DOCUMENT_REMOTE_HOST};
+use rds_iam_proxy::ssm::websocket::ws_config;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio_tungstenite::WebSocketStream;
@@ -24,8 +26,6 @@ use tracing::{debug, info, warn};
 use crate::aws::{self, ApiRequest, ApiResponse, AwsWorld, Routed, TargetState};
 use crate::ssm::{agent, gateway};
 use crate::{BASE64, SessionState, SimSession, SimState, lock, random_text};
-use rds_iam_proxy::ssm::api::{DOCUMENT_LOCAL, DOCUMENT_REMOTE_HOST};
-use rds_iam_proxy::ssm::websocket::ws_config;
 
 /// Largest API request body accepted.
 const MAX_BODY: usize = 1 << 20;

@@ -33,13 +33,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio::sync::{Notify, mpsc};
-use tokio::task::AbortHandle;
-use tracing::{Instrument, debug, info, info_span};
-
-use crate::{HandshakeBehaviour, SimSession, SimState};
 use rds_iam_proxy::ssm::message::{
     AgentMessage, MessageId, MessageType, PayloadType, SCHEMA_VERSION,
 };
@@ -52,6 +45,13 @@ use rds_iam_proxy::ssm::payload::{
 use rds_iam_proxy::ssm::reliable::{Config, Inbound, Now, RESEND_SCAN_INTERVAL, ReliableChannel};
 use rds_iam_proxy::ssm::smux::{Cmd, Decoded, Frame, FrameDecoder};
 use rds_iam_proxy::ssm::version;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{Notify, mpsc};
+use tokio::task::AbortHandle;
+use tracing::{Instrument, debug, info, info_span};
+
+use crate::{HandshakeBehaviour, SimSession, SimState};
 
 /// With [`crate::SimConfig::fast_agent`]: unacknowledged bytes above which the agent stops sending
 /// new data. The real agent has no such window.

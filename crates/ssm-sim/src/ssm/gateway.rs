@@ -16,6 +16,8 @@ use futures_util::{SinkExt, StreamExt};
 use hyper::Request;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
+use rds_iam_proxy::ssm::outbox::{Outgoing, outbox};
+use rds_iam_proxy::ssm::payload::{MESSAGE_SCHEMA_VERSION, OpenDataChannel};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
@@ -29,8 +31,6 @@ use super::faults::FaultLine;
 use super::link::Uplink;
 use crate::aws::sigv4::parse_amz_date;
 use crate::{SimSession, SimState, lock};
-use rds_iam_proxy::ssm::outbox::{Outgoing, outbox};
-use rds_iam_proxy::ssm::payload::{MESSAGE_SCHEMA_VERSION, OpenDataChannel};
 
 /// Bytes handed to the socket writer and not yet written above which the gateway stops taking
 /// frames from the agent.
