@@ -1,8 +1,14 @@
 //! The `ssm-sim` binary, for the tests and benchmarks of the other workspace crates that run it as
 //! its own process (`scripts/demo` as a newcomer runs it, the load benchmark that measures the
 //! proxy apart from the simulator). Cargo tells only this crate's own tests where its binary is
-//! (`CARGO_BIN_EXE_ssm-sim`), so [`path`] builds it with `cargo build -p ssm-sim --bin ssm-sim`
-//! into the calling executable's target directory and profile, once per process.
+//! (`CARGO_BIN_EXE_ssm-sim`), so [`path`] builds it with cargo into the calling executable's target
+//! directory and profile, once per process.
+//!
+//! The build selects the whole workspace and its examples as well as the binary: cargo then
+//! resolves features as it does for `cargo test` (examples, like tests, bring in the
+//! dev-dependencies, whose features are unified with everyone's), so the dependencies the tests
+//! were built with are reused. `cargo build -p ssm-sim` alone would resolve features without
+//! them and rebuild a good part of the dependency tree a second time (minutes on two cores).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -29,7 +35,14 @@ fn build() -> PathBuf {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(env!("CARGO_MANIFEST_DIR"))
-        .args(["build", "-p", "ssm-sim", "--bin", "ssm-sim", "--target-dir"])
+        .args([
+            "build",
+            "--workspace",
+            "--bin",
+            "ssm-sim",
+            "--examples",
+            "--target-dir",
+        ])
         .arg(target_dir);
     match profile_dir.file_name().and_then(|n| n.to_str()) {
         Some("debug") => {}
