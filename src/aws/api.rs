@@ -36,7 +36,7 @@ use tokio_rustls::TlsConnector;
 use tracing::debug;
 
 use crate::iam;
-use crate::tunnel::BoxStream;
+use crate::io::BoxStream;
 
 /// Time allowed for TCP connect and TLS together.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);

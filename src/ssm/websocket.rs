@@ -27,7 +27,7 @@ use super::Error;
 use super::api::strip_query;
 use super::message::MAX_FRAME_LEN;
 use super::payload::{MESSAGE_SCHEMA_VERSION, OpenDataChannel};
-use crate::tunnel::BoxStream;
+use crate::io::BoxStream;
 
 /// SigV4 signing name of the message gateway.
 pub const SIGNING_NAME: &str = "ssmmessages";
