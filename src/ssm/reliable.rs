@@ -56,8 +56,8 @@ use bytes::Bytes;
 
 use super::Error;
 use super::message::{
-    AgentMessage, FLAG_SYN, HEADER_LEN, MAX_PAYLOAD_LEN, MessageId, MessageType, PayloadType,
-    SCHEMA_VERSION,
+    ACKNOWLEDGE_FLAGS, AgentMessage, FLAG_SYN, HEADER_LEN, MAX_PAYLOAD_LEN, MessageId, MessageType,
+    PayloadType, SCHEMA_VERSION,
 };
 use super::payload::{AcknowledgeContent, ChannelClosed};
 
@@ -526,14 +526,14 @@ impl ReliableChannel {
         let e = self.expected_sequence_number;
         if s < e || self.out_of_order.contains_key(&s) {
             return Inbound::Duplicate {
-                ack: acknowledge(now, &message),
+                ack: ack_frame(now, &message),
             };
         }
         if s == e {
             if !self.ready {
                 return Inbound::NotReady;
             }
-            let ack = acknowledge(now, &message);
+            let ack = ack_frame(now, &message);
             let mut messages = vec![message];
             self.expected_sequence_number += 1;
             while let Some(next) = self.out_of_order.remove(&self.expected_sequence_number) {
@@ -554,7 +554,7 @@ impl ReliableChannel {
         {
             return Inbound::Overflow;
         }
-        let ack = acknowledge(now, &message);
+        let ack = ack_frame(now, &message);
         self.out_of_order_bytes += len;
         self.out_of_order.insert(s, message);
         Inbound::Buffered { ack }
@@ -838,11 +838,24 @@ impl ReliableChannel {
     }
 }
 
+/// Builds the `acknowledge` for the stream message `acked` (spec §4.3): SequenceNumber 0, Flags 3,
+/// PayloadType 0, JSON payload naming the acknowledged message's type, id and sequence number.
+pub fn acknowledge(acked: &AgentMessage, created_date: u64, message_id: MessageId) -> AgentMessage {
+    AgentMessage {
+        message_type: MessageType::ACKNOWLEDGE,
+        schema_version: SCHEMA_VERSION,
+        created_date,
+        sequence_number: 0,
+        flags: ACKNOWLEDGE_FLAGS,
+        message_id,
+        payload_type: PayloadType::NONE,
+        payload: AcknowledgeContent::for_message(acked).encode(),
+    }
+}
+
 /// The encoded `acknowledge` for `message`, stamped `now`, with a fresh id.
-fn acknowledge(now: Now, message: &AgentMessage) -> Bytes {
-    message
-        .acknowledge(now.unix_ms, MessageId::random())
-        .encode()
+fn ack_frame(now: Now, message: &AgentMessage) -> Bytes {
+    acknowledge(message, now.unix_ms, MessageId::random()).encode()
 }
 
 #[cfg(test)]
@@ -898,7 +911,7 @@ mod tests {
             sequence_number: seq,
             ..output(seq, b"")
         };
-        acked.acknowledge(1_700_000_000_000, MessageId::random())
+        acknowledge(&acked, 1_700_000_000_000, MessageId::random())
     }
 
     fn decoded_ack_seq(frame: &Bytes) -> i64 {
