@@ -46,20 +46,18 @@
 //! Every decoder here is bounded and returns [`Error`] instead of panicking on peer bytes.
 
 pub mod api;
-pub mod message;
 pub mod mux;
 pub mod outbox;
-pub mod payload;
 pub mod pool;
-pub mod reliable;
+pub mod proto;
 pub mod session;
 #[cfg(feature = "sim")]
 pub mod sim;
-pub mod smux;
 pub mod stall;
 pub mod stream;
-pub mod version;
 pub mod websocket;
+
+pub use proto::{message, payload, reliable, smux, version};
 
 pub use pool::{Pool, PoolStats, SsmConfig, TargetResolver};
 pub use stream::SsmStream;
