@@ -15,17 +15,17 @@ use rds_iam_proxy::mysql::{
     AuthMoreData, AuthSwitchRequest, Capabilities, ComChangeUser, ErrPacket, HandshakeResponse41,
     HandshakeV10, SslRequest, codes, packet,
 };
-use rds_iam_proxy::ssm::message::{
+use rds_iam_proxy::ssm::proto::message::{
     AgentMessage, FLAG_SYN, MessageId, MessageType, PayloadType, SCHEMA_VERSION,
 };
-use rds_iam_proxy::ssm::payload::{
+use rds_iam_proxy::ssm::proto::payload::{
     ACTION_SESSION_TYPE, AcknowledgeContent, ActionParameters, ActionStatus, AgentSessionState,
     CLIENT_VERSION, ChannelClosed, Flag, HandshakeComplete, HandshakeRequest, HandshakeResponse,
     MESSAGE_SCHEMA_VERSION, OpenDataChannel, PORT_TYPE_LOCAL_PORT_FORWARDING, PortProperties,
     ProcessedClientAction, RequestedClientAction, SESSION_TYPE_PORT, SessionTypeRequest,
 };
-use rds_iam_proxy::ssm::reliable::acknowledge;
-use rds_iam_proxy::ssm::smux::{self, Frame};
+use rds_iam_proxy::ssm::proto::reliable::acknowledge;
+use rds_iam_proxy::ssm::proto::smux::{self, Frame};
 use rds_iam_proxy_fuzz::Chunked;
 
 /// The MessageId of the spec §3.5 vectors: dd01e56b-ff48-483e-a508-b5f073f31b16.

@@ -9,11 +9,11 @@
 
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
-use rds_iam_proxy::ssm::message::{
+use rds_iam_proxy::ssm::proto::message::{
     AgentMessage, HEADER_LEN, HEADER_LENGTH_FIELD, MAX_PAYLOAD_LEN, MessageId, MessageType,
 };
-use rds_iam_proxy::ssm::payload::AcknowledgeContent;
-use rds_iam_proxy::ssm::reliable::acknowledge;
+use rds_iam_proxy::ssm::proto::payload::AcknowledgeContent;
+use rds_iam_proxy::ssm::proto::reliable::acknowledge;
 use sha2::{Digest, Sha256};
 
 fuzz_target!(|data: &[u8]| {

@@ -11,28 +11,29 @@
 //!  SSM API        StartSession / ResumeSession / TerminateSession → StreamUrl + TokenValue  api.rs
 //!  WebSocket      SigV4-signed upgrade, text OpenDataChannel, then one binary frame per
 //!                 AgentMessage                                                              websocket.rs
-//!  AgentMessage   120-byte big-endian header + SHA-256 digest + payload                     message.rs
-//!  payloads       JSON bodies (acknowledge, handshake, channel_closed) and flag words       payload.rs
-//!  reliability    sequence numbers, acks, RTO retransmission, reorder buffer, re-acks       reliable.rs
+//!  AgentMessage   120-byte big-endian header + SHA-256 digest + payload                     proto/message.rs
+//!  payloads       JSON bodies (acknowledge, handshake, channel_closed) and flag words       proto/payload.rs
+//!  reliability    sequence numbers, acks, RTO retransmission, reorder buffer, re-acks       proto/reliable.rs
 //!  session task   owns socket + reliable channel: handshake, acks, retransmit timer,
 //!                 pings, ResumeSession on socket loss, smux demultiplexing                  session.rs, outbox.rs
-//!  smux v1        little-endian 8-byte frames, one stream per MySQL connection               smux.rs (codec), mux.rs (table)
+//!  smux v1        little-endian 8-byte frames, one stream per MySQL connection               proto/smux.rs (codec), mux.rs (table)
 //!                 or basic mode (one raw connection per session) for old agents
 //!  streams        AsyncRead + AsyncWrite per MySQL connection                               stream.rs
 //!  pool           N warm sessions, least-loaded placement, replacement with backoff          pool.rs
 //! ```
 //!
-//! The codecs and state machines ([`message`], [`payload`], [`smux`], [`reliable`], [`version`])
-//! are sans-IO: they take bytes and the current time and return bytes and events, so the same
-//! code serves our client and the simulator's agent (`sim`, feature `sim`; DESIGN.md decision
-//! 9). The I/O layers are [`websocket`] (dial and sign), [`session`] (one task per session),
+//! The codecs and state machines in [`proto`] ([`message`](proto::message),
+//! [`payload`](proto::payload), [`smux`](proto::smux), [`reliable`](proto::reliable),
+//! [`version`](proto::version)) are sans-IO: they take bytes and the current time and return
+//! bytes and events, so the same code serves our client and the simulator's agent (`sim`, feature
+//! `sim`; DESIGN.md decision 9). The I/O layers are [`websocket`] (dial and sign), [`session`] (one task per session),
 //! [`mux`]/[`stream`] (the stream table and the `AsyncRead + AsyncWrite` handles) and [`pool`]
 //! (what [`crate::tunnel::ssm::Ssm`] connects through).
 //!
 //! # Choices
 //!
-//! * **smux is our own** ([`smux`] + [`mux`]): the session task feeds frames straight into the
-//!   reliable channel (no socket pair, no second copy), upstream backpressure is tied to the
+//! * **smux is our own** ([`proto::smux`] + [`mux`]): the session task feeds frames straight into
+//!   the reliable channel (no socket pair, no second copy), upstream backpressure is tied to the
 //!   reliable channel's unacknowledged budget, and downstream follows smux v1's session-wide
 //!   receive budget. The crates of spec §11 either hide the frame boundary we need, run their own
 //!   I/O task over an `AsyncRead + AsyncWrite`, or are young; the wire protocol is 8 bytes.
@@ -57,8 +58,6 @@ pub mod stall;
 pub mod stream;
 pub mod websocket;
 
-pub use proto::{message, payload, reliable, smux, version};
-
 pub use pool::{Pool, PoolStats, SsmConfig, TargetResolver};
 pub use stream::SsmStream;
 
@@ -76,7 +75,7 @@ pub enum Error {
         len: usize,
     },
 
-    /// An AgentMessage frame is longer than [`message::MAX_FRAME_LEN`].
+    /// An AgentMessage frame is longer than [`proto::message::MAX_FRAME_LEN`].
     #[error("agent message: frame of {len} bytes exceeds the limit of {max} bytes")]
     MessageTooLong {
         /// Length of the frame received.
@@ -126,7 +125,7 @@ pub enum Error {
     #[error("message id: {0:?} is not a UUID")]
     InvalidUuid(String),
 
-    /// A JSON payload is larger than [`payload::MAX_JSON_PAYLOAD_LEN`].
+    /// A JSON payload is larger than [`proto::payload::MAX_JSON_PAYLOAD_LEN`].
     #[error("{what} payload: {len} bytes exceeds the limit of {max} bytes")]
     PayloadTooLarge {
         /// Which payload (e.g. "HandshakeRequest").

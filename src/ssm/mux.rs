@@ -33,7 +33,7 @@ use std::task::Waker;
 use bytes::{Bytes, BytesMut};
 use tokio::sync::Notify;
 
-use super::smux::{self, ClientStreamIds, Frame};
+use super::proto::smux::{self, ClientStreamIds, Frame};
 
 /// How long a stream may hold its whole receive budget without being read before it is failed.
 pub const STREAM_STUCK_AFTER: std::time::Duration = std::time::Duration::from_secs(10);
@@ -392,7 +392,7 @@ impl Table {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ssm::smux::{Cmd, Decoded, FrameDecoder};
+    use crate::ssm::proto::smux::{Cmd, Decoded, FrameDecoder};
 
     fn frames(mut out: BytesMut) -> Vec<Frame> {
         let d = FrameDecoder::default();

@@ -30,18 +30,18 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::Error;
 use super::api::{Api, SessionGrant, SessionRequest, strip_query};
-use super::message::{AgentMessage, PayloadType};
 use super::mux::{Failure, Mode, Shared, Wakers};
 use super::outbox::{Outbox, OutboxReceiver, Outgoing, outbox};
-use super::payload::{
+use super::proto::message::{AgentMessage, PayloadType};
+use super::proto::payload::{
     ACTION_SESSION_TYPE, ActionParameters, ActionStatus, Flag, HandshakeComplete, HandshakeRequest,
     HandshakeResponse, PORT_TYPE_LOCAL_PORT_FORWARDING, PortProperties, ProcessedClientAction,
     SESSION_TYPE_PORT,
 };
-use super::reliable::{Config as ReliableConfig, Inbound, Now, ReliableChannel};
-use super::smux::{Cmd, Decoded, Frame, FrameDecoder};
+use super::proto::reliable::{Config as ReliableConfig, Inbound, Now, ReliableChannel};
+use super::proto::smux::{Cmd, Decoded, Frame, FrameDecoder};
+use super::proto::version;
 use super::stream::SsmStream;
-use super::version;
 use super::websocket::{self, DialConfig, WsStream};
 
 /// Decoded messages queued between the reader task and the session task. With frames capped at

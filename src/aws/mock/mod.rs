@@ -238,7 +238,7 @@ pub enum Routed {
 
 /// Routes and answers one API request against `world`.
 pub fn route(world: &AwsWorld, req: &ApiRequest<'_>) -> Routed {
-    let request_id = crate::ssm::message::MessageId::random().to_string();
+    let request_id = crate::ssm::proto::message::MessageId::random().to_string();
     let Some(header) = req.headers.get(http::header::AUTHORIZATION) else {
         let guessed = guess_protocol(req);
         return Routed::Answer(Fault::missing_authentication(guessed).render(guessed, request_id));

@@ -526,7 +526,7 @@ fn be_u64(frame: &[u8], off: usize) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ssm::payload::{
+    use crate::ssm::proto::payload::{
         ActionParameters, HandshakeRequest, PortProperties, RequestedClientAction,
         SessionTypeRequest,
     };
@@ -679,7 +679,7 @@ mod tests {
             payload_type: PayloadType::HANDSHAKE_REQUEST,
             payload: Bytes::from_static(b"{}"),
         };
-        let ack = crate::ssm::reliable::acknowledge(&acked, 1_700_000_000_000, ID_1111);
+        let ack = crate::ssm::proto::reliable::acknowledge(&acked, 1_700_000_000_000, ID_1111);
         assert_eq!(&ack.encode()[..], ACKNOWLEDGE);
 
         let decoded = AgentMessage::decode(ACKNOWLEDGE).unwrap();

@@ -861,7 +861,7 @@ fn ack_frame(now: Now, message: &AgentMessage) -> Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ssm::payload::Flag;
+    use crate::ssm::proto::payload::Flag;
     use rand::{Rng, SeedableRng, rngs::StdRng};
     use std::collections::VecDeque;
 

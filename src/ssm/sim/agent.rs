@@ -40,16 +40,18 @@ use tokio::task::AbortHandle;
 use tracing::{Instrument, debug, info, info_span};
 
 use super::{HandshakeBehaviour, SimSession, SimState};
-use crate::ssm::message::{AgentMessage, MessageId, MessageType, PayloadType, SCHEMA_VERSION};
 use crate::ssm::outbox::Outbox;
-use crate::ssm::payload::{
+use crate::ssm::proto::message::{
+    AgentMessage, MessageId, MessageType, PayloadType, SCHEMA_VERSION,
+};
+use crate::ssm::proto::payload::{
     ACTION_SESSION_TYPE, ActionParameters, ActionStatus, ChannelClosed, Flag, HandshakeComplete,
     HandshakeRequest, HandshakeResponse, PORT_TYPE_LOCAL_PORT_FORWARDING, PortProperties,
     RequestedClientAction, SESSION_TYPE_PORT, SessionTypeRequest,
 };
-use crate::ssm::reliable::{Config, Inbound, Now, RESEND_SCAN_INTERVAL, ReliableChannel};
-use crate::ssm::smux::{Cmd, Decoded, Frame, FrameDecoder};
-use crate::ssm::version;
+use crate::ssm::proto::reliable::{Config, Inbound, Now, RESEND_SCAN_INTERVAL, ReliableChannel};
+use crate::ssm::proto::smux::{Cmd, Decoded, Frame, FrameDecoder};
+use crate::ssm::proto::version;
 
 /// With [`super::SimConfig::fast_agent`]: unacknowledged bytes above which the agent stops sending
 /// new data. The real agent has no such window.
@@ -411,7 +413,7 @@ impl Agent {
             self.state
                 .config
                 .agent_chunk
-                .clamp(1, crate::ssm::message::MAX_PAYLOAD_LEN)
+                .clamp(1, crate::ssm::proto::message::MAX_PAYLOAD_LEN)
         };
         while !self.out.is_empty() && self.can_pump() {
             if realistic {
@@ -813,10 +815,10 @@ impl Agent {
                 };
                 d.credit.add_permits(1);
                 match self.phase {
-                    Phase::Ready { mux: true, .. } => crate::ssm::smux::encode_data(
+                    Phase::Ready { mux: true, .. } => crate::ssm::proto::smux::encode_data(
                         id,
                         &data,
-                        crate::ssm::smux::DEFAULT_MAX_FRAME_SIZE,
+                        crate::ssm::proto::smux::DEFAULT_MAX_FRAME_SIZE,
                         &mut self.out,
                     ),
                     _ => self.out.extend_from_slice(&data),

@@ -30,7 +30,7 @@ use super::link::Uplink;
 use super::{SimSession, SimState, lock};
 use crate::aws::mock::sigv4::parse_amz_date;
 use crate::ssm::outbox::{Outgoing, outbox};
-use crate::ssm::payload::{MESSAGE_SCHEMA_VERSION, OpenDataChannel};
+use crate::ssm::proto::payload::{MESSAGE_SCHEMA_VERSION, OpenDataChannel};
 
 /// Bytes handed to the socket writer and not yet written above which the gateway stops taking
 /// frames from the agent.
@@ -117,7 +117,7 @@ pub async fn serve(state: Arc<SimState>, session: Arc<SimSession>, ws: ServerWs)
         Ok(Some(Ok(Message::Text(t)))) => OpenDataChannel::decode(t.as_str()).ok(),
         _ => None,
     };
-    let uuid = |s: &str| s.parse::<crate::ssm::message::MessageId>().is_ok();
+    let uuid = |s: &str| s.parse::<crate::ssm::proto::message::MessageId>().is_ok();
     let refusal = match &open {
         None => Some("expected an OpenDataChannel text frame"),
         Some(o)

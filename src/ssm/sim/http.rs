@@ -178,7 +178,7 @@ fn ok(body: Value) -> Response<Full<Bytes>> {
         .header(CONTENT_TYPE, JSON_1_1)
         .header(
             "x-amzn-RequestId",
-            crate::ssm::message::MessageId::random().to_string(),
+            crate::ssm::proto::message::MessageId::random().to_string(),
         )
         .body(Full::new(Bytes::from(body.to_string())))
         .expect("static response parts are valid")

@@ -8,7 +8,7 @@
 //! * [`gateway`]: relays AgentMessages between the client's WebSocket and the agent, through the
 //!   fault injector ([`faults`]) and the injected round-trip time, and resets the socket on demand;
 //! * [`agent`]: the agent side of one session with the agent's reliability rules
-//!   ([`crate::ssm::reliable::Config::agent`]), the handshake, a smux v1 server that dials the
+//!   ([`crate::ssm::proto::reliable::Config::agent`]), the handshake, a smux v1 server that dials the
 //!   routed destination per stream (ConnectToPortError + FIN when that fails), basic mode for
 //!   agent versions too old for smux, `channel_closed` on TerminateSession, idle timeout, and an
 //!   optional realistic pump (1 KiB per message, 1 ms pause, as the real agent);
