@@ -995,7 +995,7 @@ impl Actor {
         {
             Ok(Some(frame)) => self.send_frame(frame),
             Ok(None) => {}
-            Err(e) => return Err(End::Failed(e)),
+            Err(e) => return Err(End::Failed(e.into())),
         }
         if let Some(p) = problem {
             return Err(self.handshake_error(p));
