@@ -18,7 +18,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use futures_util::{SinkExt, StreamExt};
@@ -448,18 +448,6 @@ struct Actor {
     overflow_logged: Option<i64>,
 }
 
-fn now() -> Now {
-    let unix_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(1)
-        .max(1);
-    Now {
-        instant: Instant::now(),
-        unix_ms,
-    }
-}
-
 impl Actor {
     /// Installs a freshly dialled WebSocket: spawns its reader and writer tasks.
     fn attach(&mut self, ws: WsStream) {
@@ -508,10 +496,11 @@ impl Actor {
         wakers.wake();
         if terminate {
             // Best effort: tell the agent, then the API.
-            if let Ok(Some(frame)) =
-                self.reliable
-                    .send(now(), PayloadType::FLAG, Flag::TerminateSession.encode())
-                && let Some(conn) = self.conn.as_mut()
+            if let Ok(Some(frame)) = self.reliable.send(
+                Now::now(),
+                PayloadType::FLAG,
+                Flag::TerminateSession.encode(),
+            ) && let Some(conn) = self.conn.as_mut()
             {
                 conn.outbox.send(frame);
                 conn.outbox.close(1000, "");
@@ -769,7 +758,7 @@ impl Actor {
                     // Basic sessions carry one connection: tell the agent, then end the session
                     // (the session task's end sends TerminateSession).
                     if let Some(frame) = self.reliable.send(
-                        now(),
+                        Now::now(),
                         PayloadType::FLAG,
                         Flag::DisconnectToPort.encode(),
                     )? {
@@ -783,7 +772,7 @@ impl Actor {
             let n = self.out.len().min(max);
             let chunk = self.out.split_to(n).freeze();
             let seq = self.reliable.next_sequence_number();
-            if let Some(frame) = self.reliable.send(now(), PayloadType::OUTPUT, chunk)?
+            if let Some(frame) = self.reliable.send(Now::now(), PayloadType::OUTPUT, chunk)?
                 && let Some(end) = conn.outbox.send_at(frame)
             {
                 self.reliable.queued(seq, end);
@@ -797,7 +786,7 @@ impl Actor {
         // or failed alone, see `mux`), so in-order data is never refused: refusing it while the
         // agent goes on sending is what turns one slow reader into a wedged session (H1).
         self.sync_written();
-        let inbound = match self.reliable.on_message(now(), m) {
+        let inbound = match self.reliable.on_message(Now::now(), m) {
             Ok(i) => i,
             Err(e) => {
                 debug!(error = %e, "dropping undecodable message");
@@ -989,10 +978,11 @@ impl Actor {
             processed_client_actions: processed,
             errors: problem.clone().map(|p| vec![p]),
         };
-        match self
-            .reliable
-            .send(now(), PayloadType::HANDSHAKE_RESPONSE, response.encode())
-        {
+        match self.reliable.send(
+            Now::now(),
+            PayloadType::HANDSHAKE_RESPONSE,
+            response.encode(),
+        ) {
             Ok(Some(frame)) => self.send_frame(frame),
             Ok(None) => {}
             Err(e) => return Err(End::Failed(e.into())),

@@ -1,8 +1,9 @@
 //! The reliable channel: sequence numbers, acknowledgements, retransmission and reordering of
 //! stream messages (spec §5), as a pure state machine used by our client and by the simulator's agent.
 //!
-//! [`ReliableChannel`] holds no socket and reads no clock. Its owner (the data-channel task, later)
-//! passes the time in, sends the frames it returns, and arms a timer for
+//! [`ReliableChannel`] holds no socket and reads no clock. Its owner (our session task in
+//! [`crate::ssm::session`], or the simulator's agent) passes the time in ([`Now::now`] reads both
+//! clocks), sends the frames it returns, and arms a timer for
 //! [`ReliableChannel::next_retransmit_at`]:
 //!
 //! * [`send`](ReliableChannel::send) numbers, encodes and buffers an outgoing stream message;
@@ -50,7 +51,7 @@
 //! [`ReliableChannel::oldest_unacked`].
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
@@ -205,6 +206,22 @@ pub struct Now {
     pub instant: Instant,
     /// Wall-clock Unix milliseconds, for the CreatedDate of new messages (must be non-zero).
     pub unix_ms: u64,
+}
+
+impl Now {
+    /// Reads both clocks: what an owner passes in for "now" (a clock before 1970 reads as 1 ms, so
+    /// CreatedDate stays non-zero).
+    pub fn now() -> Self {
+        let unix_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(1)
+            .max(1);
+        Self {
+            instant: Instant::now(),
+            unix_ms,
+        }
+    }
 }
 
 /// The retransmission-timeout estimator (spec §5.5), computed in f64 nanoseconds like the Go code.

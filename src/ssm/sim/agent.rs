@@ -30,7 +30,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -186,18 +186,6 @@ struct Agent {
     input_stopped: bool,
     /// When the session started (for [`super::SimConfig::stop_acks_after`]).
     started: Instant,
-}
-
-fn now() -> Now {
-    let unix_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(1)
-        .max(1);
-    Now {
-        instant: Instant::now(),
-        unix_ms,
-    }
 }
 
 /// Runs the agent of `session` until it is terminated or the simulator stops.
@@ -445,7 +433,7 @@ impl Agent {
                 .agent_untracked
                 .fetch_add(1, Ordering::Relaxed);
         }
-        if let Ok(Some(frame)) = self.reliable.send(now(), payload_type, payload) {
+        if let Ok(Some(frame)) = self.reliable.send(Now::now(), payload_type, payload) {
             self.to_client(frame);
         }
     }
@@ -505,7 +493,7 @@ impl Agent {
                 .fetch_add(message.payload.len() as u64, Ordering::Relaxed);
         }
         let payload_len = message.payload.len() as u64;
-        match self.reliable.on_message(now(), message) {
+        match self.reliable.on_message(Now::now(), message) {
             Ok(Inbound::Delivered { ack, messages }) => {
                 self.to_client(ack);
                 for m in messages {
@@ -858,7 +846,7 @@ impl Agent {
         };
         let payload = ChannelClosed {
             message_id: MessageId::random().to_string(),
-            created_date: now().unix_ms.to_string(),
+            created_date: Now::now().unix_ms.to_string(),
             destination_id: self.session.target.clone(),
             session_id: self.session.id.clone(),
             message_type: "channel_closed".to_owned(),
@@ -868,7 +856,7 @@ impl Agent {
         let msg = AgentMessage {
             message_type: MessageType::CHANNEL_CLOSED,
             schema_version: SCHEMA_VERSION,
-            created_date: now().unix_ms,
+            created_date: Now::now().unix_ms,
             sequence_number: 0,
             flags: 0,
             message_id: MessageId::random(),
