@@ -41,15 +41,6 @@ pub const STREAM_STUCK_AFTER: std::time::Duration = std::time::Duration::from_se
 /// Most bytes one stream buffers for sending before its writer waits.
 pub const STREAM_SEND_BUFFER: usize = 256 * 1024;
 
-/// How the session carries streams, as agreed in the handshake (spec §7.2).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Mode {
-    /// smux v1: many streams per session.
-    Mux,
-    /// One raw byte stream per session (agents up to 3.0.196.0).
-    Basic,
-}
-
 /// Why a stream cannot go on, as an I/O error kind and a message.
 #[derive(Clone, Debug)]
 pub struct Failure {

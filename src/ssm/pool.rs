@@ -420,7 +420,7 @@ impl Pool {
     }
 
     /// The handshake of a live session (agent version, mux or basic), if one is live.
-    pub fn handshake_info(&self) -> Option<super::session::HandshakeInfo> {
+    pub fn handshake_info(&self) -> Option<super::proto::handshake::HandshakeInfo> {
         lock(&self.inner.slots)
             .iter()
             .flatten()

@@ -6,6 +6,7 @@
 //! from each end. Failures are this layer's own [`Error`], which [`super::Error::Proto`] carries
 //! upward.
 
+pub mod handshake;
 pub mod message;
 pub mod payload;
 pub mod reliable;
