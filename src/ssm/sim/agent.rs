@@ -41,17 +41,16 @@ use tracing::{Instrument, debug, info, info_span};
 
 use super::{HandshakeBehaviour, SimSession, SimState};
 use crate::ssm::outbox::Outbox;
+use crate::ssm::proto::handshake::{self, Mode};
 use crate::ssm::proto::message::{
     AgentMessage, MessageId, MessageType, PayloadType, SCHEMA_VERSION,
 };
 use crate::ssm::proto::payload::{
-    ACTION_SESSION_TYPE, ActionParameters, ActionStatus, ChannelClosed, Flag, HandshakeComplete,
-    HandshakeRequest, HandshakeResponse, PORT_TYPE_LOCAL_PORT_FORWARDING, PortProperties,
-    RequestedClientAction, SESSION_TYPE_PORT, SessionTypeRequest,
+    ChannelClosed, Flag, HandshakeComplete, HandshakeResponse, PORT_TYPE_LOCAL_PORT_FORWARDING,
+    PortProperties,
 };
 use crate::ssm::proto::reliable::{Config, Inbound, Now, RESEND_SCAN_INTERVAL, ReliableChannel};
 use crate::ssm::proto::smux::{Cmd, Decoded, Frame, FrameDecoder};
-use crate::ssm::proto::version;
 
 /// With [`super::SimConfig::fast_agent`]: unacknowledged bytes above which the agent stops sending
 /// new data. The real agent has no such window.
@@ -452,16 +451,7 @@ impl Agent {
                 port_number: Some(self.dest.port.to_string()),
                 r#type: Some(PORT_TYPE_LOCAL_PORT_FORWARDING.to_owned()),
             };
-            let request = HandshakeRequest {
-                agent_version: self.state.config.agent_version.clone(),
-                requested_client_actions: vec![RequestedClientAction {
-                    action_type: ACTION_SESSION_TYPE.to_owned(),
-                    action_parameters: ActionParameters::SessionType(SessionTypeRequest {
-                        session_type: SESSION_TYPE_PORT.to_owned(),
-                        properties: props.to_value(),
-                    }),
-                }],
-            };
+            let request = handshake::port_request(&self.state.config.agent_version, &props);
             self.handshake_started = Some(Instant::now());
             self.phase = Phase::Handshaking(Instant::now());
             self.send(PayloadType::HANDSHAKE_REQUEST, request.encode());
@@ -565,18 +555,11 @@ impl Agent {
             Ok(r) => r,
             Err(e) => return Some(format!("invalid HandshakeResponse: {e}")),
         };
-        if response.processed_client_actions.is_empty()
-            || response
-                .processed_client_actions
-                .iter()
-                .any(|a| a.action_status != ActionStatus::SUCCESS)
-        {
-            return Some("the client failed a requested action".to_owned());
-        }
-        // Agents too old for smux have no mux code at all, whatever the client.
-        let mux = version::client_gets_mux(&response.client_version)
-            && version::agent_supports_mux(&self.state.config.agent_version);
-        let keepalive = mux && version::client_gets_keepalive(&response.client_version);
+        let terms = match handshake::agent_accepts(&response, &self.state.config.agent_version) {
+            Ok(t) => t,
+            Err(why) => return Some(why),
+        };
+        let (mux, keepalive) = (terms.mode == Mode::Mux, terms.keepalive);
         let took = self
             .handshake_started
             .map(|t| t.elapsed())
