@@ -45,6 +45,15 @@ pub enum Error {
         /// Why (shown in the message, so not chained as a source too).
         source: io::Error,
     },
+    /// The SSM session pool could not open a stream; the cause stays typed (e.g.
+    /// [`crate::ssm::Error::TargetNotConnected`]).
+    #[error("cannot connect to {addr}: {source}")]
+    Ssm {
+        /// What the connector dials (the target and the destination).
+        addr: String,
+        /// Why.
+        source: crate::ssm::Error,
+    },
     /// The connection did not complete in time.
     #[error("connecting to {addr} timed out after {}s", .after.as_secs())]
     Timeout {
