@@ -13,6 +13,18 @@
 //!   `--secret` (upstream password logins; `--secret auto` takes the secret discovery found).
 //! - [`mock`] (feature `sim`): the AWS API mock served by the SSM simulator, for tests and for
 //!   trying the tool without AWS.
+//!
+//! # Why SSM alone uses an SDK crate
+//!
+//! The six services here (CloudFormation, RDS, STS, EC2, ECS, Secrets Manager) go through the
+//! hand-rolled SigV4 client in [`api`]: a few small, stable calls each, for which an `aws-sdk-*`
+//! crate per service would cost minutes of compile time on two cores (see [`api`]). SSM is
+//! different (DESIGN.md decision 8): its calls, StartSession, ResumeSession and TerminateSession
+//! in [`crate::ssm::api`], are part of the transport itself, made again for every new session and
+//! every resume for as long as the proxy runs. They go through `aws-sdk-ssm`, whose client is
+//! built from the same `SdkConfig` that supplies the credentials signing the data-channel
+//! WebSocket, and brings the SDK's retries and its error codes, which [`crate::ssm::api`] turns
+//! into errors that name the fix (`TargetNotConnected`, access denials).
 
 pub mod api;
 pub mod discover;
