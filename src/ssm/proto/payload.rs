@@ -10,7 +10,7 @@
 //! inputs over [`MAX_JSON_PAYLOAD_LEN`] before parsing; serde_json's recursion limit bounds nesting.
 //!
 //! This file knows nothing of sequence numbers or of which side sends what; see
-//! [`super::reliable`] and the handshake layer (later).
+//! [`super::reliable`] and [`super::handshake`].
 
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
