@@ -482,7 +482,7 @@ impl Actor {
         if terminate {
             // Best effort: tell the agent, then the API.
             if let Ok(Some(frame)) = self.reliable.send(
-                Now::now(),
+                Now::current(),
                 PayloadType::FLAG,
                 Flag::TerminateSession.encode(),
             ) && let Some(conn) = self.conn.as_mut()
@@ -743,7 +743,7 @@ impl Actor {
                     // Basic sessions carry one connection: tell the agent, then end the session
                     // (the session task's end sends TerminateSession).
                     if let Some(frame) = self.reliable.send(
-                        Now::now(),
+                        Now::current(),
                         PayloadType::FLAG,
                         Flag::DisconnectToPort.encode(),
                     )? {
@@ -757,7 +757,9 @@ impl Actor {
             let n = self.out.len().min(max);
             let chunk = self.out.split_to(n).freeze();
             let seq = self.reliable.next_sequence_number();
-            if let Some(frame) = self.reliable.send(Now::now(), PayloadType::OUTPUT, chunk)?
+            if let Some(frame) = self
+                .reliable
+                .send(Now::current(), PayloadType::OUTPUT, chunk)?
                 && let Some(end) = conn.outbox.send_at(frame)
             {
                 self.reliable.queued(seq, end);
@@ -771,7 +773,7 @@ impl Actor {
         // or failed alone, see `mux`), so in-order data is never refused: refusing it while the
         // agent goes on sending is what turns one slow reader into a wedged session (H1).
         self.sync_written();
-        let inbound = match self.reliable.on_message(Now::now(), m) {
+        let inbound = match self.reliable.on_message(Now::current(), m) {
             Ok(i) => i,
             Err(e) => {
                 debug!(error = %e, "dropping undecodable message");
@@ -925,7 +927,7 @@ impl Actor {
             .map_err(|e| self.handshake_error(format!("unreadable HandshakeRequest: {e}")))?;
         let (response, settled) = handshake::respond(request, &self.params.dial.client_version);
         match self.reliable.send(
-            Now::now(),
+            Now::current(),
             PayloadType::HANDSHAKE_RESPONSE,
             response.encode(),
         ) {

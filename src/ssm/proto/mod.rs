@@ -1,6 +1,6 @@
 //! The SSM data channel's sans-IO layer: codecs and state machines that take bytes and the time and
 //! return bytes and events. Nothing here owns a socket or spawns a task, and no state machine reads
-//! a clock: the owner passes the time in ([`reliable::Now::now`] reads it for them).
+//! a clock: the owner passes the time in ([`reliable::Now::current`] reads it for them).
 //!
 //! Our client's session task ([`super::session`]) and the simulator's agent both run on these, one
 //! from each end. Failures are this layer's own [`Error`], which [`super::Error::Proto`] carries

@@ -2,8 +2,8 @@
 //! stream messages (spec §5), as a pure state machine used by our client and by the simulator's agent.
 //!
 //! [`ReliableChannel`] holds no socket and reads no clock. Its owner (our session task in
-//! [`crate::ssm::session`], or the simulator's agent) passes the time in ([`Now::now`] reads both
-//! clocks), sends the frames it returns, and arms a timer for
+//! [`crate::ssm::session`], or the simulator's agent) passes the time in ([`Now::current`] reads
+//! both clocks), sends the frames it returns, and arms a timer for
 //! [`ReliableChannel::next_retransmit_at`]:
 //!
 //! * [`send`](ReliableChannel::send) numbers, encodes and buffers an outgoing stream message;
@@ -211,7 +211,7 @@ pub struct Now {
 impl Now {
     /// Reads both clocks: what an owner passes in for "now" (a clock before 1970 reads as 1 ms, so
     /// CreatedDate stays non-zero).
-    pub fn now() -> Self {
+    pub fn current() -> Self {
         let unix_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)

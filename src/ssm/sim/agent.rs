@@ -432,7 +432,7 @@ impl Agent {
                 .agent_untracked
                 .fetch_add(1, Ordering::Relaxed);
         }
-        if let Ok(Some(frame)) = self.reliable.send(Now::now(), payload_type, payload) {
+        if let Ok(Some(frame)) = self.reliable.send(Now::current(), payload_type, payload) {
             self.to_client(frame);
         }
     }
@@ -483,7 +483,7 @@ impl Agent {
                 .fetch_add(message.payload.len() as u64, Ordering::Relaxed);
         }
         let payload_len = message.payload.len() as u64;
-        match self.reliable.on_message(Now::now(), message) {
+        match self.reliable.on_message(Now::current(), message) {
             Ok(Inbound::Delivered { ack, messages }) => {
                 self.to_client(ack);
                 for m in messages {
@@ -829,7 +829,7 @@ impl Agent {
         };
         let payload = ChannelClosed {
             message_id: MessageId::random().to_string(),
-            created_date: Now::now().unix_ms.to_string(),
+            created_date: Now::current().unix_ms.to_string(),
             destination_id: self.session.target.clone(),
             session_id: self.session.id.clone(),
             message_type: "channel_closed".to_owned(),
@@ -839,7 +839,7 @@ impl Agent {
         let msg = AgentMessage {
             message_type: MessageType::CHANNEL_CLOSED,
             schema_version: SCHEMA_VERSION,
-            created_date: Now::now().unix_ms,
+            created_date: Now::current().unix_ms,
             sequence_number: 0,
             flags: 0,
             message_id: MessageId::random(),
