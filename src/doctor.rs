@@ -228,7 +228,7 @@ pub async fn run(planned: &Planned) -> std::process::ExitCode {
             let detail = match s.pool().handshake_info() {
                 Some(i) => {
                     let mode = match i.mode {
-                        crate::ssm::mux::Mode::Mux => {
+                        crate::ssm::proto::handshake::Mode::Mux => {
                             "multiplexed: one session carries many connections".to_owned()
                         }
                         _ => "basic mode: one connection per session (upgrade the SSM agent to \

@@ -19,7 +19,7 @@ use crate::iam::{self, TokenCache};
 use crate::local::LocalProxy;
 use crate::progress::Progress;
 use crate::proxy::password::{PasswordSource, SecretCache};
-use crate::ssm::SsmConfig;
+use crate::ssm::{SsmConfig, TargetResolver};
 use crate::tunnel::ssm::Ssm;
 use crate::tunnel::{Connector, Direct};
 
@@ -241,6 +241,21 @@ pub async fn wait_first_session(
     }
 }
 
+/// A resolver for the SSM pool that looks the target up again before every new session
+/// (`None` for a fixed target).
+fn target_resolver(spec: &TargetSpec, api: &Api) -> Option<TargetResolver> {
+    if matches!(spec, TargetSpec::Fixed(_)) {
+        return None;
+    }
+    let spec = spec.clone();
+    let api = api.clone();
+    Some(Arc::new(move || {
+        let spec = spec.clone();
+        let api = api.clone();
+        Box::pin(async move { spec.resolve(&api).await.map_err(|e| e.to_string()) })
+    }))
+}
+
 /// The SSM transport for `target`, following the bastion when it is discovered.
 pub async fn open_ssm(cfg: &Config, resolved: &Resolved, target: &str, api: &Api) -> Result<Ssm> {
     let sdk = iam::load_sdk_config(cfg.profile.as_deref(), Some(&cfg.proxy.region)).await;
@@ -251,7 +266,7 @@ pub async fn open_ssm(cfg: &Config, resolved: &Resolved, target: &str, api: &Api
         cfg.proxy.region.clone(),
     );
     if let Some(spec) = &resolved.target {
-        sc.target_resolver = spec.resolver(api);
+        sc.target_resolver = target_resolver(spec, api);
     }
     if let Some(n) = cfg.ssm_sessions {
         sc.sessions = n;

@@ -31,6 +31,7 @@ pub mod doctor;
 pub mod health;
 pub mod http_proxy;
 pub mod iam;
+pub mod io;
 pub mod launch;
 pub mod local;
 pub mod manual;

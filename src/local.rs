@@ -23,6 +23,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use aws_credential_types::Credentials;
 use aws_credential_types::provider::SharedCredentialsProvider;
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_encode};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -229,27 +230,38 @@ impl LocalProxyBuilder {
     }
 }
 
+/// What [`url_escape`] percent-encodes: everything but RFC 3986's unreserved characters.
+const URL_ESCAPED: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+/// What [`socket_query`] percent-encodes: as [`URL_ESCAPED`], but `/` stays readable.
+const SOCKET_PATH_ESCAPED: &AsciiSet = &URL_ESCAPED.remove(b'/');
+
 /// Percent-encodes what a URL user part cannot carry as is.
 pub fn url_escape(s: &str) -> String {
-    escape_except(s.as_bytes(), b"")
+    percent_encode(s.as_bytes(), URL_ESCAPED).to_string()
 }
 
 /// A socket path as a URL query value (`/` kept readable).
 pub fn socket_query(path: &Path) -> String {
     use std::os::unix::ffi::OsStrExt;
-    escape_except(path.as_os_str().as_bytes(), b"/")
+    percent_encode(path.as_os_str().as_bytes(), SOCKET_PATH_ESCAPED).to_string()
 }
 
-fn escape_except(bytes: &[u8], keep: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len());
-    for &b in bytes {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                out.push(b as char)
-            }
-            _ if keep.contains(&b) => out.push(b as char),
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_escape_all_but_unreserved_characters() {
+        assert_eq!(url_escape("app_iam-user.1~"), "app_iam-user.1~");
+        assert_eq!(url_escape("a b@c:d/é"), "a%20b%40c%3Ad%2F%C3%A9");
+        assert_eq!(
+            socket_query(Path::new("/run/my db/p.sock")),
+            "/run/my%20db/p.sock"
+        );
     }
-    out
 }

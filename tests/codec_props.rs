@@ -13,13 +13,13 @@ use rds_iam_proxy::mysql::{
     LoginReply, OkPacket, SslRequest,
 };
 use rds_iam_proxy::proxy::splice::{CommandScanner, Step};
-use rds_iam_proxy::ssm::message::{AgentMessage, MessageId, MessageType, PayloadType};
-use rds_iam_proxy::ssm::payload::{
+use rds_iam_proxy::ssm::proto::message::{AgentMessage, MessageId, MessageType, PayloadType};
+use rds_iam_proxy::ssm::proto::payload::{
     AcknowledgeContent, ActionParameters, ActionStatus, AgentSessionState, ChannelClosed, Flag,
     HandshakeComplete, HandshakeRequest, HandshakeResponse, OpenDataChannel, PortProperties,
     ProcessedClientAction, RequestedClientAction, SessionTypeRequest,
 };
-use rds_iam_proxy::ssm::smux::{self, Cmd, Decoded, Frame, FrameDecoder};
+use rds_iam_proxy::ssm::proto::smux::{self, Cmd, Decoded, Frame, FrameDecoder};
 
 fn no_nul(max: usize) -> impl Strategy<Value = Bytes> {
     proptest::collection::vec(1u8..=255, 0..max).prop_map(Bytes::from)

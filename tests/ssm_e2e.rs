@@ -248,8 +248,8 @@ async fn realistic_mode_with_rtt_delivers_intact() {
 async fn a_ping_before_open_data_channel_is_tolerated_like_the_plugin_needs() {
     use futures_util::{SinkExt, StreamExt};
     use rds_iam_proxy::ssm::api::{Api, SessionRequest};
-    use rds_iam_proxy::ssm::message::AgentMessage;
-    use rds_iam_proxy::ssm::payload::{MESSAGE_SCHEMA_VERSION, OpenDataChannel};
+    use rds_iam_proxy::ssm::proto::message::AgentMessage;
+    use rds_iam_proxy::ssm::proto::payload::{MESSAGE_SCHEMA_VERSION, OpenDataChannel};
     use tokio_tungstenite::tungstenite::Message;
 
     let stop = CancellationToken::new();
@@ -277,10 +277,10 @@ async fn a_ping_before_open_data_channel_is_tolerated_like_the_plugin_needs() {
         .unwrap();
     let open = OpenDataChannel {
         message_schema_version: MESSAGE_SCHEMA_VERSION.to_owned(),
-        request_id: rds_iam_proxy::ssm::message::MessageId::random().to_string(),
+        request_id: rds_iam_proxy::ssm::proto::message::MessageId::random().to_string(),
         token_value: grant.token.clone(),
         client_instance_id: None,
-        client_id: rds_iam_proxy::ssm::message::MessageId::random().to_string(),
+        client_id: rds_iam_proxy::ssm::proto::message::MessageId::random().to_string(),
         client_version: Some("1.2.764.0".to_owned()),
     };
     ws.send(Message::Text(open.encode().into())).await.unwrap();

@@ -7,7 +7,7 @@ mod ssm_support;
 use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
-use rds_iam_proxy::ssm::message::{AgentMessage, MessageId, MessageType, PayloadType};
+use rds_iam_proxy::ssm::proto::message::{AgentMessage, MessageId, MessageType, PayloadType};
 use rds_iam_proxy::tunnel::Connector;
 use ssm_sim::{Faults, HandshakeBehaviour, SimConfig};
 use ssm_support::*;

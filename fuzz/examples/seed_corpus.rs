@@ -15,16 +15,17 @@ use rds_iam_proxy::mysql::{
     AuthMoreData, AuthSwitchRequest, Capabilities, ComChangeUser, ErrPacket, HandshakeResponse41,
     HandshakeV10, SslRequest, codes, packet,
 };
-use rds_iam_proxy::ssm::message::{
+use rds_iam_proxy::ssm::proto::message::{
     AgentMessage, FLAG_SYN, MessageId, MessageType, PayloadType, SCHEMA_VERSION,
 };
-use rds_iam_proxy::ssm::payload::{
+use rds_iam_proxy::ssm::proto::payload::{
     ACTION_SESSION_TYPE, AcknowledgeContent, ActionParameters, ActionStatus, AgentSessionState,
     CLIENT_VERSION, ChannelClosed, Flag, HandshakeComplete, HandshakeRequest, HandshakeResponse,
     MESSAGE_SCHEMA_VERSION, OpenDataChannel, PORT_TYPE_LOCAL_PORT_FORWARDING, PortProperties,
     ProcessedClientAction, RequestedClientAction, SESSION_TYPE_PORT, SessionTypeRequest,
 };
-use rds_iam_proxy::ssm::smux::{self, Frame};
+use rds_iam_proxy::ssm::proto::reliable::acknowledge;
+use rds_iam_proxy::ssm::proto::smux::{self, Frame};
 use rds_iam_proxy_fuzz::Chunked;
 
 /// The MessageId of the spec §3.5 vectors: dd01e56b-ff48-483e-a508-b5f073f31b16.
@@ -200,10 +201,19 @@ fn health_request() -> Seeds {
             "get-readiness",
             b"GET /readiness HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n".to_vec(),
         ),
-        ("head-metrics", b"HEAD /metrics?x=1 HTTP/1.0\r\n\r\n".to_vec()),
-        ("post", b"POST /readiness HTTP/1.1\r\nContent-Length: 0\r\n\r\n".to_vec()),
+        (
+            "head-metrics",
+            b"HEAD /metrics?x=1 HTTP/1.0\r\n\r\n".to_vec(),
+        ),
+        (
+            "post",
+            b"POST /readiness HTTP/1.1\r\nContent-Length: 0\r\n\r\n".to_vec(),
+        ),
         ("mysql-bytes", b"\x20\x00\x00\x01\x85\xa6\xff\x01".to_vec()),
-        ("no-end", b"GET /liveness HTTP/1.1\r\nX-Long: aaaaaaaa".to_vec()),
+        (
+            "no-end",
+            b"GET /liveness HTTP/1.1\r\nX-Long: aaaaaaaa".to_vec(),
+        ),
     ]
 }
 
@@ -295,8 +305,11 @@ fn acknowledge_json() -> Bytes {
 }
 
 fn ssm_message() -> Seeds {
-    let ack = output(0, PayloadType::HANDSHAKE_REQUEST, Bytes::from_static(b"{}"))
-        .acknowledge(1_700_000_000_000, MessageId::from_random_bytes([1; 16]));
+    let ack = acknowledge(
+        &output(0, PayloadType::HANDSHAKE_REQUEST, Bytes::from_static(b"{}")),
+        1_700_000_000_000,
+        MessageId::from_random_bytes([1; 16]),
+    );
     let closed = AgentMessage {
         message_type: MessageType::CHANNEL_CLOSED,
         sequence_number: 0,

@@ -9,10 +9,11 @@
 
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
-use rds_iam_proxy::ssm::message::{
+use rds_iam_proxy::ssm::proto::message::{
     AgentMessage, HEADER_LEN, HEADER_LENGTH_FIELD, MAX_PAYLOAD_LEN, MessageId, MessageType,
 };
-use rds_iam_proxy::ssm::payload::AcknowledgeContent;
+use rds_iam_proxy::ssm::proto::payload::AcknowledgeContent;
+use rds_iam_proxy::ssm::proto::reliable::acknowledge;
 use sha2::{Digest, Sha256};
 
 fuzz_target!(|data: &[u8]| {
@@ -62,7 +63,7 @@ fuzz_target!(|data: &[u8]| {
 
     // What a receiver does next with a stream message: acknowledge it.
     if m.message_type.is_stream_data() {
-        let ack = m.acknowledge(1, MessageId::default());
+        let ack = acknowledge(&m, 1, MessageId::default());
         let ack = AgentMessage::decode(&ack.encode()).expect("our acknowledge decodes");
         let content = AcknowledgeContent::decode(&ack.payload).expect("our acknowledge parses");
         assert_eq!(

@@ -5,11 +5,11 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use rds_iam_proxy::ssm::payload::{
+use rds_iam_proxy::ssm::proto::payload::{
     AcknowledgeContent, ActionParameters, AgentSessionState, ChannelClosed, Flag,
     HandshakeComplete, HandshakeRequest, HandshakeResponse, OpenDataChannel, PortProperties,
 };
-use rds_iam_proxy::ssm::version;
+use rds_iam_proxy::ssm::proto::version;
 
 /// decode(encode(decode(bytes))) == decode(bytes) for a JSON payload type.
 macro_rules! round_trip {

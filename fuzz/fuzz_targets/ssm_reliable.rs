@@ -15,11 +15,11 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
-use rds_iam_proxy::ssm::message::{
+use rds_iam_proxy::ssm::proto::message::{
     AgentMessage, HEADER_LEN, MessageId, MessageType, PayloadType, SCHEMA_VERSION,
 };
-use rds_iam_proxy::ssm::payload::{AcknowledgeContent, ChannelClosed};
-use rds_iam_proxy::ssm::reliable::{Config, Inbound, Now, ReliableChannel};
+use rds_iam_proxy::ssm::proto::payload::{AcknowledgeContent, ChannelClosed};
+use rds_iam_proxy::ssm::proto::reliable::{Config, Inbound, Now, ReliableChannel};
 use rds_iam_proxy_fuzz::Cursor;
 
 /// What the channel must have done so far.

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
 use rds_iam_proxy::ssm::mux::{Shared, Wakers};
-use rds_iam_proxy::ssm::smux::{self, Cmd, Decoded, Frame, FrameDecoder};
+use rds_iam_proxy::ssm::proto::smux::{self, Cmd, Decoded, Frame, FrameDecoder};
 use rds_iam_proxy_fuzz::Chunked;
 use tokio::sync::Notify;
 

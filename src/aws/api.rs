@@ -29,14 +29,14 @@ use aws_smithy_runtime_api::client::identity::Identity;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::rt::TokioIo;
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use rustls::ClientConfig;
 use rustls_pki_types::ServerName;
 use tokio_rustls::TlsConnector;
 use tracing::debug;
 
 use crate::iam;
-use crate::local::url_escape;
-use crate::tunnel::BoxStream;
+use crate::io::BoxStream;
 
 /// Time allowed for TCP connect and TLS together.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -561,10 +561,22 @@ fn host_header(url: &url::Url) -> Option<String> {
     })
 }
 
+/// What the Query protocol percent-encodes: everything but RFC 3986's unreserved characters
+/// (so a space is `%20`, never `+`, and `~` stays as it is).
+const QUERY_ESCAPED: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
 /// `k=v` with both sides percent-encoded (RFC 3986 unreserved characters kept, as AWS's Query
 /// protocol expects).
 fn form_pair(k: &str, v: &str) -> String {
-    format!("{}={}", url_escape(k), url_escape(v))
+    format!(
+        "{}={}",
+        utf8_percent_encode(k, QUERY_ESCAPED),
+        utf8_percent_encode(v, QUERY_ESCAPED)
+    )
 }
 
 /// The first part of an unreadable body, for an error message.
@@ -690,6 +702,7 @@ mod tests {
             "Filter.1.Name=tag%3AName"
         );
         assert_eq!(form_pair("k", "a b/c~"), "k=a%20b%2Fc~");
+        assert_eq!(form_pair("a*+-_.", "é"), "a%2A%2B-_.=%C3%A9");
     }
 
     #[test]

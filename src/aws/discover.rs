@@ -6,20 +6,19 @@
 //! - [`db_cluster`] / [`db_instance`]: `rds:DescribeDBClusters` / `rds:DescribeDBInstances`; a
 //!   database without IAM database authentication is refused with the command that enables it.
 //! - [`ecs_target`]: `ecs:ListTasks` + `ecs:DescribeTasks` → `ecs:<cluster>_<taskId>_<runtimeId>`
-//!   of a RUNNING task whose `ExecuteCommandAgent` is RUNNING. [`TargetSpec::resolver`] runs it
-//!   again before every new SSM session, so a replaced task is followed.
+//!   of a RUNNING task whose `ExecuteCommandAgent` is RUNNING. [`TargetSpec::resolve`] runs it
+//!   again before every new SSM session (`launch` hands it to the session pool), so a replaced
+//!   task is followed.
 //! - [`instance_by_tag`]: `ec2:DescribeInstances` with `tag:KEY` and `instance-state-name`.
 //! - [`caller_identity`]: `sts:GetCallerIdentity`, for `doctor`.
 //! - [`resolve`]: all of the above for one [`Source`].
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use serde_json::json;
 
 use super::api::{self, Api, CLOUDFORMATION, EC2, ECS, RDS, STS, Xml};
 use super::stack;
-use crate::ssm::TargetResolver;
 
 /// A discovery failure, worded as the fix.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -528,21 +527,6 @@ impl TargetSpec {
             } => ecs_target(api, cluster, service, container.as_deref()).await,
             TargetSpec::InstanceTag { key, value } => instance_by_tag(api, key, value).await,
         }
-    }
-
-    /// A resolver for the SSM pool that looks the target up again before every new session
-    /// (`None` for a fixed target).
-    pub fn resolver(&self, api: &Api) -> Option<TargetResolver> {
-        if matches!(self, TargetSpec::Fixed(_)) {
-            return None;
-        }
-        let spec = self.clone();
-        let api = api.clone();
-        Some(Arc::new(move || {
-            let spec = spec.clone();
-            let api = api.clone();
-            Box::pin(async move { spec.resolve(&api).await.map_err(|e| e.to_string()) })
-        }))
     }
 }
 

@@ -14,6 +14,18 @@
 //!
 //! The AWS API mock that tests and newcomers run instead of AWS is not here: it is the `aws`
 //! module of the `ssm-sim` crate (`crates/ssm-sim`), served by the SSM simulator.
+//!
+//! # Why SSM alone uses an SDK crate
+//!
+//! The six services here (CloudFormation, RDS, STS, EC2, ECS, Secrets Manager) go through the
+//! hand-rolled SigV4 client in [`api`]: a few small, stable calls each, for which an `aws-sdk-*`
+//! crate per service would cost minutes of compile time on two cores (see [`api`]). SSM is
+//! different (DESIGN.md decision 8): its calls, StartSession, ResumeSession and TerminateSession
+//! in [`crate::ssm::api`], are part of the transport itself, made again for every new session and
+//! every resume for as long as the proxy runs. They go through `aws-sdk-ssm`, whose client is
+//! built from the same `SdkConfig` that supplies the credentials signing the data-channel
+//! WebSocket, and brings the SDK's retries and its error codes, which [`crate::ssm::api`] turns
+//! into errors that name the fix (`TargetNotConnected`, access denials).
 
 pub mod api;
 pub mod discover;

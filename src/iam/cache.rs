@@ -39,7 +39,7 @@ use std::time::{Duration, SystemTime};
 use aws_credential_types::Credentials;
 use aws_credential_types::provider::SharedCredentialsProvider;
 
-use super::credentials::{effective_profile, fetch};
+use super::credentials::{CREDENTIALS_TIMEOUT, effective_profile, fetch};
 use super::token::{AuthToken, TokenRequest, presign};
 use super::{Error, TokenSource};
 
@@ -48,9 +48,6 @@ pub const REFRESH_AGE: Duration = Duration::from_secs(10 * 60);
 
 /// A cached token is reused only while the credentials that signed it stay valid this much longer.
 pub const CREDENTIALS_MIN_VALIDITY: Duration = Duration::from_secs(60);
-
-/// How long one credentials lookup (STS, SSO, IMDS, `credential_process`) may take.
-pub const CREDENTIALS_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Cached credentials are reused for a new mint while valid for at least this much longer.
 pub const CREDENTIALS_REUSE_MARGIN: Duration = Duration::from_secs(5 * 60);

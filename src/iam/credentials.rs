@@ -27,7 +27,9 @@ use aws_credential_types::provider::error::CredentialsError;
 use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
 
 use super::Error;
-use super::cache::CREDENTIALS_TIMEOUT;
+
+/// How long one credentials lookup (STS, SSO, IMDS, `credential_process`) may take.
+pub const CREDENTIALS_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Longest provider explanation kept in an error; MySQL clients truncate messages near 512 bytes,
 /// and the part that says what to do comes first.

@@ -26,8 +26,10 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::{Duration, SystemTime};
 
-pub use cache::{CREDENTIALS_MIN_VALIDITY, CREDENTIALS_TIMEOUT, REFRESH_AGE, TokenCache};
-pub use credentials::{EXPIRY_WARNING, credentials, load_aws, load_sdk_config, watch_expiry};
+pub use cache::{CREDENTIALS_MIN_VALIDITY, REFRESH_AGE, TokenCache};
+pub use credentials::{
+    CREDENTIALS_TIMEOUT, EXPIRY_WARNING, credentials, load_aws, load_sdk_config, watch_expiry,
+};
 pub use endpoint::region_from_endpoint;
 pub use token::{AuthToken, TOKEN_LIFETIME, TokenRequest, presign};
 

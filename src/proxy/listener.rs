@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 
 use tokio::net::{TcpListener, UnixListener};
 
-use crate::tunnel::BoxStream;
+use crate::io::{BoxStream, set_keepalive};
 
 /// The longest socket path the kernel takes (`sun_path` is 108 bytes with the final NUL).
 pub const MAX_SOCKET_PATH: usize = 107;
@@ -331,27 +331,6 @@ fn tcp_accepted(
     Ok((Box::new(stream), Peer::Tcp(addr)))
 }
 
-/// First keepalive probe after this much silence on a TCP socket.
-pub const KEEPALIVE_IDLE: std::time::Duration = std::time::Duration::from_secs(60);
-
-/// Time between unanswered keepalive probes.
-pub const KEEPALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(15);
-
-/// Unanswered probes before the kernel declares the peer gone.
-pub const KEEPALIVE_RETRIES: u32 = 4;
-
-/// Turns on TCP keepalive (first probe after [`KEEPALIVE_IDLE`], then every
-/// [`KEEPALIVE_INTERVAL`], [`KEEPALIVE_RETRIES`] times): a client that vanished, or a database
-/// dropped by a NAT or VPN, is noticed in about two minutes instead of pinning its other leg until
-/// the server's `wait_timeout` or a retransmission timeout. Best effort: a failure is ignored.
-pub fn set_keepalive(stream: &tokio::net::TcpStream) {
-    let keepalive = socket2::TcpKeepalive::new()
-        .with_time(KEEPALIVE_IDLE)
-        .with_interval(KEEPALIVE_INTERVAL)
-        .with_retries(KEEPALIVE_RETRIES);
-    let _ = socket2::SockRef::from(stream).set_tcp_keepalive(&keepalive);
-}
-
 fn unix_accepted(
     r: io::Result<(tokio::net::UnixStream, tokio::net::unix::SocketAddr)>,
 ) -> io::Result<(BoxStream, Peer)> {
@@ -410,14 +389,6 @@ mod tests {
             .find(|f| f.len() > 5 && f[1].ends_with(&local) && f[2].ends_with(&remote))
             .expect("the accepted socket in /proc/net/tcp");
         assert!(row[5].starts_with("02:"), "no keepalive timer: {row:?}");
-
-        // And the timings, on a socket this test can reach.
-        set_keepalive(&client);
-        let sock = socket2::SockRef::from(&client);
-        assert!(sock.keepalive().unwrap());
-        assert_eq!(sock.tcp_keepalive_time().unwrap(), KEEPALIVE_IDLE);
-        assert_eq!(sock.tcp_keepalive_interval().unwrap(), KEEPALIVE_INTERVAL);
-        assert_eq!(sock.tcp_keepalive_retries().unwrap(), KEEPALIVE_RETRIES);
     }
 
     #[tokio::test]

@@ -33,22 +33,13 @@ use std::task::Waker;
 use bytes::{Bytes, BytesMut};
 use tokio::sync::Notify;
 
-use super::smux::{self, ClientStreamIds, Frame};
+use super::proto::smux::{self, ClientStreamIds, Frame};
 
 /// How long a stream may hold its whole receive budget without being read before it is failed.
 pub const STREAM_STUCK_AFTER: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Most bytes one stream buffers for sending before its writer waits.
 pub const STREAM_SEND_BUFFER: usize = 256 * 1024;
-
-/// How the session carries streams, as agreed in the handshake (spec §7.2).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Mode {
-    /// smux v1: many streams per session.
-    Mux,
-    /// One raw byte stream per session (agents up to 3.0.196.0).
-    Basic,
-}
 
 /// Why a stream cannot go on, as an I/O error kind and a message.
 #[derive(Clone, Debug)]
@@ -392,7 +383,7 @@ impl Table {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ssm::smux::{Cmd, Decoded, FrameDecoder};
+    use crate::ssm::proto::smux::{Cmd, Decoded, FrameDecoder};
 
     fn frames(mut out: BytesMut) -> Vec<Frame> {
         let d = FrameDecoder::default();

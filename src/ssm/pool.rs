@@ -38,7 +38,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::Error;
 use super::api::{Api, DOCUMENT_REMOTE_HOST, SessionRequest};
-use super::payload::CLIENT_VERSION;
+use super::proto::payload::CLIENT_VERSION;
 use super::session::{self, SessionHandle, SessionParams};
 use super::stream::SsmStream;
 use super::websocket::{DialConfig, Signer};
@@ -261,11 +261,13 @@ impl Pool {
         let dial = DialConfig {
             tls,
             signer,
-            client_id: super::message::MessageId::random().to_string(),
+            client_id: super::proto::message::MessageId::random().to_string(),
             client_version: config.client_version.clone(),
         };
         let mut params = SessionParams::new(request, dial);
-        params.max_payload = config.max_payload.clamp(1, super::message::MAX_PAYLOAD_LEN);
+        params.max_payload = config
+            .max_payload
+            .clamp(1, super::proto::message::MAX_PAYLOAD_LEN);
         params.handshake_timeout = config.handshake_timeout;
         params.ping_interval = config.ping_interval;
         params.dead_after = config.ping_interval * 3;
@@ -418,7 +420,7 @@ impl Pool {
     }
 
     /// The handshake of a live session (agent version, mux or basic), if one is live.
-    pub fn handshake_info(&self) -> Option<super::session::HandshakeInfo> {
+    pub fn handshake_info(&self) -> Option<super::proto::handshake::HandshakeInfo> {
         lock(&self.inner.slots)
             .iter()
             .flatten()

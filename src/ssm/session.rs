@@ -18,7 +18,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use futures_util::{SinkExt, StreamExt};
@@ -30,18 +30,14 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::Error;
 use super::api::{Api, SessionGrant, SessionRequest, strip_query};
-use super::message::{AgentMessage, PayloadType};
-use super::mux::{Failure, Mode, Shared, Wakers};
+use super::mux::{Failure, Shared, Wakers};
 use super::outbox::{Outbox, OutboxReceiver, Outgoing, outbox};
-use super::payload::{
-    ACTION_SESSION_TYPE, ActionParameters, ActionStatus, Flag, HandshakeComplete, HandshakeRequest,
-    HandshakeResponse, PORT_TYPE_LOCAL_PORT_FORWARDING, PortProperties, ProcessedClientAction,
-    SESSION_TYPE_PORT,
-};
-use super::reliable::{Config as ReliableConfig, Inbound, Now, ReliableChannel};
-use super::smux::{Cmd, Decoded, Frame, FrameDecoder};
+use super::proto::handshake::{self, HandshakeInfo, Mode};
+use super::proto::message::{AgentMessage, PayloadType};
+use super::proto::payload::{Flag, HandshakeComplete, HandshakeRequest};
+use super::proto::reliable::{Config as ReliableConfig, Inbound, Now, ReliableChannel};
+use super::proto::smux::{Cmd, Decoded, Frame, FrameDecoder};
 use super::stream::SsmStream;
-use super::version;
 use super::websocket::{self, DialConfig, WsStream};
 
 /// Decoded messages queued between the reader task and the session task. With frames capped at
@@ -115,17 +111,6 @@ impl SessionParams {
             retransmits: Arc::new(AtomicU64::new(0)),
         }
     }
-}
-
-/// What the handshake settled.
-#[derive(Clone, Debug)]
-pub struct HandshakeInfo {
-    /// The agent's version.
-    pub agent_version: String,
-    /// Mux or basic.
-    pub mode: Mode,
-    /// Whether we send smux keep-alives.
-    pub keepalive: bool,
 }
 
 /// A running session: open streams on it, watch it end, shut it down.
@@ -448,18 +433,6 @@ struct Actor {
     overflow_logged: Option<i64>,
 }
 
-fn now() -> Now {
-    let unix_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(1)
-        .max(1);
-    Now {
-        instant: Instant::now(),
-        unix_ms,
-    }
-}
-
 impl Actor {
     /// Installs a freshly dialled WebSocket: spawns its reader and writer tasks.
     fn attach(&mut self, ws: WsStream) {
@@ -508,10 +481,11 @@ impl Actor {
         wakers.wake();
         if terminate {
             // Best effort: tell the agent, then the API.
-            if let Ok(Some(frame)) =
-                self.reliable
-                    .send(now(), PayloadType::FLAG, Flag::TerminateSession.encode())
-                && let Some(conn) = self.conn.as_mut()
+            if let Ok(Some(frame)) = self.reliable.send(
+                Now::current(),
+                PayloadType::FLAG,
+                Flag::TerminateSession.encode(),
+            ) && let Some(conn) = self.conn.as_mut()
             {
                 conn.outbox.send(frame);
                 conn.outbox.close(1000, "");
@@ -769,7 +743,7 @@ impl Actor {
                     // Basic sessions carry one connection: tell the agent, then end the session
                     // (the session task's end sends TerminateSession).
                     if let Some(frame) = self.reliable.send(
-                        now(),
+                        Now::current(),
                         PayloadType::FLAG,
                         Flag::DisconnectToPort.encode(),
                     )? {
@@ -783,7 +757,9 @@ impl Actor {
             let n = self.out.len().min(max);
             let chunk = self.out.split_to(n).freeze();
             let seq = self.reliable.next_sequence_number();
-            if let Some(frame) = self.reliable.send(now(), PayloadType::OUTPUT, chunk)?
+            if let Some(frame) = self
+                .reliable
+                .send(Now::current(), PayloadType::OUTPUT, chunk)?
                 && let Some(end) = conn.outbox.send_at(frame)
             {
                 self.reliable.queued(seq, end);
@@ -797,7 +773,7 @@ impl Actor {
         // or failed alone, see `mux`), so in-order data is never refused: refusing it while the
         // agent goes on sending is what turns one slow reader into a wedged session (H1).
         self.sync_written();
-        let inbound = match self.reliable.on_message(now(), m) {
+        let inbound = match self.reliable.on_message(Now::current(), m) {
             Ok(i) => i,
             Err(e) => {
                 debug!(error = %e, "dropping undecodable message");
@@ -944,84 +920,22 @@ impl Actor {
         })
     }
 
+    /// Answers the agent's HandshakeRequest (the decision is [`handshake::respond`]); the
+    /// response goes out even when the session cannot be used, so the agent ends it cleanly.
     fn on_handshake_request(&mut self, payload: &[u8]) -> Result<(), End> {
         let request = HandshakeRequest::decode(payload)
             .map_err(|e| self.handshake_error(format!("unreadable HandshakeRequest: {e}")))?;
-        let mut processed = Vec::new();
-        let mut session: Option<PortProperties> = None;
-        let mut problem = None;
-        for action in &request.requested_client_actions {
-            let (status, error) = match (&action.action_type[..], &action.action_parameters) {
-                (ACTION_SESSION_TYPE, ActionParameters::SessionType(st))
-                    if st.session_type == SESSION_TYPE_PORT =>
-                {
-                    match PortProperties::from_value(&st.properties) {
-                        Ok(p) => {
-                            session = Some(p);
-                            (ActionStatus::SUCCESS, String::new())
-                        }
-                        Err(e) => (ActionStatus::FAILED, e.to_string()),
-                    }
-                }
-                (ACTION_SESSION_TYPE, ActionParameters::SessionType(st)) => {
-                    let msg = format!(
-                        "session type {:?} is not port forwarding; start the session with a port-forwarding document",
-                        st.session_type
-                    );
-                    problem = Some(msg.clone());
-                    (ActionStatus::FAILED, msg)
-                }
-                (other, _) => {
-                    let msg = format!("unsupported action {other:?}");
-                    problem.get_or_insert(msg.clone());
-                    (ActionStatus::FAILED, msg)
-                }
-            };
-            processed.push(ProcessedClientAction {
-                action_type: action.action_type.clone(),
-                action_status: status,
-                action_result: serde_json::Value::Null,
-                error,
-            });
-        }
-        let response = HandshakeResponse {
-            client_version: self.params.dial.client_version.clone(),
-            processed_client_actions: processed,
-            errors: problem.clone().map(|p| vec![p]),
-        };
-        match self
-            .reliable
-            .send(now(), PayloadType::HANDSHAKE_RESPONSE, response.encode())
-        {
+        let (response, settled) = handshake::respond(request, &self.params.dial.client_version);
+        match self.reliable.send(
+            Now::current(),
+            PayloadType::HANDSHAKE_RESPONSE,
+            response.encode(),
+        ) {
             Ok(Some(frame)) => self.send_frame(frame),
             Ok(None) => {}
-            Err(e) => return Err(End::Failed(e)),
+            Err(e) => return Err(End::Failed(e.into())),
         }
-        if let Some(p) = problem {
-            return Err(self.handshake_error(p));
-        }
-        let Some(props) = session else {
-            return Err(
-                self.handshake_error("the HandshakeRequest has no SessionType action".to_owned())
-            );
-        };
-        let port_forwarding = props.r#type.as_deref() == Some(PORT_TYPE_LOCAL_PORT_FORWARDING);
-        if !port_forwarding {
-            return Err(self.handshake_error(format!(
-                "the session properties have type {:?}, not {PORT_TYPE_LOCAL_PORT_FORWARDING}",
-                props.r#type
-            )));
-        }
-        let mode = if version::agent_supports_mux(&request.agent_version) {
-            Mode::Mux
-        } else {
-            Mode::Basic
-        };
-        self.info = Some(HandshakeInfo {
-            keepalive: mode == Mode::Mux && version::agent_wants_keepalive(&request.agent_version),
-            agent_version: request.agent_version,
-            mode,
-        });
+        self.info = Some(settled.map_err(|why| self.handshake_error(why))?);
         Ok(())
     }
 

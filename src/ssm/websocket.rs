@@ -25,9 +25,9 @@ use tokio_tungstenite::tungstenite::{self, Message};
 
 use super::Error;
 use super::api::strip_query;
-use super::message::MAX_FRAME_LEN;
-use super::payload::{MESSAGE_SCHEMA_VERSION, OpenDataChannel};
-use crate::tunnel::BoxStream;
+use super::proto::message::MAX_FRAME_LEN;
+use super::proto::payload::{MESSAGE_SCHEMA_VERSION, OpenDataChannel};
+use crate::io::BoxStream;
 
 /// SigV4 signing name of the message gateway.
 pub const SIGNING_NAME: &str = "ssmmessages";
@@ -171,7 +171,7 @@ async fn connect_inner(
 
     let open = OpenDataChannel {
         message_schema_version: MESSAGE_SCHEMA_VERSION.to_owned(),
-        request_id: super::message::MessageId::random().to_string(),
+        request_id: super::proto::message::MessageId::random().to_string(),
         token_value: token.to_owned(),
         client_instance_id: None,
         client_id: config.client_id.clone(),

@@ -10,17 +10,11 @@ use std::io;
 use std::pin::Pin;
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
+pub use crate::io::{AsyncStream, BoxStream};
+
 pub mod ssm;
-
-/// A bidirectional byte stream to the database.
-pub trait AsyncStream: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> AsyncStream for T {}
-
-/// An owned, type-erased stream.
-pub type BoxStream = Box<dyn AsyncStream>;
 
 /// A boxed future returned by [`Connector::connect`].
 pub type ConnectFuture<'a> = Pin<Box<dyn Future<Output = Result<BoxStream, Error>> + Send + 'a>>;
@@ -50,6 +44,15 @@ pub enum Error {
         addr: String,
         /// Why (shown in the message, so not chained as a source too).
         source: io::Error,
+    },
+    /// The SSM session pool could not open a stream; the cause stays typed (e.g.
+    /// [`crate::ssm::Error::TargetNotConnected`]).
+    #[error("cannot connect to {addr}: {source}")]
+    Ssm {
+        /// What the connector dials (the target and the destination).
+        addr: String,
+        /// Why.
+        source: crate::ssm::Error,
     },
     /// The connection did not complete in time.
     #[error("connecting to {addr} timed out after {}s", .after.as_secs())]
@@ -106,7 +109,7 @@ impl Connector for Direct {
             let _ = stream.set_nodelay(true);
             // A database dropped by a NAT or VPN is noticed by keepalive, not after ~15 min of
             // retransmissions behind the next write.
-            crate::proxy::listener::set_keepalive(&stream);
+            crate::io::set_keepalive(&stream);
             Ok(Box::new(stream) as BoxStream)
         })
     }

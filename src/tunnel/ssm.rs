@@ -1,8 +1,6 @@
 //! The SSM Session Manager transport: each [`Connector::connect`] opens a new smux stream on a warm
 //! session of a [`Pool`] (see [`crate::ssm`] for the layers underneath).
 
-use std::io;
-
 use super::{BoxStream, ConnectFuture, Connector, Error};
 use crate::ssm::{self, Pool, SsmConfig};
 
@@ -44,9 +42,9 @@ impl Connector for Ssm {
         Box::pin(async move {
             match self.pool.connect().await {
                 Ok(stream) => Ok(Box::new(stream) as BoxStream),
-                Err(e) => Err(Error::Dial {
+                Err(source) => Err(Error::Ssm {
                     addr: self.describe(),
-                    source: io::Error::other(e),
+                    source,
                 }),
             }
         })

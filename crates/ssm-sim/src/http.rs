@@ -179,7 +179,7 @@ fn ok(body: Value) -> Response<Full<Bytes>> {
         .header(CONTENT_TYPE, JSON_1_1)
         .header(
             "x-amzn-RequestId",
-            rds_iam_proxy::ssm::message::MessageId::random().to_string(),
+            rds_iam_proxy::ssm::proto::message::MessageId::random().to_string(),
         )
         .body(Full::new(Bytes::from(body.to_string())))
         .expect("static response parts are valid")

@@ -13,7 +13,7 @@
 //!   the fault injector ([`ssm::faults`]) and the injected round-trip time, and resets the socket
 //!   on demand;
 //! * [`ssm::agent`]: the agent side of one session with the agent's reliability rules
-//!   ([`rds_iam_proxy::ssm::reliable::Config::agent`]), the handshake, a smux v1 server that dials
+//!   ([`rds_iam_proxy::ssm::proto::reliable::Config::agent`]), the handshake, a smux v1 server that dials
 //!   the routed destination per stream (ConnectToPortError + FIN when that fails), basic mode for
 //!   agent versions too old for smux, `channel_closed` on TerminateSession, idle timeout, and an
 //!   optional realistic pump (1 KiB per message, 1 ms pause, as the real agent);

@@ -239,7 +239,7 @@ pub enum Routed {
 
 /// Routes and answers one API request against `world`.
 pub fn route(world: &AwsWorld, req: &ApiRequest<'_>) -> Routed {
-    let request_id = rds_iam_proxy::ssm::message::MessageId::random().to_string();
+    let request_id = rds_iam_proxy::ssm::proto::message::MessageId::random().to_string();
     let Some(header) = req.headers.get(http::header::AUTHORIZATION) else {
         let guessed = guess_protocol(req);
         return Routed::Answer(Fault::missing_authentication(guessed).render(guessed, request_id));

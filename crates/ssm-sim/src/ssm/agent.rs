@@ -30,21 +30,9 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use rds_iam_proxy::ssm::message::{
-    AgentMessage, MessageId, MessageType, PayloadType, SCHEMA_VERSION,
-};
-use rds_iam_proxy::ssm::outbox::Outbox;
-use rds_iam_proxy::ssm::payload::{
-    ACTION_SESSION_TYPE, ActionParameters, ActionStatus, ChannelClosed, Flag, HandshakeComplete,
-    HandshakeRequest, HandshakeResponse, PORT_TYPE_LOCAL_PORT_FORWARDING, PortProperties,
-    RequestedClientAction, SESSION_TYPE_PORT, SessionTypeRequest,
-};
-use rds_iam_proxy::ssm::reliable::{Config, Inbound, Now, RESEND_SCAN_INTERVAL, ReliableChannel};
-use rds_iam_proxy::ssm::smux::{Cmd, Decoded, Frame, FrameDecoder};
-use rds_iam_proxy::ssm::version;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, mpsc};
@@ -52,6 +40,19 @@ use tokio::task::AbortHandle;
 use tracing::{Instrument, debug, info, info_span};
 
 use crate::{HandshakeBehaviour, SimSession, SimState};
+use rds_iam_proxy::ssm::outbox::Outbox;
+use rds_iam_proxy::ssm::proto::handshake::{self, Mode};
+use rds_iam_proxy::ssm::proto::message::{
+    AgentMessage, MessageId, MessageType, PayloadType, SCHEMA_VERSION,
+};
+use rds_iam_proxy::ssm::proto::payload::{
+    ChannelClosed, Flag, HandshakeComplete, HandshakeResponse, PORT_TYPE_LOCAL_PORT_FORWARDING,
+    PortProperties,
+};
+use rds_iam_proxy::ssm::proto::reliable::{
+    Config, Inbound, Now, RESEND_SCAN_INTERVAL, ReliableChannel,
+};
+use rds_iam_proxy::ssm::proto::smux::{Cmd, Decoded, Frame, FrameDecoder};
 
 /// With [`crate::SimConfig::fast_agent`]: unacknowledged bytes above which the agent stops sending
 /// new data. The real agent has no such window.
@@ -186,18 +187,6 @@ struct Agent {
     input_stopped: bool,
     /// When the session started (for [`crate::SimConfig::stop_acks_after`]).
     started: Instant,
-}
-
-fn now() -> Now {
-    let unix_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(1)
-        .max(1);
-    Now {
-        instant: Instant::now(),
-        unix_ms,
-    }
 }
 
 /// Runs the agent of `session` until it is terminated or the simulator stops.
@@ -413,7 +402,7 @@ impl Agent {
             self.state
                 .config
                 .agent_chunk
-                .clamp(1, rds_iam_proxy::ssm::message::MAX_PAYLOAD_LEN)
+                .clamp(1, rds_iam_proxy::ssm::proto::message::MAX_PAYLOAD_LEN)
         };
         while !self.out.is_empty() && self.can_pump() {
             if realistic {
@@ -445,7 +434,7 @@ impl Agent {
                 .agent_untracked
                 .fetch_add(1, Ordering::Relaxed);
         }
-        if let Ok(Some(frame)) = self.reliable.send(now(), payload_type, payload) {
+        if let Ok(Some(frame)) = self.reliable.send(Now::current(), payload_type, payload) {
             self.to_client(frame);
         }
     }
@@ -464,16 +453,7 @@ impl Agent {
                 port_number: Some(self.dest.port.to_string()),
                 r#type: Some(PORT_TYPE_LOCAL_PORT_FORWARDING.to_owned()),
             };
-            let request = HandshakeRequest {
-                agent_version: self.state.config.agent_version.clone(),
-                requested_client_actions: vec![RequestedClientAction {
-                    action_type: ACTION_SESSION_TYPE.to_owned(),
-                    action_parameters: ActionParameters::SessionType(SessionTypeRequest {
-                        session_type: SESSION_TYPE_PORT.to_owned(),
-                        properties: props.to_value(),
-                    }),
-                }],
-            };
+            let request = handshake::port_request(&self.state.config.agent_version, &props);
             self.handshake_started = Some(Instant::now());
             self.phase = Phase::Handshaking(Instant::now());
             self.send(PayloadType::HANDSHAKE_REQUEST, request.encode());
@@ -505,7 +485,7 @@ impl Agent {
                 .fetch_add(message.payload.len() as u64, Ordering::Relaxed);
         }
         let payload_len = message.payload.len() as u64;
-        match self.reliable.on_message(now(), message) {
+        match self.reliable.on_message(Now::current(), message) {
             Ok(Inbound::Delivered { ack, messages }) => {
                 self.to_client(ack);
                 for m in messages {
@@ -577,18 +557,11 @@ impl Agent {
             Ok(r) => r,
             Err(e) => return Some(format!("invalid HandshakeResponse: {e}")),
         };
-        if response.processed_client_actions.is_empty()
-            || response
-                .processed_client_actions
-                .iter()
-                .any(|a| a.action_status != ActionStatus::SUCCESS)
-        {
-            return Some("the client failed a requested action".to_owned());
-        }
-        // Agents too old for smux have no mux code at all, whatever the client.
-        let mux = version::client_gets_mux(&response.client_version)
-            && version::agent_supports_mux(&self.state.config.agent_version);
-        let keepalive = mux && version::client_gets_keepalive(&response.client_version);
+        let terms = match handshake::agent_accepts(&response, &self.state.config.agent_version) {
+            Ok(t) => t,
+            Err(why) => return Some(why),
+        };
+        let (mux, keepalive) = (terms.mode == Mode::Mux, terms.keepalive);
         let took = self
             .handshake_started
             .map(|t| t.elapsed())
@@ -815,10 +788,10 @@ impl Agent {
                 };
                 d.credit.add_permits(1);
                 match self.phase {
-                    Phase::Ready { mux: true, .. } => rds_iam_proxy::ssm::smux::encode_data(
+                    Phase::Ready { mux: true, .. } => rds_iam_proxy::ssm::proto::smux::encode_data(
                         id,
                         &data,
-                        rds_iam_proxy::ssm::smux::DEFAULT_MAX_FRAME_SIZE,
+                        rds_iam_proxy::ssm::proto::smux::DEFAULT_MAX_FRAME_SIZE,
                         &mut self.out,
                     ),
                     _ => self.out.extend_from_slice(&data),
@@ -858,7 +831,7 @@ impl Agent {
         };
         let payload = ChannelClosed {
             message_id: MessageId::random().to_string(),
-            created_date: now().unix_ms.to_string(),
+            created_date: Now::current().unix_ms.to_string(),
             destination_id: self.session.target.clone(),
             session_id: self.session.id.clone(),
             message_type: "channel_closed".to_owned(),
@@ -868,7 +841,7 @@ impl Agent {
         let msg = AgentMessage {
             message_type: MessageType::CHANNEL_CLOSED,
             schema_version: SCHEMA_VERSION,
-            created_date: now().unix_ms,
+            created_date: Now::current().unix_ms,
             sequence_number: 0,
             flags: 0,
             message_id: MessageId::random(),

@@ -16,8 +16,6 @@ use futures_util::{SinkExt, StreamExt};
 use hyper::Request;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use rds_iam_proxy::ssm::outbox::{Outgoing, outbox};
-use rds_iam_proxy::ssm::payload::{MESSAGE_SCHEMA_VERSION, OpenDataChannel};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
@@ -31,6 +29,8 @@ use super::faults::FaultLine;
 use super::link::Uplink;
 use crate::aws::sigv4::parse_amz_date;
 use crate::{SimSession, SimState, lock};
+use rds_iam_proxy::ssm::outbox::{Outgoing, outbox};
+use rds_iam_proxy::ssm::proto::payload::{MESSAGE_SCHEMA_VERSION, OpenDataChannel};
 
 /// Bytes handed to the socket writer and not yet written above which the gateway stops taking
 /// frames from the agent.
@@ -118,7 +118,10 @@ pub async fn serve(state: Arc<SimState>, session: Arc<SimSession>, ws: ServerWs)
         Ok(Some(Ok(Message::Text(t)))) => OpenDataChannel::decode(t.as_str()).ok(),
         _ => None,
     };
-    let uuid = |s: &str| s.parse::<rds_iam_proxy::ssm::message::MessageId>().is_ok();
+    let uuid = |s: &str| {
+        s.parse::<rds_iam_proxy::ssm::proto::message::MessageId>()
+            .is_ok()
+    };
     let refusal = match &open {
         None => Some("expected an OpenDataChannel text frame"),
         Some(o)

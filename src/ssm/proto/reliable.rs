@@ -1,8 +1,9 @@
 //! The reliable channel: sequence numbers, acknowledgements, retransmission and reordering of
 //! stream messages (spec §5), as a pure state machine used by our client and by the simulator's agent.
 //!
-//! [`ReliableChannel`] holds no socket and reads no clock. Its owner (the data-channel task, later)
-//! passes the time in, sends the frames it returns, and arms a timer for
+//! [`ReliableChannel`] holds no socket and reads no clock. Its owner (our session task in
+//! [`crate::ssm::session`], or the simulator's agent) passes the time in ([`Now::current`] reads
+//! both clocks), sends the frames it returns, and arms a timer for
 //! [`ReliableChannel::next_retransmit_at`]:
 //!
 //! * [`send`](ReliableChannel::send) numbers, encodes and buffers an outgoing stream message;
@@ -50,14 +51,14 @@
 //! [`ReliableChannel::oldest_unacked`].
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
 use super::Error;
 use super::message::{
-    AgentMessage, FLAG_SYN, HEADER_LEN, MAX_PAYLOAD_LEN, MessageId, MessageType, PayloadType,
-    SCHEMA_VERSION,
+    ACKNOWLEDGE_FLAGS, AgentMessage, FLAG_SYN, HEADER_LEN, MAX_PAYLOAD_LEN, MessageId, MessageType,
+    PayloadType, SCHEMA_VERSION,
 };
 use super::payload::{AcknowledgeContent, ChannelClosed};
 
@@ -205,6 +206,22 @@ pub struct Now {
     pub instant: Instant,
     /// Wall-clock Unix milliseconds, for the CreatedDate of new messages (must be non-zero).
     pub unix_ms: u64,
+}
+
+impl Now {
+    /// Reads both clocks: what an owner passes in for "now" (a clock before 1970 reads as 1 ms, so
+    /// CreatedDate stays non-zero).
+    pub fn current() -> Self {
+        let unix_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(1)
+            .max(1);
+        Self {
+            instant: Instant::now(),
+            unix_ms,
+        }
+    }
 }
 
 /// The retransmission-timeout estimator (spec §5.5), computed in f64 nanoseconds like the Go code.
@@ -526,14 +543,14 @@ impl ReliableChannel {
         let e = self.expected_sequence_number;
         if s < e || self.out_of_order.contains_key(&s) {
             return Inbound::Duplicate {
-                ack: acknowledge(now, &message),
+                ack: ack_frame(now, &message),
             };
         }
         if s == e {
             if !self.ready {
                 return Inbound::NotReady;
             }
-            let ack = acknowledge(now, &message);
+            let ack = ack_frame(now, &message);
             let mut messages = vec![message];
             self.expected_sequence_number += 1;
             while let Some(next) = self.out_of_order.remove(&self.expected_sequence_number) {
@@ -554,7 +571,7 @@ impl ReliableChannel {
         {
             return Inbound::Overflow;
         }
-        let ack = acknowledge(now, &message);
+        let ack = ack_frame(now, &message);
         self.out_of_order_bytes += len;
         self.out_of_order.insert(s, message);
         Inbound::Buffered { ack }
@@ -838,17 +855,30 @@ impl ReliableChannel {
     }
 }
 
+/// Builds the `acknowledge` for the stream message `acked` (spec §4.3): SequenceNumber 0, Flags 3,
+/// PayloadType 0, JSON payload naming the acknowledged message's type, id and sequence number.
+pub fn acknowledge(acked: &AgentMessage, created_date: u64, message_id: MessageId) -> AgentMessage {
+    AgentMessage {
+        message_type: MessageType::ACKNOWLEDGE,
+        schema_version: SCHEMA_VERSION,
+        created_date,
+        sequence_number: 0,
+        flags: ACKNOWLEDGE_FLAGS,
+        message_id,
+        payload_type: PayloadType::NONE,
+        payload: AcknowledgeContent::for_message(acked).encode(),
+    }
+}
+
 /// The encoded `acknowledge` for `message`, stamped `now`, with a fresh id.
-fn acknowledge(now: Now, message: &AgentMessage) -> Bytes {
-    message
-        .acknowledge(now.unix_ms, MessageId::random())
-        .encode()
+fn ack_frame(now: Now, message: &AgentMessage) -> Bytes {
+    acknowledge(message, now.unix_ms, MessageId::random()).encode()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ssm::payload::Flag;
+    use crate::ssm::proto::payload::Flag;
     use rand::{Rng, SeedableRng, rngs::StdRng};
     use std::collections::VecDeque;
 
@@ -898,7 +928,7 @@ mod tests {
             sequence_number: seq,
             ..output(seq, b"")
         };
-        acked.acknowledge(1_700_000_000_000, MessageId::random())
+        acknowledge(&acked, 1_700_000_000_000, MessageId::random())
     }
 
     fn decoded_ack_seq(frame: &Bytes) -> i64 {

@@ -33,7 +33,6 @@ use bytes::{BufMut, Bytes, BytesMut};
 use sha2::{Digest, Sha256};
 
 use super::Error;
-use super::payload::AcknowledgeContent;
 
 /// Size of the fixed header, PayloadLength included.
 pub const HEADER_LEN: usize = 120;
@@ -430,22 +429,6 @@ impl AgentMessage {
         let header = Header::parse(&frame)?;
         Ok(header.with_payload(frame.slice(HEADER_LEN..)))
     }
-
-    /// Builds the `acknowledge` for this stream message (spec §4.3): SequenceNumber 0, Flags 3,
-    /// PayloadType 0, JSON payload naming this message's type, id and sequence number.
-    pub fn acknowledge(&self, created_date: u64, message_id: MessageId) -> AgentMessage {
-        let content = AcknowledgeContent::for_message(self);
-        AgentMessage {
-            message_type: MessageType::ACKNOWLEDGE,
-            schema_version: SCHEMA_VERSION,
-            created_date,
-            sequence_number: 0,
-            flags: ACKNOWLEDGE_FLAGS,
-            message_id,
-            payload_type: PayloadType::NONE,
-            payload: content.encode(),
-        }
-    }
 }
 
 /// The validated header fields, before the payload is attached.
@@ -543,7 +526,7 @@ fn be_u64(frame: &[u8], off: usize) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ssm::payload::{
+    use crate::ssm::proto::payload::{
         ActionParameters, HandshakeRequest, PortProperties, RequestedClientAction,
         SessionTypeRequest,
     };
@@ -696,7 +679,7 @@ mod tests {
             payload_type: PayloadType::HANDSHAKE_REQUEST,
             payload: Bytes::from_static(b"{}"),
         };
-        let ack = acked.acknowledge(1_700_000_000_000, ID_1111);
+        let ack = crate::ssm::proto::reliable::acknowledge(&acked, 1_700_000_000_000, ID_1111);
         assert_eq!(&ack.encode()[..], ACKNOWLEDGE);
 
         let decoded = AgentMessage::decode(ACKNOWLEDGE).unwrap();

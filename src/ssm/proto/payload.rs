@@ -10,7 +10,7 @@
 //! inputs over [`MAX_JSON_PAYLOAD_LEN`] before parsing; serde_json's recursion limit bounds nesting.
 //!
 //! This file knows nothing of sequence numbers or of which side sends what; see
-//! [`super::reliable`] and the handshake layer (later).
+//! [`super::reliable`] and [`super::handshake`].
 
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
@@ -459,7 +459,7 @@ impl Flag {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ssm::message::{MessageId, MessageType, PayloadType};
+    use crate::ssm::proto::message::{MessageId, MessageType, PayloadType};
 
     /// Spec §3.5 / §4.3: the acknowledge payload the plugin's serializer produced (176 bytes).
     const ACK_JSON: &str = r#"{"AcknowledgedMessageType":"output_stream_data","AcknowledgedMessageId":"dd01e56b-ff48-483e-a508-b5f073f31b16","AcknowledgedMessageSequenceNumber":0,"IsSequentialMessage":true}"#;
