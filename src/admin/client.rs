@@ -22,14 +22,14 @@ use rustls::pki_types::ServerName;
 use tokio::io::AsyncWriteExt;
 use tokio_rustls::TlsConnector;
 
-use super::framed::{PacketStream, ReadError, StartTlsError};
-use crate::mysql::command::{
+use crate::mysql::framed::{PacketStream, ReadError, StartTlsError};
+use crate::mysql::proto::command::{
     COM_QUIT, ColumnDefinition41, ComQuery, EofPacket, QueryResponse, SERVER_MORE_RESULTS_EXISTS,
     TextRow,
 };
-use crate::mysql::handshake::plugin;
-use crate::mysql::scramble::{native_scramble, sha2_scramble};
-use crate::mysql::{
+use crate::mysql::proto::handshake::plugin;
+use crate::mysql::proto::scramble::{native_scramble, sha2_scramble};
+use crate::mysql::proto::{
     self, AuthMoreData, Capabilities, ErrPacket, HandshakeResponse41, HandshakeV10, LoginReply,
     SslRequest,
 };
@@ -91,7 +91,7 @@ pub enum Error {
         during: &'static str,
         /// What was wrong.
         #[source]
-        source: mysql::Error,
+        source: proto::Error,
     },
     /// The server sent an ERR instead of its greeting (too many connections, host blocked).
     #[error("the server refused the connection: {}", describe(.0))]
@@ -176,7 +176,7 @@ impl Error {
         }
     }
 
-    fn protocol(during: &'static str, source: mysql::Error) -> Self {
+    fn protocol(during: &'static str, source: proto::Error) -> Self {
         Error::Protocol { during, source }
     }
 }
@@ -362,7 +362,7 @@ impl Client {
                 LoginReply::AuthSwitch(_) => {
                     return Err(Error::protocol(
                         "logging in",
-                        mysql::Error::Malformed {
+                        proto::Error::Malformed {
                             field: "auth_switch_request",
                             reason: "a second authentication switch",
                         },
@@ -380,7 +380,7 @@ impl Client {
                         _ => {
                             return Err(Error::protocol(
                                 "logging in",
-                                mysql::Error::Malformed {
+                                proto::Error::Malformed {
                                     field: "auth_more_data",
                                     reason: "caching_sha2_password expects 0x03 or 0x04",
                                 },
@@ -408,7 +408,7 @@ impl Client {
         }
         Err(Error::protocol(
             "logging in",
-            mysql::Error::Malformed {
+            proto::Error::Malformed {
                 field: "login",
                 reason: "the login did not end after four round trips",
             },
@@ -429,7 +429,7 @@ impl Client {
     pub async fn query(&mut self, sql: &str, timeout: Duration) -> Result<QueryResult, Error> {
         let mut payload = BytesMut::with_capacity(sql.len() + 1);
         ComQuery { query: sql }.encode(&mut payload);
-        if payload.len() >= mysql::packet::MAX_PAYLOAD_LEN {
+        if payload.len() >= proto::packet::MAX_PAYLOAD_LEN {
             return Err(Error::TooLarge {
                 what: "a statement of 16 MiB or more",
             });
@@ -471,13 +471,13 @@ impl Client {
         })
     }
 
-    async fn read(&mut self, timeout: Duration) -> Result<mysql::Packet, Error> {
+    async fn read(&mut self, timeout: Duration) -> Result<proto::Packet, Error> {
         let p = self
             .io
             .read_packet_limit(timeout, MAX_RESULT_PACKET)
             .await
             .map_err(|e| match e {
-                ReadError::Protocol(mysql::Error::PacketTooLarge { .. }) => Error::TooLarge {
+                ReadError::Protocol(proto::Error::PacketTooLarge { .. }) => Error::TooLarge {
                     what: "a packet of 1 MiB or more",
                 },
                 e => Error::read("reading the statement's result", e),
@@ -600,7 +600,7 @@ fn connect_attrs() -> Vec<(Bytes, Bytes)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mysql::scramble::PasswordVerifier;
+    use crate::mysql::proto::scramble::PasswordVerifier;
 
     const NONCE: &[u8; 20] = b"0123456789abcdefghij";
 

@@ -1,10 +1,10 @@
 //! Packet I/O for the login phase: a byte stream plus a read buffer and a write buffer, driven by the
-//! sans-IO codec in `mysql::packet`. After login, [`PacketStream::into_parts`] hands back the raw
+//! sans-IO codec in `proto::packet`. After login, [`PacketStream::into_parts`] hands back the raw
 //! stream and any bytes read ahead, and the splice takes over.
 //!
 //! [`PacketStream::start_tls`] is the client side of the TLS upgrade (SSLRequest, then rustls
 //! verified against the endpoint name), shared by the proxy's upstream leg ([`super::login`]) and
-//! the standalone client ([`super::client`]).
+//! the standalone client ([`crate::admin::client`]).
 
 use std::io;
 use std::time::Duration;
@@ -18,8 +18,8 @@ use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio_rustls::TlsConnector;
 
-use crate::mysql::handshake::SSL_REQUEST_LEN;
-use crate::mysql::{self, Packet, SslRequest, packet};
+use crate::mysql::proto::handshake::SSL_REQUEST_LEN;
+use crate::mysql::proto::{self, Packet, SslRequest, packet};
 use crate::tunnel::BoxStream;
 
 /// Largest payload accepted during login. Handshake responses carry at most 64 KiB of connection
@@ -40,7 +40,7 @@ pub enum ReadError {
     Io(#[from] io::Error),
     /// The bytes are not a valid packet.
     #[error("{0}")]
-    Protocol(#[from] mysql::Error),
+    Protocol(#[from] proto::Error),
 }
 
 /// A stream read and written in whole MySQL packets.

@@ -19,8 +19,8 @@
 //! password, no token), which servers do not count.
 //! A client that asks for TLS when the proxy offers none (`--local-tls` off) is answered inside a
 //! TLS session with a throwaway certificate, so that it can show that ERR instead of a TLS error.
-//! Wrong local passwords lock the peer out for a growing delay ([`super::throttle`]). Client-chosen
-//! text (the user name) is escaped ([`super::printable`]) wherever it is shown.
+//! Wrong local passwords lock the peer out for a growing delay ([`crate::proxy::throttle`]). Client-chosen
+//! text (the user name) is escaped ([`crate::proxy::printable`]) wherever it is shown.
 
 use std::fmt;
 use std::sync::Arc;
@@ -29,14 +29,14 @@ use bytes::{Bytes, BytesMut};
 use rand::Rng;
 
 use super::framed::{PacketStream, Prefixed, ReadError, StartTlsError};
-use super::throttle::PeerKey;
-use super::{Inner, Peer, printable};
 use crate::iam::{AuthToken, TokenRequest};
-use crate::mysql::handshake::plugin;
-use crate::mysql::{
+use crate::mysql::proto::handshake::plugin;
+use crate::mysql::proto::{
     AuthMoreData, Capabilities, ErrPacket, HandshakeResponse41, HandshakeV10, LoginReply,
     SslRequest, codes,
 };
+use crate::proxy::throttle::PeerKey;
+use crate::proxy::{Inner, Peer, printable};
 use crate::tls;
 use crate::tunnel::BoxStream;
 
@@ -875,8 +875,8 @@ async fn password_login(
     greeting: &HandshakeV10,
     caps: Capabilities,
     response: &HandshakeResponse41,
-    creds: &super::password::DbCredentials,
-    source: &dyn super::password::PasswordSource,
+    creds: &crate::proxy::password::DbCredentials,
+    source: &dyn crate::proxy::password::PasswordSource,
 ) -> Result<(PacketStream, Bytes), Failure> {
     let timeout = inner.config.handshake_timeout;
     let endpoint = inner.config.endpoint();
@@ -900,9 +900,12 @@ async fn password_login(
             ),
         )
     };
-    let first =
-        super::client::auth_response(&plugin_name, &greeting.auth_plugin_data, &creds.password)
-            .unwrap_or_default();
+    let first = crate::admin::client::auth_response(
+        &plugin_name,
+        &greeting.auth_plugin_data,
+        &creds.password,
+    )
+    .unwrap_or_default();
     if first.len() > 250 && !caps.contains(Capabilities::PLUGIN_AUTH_LENENC_CLIENT_DATA) {
         return Err(unsupported(
             b"a long password without PLUGIN_AUTH_LENENC_CLIENT_DATA",
@@ -977,7 +980,7 @@ async fn password_login(
                     .plugin_data
                     .strip_suffix(&[0])
                     .unwrap_or(&switch.plugin_data);
-                super::client::auth_response(&plugin_name, nonce, &creds.password)
+                crate::admin::client::auth_response(&plugin_name, nonce, &creds.password)
                     .ok_or_else(|| unsupported(&plugin_name))?
             }
             LoginReply::MoreData(more)

@@ -21,12 +21,14 @@ use futures_util::FutureExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{Mutex, mpsc, oneshot};
 
-use super::Inner;
 use super::login::{Session, Side, token_bytes};
 use crate::iam::TokenRequest;
-use crate::mysql::handshake::plugin;
-use crate::mysql::packet::{self, Boundaries, HEADER_LEN, MAX_PAYLOAD_LEN, peek_header};
-use crate::mysql::{AuthMoreData, Capabilities, ComChangeUser, ErrPacket, LoginReply, codes};
+use crate::mysql::proto::handshake::plugin;
+use crate::mysql::proto::packet::{self, Boundaries, HEADER_LEN, MAX_PAYLOAD_LEN, peek_header};
+use crate::mysql::proto::{
+    AuthMoreData, Capabilities, ComChangeUser, ErrPacket, LoginReply, codes,
+};
+use crate::proxy::Inner;
 use crate::spool::{Spool, SpoolLimits};
 use crate::tunnel::BoxStream;
 
@@ -117,7 +119,7 @@ pub struct CommandScanner {
 
 impl CommandScanner {
     /// Looks at `buf` (client bytes not yet forwarded) and says what to do with its front.
-    pub fn step(&mut self, buf: &[u8]) -> Result<Step, crate::mysql::Error> {
+    pub fn step(&mut self, buf: &[u8]) -> Result<Step, crate::mysql::proto::Error> {
         let mut pos = 0;
         loop {
             if self.remaining > 0 {
@@ -148,7 +150,7 @@ impl CommandScanner {
                         break;
                     }
                     if len > MAX_CHANGE_USER {
-                        return Err(crate::mysql::Error::PacketTooLarge {
+                        return Err(crate::mysql::proto::Error::PacketTooLarge {
                             len,
                             max: MAX_CHANGE_USER,
                         });
@@ -825,7 +827,7 @@ where
         .db_user
         .clone()
         .unwrap_or_else(|| String::from_utf8_lossy(&request.username).into_owned());
-    let shown = super::printable(&db_user);
+    let shown = crate::proxy::printable(&db_user);
     let token_request = TokenRequest {
         host: cfg.endpoint_host.clone(),
         port: cfg.endpoint_port,
@@ -947,7 +949,7 @@ where
                     LoginReply::AuthSwitch(s) => {
                         format!(
                             "the '{}' plugin",
-                            super::printable(&String::from_utf8_lossy(&s.plugin_name))
+                            crate::proxy::printable(&String::from_utf8_lossy(&s.plugin_name))
                         )
                     }
                     _ => "a non-IAM authentication step".to_owned(),

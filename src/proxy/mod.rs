@@ -9,12 +9,8 @@
 //! [`client`] is the upstream leg on its own: a small MySQL client with a password login over the
 //! same verified TLS upgrade ([`framed::PacketStream::start_tls`]), for `rds-iam-proxy admin`.
 
-pub mod client;
-pub mod framed;
 pub mod listener;
-pub mod login;
 pub mod password;
-pub mod splice;
 pub mod stats;
 pub mod throttle;
 
@@ -33,8 +29,9 @@ use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::iam::TokenSource;
-use crate::mysql::scramble::PasswordVerifier;
-use crate::mysql::{ErrPacket, codes, packet};
+use crate::mysql::proto::scramble::PasswordVerifier;
+use crate::mysql::proto::{ErrPacket, codes, packet};
+use crate::mysql::{login, splice};
 use crate::spool::{SpoolBudget, SpoolLimits};
 use crate::tls::{self, CaSource};
 use crate::tunnel::{BoxStream, Connector};

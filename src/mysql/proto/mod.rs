@@ -4,7 +4,7 @@
 //! capability rules. Sans-IO: nothing here touches a socket.
 //!
 //! Spec: <https://dev.mysql.com/doc/dev/mysql-server/latest/page_protocol_connection_phase.html>.
-//! The proxy does not parse the command phase: after login it copies bytes (see `proxy::splice`).
+//! The proxy does not parse the command phase: after login it copies bytes (see `mysql::splice`).
 //! [`command`] holds the little of it that the admin client needs to run SQL text.
 
 pub mod buf;
