@@ -41,5 +41,6 @@ pub mod secret;
 pub mod shutdown;
 pub mod spool;
 pub mod ssm;
+pub mod text;
 pub mod tls;
 pub mod tunnel;

@@ -21,13 +21,10 @@ use futures_util::FutureExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{Mutex, mpsc, oneshot};
 
-use super::login::{Session, Side, token_bytes};
-use crate::iam::TokenRequest;
-use crate::mysql::proto::handshake::plugin;
+use super::login::{Session, Side};
+use crate::mysql::proto::auth::{self, Credential, Exchange, IamLogin, Next, Phase};
 use crate::mysql::proto::packet::{self, Boundaries, HEADER_LEN, MAX_PAYLOAD_LEN, peek_header};
-use crate::mysql::proto::{
-    AuthMoreData, Capabilities, ComChangeUser, ErrPacket, LoginReply, codes,
-};
+use crate::mysql::proto::{Capabilities, ComChangeUser, ErrPacket, codes};
 use crate::proxy::Inner;
 use crate::spool::{Spool, SpoolLimits};
 use crate::tunnel::BoxStream;
@@ -827,39 +824,39 @@ where
         .db_user
         .clone()
         .unwrap_or_else(|| String::from_utf8_lossy(&request.username).into_owned());
-    let shown = crate::proxy::printable(&db_user);
-    let token_request = TokenRequest {
-        host: cfg.endpoint_host.clone(),
-        port: cfg.endpoint_port,
-        user: db_user.clone(),
-        region: cfg.region.clone(),
+    let iam = IamLogin {
+        endpoint: &endpoint,
+        user: &db_user,
+        region: &cfg.region,
+        phase: Phase::ChangeUser,
     };
+    let token_request = cfg.token_request(&db_user);
     let token = match inner.tokens.token(&token_request).await {
         Ok(t) => t,
-        Err(e) => {
-            let err = ErrPacket::new(
-                codes::ACCESS_DENIED,
-                b"28000",
-                format!(
-                    "rds-iam-proxy: cannot create an IAM token for '{shown}' on {endpoint}: {e}. \
-                     The change was not made and the connection is closed."
-                ),
-            );
-            return fail(client_w, Side::Proxy, err, &[]).await;
-        }
+        Err(e) => return fail(client_w, Side::Proxy, iam.no_token(&e).reply, &[]).await,
     };
-    tracing::info!(user = %shown, "change user");
+    tracing::info!(user = %crate::proxy::printable(&db_user), "change user");
     let upstream_caps = session.upstream_caps;
+    let (mut exchange, first) = match Exchange::start(
+        Credential::IamToken(token.expose()),
+        Some(&session.upstream_plugin),
+        &[],
+        false,
+        true,
+    ) {
+        Ok(x) => x,
+        Err(e) => return fail(client_w, Side::Upstream, iam.refusal(e).reply, &[]).await,
+    };
     let replay = ComChangeUser {
         username: Bytes::from(db_user.clone()),
-        auth_response: Bytes::new(),
+        auth_response: Bytes::copy_from_slice(first.auth_response.bytes()),
         database: request.database.clone(),
         character_set: Some(
             request
                 .character_set
                 .unwrap_or(u16::from(session.character_set)),
         ),
-        auth_plugin_name: Some(session.upstream_plugin.clone()),
+        auth_plugin_name: Some(first.plugin),
         connect_attrs: request
             .connect_attrs
             .clone()
@@ -875,7 +872,6 @@ where
     up.flush().await.map_err(up_err)?;
 
     let mut rbuf = BytesMut::with_capacity(1024);
-    let mut token_sent = false;
     let mut expected_seq = 1u8;
     loop {
         let p = read_packet(upstream_r, &mut rbuf, cfg.handshake_timeout).await?;
@@ -892,78 +888,46 @@ where
             return Err((Side::Client, msg));
         }
         expected_seq = p.seq.wrapping_add(2);
-        let reply = LoginReply::decode(p.payload).map_err(|e| {
-            (
-                Side::Upstream,
-                format!("malformed reply to COM_CHANGE_USER: {e}"),
-            )
-        })?;
-        match reply {
-            LoginReply::AuthSwitch(s)
-                if &s.plugin_name[..] == plugin::MYSQL_CLEAR_PASSWORD.as_bytes() && !token_sent =>
-            {
+        match exchange.next(p.payload) {
+            Next::Send(answer) => {
                 let mut out = BytesMut::new();
-                packet::encode(p.seq.wrapping_add(1), &token_bytes(&token), &mut out);
+                packet::encode(p.seq.wrapping_add(1), answer.bytes(), &mut out);
                 up.write_all(&out).await.map_err(up_err)?;
                 up.flush().await.map_err(up_err)?;
-                token_sent = true;
             }
-            LoginReply::Ok(ok) => {
+            Next::Wait => expected_seq = p.seq.wrapping_add(1),
+            Next::Done(ok) => {
                 let mut out = BytesMut::new();
                 let mut seq = 1u8;
-                let client_plugin = request.auth_plugin_name.as_deref().unwrap_or_default();
-                let scrambled =
-                    !request.auth_response.is_empty() && request.auth_response[..] != [0];
-                if client_plugin == plugin::CACHING_SHA2_PASSWORD.as_bytes() && scrambled {
-                    seq = packet::encode(
-                        seq,
-                        &[AuthMoreData::HEADER, AuthMoreData::FAST_AUTH_SUCCESS],
-                        &mut out,
-                    );
+                for payload in auth::local_success(
+                    request.auth_plugin_name.as_deref(),
+                    &request.auth_response,
+                    ok,
+                ) {
+                    seq = packet::encode(seq, &payload, &mut out);
                 }
-                packet::encode(seq, &ok, &mut out);
                 out.extend_from_slice(&rbuf);
                 return write_client(client_w, &out).await;
             }
-            LoginReply::Err(err) => {
-                let err = if err.code == codes::ACCESS_DENIED {
-                    inner.tokens.invalidate(&token_request);
-                    ErrPacket::new(
-                        codes::ACCESS_DENIED,
-                        b"28000",
-                        format!(
-                            "rds-iam-proxy: the database {endpoint} rejected the IAM token for \
-                             user '{shown}' (region {}) on change user; check rds-db:connect \
-                             for that user. The connection is closed. The server said: {}",
-                            cfg.region,
-                            err.message_str()
-                        ),
-                    )
-                } else {
-                    err
-                };
-                return fail(client_w, Side::Upstream, err, &rbuf).await;
+            Next::Failed(auth::Error::Malformed(e)) => {
+                return Err((
+                    Side::Upstream,
+                    format!("malformed reply to COM_CHANGE_USER: {e}"),
+                ));
             }
-            other => {
-                let what = match other {
-                    LoginReply::AuthSwitch(s) => {
-                        format!(
-                            "the '{}' plugin",
-                            crate::proxy::printable(&String::from_utf8_lossy(&s.plugin_name))
-                        )
-                    }
-                    _ => "a non-IAM authentication step".to_owned(),
+            Next::Failed(e) => {
+                if e.rejects_credential() {
+                    // A cached token may be the problem: the next login mints.
+                    inner.tokens.invalidate(&token_request);
+                }
+                // The server's own words, or the proxy's: what it said after is passed on too.
+                let rest = if matches!(e, auth::Error::Refused(_)) {
+                    &rbuf[..]
+                } else {
+                    &[]
                 };
-                let msg = format!(
-                    "the database asked '{shown}' for {what} on change user instead of \
-                     mysql_clear_password: '{shown}' is probably not an IAM database user"
-                );
-                let err = ErrPacket::new(
-                    codes::NOT_SUPPORTED_AUTH_MODE,
-                    b"08004",
-                    format!("rds-iam-proxy: {msg}"),
-                );
-                return fail(client_w, Side::Upstream, err, &[]).await;
+                let reply = iam.refusal(e).reply;
+                return fail(client_w, Side::Upstream, reply, rest).await;
             }
         }
     }

@@ -14,6 +14,8 @@ pub mod password;
 pub mod stats;
 pub mod throttle;
 
+/// Client-chosen text made fit for logs and messages (kept here for the callers that name it so).
+pub use crate::text::printable;
 pub use listener::{Listener, Peer};
 pub use stats::Stats;
 
@@ -28,31 +30,13 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use crate::iam::TokenSource;
+use crate::iam::{TokenRequest, TokenSource};
 use crate::mysql::proto::scramble::PasswordVerifier;
 use crate::mysql::proto::{ErrPacket, codes, packet};
 use crate::mysql::{login, splice};
 use crate::spool::{SpoolBudget, SpoolLimits};
 use crate::tls::{self, CaSource};
 use crate::tunnel::{BoxStream, Connector};
-
-/// `s` fit for a log line or an ERR message: control characters (newlines, escape sequences) and
-/// backslashes are escaped, everything else is kept as is. Client-chosen text such as a user name
-/// goes through this before it is shown anywhere.
-pub fn printable(s: &str) -> std::borrow::Cow<'_, str> {
-    if !s.chars().any(|c| c.is_control() || c == '\\') {
-        return std::borrow::Cow::Borrowed(s);
-    }
-    let mut out = String::with_capacity(s.len() + 8);
-    for c in s.chars() {
-        if c.is_control() || c == '\\' {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
-    }
-    std::borrow::Cow::Owned(out)
-}
 
 /// Default time allowed for each step of a login (a packet from either side, a TLS handshake).
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -123,6 +107,16 @@ impl ProxyConfig {
             spool: SpoolLimits::DEFAULT,
             spool_dir: None,
             upstream_password: None,
+        }
+    }
+
+    /// What to ask the token source for to log `user` in.
+    pub fn token_request(&self, user: &str) -> TokenRequest {
+        TokenRequest {
+            host: self.endpoint_host.clone(),
+            port: self.endpoint_port,
+            user: user.to_owned(),
+            region: self.region.clone(),
         }
     }
 

@@ -7,6 +7,7 @@
 //! The proxy does not parse the command phase: after login it copies bytes (see `mysql::splice`).
 //! [`command`] holds the little of it that the admin client needs to run SQL text.
 
+pub mod auth;
 pub mod buf;
 pub mod capabilities;
 pub mod command;
