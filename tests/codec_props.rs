@@ -8,11 +8,11 @@ use bytes::{Bytes, BytesMut};
 use proptest::prelude::*;
 
 use rds_iam_proxy::mysql::proto::packet;
+use rds_iam_proxy::mysql::proto::scanner::{CommandScanner, Step};
 use rds_iam_proxy::mysql::proto::{
     AuthSwitchRequest, Capabilities, ComChangeUser, ErrPacket, HandshakeResponse41, HandshakeV10,
     LoginReply, OkPacket, SslRequest,
 };
-use rds_iam_proxy::mysql::splice::{CommandScanner, Step};
 use rds_iam_proxy::ssm::message::{AgentMessage, MessageId, MessageType, PayloadType};
 use rds_iam_proxy::ssm::payload::{
     AcknowledgeContent, ActionParameters, ActionStatus, AgentSessionState, ChannelClosed, Flag,

@@ -22,9 +22,7 @@ use crate::mysql::proto::handshake::SSL_REQUEST_LEN;
 use crate::mysql::proto::{self, Packet, SslRequest, packet};
 use crate::tunnel::BoxStream;
 
-/// Largest payload accepted during login. Handshake responses carry at most 64 KiB of connection
-/// attributes; anything larger is hostile.
-pub const MAX_LOGIN_PAYLOAD: usize = 128 * 1024;
+use crate::mysql::proto::packet::MAX_LOGIN_PAYLOAD;
 
 /// Why a packet could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +39,31 @@ pub enum ReadError {
     /// The bytes are not a valid packet.
     #[error("{0}")]
     Protocol(#[from] proto::Error),
+}
+
+/// Reads one packet of at most `max_payload` bytes from `r`, decoding from `rbuf` (bytes read
+/// before, kept there with whatever follows the packet), waiting at most `timeout` for it whole.
+pub async fn read_packet_from<R: AsyncRead + Unpin>(
+    r: &mut R,
+    rbuf: &mut BytesMut,
+    timeout: Duration,
+    max_payload: usize,
+) -> Result<Packet, ReadError> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(p) = packet::decode(rbuf, max_payload)? {
+            return Ok(p);
+        }
+        if rbuf.capacity() - rbuf.len() < 1024 {
+            rbuf.reserve(4096);
+        }
+        let n = tokio::time::timeout_at(deadline, r.read_buf(rbuf))
+            .await
+            .map_err(|_| ReadError::Timeout(timeout))??;
+        if n == 0 {
+            return Err(ReadError::Eof);
+        }
+    }
 }
 
 /// A stream read and written in whole MySQL packets.
@@ -75,21 +98,7 @@ impl PacketStream {
         timeout: Duration,
         max_payload: usize,
     ) -> Result<Packet, ReadError> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            if let Some(p) = packet::decode(&mut self.rbuf, max_payload)? {
-                return Ok(p);
-            }
-            if self.rbuf.capacity() - self.rbuf.len() < 1024 {
-                self.rbuf.reserve(4096);
-            }
-            let n = tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.rbuf))
-                .await
-                .map_err(|_| ReadError::Timeout(timeout))??;
-            if n == 0 {
-                return Err(ReadError::Eof);
-            }
-        }
+        read_packet_from(&mut self.stream, &mut self.rbuf, timeout, max_payload).await
     }
 
     /// Queues one packet for writing; returns the next sequence id.

@@ -22,7 +22,6 @@
 //! Wrong local passwords lock the peer out for a growing delay ([`crate::proxy::throttle`]). Client-chosen
 //! text (the user name) is escaped ([`crate::proxy::printable`]) wherever it is shown.
 
-use std::fmt;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
@@ -39,30 +38,9 @@ use crate::mysql::proto::{
 };
 use crate::proxy::password::DbCredentials;
 use crate::proxy::throttle::PeerKey;
-use crate::proxy::{Inner, Peer};
+use crate::proxy::{Peer, Shared, Side};
 use crate::tls;
 use crate::tunnel::BoxStream;
-
-/// Which party a failure is attributed to, for logs and metrics.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Side {
-    /// The local MySQL client.
-    Client,
-    /// The database or the path to it.
-    Upstream,
-    /// The proxy itself or its AWS credentials.
-    Proxy,
-}
-
-impl fmt::Display for Side {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Side::Client => "client",
-            Side::Upstream => "upstream",
-            Side::Proxy => "proxy",
-        })
-    }
-}
 
 /// A failed login: whose fault, a short reason label for metrics, and what the client is told.
 #[derive(Debug)]
@@ -167,8 +145,8 @@ impl ClientLeg {
 /// logins not yet authenticated locally (`--max-pending-logins`), given back as soon as the
 /// client's login response has been read and its local password checked. On failure the client
 /// has been sent an ERR packet (when it is still there).
-pub async fn run<P: Send + 'static>(
-    inner: &Arc<Inner>,
+pub(crate) async fn run<P: Send + 'static>(
+    inner: &Arc<Shared>,
     client: BoxStream,
     peer: &Peer,
     pending: P,
@@ -190,7 +168,7 @@ pub async fn run<P: Send + 'static>(
 }
 
 async fn bridge<P: Send + 'static>(
-    inner: &Arc<Inner>,
+    inner: &Arc<Shared>,
     leg: &mut ClientLeg,
     peer: &Peer,
     pending: &mut Option<P>,
@@ -649,7 +627,7 @@ enum Unused {
 
 /// Completes `from` in the background (bounded by the handshake timeout), holding `permit` (a
 /// place among the pending logins) until it is done.
-fn retire<P: Send + 'static>(inner: &Arc<Inner>, from: Unused, permit: Option<P>) {
+fn retire<P: Send + 'static>(inner: &Arc<Shared>, from: Unused, permit: Option<P>) {
     let inner = inner.clone();
     tokio::spawn(async move {
         let _permit = permit;
@@ -675,7 +653,7 @@ fn retire<P: Send + 'static>(inner: &Arc<Inner>, from: Unused, permit: Option<P>
 /// Finishes the handshake of an upstream connection no client will use, so that the server sees
 /// an ordinary failed login (access denied for [`UNUSED_CONNECTION_USER`], no password) instead
 /// of an aborted handshake. Over verified TLS like every login; nothing secret is sent.
-async fn complete_unused(inner: &Inner, from: Unused) -> Result<(), String> {
+async fn complete_unused(inner: &Shared, from: Unused) -> Result<(), String> {
     let timeout = inner.config.handshake_timeout;
     let (mut upstream, caps, character_set, plugin) = match from {
         Unused::Greeted {
@@ -754,7 +732,7 @@ async fn complete_unused(inner: &Inner, from: Unused) -> Result<(), String> {
 
 /// The upstream leg after the SSLRequest and TLS, or the failure the client is told.
 fn tls_outcome(
-    inner: &Inner,
+    inner: &Shared,
     endpoint: &str,
     tls: Result<PacketStream, StartTlsError>,
 ) -> Result<PacketStream, Failure> {
@@ -841,7 +819,7 @@ fn fresh_scramble() -> Bytes {
 /// login inside it, and answers that with the ERR: the client shows the proxy's explanation. A
 /// client that verifies certificates stops at the certificate instead, which says as much as a
 /// TLS error can. Nothing of it reaches the database.
-async fn refuse_tls(inner: &Inner, leg: &mut ClientLeg, ssl_seq: u8) -> Failure {
+async fn refuse_tls(inner: &Shared, leg: &mut ClientLeg, ssl_seq: u8) -> Failure {
     let timeout = inner.config.handshake_timeout;
     let failure = || {
         Failure::new(
@@ -919,7 +897,7 @@ fn upstream_read_failure(endpoint: &str, e: ReadError) -> Failure {
     )
 }
 
-fn tls_failure(inner: &Inner, endpoint: &str, e: std::io::Error) -> Failure {
+fn tls_failure(inner: &Shared, endpoint: &str, e: std::io::Error) -> Failure {
     let host = &inner.config.endpoint_host;
     let ca = &inner.config.ca_source;
     let rustls_error = tls::rustls_error(&e);

@@ -19,6 +19,7 @@ pub use crate::text::printable;
 pub use listener::{Listener, Peer};
 pub use stats::Stats;
 
+use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -37,6 +38,27 @@ use crate::mysql::{login, splice};
 use crate::spool::{SpoolBudget, SpoolLimits};
 use crate::tls::{self, CaSource};
 use crate::tunnel::{BoxStream, Connector};
+
+/// Which party a failure is attributed to, for logs and metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    /// The local MySQL client.
+    Client,
+    /// The database or the path to it.
+    Upstream,
+    /// The proxy itself or its AWS credentials.
+    Proxy,
+}
+
+impl fmt::Display for Side {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Side::Client => "client",
+            Side::Upstream => "upstream",
+            Side::Proxy => "proxy",
+        })
+    }
+}
 
 /// Default time allowed for each step of a login (a packet from either side, a TLS handshake).
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -126,8 +148,9 @@ impl ProxyConfig {
     }
 }
 
-/// State shared by every connection.
-pub struct Inner {
+/// What every connection of one proxy shares: its configuration, seams, TLS material, counters
+/// and budgets. Handed to the engine for each accepted connection.
+pub(crate) struct Shared {
     /// The configuration.
     pub config: ProxyConfig,
     /// How to reach the database.
@@ -151,7 +174,7 @@ pub struct Inner {
     refusal_tls: std::sync::OnceLock<Option<TlsAcceptor>>,
 }
 
-impl Inner {
+impl Shared {
     /// The TLS server used only to deliver an ERR to a client that asked for TLS although none
     /// was offered (see `login`).
     pub(crate) fn refusal_tls(&self) -> Option<&TlsAcceptor> {
@@ -170,7 +193,7 @@ impl Inner {
 /// A configured proxy, ready to serve listeners.
 #[derive(Clone)]
 pub struct Proxy {
-    inner: Arc<Inner>,
+    inner: Arc<Shared>,
 }
 
 impl Proxy {
@@ -193,7 +216,7 @@ impl Proxy {
             config.spool_dir.clone().unwrap_or_else(std::env::temp_dir),
         ));
         Ok(Proxy {
-            inner: Arc::new(Inner {
+            inner: Arc::new(Shared {
                 config,
                 connector,
                 tokens,
@@ -375,7 +398,6 @@ async fn refuse_busy(mut stream: BoxStream, msg: String) {
     let _ = tokio::time::timeout(Duration::from_secs(5), stream.write_all(&out)).await;
 }
 
-/// One client connection: login, then splice; logs how it ended.
 /// Counts a connection as open for as long as it lives, however its task ends (finished,
 /// cancelled by shutdown, or panicked).
 struct OpenGuard<'a>(&'a Stats);
@@ -393,8 +415,9 @@ impl Drop for OpenGuard<'_> {
     }
 }
 
+/// One client connection: login, then splice; logs how it ended.
 async fn handle(
-    inner: Arc<Inner>,
+    inner: Arc<Shared>,
     stream: BoxStream,
     peer: Peer,
     pending: tokio::sync::OwnedSemaphorePermit,
