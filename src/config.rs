@@ -10,7 +10,7 @@ use crate::aws::stack::DEFAULT_STACK_NAME;
 use crate::cli::ServeArgs;
 use crate::config_file::File;
 use crate::iam;
-use crate::mysql::scramble::PasswordVerifier;
+use crate::mysql::proto::scramble::PasswordVerifier;
 use crate::proxy::ProxyConfig;
 use crate::tls::CaSource;
 

@@ -27,13 +27,15 @@ use crate::aws::discover::{self, DbSource, TargetSpec};
 use crate::config::{self, Planned};
 use crate::iam::{self, TokenCache};
 use crate::local::LocalProxy;
-use crate::mysql::capabilities::Capabilities;
-use crate::mysql::command::{ColumnDefinition41, ComQuery, EofPacket, QueryResponse, TextRow};
-use crate::mysql::handshake::{HandshakeResponse41, HandshakeV10, plugin};
-use crate::mysql::packet;
-use crate::mysql::response::ErrPacket;
+use crate::mysql::framed::PacketStream;
+use crate::mysql::proto::capabilities::Capabilities;
+use crate::mysql::proto::command::{
+    ColumnDefinition41, ComQuery, EofPacket, QueryResponse, TextRow,
+};
+use crate::mysql::proto::handshake::{HandshakeResponse41, HandshakeV10, plugin};
+use crate::mysql::proto::packet;
+use crate::mysql::proto::response::ErrPacket;
 use crate::progress::format_duration;
-use crate::proxy::framed::PacketStream;
 use crate::tunnel::{Connector, Direct};
 
 /// Time allowed for each MySQL step of the check.
@@ -349,7 +351,7 @@ async fn login_checks(
 
 /// Just enough of a MySQL client to log in to the local proxy and run `SELECT 1`, over the
 /// proxy's own framing ([`PacketStream`]) and command codec. (The admin client in
-/// `proxy::client` insists on verified TLS; this leg is the local loopback one, in plain text
+/// `admin::client` insists on verified TLS; this leg is the local loopback one, in plain text
 /// like most clients'.)
 struct MiniClient {
     io: PacketStream,

@@ -5,14 +5,14 @@
 //!
 //! 1. opens a stream to the database through a [`tunnel::Connector`] (plain TCP today, SSM Session
 //!    Manager next) and reads the server greeting **before** greeting the client, so both legs
-//!    agree on every capability that shapes the wire format ([`proxy::login`]);
+//!    agree on every capability that shapes the wire format ([`mysql::login`]);
 //! 2. accepts the client's login locally whatever it holds ([`mysql`] is the sans-IO codec);
 //! 3. upgrades the upstream leg to TLS, verified against the RDS endpoint name with the embedded
 //!    RDS CA bundle ([`tls`]), and logs in with an IAM token ([`iam`]) through
 //!    `mysql_clear_password` — or, with `--secret`, with the user name and password of a Secrets
 //!    Manager secret ([`proxy::password`]);
 //! 4. relays the session byte for byte, replaying `COM_CHANGE_USER` as an IAM login
-//!    ([`proxy::splice`]).
+//!    ([`mysql::splice`]).
 //!
 //! [`cli`] and [`config`] turn flags into a [`proxy::ProxyConfig`]; [`proxy::Proxy::serve`] runs the
 //! accept loop until a [`tokio_util::sync::CancellationToken`] fires ([`shutdown`]: signals,
@@ -42,5 +42,6 @@ pub mod secret;
 pub mod shutdown;
 pub mod spool;
 pub mod ssm;
+pub mod text;
 pub mod tls;
 pub mod tunnel;

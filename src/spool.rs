@@ -15,7 +15,7 @@
 //! detected when the chunk is read back.
 //!
 //! This module owns the bytes and their bounds only; where packets begin, and what error the client
-//! gets, is the engine's business (see `proxy::splice`).
+//! gets, is the engine's business (see `mysql::splice`).
 
 use std::collections::VecDeque;
 use std::fs::File;

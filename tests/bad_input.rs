@@ -9,7 +9,7 @@ mod support;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use rds_iam_proxy::mysql::{Capabilities, ErrPacket, SslRequest};
+use rds_iam_proxy::mysql::proto::{Capabilities, ErrPacket, SslRequest};
 use support::fake::*;
 
 /// The proxy's per-step login timeout in these tests.

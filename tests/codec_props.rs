@@ -7,12 +7,12 @@
 use bytes::{Bytes, BytesMut};
 use proptest::prelude::*;
 
-use rds_iam_proxy::mysql::packet;
-use rds_iam_proxy::mysql::{
+use rds_iam_proxy::mysql::proto::packet;
+use rds_iam_proxy::mysql::proto::scanner::{CommandScanner, Step};
+use rds_iam_proxy::mysql::proto::{
     AuthSwitchRequest, Capabilities, ComChangeUser, ErrPacket, HandshakeResponse41, HandshakeV10,
     LoginReply, OkPacket, SslRequest,
 };
-use rds_iam_proxy::proxy::splice::{CommandScanner, Step};
 use rds_iam_proxy::ssm::proto::message::{AgentMessage, MessageId, MessageType, PayloadType};
 use rds_iam_proxy::ssm::proto::payload::{
     AcknowledgeContent, ActionParameters, ActionStatus, AgentSessionState, ChannelClosed, Flag,

@@ -7,7 +7,7 @@
 mod support;
 
 use bytes::Bytes;
-use rds_iam_proxy::mysql::ErrPacket;
+use rds_iam_proxy::mysql::proto::ErrPacket;
 use support::fake::*;
 
 /// `COM_QUERY SELECT 1` with an empty query-attributes prefix (the client announced

@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use rds_iam_proxy::iam::{self, AuthToken, TokenCache, TokenRequest, TokenSource};
-use rds_iam_proxy::mysql::scramble::PasswordVerifier;
-use rds_iam_proxy::mysql::{ComChangeUser, ErrPacket};
+use rds_iam_proxy::mysql::proto::scramble::PasswordVerifier;
+use rds_iam_proxy::mysql::proto::{ComChangeUser, ErrPacket};
 use support::fake::*;
 
 /// The proxy's per-step login timeout in these tests.
@@ -264,7 +264,8 @@ async fn local_password_login(h: &Harness, password: &str) -> (TestClient, Serve
     let (mut client, mut server) = h.pair().await;
     server.greet(&mysql84_greeting()).await;
     let (g, _) = client.read_greeting().await;
-    let answer = rds_iam_proxy::mysql::scramble::native_scramble(password, &g.auth_plugin_data);
+    let answer =
+        rds_iam_proxy::mysql::proto::scramble::native_scramble(password, &g.auth_plugin_data);
     client
         .send_response(&client_response(
             "iamuser",

@@ -6,8 +6,8 @@
 mod support;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use rds_iam_proxy::mysql::buf::put_lenenc_bytes;
-use rds_iam_proxy::mysql::{Capabilities, ComChangeUser, ErrPacket, HandshakeResponse41};
+use rds_iam_proxy::mysql::proto::buf::put_lenenc_bytes;
+use rds_iam_proxy::mysql::proto::{Capabilities, ComChangeUser, ErrPacket, HandshakeResponse41};
 use support::fake::*;
 
 /// The local greeting carries the upstream's identity, not its auth or transport features.
@@ -874,7 +874,7 @@ async fn local_tls_login_with_the_client_hello_right_behind_the_ssl_request() {
             "local TLS offered"
         );
         let mut ssl = BytesMut::new();
-        rds_iam_proxy::mysql::SslRequest {
+        rds_iam_proxy::mysql::proto::SslRequest {
             capabilities: mysql8_client_caps() | Capabilities::SSL,
             max_packet_size: 16 * 1024 * 1024,
             character_set: 255,

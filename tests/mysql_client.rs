@@ -1,4 +1,4 @@
-//! The admin's MySQL client (`proxy::client`) against a scripted server: every authentication path
+//! The admin's MySQL client (`admin::client`) against a scripted server: every authentication path
 //! (caching_sha2 fast and full, native, the switch to mysql_clear_password, a switch with a new
 //! nonce), TLS verified against the endpoint name before anything about the password leaves,
 //! readable refusals, and a hostile server's answers turned into errors. The password is looked
@@ -7,11 +7,11 @@
 mod support;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use rds_iam_proxy::mysql::buf::put_lenenc_bytes;
-use rds_iam_proxy::mysql::command::{EofPacket, SERVER_MORE_RESULTS_EXISTS, TextRow};
-use rds_iam_proxy::mysql::scramble::PasswordVerifier;
-use rds_iam_proxy::mysql::{AuthSwitchRequest, Capabilities, ErrPacket, HandshakeV10};
-use rds_iam_proxy::proxy::client::{self, Client};
+use rds_iam_proxy::admin::client::{self, Client};
+use rds_iam_proxy::mysql::proto::buf::put_lenenc_bytes;
+use rds_iam_proxy::mysql::proto::command::{EofPacket, SERVER_MORE_RESULTS_EXISTS, TextRow};
+use rds_iam_proxy::mysql::proto::scramble::PasswordVerifier;
+use rds_iam_proxy::mysql::proto::{AuthSwitchRequest, Capabilities, ErrPacket, HandshakeV10};
 use rds_iam_proxy::secret::Secret;
 use rds_iam_proxy::tls::{self, CaSource};
 use rds_iam_proxy::tunnel::{Connector, Direct};
@@ -372,7 +372,7 @@ async fn hostile_answers_are_errors() {
                 // OK packets that each announce another result, forever.
                 let mut all = BytesMut::new();
                 for i in 0..10_001u32 {
-                    rds_iam_proxy::mysql::packet::encode(
+                    rds_iam_proxy::mysql::proto::packet::encode(
                         (i + 1) as u8,
                         &[0x00, 0x00, 0x00, 0x0A, 0x00, 0x00, 0x00],
                         &mut all,

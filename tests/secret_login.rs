@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use rds_iam_proxy::aws::secrets::MasterCredentials;
-use rds_iam_proxy::mysql::ErrPacket;
-use rds_iam_proxy::mysql::scramble::sha2_scramble;
+use rds_iam_proxy::mysql::proto::ErrPacket;
+use rds_iam_proxy::mysql::proto::scramble::sha2_scramble;
 use rds_iam_proxy::proxy::password::SecretCache;
 use rds_iam_proxy::secret::Secret;
 use support::fake::*;
@@ -36,7 +36,7 @@ async fn to_upstream_login(
 ) -> (
     TestClient,
     ServerConn,
-    rds_iam_proxy::mysql::HandshakeResponse41,
+    rds_iam_proxy::mysql::proto::HandshakeResponse41,
 ) {
     let (mut client, mut server) = h.pair().await;
     server.greet(&mysql84_greeting()).await;

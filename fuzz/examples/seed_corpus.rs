@@ -1,5 +1,5 @@
 //! Writes the fuzz targets' seed inputs, built from the golden vectors: the bytes captured from
-//! MariaDB and its CLI (`rds_iam_proxy::mysql::golden`) and the SSM spec §3.5 / §4 / §6 / §7.4
+//! MariaDB and its CLI (`rds_iam_proxy::mysql::proto::golden`) and the SSM spec §3.5 / §4 / §6 / §7.4
 //! examples, which the unit tests show our encoders reproduce byte for byte.
 //!
 //! `cargo run --manifest-path fuzz/Cargo.toml --example seed_corpus -- fuzz/corpus` writes
@@ -9,9 +9,9 @@
 use std::path::{Path, PathBuf};
 
 use bytes::{Bytes, BytesMut};
-use rds_iam_proxy::mysql::golden::{LOGIN_OK, MARIADB_CLI_RESPONSE, MARIADB_GREETING};
-use rds_iam_proxy::mysql::handshake::plugin;
-use rds_iam_proxy::mysql::{
+use rds_iam_proxy::mysql::proto::golden::{LOGIN_OK, MARIADB_CLI_RESPONSE, MARIADB_GREETING};
+use rds_iam_proxy::mysql::proto::handshake::plugin;
+use rds_iam_proxy::mysql::proto::{
     AuthMoreData, AuthSwitchRequest, Capabilities, ComChangeUser, ErrPacket, HandshakeResponse41,
     HandshakeV10, SslRequest, codes, packet,
 };

@@ -6,9 +6,9 @@
 
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
-use rds_iam_proxy::mysql::ComChangeUser;
-use rds_iam_proxy::mysql::packet::{HEADER_LEN, peek_header};
-use rds_iam_proxy::proxy::splice::{CommandScanner, Step};
+use rds_iam_proxy::mysql::proto::ComChangeUser;
+use rds_iam_proxy::mysql::proto::packet::{HEADER_LEN, peek_header};
+use rds_iam_proxy::mysql::proto::scanner::{CommandScanner, Step};
 use rds_iam_proxy_fuzz::Chunked;
 
 /// Longest stream also fed one byte per read (quadratic in the worst case).

@@ -12,7 +12,7 @@
 //!    ([`crate::aws::secrets`]);
 //! 4. one connection through the same transport as serving (an SSM session to the bastion, or
 //!    `--dial`), TLS verified against the endpoint name, login as the master user
-//!    ([`crate::proxy::client`]);
+//!    ([`client`]);
 //! 5. each statement in order, stopping at the first failure (the SQL is idempotent: fix it and run
 //!    again);
 //! 6. the check: a new connection logs in as the IAM user with an IAM token from the same token
@@ -21,6 +21,7 @@
 //!
 //! `--dry-run` prints the statements (stdout) after step 1 and connects to nothing.
 
+pub mod client;
 pub mod script;
 
 use std::path::PathBuf;
@@ -36,10 +37,10 @@ use crate::config::{Config, Planned};
 use crate::iam::{TokenCache, TokenRequest, TokenSource};
 use crate::launch::{self, Prepared};
 use crate::progress::Progress;
-use crate::proxy::client::{self, Client};
 use crate::secret::Secret;
 use crate::tls;
 use crate::tunnel::{Connector, Direct};
+use client::Client;
 
 use script::Statement;
 

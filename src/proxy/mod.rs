@@ -9,18 +9,17 @@
 //! [`client`] is the upstream leg on its own: a small MySQL client with a password login over the
 //! same verified TLS upgrade ([`framed::PacketStream::start_tls`]), for `rds-iam-proxy admin`.
 
-pub mod client;
-pub mod framed;
 pub mod listener;
-pub mod login;
 pub mod password;
-pub mod splice;
 pub mod stats;
 pub mod throttle;
 
+/// Client-chosen text made fit for logs and messages (kept here for the callers that name it so).
+pub use crate::text::printable;
 pub use listener::{Listener, Peer};
 pub use stats::Stats;
 
+use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -32,29 +31,33 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use crate::iam::TokenSource;
-use crate::mysql::scramble::PasswordVerifier;
-use crate::mysql::{ErrPacket, codes, packet};
+use crate::iam::{TokenRequest, TokenSource};
+use crate::mysql::proto::scramble::PasswordVerifier;
+use crate::mysql::proto::{ErrPacket, codes, packet};
+use crate::mysql::{login, splice};
 use crate::spool::{SpoolBudget, SpoolLimits};
 use crate::tls::{self, CaSource};
 use crate::tunnel::{BoxStream, Connector};
 
-/// `s` fit for a log line or an ERR message: control characters (newlines, escape sequences) and
-/// backslashes are escaped, everything else is kept as is. Client-chosen text such as a user name
-/// goes through this before it is shown anywhere.
-pub fn printable(s: &str) -> std::borrow::Cow<'_, str> {
-    if !s.chars().any(|c| c.is_control() || c == '\\') {
-        return std::borrow::Cow::Borrowed(s);
+/// Which party a failure is attributed to, for logs and metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    /// The local MySQL client.
+    Client,
+    /// The database or the path to it.
+    Upstream,
+    /// The proxy itself or its AWS credentials.
+    Proxy,
+}
+
+impl fmt::Display for Side {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Side::Client => "client",
+            Side::Upstream => "upstream",
+            Side::Proxy => "proxy",
+        })
     }
-    let mut out = String::with_capacity(s.len() + 8);
-    for c in s.chars() {
-        if c.is_control() || c == '\\' {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
-    }
-    std::borrow::Cow::Owned(out)
 }
 
 /// Default time allowed for each step of a login (a packet from either side, a TLS handshake).
@@ -129,14 +132,25 @@ impl ProxyConfig {
         }
     }
 
+    /// What to ask the token source for to log `user` in.
+    pub fn token_request(&self, user: &str) -> TokenRequest {
+        TokenRequest {
+            host: self.endpoint_host.clone(),
+            port: self.endpoint_port,
+            user: user.to_owned(),
+            region: self.region.clone(),
+        }
+    }
+
     /// `host:port` of the endpoint, for messages.
     pub fn endpoint(&self) -> String {
         format!("{}:{}", self.endpoint_host, self.endpoint_port)
     }
 }
 
-/// State shared by every connection.
-pub struct Inner {
+/// What every connection of one proxy shares: its configuration, seams, TLS material, counters
+/// and budgets. Handed to the engine for each accepted connection.
+pub(crate) struct Shared {
     /// The configuration.
     pub config: ProxyConfig,
     /// How to reach the database.
@@ -160,7 +174,7 @@ pub struct Inner {
     refusal_tls: std::sync::OnceLock<Option<TlsAcceptor>>,
 }
 
-impl Inner {
+impl Shared {
     /// The TLS server used only to deliver an ERR to a client that asked for TLS although none
     /// was offered (see `login`).
     pub(crate) fn refusal_tls(&self) -> Option<&TlsAcceptor> {
@@ -179,7 +193,7 @@ impl Inner {
 /// A configured proxy, ready to serve listeners.
 #[derive(Clone)]
 pub struct Proxy {
-    inner: Arc<Inner>,
+    inner: Arc<Shared>,
 }
 
 impl Proxy {
@@ -202,7 +216,7 @@ impl Proxy {
             config.spool_dir.clone().unwrap_or_else(std::env::temp_dir),
         ));
         Ok(Proxy {
-            inner: Arc::new(Inner {
+            inner: Arc::new(Shared {
                 config,
                 connector,
                 tokens,
@@ -384,7 +398,6 @@ async fn refuse_busy(mut stream: BoxStream, msg: String) {
     let _ = tokio::time::timeout(Duration::from_secs(5), stream.write_all(&out)).await;
 }
 
-/// One client connection: login, then splice; logs how it ended.
 /// Counts a connection as open for as long as it lives, however its task ends (finished,
 /// cancelled by shutdown, or panicked).
 struct OpenGuard<'a>(&'a Stats);
@@ -402,8 +415,9 @@ impl Drop for OpenGuard<'_> {
     }
 }
 
+/// One client connection: login, then splice; logs how it ended.
 async fn handle(
-    inner: Arc<Inner>,
+    inner: Arc<Shared>,
     stream: BoxStream,
     peer: Peer,
     pending: tokio::sync::OwnedSemaphorePermit,

@@ -30,12 +30,12 @@ use aws_credential_types::Credentials;
 use aws_credential_types::provider::SharedCredentialsProvider;
 use bytes::{BufMut, Bytes, BytesMut};
 use rds_iam_proxy::iam::{self, AuthToken, TokenCache, TokenRequest, TokenSource, presign};
-use rds_iam_proxy::mysql::buf::put_lenenc_bytes;
-use rds_iam_proxy::mysql::packet;
-use rds_iam_proxy::mysql::{
+use rds_iam_proxy::mysql::framed::Prefixed;
+use rds_iam_proxy::mysql::proto::buf::put_lenenc_bytes;
+use rds_iam_proxy::mysql::proto::packet;
+use rds_iam_proxy::mysql::proto::{
     AuthSwitchRequest, Capabilities, ErrPacket, HandshakeResponse41, HandshakeV10, SslRequest,
 };
-use rds_iam_proxy::proxy::framed::Prefixed;
 use rds_iam_proxy::proxy::{Proxy, ProxyConfig};
 use rds_iam_proxy::tls::CaSource;
 use rds_iam_proxy::tunnel::{BoxStream, Direct};

@@ -135,6 +135,15 @@ impl ErrPacket {
     pub fn message_str(&self) -> String {
         String::from_utf8_lossy(&self.message).into_owned()
     }
+
+    /// This ERR as a whole packet (header included) with sequence id `seq`, ready to write.
+    pub fn to_packet(&self, seq: u8) -> bytes::BytesMut {
+        let mut payload = bytes::BytesMut::new();
+        self.encode(&mut payload);
+        let mut out = bytes::BytesMut::with_capacity(payload.len() + super::packet::HEADER_LEN);
+        super::packet::encode(seq, &payload, &mut out);
+        out
+    }
 }
 
 /// What a server may answer to a HandshakeResponse41, an auth-switch response or COM_CHANGE_USER.

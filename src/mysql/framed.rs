@@ -1,10 +1,10 @@
 //! Packet I/O for the login phase: a byte stream plus a read buffer and a write buffer, driven by the
-//! sans-IO codec in `mysql::packet`. After login, [`PacketStream::into_parts`] hands back the raw
+//! sans-IO codec in `proto::packet`. After login, [`PacketStream::into_parts`] hands back the raw
 //! stream and any bytes read ahead, and the splice takes over.
 //!
 //! [`PacketStream::start_tls`] is the client side of the TLS upgrade (SSLRequest, then rustls
 //! verified against the endpoint name), shared by the proxy's upstream leg ([`super::login`]) and
-//! the standalone client ([`super::client`]).
+//! the standalone client ([`crate::admin::client`]).
 
 use std::io;
 use std::time::Duration;
@@ -18,13 +18,11 @@ use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio_rustls::TlsConnector;
 
-use crate::mysql::handshake::SSL_REQUEST_LEN;
-use crate::mysql::{self, Packet, SslRequest, packet};
+use crate::mysql::proto::handshake::SSL_REQUEST_LEN;
+use crate::mysql::proto::{self, Packet, SslRequest, packet};
 use crate::tunnel::BoxStream;
 
-/// Largest payload accepted during login. Handshake responses carry at most 64 KiB of connection
-/// attributes; anything larger is hostile.
-pub const MAX_LOGIN_PAYLOAD: usize = 128 * 1024;
+use crate::mysql::proto::packet::MAX_LOGIN_PAYLOAD;
 
 /// Why a packet could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -40,7 +38,32 @@ pub enum ReadError {
     Io(#[from] io::Error),
     /// The bytes are not a valid packet.
     #[error("{0}")]
-    Protocol(#[from] mysql::Error),
+    Protocol(#[from] proto::Error),
+}
+
+/// Reads one packet of at most `max_payload` bytes from `r`, decoding from `rbuf` (bytes read
+/// before, kept there with whatever follows the packet), waiting at most `timeout` for it whole.
+pub async fn read_packet_from<R: AsyncRead + Unpin>(
+    r: &mut R,
+    rbuf: &mut BytesMut,
+    timeout: Duration,
+    max_payload: usize,
+) -> Result<Packet, ReadError> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(p) = packet::decode(rbuf, max_payload)? {
+            return Ok(p);
+        }
+        if rbuf.capacity() - rbuf.len() < 1024 {
+            rbuf.reserve(4096);
+        }
+        let n = tokio::time::timeout_at(deadline, r.read_buf(rbuf))
+            .await
+            .map_err(|_| ReadError::Timeout(timeout))??;
+        if n == 0 {
+            return Err(ReadError::Eof);
+        }
+    }
 }
 
 /// A stream read and written in whole MySQL packets.
@@ -75,21 +98,7 @@ impl PacketStream {
         timeout: Duration,
         max_payload: usize,
     ) -> Result<Packet, ReadError> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            if let Some(p) = packet::decode(&mut self.rbuf, max_payload)? {
-                return Ok(p);
-            }
-            if self.rbuf.capacity() - self.rbuf.len() < 1024 {
-                self.rbuf.reserve(4096);
-            }
-            let n = tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.rbuf))
-                .await
-                .map_err(|_| ReadError::Timeout(timeout))??;
-            if n == 0 {
-                return Err(ReadError::Eof);
-            }
-        }
+        read_packet_from(&mut self.stream, &mut self.rbuf, timeout, max_payload).await
     }
 
     /// Queues one packet for writing; returns the next sequence id.

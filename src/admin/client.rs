@@ -22,16 +22,14 @@ use rustls::pki_types::ServerName;
 use tokio::io::AsyncWriteExt;
 use tokio_rustls::TlsConnector;
 
-use super::framed::{PacketStream, ReadError, StartTlsError};
-use crate::mysql::command::{
+use crate::mysql::framed::{PacketStream, ReadError, StartTlsError};
+use crate::mysql::proto::auth::{self, Credential, Exchange, Next};
+use crate::mysql::proto::command::{
     COM_QUIT, ColumnDefinition41, ComQuery, EofPacket, QueryResponse, SERVER_MORE_RESULTS_EXISTS,
     TextRow,
 };
-use crate::mysql::handshake::plugin;
-use crate::mysql::scramble::{native_scramble, sha2_scramble};
-use crate::mysql::{
-    self, AuthMoreData, Capabilities, ErrPacket, HandshakeResponse41, HandshakeV10, LoginReply,
-    SslRequest,
+use crate::mysql::proto::{
+    self, Capabilities, ErrPacket, HandshakeResponse41, HandshakeV10, SslRequest,
 };
 use crate::secret::Secret;
 use crate::tls;
@@ -45,9 +43,6 @@ pub const MAX_ROWS: usize = 10_000;
 
 /// Most bytes of values kept from one statement.
 pub const MAX_RESULT_BYTES: usize = 16 << 20;
-
-/// Round trips a login may take after the HandshakeResponse41 (switch, more data, OK).
-const MAX_LOGIN_ROUNDS: usize = 4;
 
 /// `utf8mb4_general_ci`, understood by MySQL 5.7+, 8.x and MariaDB.
 const UTF8MB4_GENERAL_CI: u8 = 45;
@@ -91,7 +86,7 @@ pub enum Error {
         during: &'static str,
         /// What was wrong.
         #[source]
-        source: mysql::Error,
+        source: proto::Error,
     },
     /// The server sent an ERR instead of its greeting (too many connections, host blocked).
     #[error("the server refused the connection: {}", describe(.0))]
@@ -176,8 +171,47 @@ impl Error {
         }
     }
 
-    fn protocol(during: &'static str, source: mysql::Error) -> Self {
+    fn protocol(during: &'static str, source: proto::Error) -> Self {
         Error::Protocol { during, source }
+    }
+
+    /// A failed login of `user`, in this client's words.
+    fn login(user: &str, e: auth::Error) -> Self {
+        let unsupported = |plugin: String| Error::UnsupportedAuth {
+            user: user.to_owned(),
+            plugin,
+        };
+        let malformed = |field, reason| {
+            Error::protocol("logging in", proto::Error::Malformed { field, reason })
+        };
+        match e {
+            auth::Error::Refused(err) => Error::Refused {
+                user: user.to_owned(),
+                err,
+            },
+            auth::Error::Malformed(e) => Error::protocol("reading the login result", e),
+            auth::Error::Plugin { plugin } => {
+                unsupported(String::from_utf8_lossy(&plugin).into_owned())
+            }
+            auth::Error::MoreData { plugin } => unsupported(format!(
+                "more data for {}",
+                String::from_utf8_lossy(&plugin)
+            )),
+            auth::Error::SecondSwitch { .. } => {
+                malformed("auth_switch_request", "a second authentication switch")
+            }
+            auth::Error::Sha2Step => malformed(
+                "auth_more_data",
+                "caching_sha2_password expects 0x03 or 0x04",
+            ),
+            auth::Error::NextFactor => unsupported("a second authentication factor".into()),
+            auth::Error::FirstAnswerTooLong { .. } => unsupported(
+                "a password over 250 bytes without PLUGIN_AUTH_LENENC_CLIENT_DATA".into(),
+            ),
+            auth::Error::TooManyRounds => {
+                malformed("login", "the login did not end after four round trips")
+            }
+        }
     }
 }
 
@@ -288,27 +322,22 @@ impl Client {
             .map_err(Error::Tls)?;
 
         // From here on the link is TLS verified against the endpoint name.
-        let mut plugin_name = greeting
-            .auth_plugin_name
-            .clone()
-            .filter(|p| !p.is_empty())
-            .unwrap_or_else(|| Bytes::from_static(plugin::MYSQL_NATIVE_PASSWORD.as_bytes()));
-        let first =
-            auth_response(&plugin_name, &greeting.auth_plugin_data, password).unwrap_or_default();
-        if first.len() > 250 && !caps.contains(Capabilities::PLUGIN_AUTH_LENENC_CLIENT_DATA) {
-            return Err(Error::UnsupportedAuth {
-                user: user.to_owned(),
-                plugin: "a password over 250 bytes without PLUGIN_AUTH_LENENC_CLIENT_DATA".into(),
-            });
-        }
+        let (mut exchange, first) = Exchange::start(
+            Credential::Password(password),
+            greeting.auth_plugin_name.as_deref(),
+            &greeting.auth_plugin_data,
+            false,
+            caps.contains(Capabilities::PLUGIN_AUTH_LENENC_CLIENT_DATA),
+        )
+        .map_err(|e| Error::login(user, e))?;
         let response = HandshakeResponse41 {
             capabilities: caps,
             max_packet_size: MAX_RESULT_PACKET as u32,
             character_set: UTF8MB4_GENERAL_CI,
             username: Bytes::copy_from_slice(user.as_bytes()),
-            auth_response: Bytes::from(first),
+            auth_response: Bytes::copy_from_slice(first.auth_response.bytes()),
             database: None,
-            auth_plugin_name: Some(plugin_name.clone()),
+            auth_plugin_name: Some(first.plugin),
             connect_attrs: caps
                 .contains(Capabilities::CONNECT_ATTRS)
                 .then(connect_attrs),
@@ -321,17 +350,20 @@ impl Client {
             .await
             .map_err(|e| Error::write("sending the login", e))?;
 
-        let mut switched = false;
-        for _ in 0..MAX_LOGIN_ROUNDS {
+        loop {
             let p = io
                 .read_packet(timeout)
                 .await
                 .map_err(|e| Error::read("waiting for the login result", e))?;
-            let next = p.seq.wrapping_add(1);
-            let reply = LoginReply::decode(p.payload)
-                .map_err(|e| Error::protocol("reading the login result", e))?;
-            let answer = match reply {
-                LoginReply::Ok(_) => {
+            match exchange.next(p.payload) {
+                Next::Send(answer) => {
+                    io.queue(p.seq.wrapping_add(1), answer.bytes());
+                    io.flush()
+                        .await
+                        .map_err(|e| Error::write("answering the authentication", e))?;
+                }
+                Next::Wait => {}
+                Next::Done(_) => {
                     return Ok(Client {
                         io,
                         server_version: String::from_utf8_lossy(&greeting.server_version)
@@ -339,80 +371,9 @@ impl Client {
                         connection_id: greeting.connection_id,
                     });
                 }
-                LoginReply::Err(err) => {
-                    return Err(Error::Refused {
-                        user: user.to_owned(),
-                        err,
-                    });
-                }
-                LoginReply::AuthSwitch(switch) if !switched => {
-                    switched = true;
-                    plugin_name = switch.plugin_name;
-                    let nonce = switch
-                        .plugin_data
-                        .strip_suffix(&[0])
-                        .unwrap_or(&switch.plugin_data);
-                    auth_response(&plugin_name, nonce, password).ok_or_else(|| {
-                        Error::UnsupportedAuth {
-                            user: user.to_owned(),
-                            plugin: String::from_utf8_lossy(&plugin_name).into_owned(),
-                        }
-                    })?
-                }
-                LoginReply::AuthSwitch(_) => {
-                    return Err(Error::protocol(
-                        "logging in",
-                        mysql::Error::Malformed {
-                            field: "auth_switch_request",
-                            reason: "a second authentication switch",
-                        },
-                    ));
-                }
-                LoginReply::MoreData(more)
-                    if &plugin_name[..] == plugin::CACHING_SHA2_PASSWORD.as_bytes() =>
-                {
-                    match more.data.first() {
-                        // The OK follows.
-                        Some(&AuthMoreData::FAST_AUTH_SUCCESS) => continue,
-                        Some(&AuthMoreData::PERFORM_FULL_AUTHENTICATION) => {
-                            nul_terminated(password)
-                        }
-                        _ => {
-                            return Err(Error::protocol(
-                                "logging in",
-                                mysql::Error::Malformed {
-                                    field: "auth_more_data",
-                                    reason: "caching_sha2_password expects 0x03 or 0x04",
-                                },
-                            ));
-                        }
-                    }
-                }
-                LoginReply::MoreData(_) => {
-                    return Err(Error::UnsupportedAuth {
-                        user: user.to_owned(),
-                        plugin: format!("more data for {}", String::from_utf8_lossy(&plugin_name)),
-                    });
-                }
-                LoginReply::NextFactor => {
-                    return Err(Error::UnsupportedAuth {
-                        user: user.to_owned(),
-                        plugin: "a second authentication factor".into(),
-                    });
-                }
-            };
-            io.queue(next, &answer);
-            io.flush()
-                .await
-                .map_err(|e| Error::write("answering the authentication", e))?;
+                Next::Failed(e) => return Err(Error::login(user, e)),
+            }
         }
-        Err(Error::protocol(
-            "logging in",
-            mysql::Error::Malformed {
-                field: "login",
-                reason: "the login did not end after four round trips",
-            },
-        ))
     }
 
     /// The server's version string.
@@ -429,7 +390,7 @@ impl Client {
     pub async fn query(&mut self, sql: &str, timeout: Duration) -> Result<QueryResult, Error> {
         let mut payload = BytesMut::with_capacity(sql.len() + 1);
         ComQuery { query: sql }.encode(&mut payload);
-        if payload.len() >= mysql::packet::MAX_PAYLOAD_LEN {
+        if payload.len() >= proto::packet::MAX_PAYLOAD_LEN {
             return Err(Error::TooLarge {
                 what: "a statement of 16 MiB or more",
             });
@@ -471,13 +432,13 @@ impl Client {
         })
     }
 
-    async fn read(&mut self, timeout: Duration) -> Result<mysql::Packet, Error> {
+    async fn read(&mut self, timeout: Duration) -> Result<proto::Packet, Error> {
         let p = self
             .io
             .read_packet_limit(timeout, MAX_RESULT_PACKET)
             .await
             .map_err(|e| match e {
-                ReadError::Protocol(mysql::Error::PacketTooLarge { .. }) => Error::TooLarge {
+                ReadError::Protocol(proto::Error::PacketTooLarge { .. }) => Error::TooLarge {
                     what: "a packet of 1 MiB or more",
                 },
                 e => Error::read("reading the statement's result", e),
@@ -547,38 +508,6 @@ impl Client {
     }
 }
 
-/// The answer to `plugin`'s challenge `nonce`, or `None` for a plugin this client lacks. An empty
-/// password answers empty, as MySQL clients do.
-pub fn auth_response(plugin_name: &[u8], nonce: &[u8], password: &Secret) -> Option<Vec<u8>> {
-    let pw = password.expose();
-    if plugin_name == plugin::MYSQL_NATIVE_PASSWORD.as_bytes() {
-        Some(if pw.is_empty() {
-            Vec::new()
-        } else {
-            native_scramble(pw, nonce).to_vec()
-        })
-    } else if plugin_name == plugin::CACHING_SHA2_PASSWORD.as_bytes() {
-        Some(if pw.is_empty() {
-            Vec::new()
-        } else {
-            sha2_scramble(pw, nonce).to_vec()
-        })
-    } else if plugin_name == plugin::MYSQL_CLEAR_PASSWORD.as_bytes() {
-        // Only ever reached inside TLS verified against the endpoint name.
-        Some(nul_terminated(password))
-    } else {
-        None
-    }
-}
-
-/// `password\0`: the cleartext answer (mysql_clear_password, caching_sha2 full authentication).
-fn nul_terminated(password: &Secret) -> Vec<u8> {
-    let mut v = Vec::with_capacity(password.expose().len() + 1);
-    v.extend_from_slice(password.expose().as_bytes());
-    v.push(0);
-    v
-}
-
 /// Connection attributes that name the tool in the server's processlist and audit log.
 fn connect_attrs() -> Vec<(Bytes, Bytes)> {
     vec![
@@ -600,47 +529,6 @@ fn connect_attrs() -> Vec<(Bytes, Bytes)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mysql::scramble::PasswordVerifier;
-
-    const NONCE: &[u8; 20] = b"0123456789abcdefghij";
-
-    #[test]
-    fn scrambles_satisfy_the_servers_verifier() {
-        let pw = Secret::new("Master-Pa55word!");
-        let server = PasswordVerifier::new("Master-Pa55word!");
-        for name in [plugin::MYSQL_NATIVE_PASSWORD, plugin::CACHING_SHA2_PASSWORD] {
-            let answer = auth_response(name.as_bytes(), NONCE, &pw).unwrap();
-            assert!(
-                server.verify(Some(name.as_bytes()), NONCE, &answer),
-                "{name}"
-            );
-            // Another nonce, another password: refused.
-            assert!(!server.verify(Some(name.as_bytes()), b"jihgfedcba9876543210", &answer));
-            let other = auth_response(name.as_bytes(), NONCE, &Secret::new("x")).unwrap();
-            assert!(!server.verify(Some(name.as_bytes()), NONCE, &other));
-            // The scramble never holds the password.
-            assert!(
-                !answer
-                    .windows(pw.expose().len())
-                    .any(|w| w == pw.expose().as_bytes())
-            );
-        }
-    }
-
-    #[test]
-    fn clear_and_full_auth_send_the_password_nul_terminated_and_unknown_plugins_nothing() {
-        let pw = Secret::new("p");
-        assert_eq!(
-            auth_response(b"mysql_clear_password", NONCE, &pw).unwrap(),
-            b"p\0"
-        );
-        assert_eq!(nul_terminated(&pw), b"p\0");
-        assert_eq!(auth_response(b"client_ed25519", NONCE, &pw), None);
-        assert_eq!(
-            auth_response(b"mysql_native_password", NONCE, &Secret::new("")),
-            Some(Vec::new())
-        );
-    }
 
     #[test]
     fn refusals_carry_the_servers_words_only() {

@@ -11,7 +11,7 @@ use bytes::{Bytes, BytesMut};
 #[cfg(test)]
 use super::*;
 #[cfg(test)]
-use crate::mysql::packet;
+use crate::mysql::proto::packet;
 
 /// A MariaDB 10.11.19 greeting (header included), as read from a fresh server.
 pub const MARIADB_GREETING: &[u8] = &[

@@ -21,12 +21,14 @@ use futures_util::FutureExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{Mutex, mpsc, oneshot};
 
-use super::Inner;
-use super::login::{Session, Side, token_bytes};
-use crate::iam::TokenRequest;
-use crate::mysql::handshake::plugin;
-use crate::mysql::packet::{self, Boundaries, HEADER_LEN, MAX_PAYLOAD_LEN, peek_header};
-use crate::mysql::{AuthMoreData, Capabilities, ComChangeUser, ErrPacket, LoginReply, codes};
+use super::change_user::change_user;
+use super::login::Session;
+use super::proto::scanner::{CommandScanner, Step};
+use super::{DirError, write_client};
+use crate::mysql::proto::packet::{Boundaries, HEADER_LEN};
+use crate::mysql::proto::{ErrPacket, codes};
+use crate::proxy::Shared;
+use crate::proxy::Side;
 use crate::spool::{Spool, SpoolLimits};
 use crate::tunnel::BoxStream;
 
@@ -49,26 +51,6 @@ fn next_buf_size(cap: usize, n: usize) -> usize {
     }
 }
 
-/// `COM_QUIT`: the client ends the session.
-const COM_QUIT: u8 = 0x01;
-
-/// `COM_STMT_SEND_LONG_DATA`: parameter data; the server never answers it.
-const COM_STMT_SEND_LONG_DATA: u8 = 0x18;
-
-/// `COM_STMT_CLOSE`: frees a prepared statement; the server never answers it.
-const COM_STMT_CLOSE: u8 = 0x19;
-
-/// Whether the server answers `command` (the first payload byte of a command packet).
-fn expects_answer(command: u8) -> bool {
-    !matches!(
-        command,
-        COM_QUIT | COM_STMT_SEND_LONG_DATA | COM_STMT_CLOSE | ComChangeUser::COMMAND
-    )
-}
-
-/// Largest COM_CHANGE_USER accepted (user, auth data, database, attributes).
-const MAX_CHANGE_USER: usize = 128 * 1024;
-
 /// How a spliced connection ended.
 #[derive(Debug)]
 pub struct SpliceEnd {
@@ -80,112 +62,6 @@ pub struct SpliceEnd {
     pub bytes_down: u64,
     /// The error that ended it, if it was not a clean close.
     pub error: Option<String>,
-}
-
-/// What to do with the front of the client's unforwarded bytes.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Step {
-    /// Forward this many bytes as they are.
-    Forward(usize),
-    /// Nothing can be decided until more bytes arrive.
-    NeedMore,
-    /// A complete COM_CHANGE_USER packet of this many bytes (header included) is at the front.
-    ChangeUser(usize),
-}
-
-/// Sans-IO scanner of the client → server byte stream that finds command boundaries.
-#[derive(Debug, Default)]
-pub struct CommandScanner {
-    /// Bytes of the current packet (header included) still to pass.
-    remaining: usize,
-    /// The previous packet was 16 MiB − 1 bytes, so the next one continues it whatever its seq id.
-    continuation: bool,
-    /// Inside the file data of a `LOAD DATA LOCAL` (packets with seq != 0 until an empty one):
-    /// sequence ids wrap there, so a seq 0 packet is data, not a command.
-    in_file_data: bool,
-    /// The client has sent COM_QUIT: whatever closes next, the client ended the session.
-    pub quit: bool,
-    /// Commands the server will answer, passed since the caller last reset this count (a command
-    /// counts once its first bytes are forwarded; the empty packet that ends a `LOAD DATA LOCAL`
-    /// file counts too, since the server answers it with the statement's OK or ERR).
-    pub commands: usize,
-    /// Sequence id of the last packet header passed: an answer the proxy writes for the server
-    /// takes the next one (a 16 MiB command spans several packets; a `LOAD DATA LOCAL` file ends
-    /// at whatever id its empty packet had).
-    pub last_seq: u8,
-}
-
-impl CommandScanner {
-    /// Looks at `buf` (client bytes not yet forwarded) and says what to do with its front.
-    pub fn step(&mut self, buf: &[u8]) -> Result<Step, crate::mysql::Error> {
-        let mut pos = 0;
-        loop {
-            if self.remaining > 0 {
-                let n = self.remaining.min(buf.len() - pos);
-                pos += n;
-                self.remaining -= n;
-                if self.remaining > 0 {
-                    break;
-                }
-                continue;
-            }
-            let rest = &buf[pos..];
-            let Some((len, seq)) = peek_header(rest) else {
-                break;
-            };
-            let is_command = seq == 0 && !self.continuation && !self.in_file_data;
-            let mut answered = false;
-            if is_command && len > 0 {
-                let Some(&command) = rest.get(HEADER_LEN) else {
-                    break;
-                };
-                answered = expects_answer(command);
-                if command == COM_QUIT {
-                    self.quit = true;
-                }
-                if command == ComChangeUser::COMMAND {
-                    if pos > 0 {
-                        break;
-                    }
-                    if len > MAX_CHANGE_USER {
-                        return Err(crate::mysql::Error::PacketTooLarge {
-                            len,
-                            max: MAX_CHANGE_USER,
-                        });
-                    }
-                    if rest.len() < HEADER_LEN + len {
-                        return Ok(Step::NeedMore);
-                    }
-                    return Ok(Step::ChangeUser(HEADER_LEN + len));
-                }
-            }
-            if !self.continuation {
-                // Outside a command's first packet the client only sends LOAD DATA LOCAL file
-                // contents (seq 2, 3, …), ended by an empty packet.
-                if self.in_file_data {
-                    self.in_file_data = len != 0;
-                    // The empty packet ends the file: the server now answers the statement.
-                    answered = len == 0;
-                } else if seq != 0 && len != 0 {
-                    self.in_file_data = true;
-                } else if seq != 0 {
-                    // An empty file (the first data packet is the terminator).
-                    answered = true;
-                }
-            }
-            self.last_seq = seq;
-            self.continuation = len == MAX_PAYLOAD_LEN;
-            self.remaining = HEADER_LEN + len;
-            if answered {
-                self.commands += 1;
-            }
-        }
-        Ok(if pos > 0 {
-            Step::Forward(pos)
-        } else {
-            Step::NeedMore
-        })
-    }
 }
 
 /// A COM_CHANGE_USER handed from the client→upstream half to the upstream→client half, which owns
@@ -203,9 +79,6 @@ const HALF_CLOSE_LINGER: std::time::Duration = std::time::Duration::from_secs(30
 /// How long the reading half may take to notice a database leg that failed under a write, so that
 /// it can answer a waiting client before the connection closes.
 const UPSTREAM_GONE_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// A direction's failure: whose side failed and why.
-type DirError = (Side, String);
 
 /// Whether the client waits for an answer of which it has had no byte yet: the one moment when an
 /// ERR from the proxy (at the sequence id after the command's last packet) is a well-formed answer
@@ -303,8 +176,8 @@ impl Awaiting {
 }
 
 /// Splices two established legs until both directions end.
-pub async fn run(
-    inner: Arc<Inner>,
+pub(crate) async fn run(
+    inner: Arc<Shared>,
     client: BoxStream,
     client_read_ahead: BytesMut,
     upstream: BoxStream,
@@ -349,19 +222,19 @@ pub async fn run(
     let (closed_by, error) = tokio::select! {
         r = &mut up => match r {
             Ok(()) => (Side::Client, linger(&mut down).await),
-            Err((Side::Upstream, e)) => {
+            Err(DirError { side: Side::Upstream, reason }) => {
                 // The database leg broke under a write; the reading half meets the same failure
                 // and answers a waiting client before closing.
                 let _ = tokio::time::timeout(UPSTREAM_GONE_GRACE, &mut down).await;
-                (Side::Upstream, Some(e))
+                (Side::Upstream, Some(reason))
             }
-            Err((side, e)) => (side, Some(e)),
+            Err(DirError { side, reason }) => (side, Some(reason)),
         },
         r = &mut down => match r {
             // After COM_QUIT the server closing is the client's doing.
             Ok(()) if client_quit.load(Ordering::Relaxed) => (Side::Client, linger(&mut up).await),
             Ok(()) => (Side::Upstream, linger(&mut up).await),
-            Err((side, e)) => (side, Some(e)),
+            Err(DirError { side, reason }) => (side, Some(reason)),
         },
     };
     SpliceEnd {
@@ -379,7 +252,7 @@ where
 {
     match tokio::time::timeout(HALF_CLOSE_LINGER, rest.as_mut()).await {
         Ok(Ok(())) => None,
-        Ok(Err((_, e))) => Some(e),
+        Ok(Err(DirError { reason, .. })) => Some(reason),
         Err(_) => Some(format!(
             "the other side stayed open {}s after a half-close",
             HALF_CLOSE_LINGER.as_secs()
@@ -389,7 +262,7 @@ where
 
 #[allow(clippy::too_many_arguments)] // one call site; the halves and counters are distinct roles
 async fn client_to_upstream<R, W>(
-    inner: &Inner,
+    inner: &Shared,
     mut client_r: R,
     mut buf: BytesMut,
     upstream_w: Arc<Mutex<W>>,
@@ -402,7 +275,8 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let up_err = |e: std::io::Error| (Side::Upstream, format!("writing to the database: {e}"));
+    let up_err =
+        |e: std::io::Error| DirError::new(Side::Upstream, format!("writing to the database: {e}"));
     let mut scanner = CommandScanner::default();
     let mut want = IDLE_BUF;
     loop {
@@ -454,17 +328,22 @@ where
                         done,
                     };
                     if jobs.send(job).await.is_err() {
-                        return Err((Side::Proxy, "the relay task ended".into()));
+                        return Err(DirError::new(Side::Proxy, "the relay task ended".into()));
                     }
                     match wait.await {
                         Ok(Ok(())) => {}
-                        Ok(Err(e)) => return Err((Side::Upstream, e)),
-                        Err(_) => return Err((Side::Proxy, "the relay task ended".into())),
+                        Ok(Err(e)) => return Err(DirError::new(Side::Upstream, e)),
+                        Err(_) => {
+                            return Err(DirError::new(Side::Proxy, "the relay task ended".into()));
+                        }
                     }
                 }
                 Ok(Step::NeedMore) => break,
                 Err(e) => {
-                    return Err((Side::Client, format!("the client sent a bad packet: {e}")));
+                    return Err(DirError::new(
+                        Side::Client,
+                        format!("the client sent a bad packet: {e}"),
+                    ));
                 }
             }
         }
@@ -479,7 +358,12 @@ where
             Ok(n) => n,
             // A TLS client that closes without close_notify has still ended its stream.
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => 0,
-            Err(e) => return Err((Side::Client, format!("reading from the client: {e}"))),
+            Err(e) => {
+                return Err(DirError::new(
+                    Side::Client,
+                    format!("reading from the client: {e}"),
+                ));
+            }
         };
         if n == 0 {
             let mut w = upstream_w.lock().await;
@@ -496,7 +380,7 @@ where
 
 #[allow(clippy::too_many_arguments)] // one call site; the halves and counters are distinct roles
 async fn upstream_to_client<R, W, U>(
-    inner: &Inner,
+    inner: &Shared,
     session: &Session,
     mut upstream_r: R,
     read_ahead: BytesMut,
@@ -511,7 +395,8 @@ where
     W: AsyncWrite + Unpin,
     U: AsyncWrite + Unpin,
 {
-    let write_err = |e: std::io::Error| (Side::Client, format!("writing to the client: {e}"));
+    let write_err =
+        |e: std::io::Error| DirError::new(Side::Client, format!("writing to the client: {e}"));
     let mut spool = Spool::new(inner.spool.clone());
     // Over a transport shared with other connections the database leg is drained whatever this
     // client does (DESIGN.md decision 11); otherwise its own back-pressure is the right brake and
@@ -549,7 +434,7 @@ where
                     )
                     .await;
                     let fatal = r.as_ref().err().cloned();
-                    let _ = job.done.send(r.map_err(|(_, e)| e));
+                    let _ = job.done.send(r.map_err(|e| e.reason));
                     if let Some(e) = fatal {
                         return Err(e);
                     }
@@ -576,7 +461,7 @@ where
                         let e = format!("reading from the database: {e}");
                         deliver_all(&mut spool, &mut client_w, counter, inner).await?;
                         answer_link_lost(inner, awaiting, &mut client_w, &e).await;
-                        return Err((Side::Upstream, e));
+                        return Err(DirError::new(Side::Upstream, e));
                     }
                 };
                 if chunk.is_empty() {
@@ -585,7 +470,7 @@ where
                     let answered = answer_link_lost(inner, awaiting, &mut client_w, e).await;
                     let _ = client_w.shutdown().await;
                     return if answered {
-                        Err((Side::Upstream, format!("{e} while a command waited for its answer")))
+                        Err(DirError::new(Side::Upstream, format!("{e} while a command waited for its answer")))
                     } else {
                         Ok(())
                     };
@@ -674,7 +559,7 @@ async fn read_some<R: AsyncRead + Unpin>(r: &mut R, want: &mut usize) -> std::io
 
 /// A spool that cannot give back what it holds (an I/O error, a tampered file) ends the connection.
 fn spool_err(e: crate::spool::Error) -> DirError {
-    (
+    DirError::new(
         Side::Proxy,
         format!("reading back what was held for the client: {e}"),
     )
@@ -685,9 +570,10 @@ async fn deliver_all<W: AsyncWrite + Unpin>(
     spool: &mut Spool,
     client_w: &mut W,
     counter: &AtomicU64,
-    inner: &Inner,
+    inner: &Shared,
 ) -> Result<(), DirError> {
-    let write_err = |e: std::io::Error| (Side::Client, format!("writing to the client: {e}"));
+    let write_err =
+        |e: std::io::Error| DirError::new(Side::Client, format!("writing to the client: {e}"));
     loop {
         let front = spool.front().map_err(spool_err)?;
         if front.is_empty() {
@@ -706,20 +592,16 @@ async fn deliver_all<W: AsyncWrite + Unpin>(
 /// The client has read everything up to the last whole packet held for it: tell it why the rest
 /// is gone, and end the connection.
 async fn finish_stalled<W: AsyncWrite + Unpin>(
-    inner: &Inner,
+    inner: &Shared,
     client_w: &mut W,
     end: StallEnd,
 ) -> Result<(), DirError> {
     if end.clean {
-        let err = stalled_err(&inner.spool.limits, &end.reason);
-        let mut payload = BytesMut::new();
-        err.encode(&mut payload);
-        let mut out = BytesMut::new();
-        packet::encode(end.seq, &payload, &mut out);
+        let out = stalled_err(&inner.spool.limits, &end.reason).to_packet(end.seq);
         let _ = write_client(client_w, &out).await;
     }
     let _ = client_w.shutdown().await;
-    Err((
+    Err(DirError::new(
         Side::Client,
         format!(
             "the client stopped reading; {} (ended at stream offset {})",
@@ -757,220 +639,10 @@ fn human_bytes(n: u64) -> String {
     format!("{n} B")
 }
 
-/// Replays a client's COM_CHANGE_USER upstream as an IAM login for the new user and relays the
-/// outcome. `Ok` means the change succeeded and the session goes on as the new user. Any failure
-/// (a malformed packet, no token, the server's refusal, a reply out of turn) sends the client an
-/// ERR and returns `Err`, which ends the connection: like MySQL, which disconnects after a failed
-/// change, the proxy never lets a session go on as the previous user after a change was asked for.
-async fn change_user<R, W, U>(
-    inner: &Inner,
-    session: &Session,
-    upstream_r: &mut R,
-    client_w: &mut W,
-    upstream_w: &Mutex<U>,
-    payload: Bytes,
-) -> Result<(), DirError>
-where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-    U: AsyncWrite + Unpin,
-{
-    let cfg = &inner.config;
-    let endpoint = cfg.endpoint();
-    // Tells the client why (its COM_CHANGE_USER was seq 0, so the answer is seq 1), then ends.
-    async fn fail<W: AsyncWrite + Unpin>(
-        client_w: &mut W,
-        side: Side,
-        err: ErrPacket,
-        rest: &[u8],
-    ) -> Result<(), DirError> {
-        let detail = err.message_str();
-        let mut out = err_reply(1, err);
-        out.extend_from_slice(rest);
-        let _ = write_client(client_w, &out).await;
-        let _ = client_w.shutdown().await;
-        Err((
-            side,
-            format!("change user failed, connection closed: {detail}"),
-        ))
-    }
-    let request = match ComChangeUser::decode(&payload, session.client_caps) {
-        Ok(r) => r,
-        Err(e) => {
-            let err = ErrPacket::new(
-                codes::HANDSHAKE_ERROR,
-                b"08S01",
-                format!(
-                    "rds-iam-proxy: malformed COM_CHANGE_USER ({e}); the connection is closed \
-                     (a failed change user always ends the session, as in MySQL)"
-                ),
-            );
-            return fail(client_w, Side::Client, err, &[]).await;
-        }
-    };
-    if let Some(passwords) = &cfg.upstream_password {
-        let err = ErrPacket::new(
-            codes::NOT_SUPPORTED_AUTH_MODE,
-            b"08004",
-            format!(
-                "rds-iam-proxy: COM_CHANGE_USER is not available when the proxy logs in with a \
-                 password from {} (--secret): it logs in as that secret's user only. The \
-                 connection is closed; open a new one instead.",
-                passwords.describe()
-            ),
-        );
-        return fail(client_w, Side::Client, err, &[]).await;
-    }
-    let db_user = cfg
-        .db_user
-        .clone()
-        .unwrap_or_else(|| String::from_utf8_lossy(&request.username).into_owned());
-    let shown = super::printable(&db_user);
-    let token_request = TokenRequest {
-        host: cfg.endpoint_host.clone(),
-        port: cfg.endpoint_port,
-        user: db_user.clone(),
-        region: cfg.region.clone(),
-    };
-    let token = match inner.tokens.token(&token_request).await {
-        Ok(t) => t,
-        Err(e) => {
-            let err = ErrPacket::new(
-                codes::ACCESS_DENIED,
-                b"28000",
-                format!(
-                    "rds-iam-proxy: cannot create an IAM token for '{shown}' on {endpoint}: {e}. \
-                     The change was not made and the connection is closed."
-                ),
-            );
-            return fail(client_w, Side::Proxy, err, &[]).await;
-        }
-    };
-    tracing::info!(user = %shown, "change user");
-    let upstream_caps = session.upstream_caps;
-    let replay = ComChangeUser {
-        username: Bytes::from(db_user.clone()),
-        auth_response: Bytes::new(),
-        database: request.database.clone(),
-        character_set: Some(
-            request
-                .character_set
-                .unwrap_or(u16::from(session.character_set)),
-        ),
-        auth_plugin_name: Some(session.upstream_plugin.clone()),
-        connect_attrs: request
-            .connect_attrs
-            .clone()
-            .filter(|_| upstream_caps.contains(Capabilities::CONNECT_ATTRS)),
-    };
-    let mut up = upstream_w.lock().await;
-    let mut p = BytesMut::new();
-    replay.encode(&mut p, upstream_caps);
-    let mut out = BytesMut::new();
-    packet::encode(0, &p, &mut out);
-    let up_err = |e: std::io::Error| (Side::Upstream, format!("writing to the database: {e}"));
-    up.write_all(&out).await.map_err(up_err)?;
-    up.flush().await.map_err(up_err)?;
-
-    let mut rbuf = BytesMut::with_capacity(1024);
-    let mut token_sent = false;
-    let mut expected_seq = 1u8;
-    loop {
-        let p = read_packet(upstream_r, &mut rbuf, cfg.handshake_timeout).await?;
-        if p.seq != expected_seq {
-            // Not the reply to this COM_CHANGE_USER: the tail of an earlier answer (a client that
-            // sent the change while a result was still arriving). Nothing can be relayed safely.
-            let msg = format!(
-                "the database's reply to COM_CHANGE_USER came with sequence id {} instead of \
-                 {expected_seq}: the client changed user before reading the whole answer to its \
-                 previous command",
-                p.seq
-            );
-            let _ = client_w.shutdown().await;
-            return Err((Side::Client, msg));
-        }
-        expected_seq = p.seq.wrapping_add(2);
-        let reply = LoginReply::decode(p.payload).map_err(|e| {
-            (
-                Side::Upstream,
-                format!("malformed reply to COM_CHANGE_USER: {e}"),
-            )
-        })?;
-        match reply {
-            LoginReply::AuthSwitch(s)
-                if &s.plugin_name[..] == plugin::MYSQL_CLEAR_PASSWORD.as_bytes() && !token_sent =>
-            {
-                let mut out = BytesMut::new();
-                packet::encode(p.seq.wrapping_add(1), &token_bytes(&token), &mut out);
-                up.write_all(&out).await.map_err(up_err)?;
-                up.flush().await.map_err(up_err)?;
-                token_sent = true;
-            }
-            LoginReply::Ok(ok) => {
-                let mut out = BytesMut::new();
-                let mut seq = 1u8;
-                let client_plugin = request.auth_plugin_name.as_deref().unwrap_or_default();
-                let scrambled =
-                    !request.auth_response.is_empty() && request.auth_response[..] != [0];
-                if client_plugin == plugin::CACHING_SHA2_PASSWORD.as_bytes() && scrambled {
-                    seq = packet::encode(
-                        seq,
-                        &[AuthMoreData::HEADER, AuthMoreData::FAST_AUTH_SUCCESS],
-                        &mut out,
-                    );
-                }
-                packet::encode(seq, &ok, &mut out);
-                out.extend_from_slice(&rbuf);
-                return write_client(client_w, &out).await;
-            }
-            LoginReply::Err(err) => {
-                let err = if err.code == codes::ACCESS_DENIED {
-                    inner.tokens.invalidate(&token_request);
-                    ErrPacket::new(
-                        codes::ACCESS_DENIED,
-                        b"28000",
-                        format!(
-                            "rds-iam-proxy: the database {endpoint} rejected the IAM token for \
-                             user '{shown}' (region {}) on change user; check rds-db:connect \
-                             for that user. The connection is closed. The server said: {}",
-                            cfg.region,
-                            err.message_str()
-                        ),
-                    )
-                } else {
-                    err
-                };
-                return fail(client_w, Side::Upstream, err, &rbuf).await;
-            }
-            other => {
-                let what = match other {
-                    LoginReply::AuthSwitch(s) => {
-                        format!(
-                            "the '{}' plugin",
-                            super::printable(&String::from_utf8_lossy(&s.plugin_name))
-                        )
-                    }
-                    _ => "a non-IAM authentication step".to_owned(),
-                };
-                let msg = format!(
-                    "the database asked '{shown}' for {what} on change user instead of \
-                     mysql_clear_password: '{shown}' is probably not an IAM database user"
-                );
-                let err = ErrPacket::new(
-                    codes::NOT_SUPPORTED_AUTH_MODE,
-                    b"08004",
-                    format!("rds-iam-proxy: {msg}"),
-                );
-                return fail(client_w, Side::Upstream, err, &[]).await;
-            }
-        }
-    }
-}
-
 /// When the client waits for an answer of which it has had nothing yet, answers it with an ERR
 /// saying the database leg was lost (`detail`: how). Returns whether it did.
 async fn answer_link_lost<W: AsyncWrite + Unpin>(
-    inner: &Inner,
+    inner: &Shared,
     awaiting: &Awaiting,
     client_w: &mut W,
     detail: &str,
@@ -980,7 +652,7 @@ async fn answer_link_lost<W: AsyncWrite + Unpin>(
         // before it has been answered by the server and delivered.
         let _ = tokio::time::timeout(
             UPSTREAM_GONE_GRACE,
-            write_client(client_w, &err_reply(1, err)),
+            write_client(client_w, &err.to_packet(1)),
         )
         .await;
         return true;
@@ -988,14 +660,12 @@ async fn answer_link_lost<W: AsyncWrite + Unpin>(
     if !awaiting.waiting() {
         return false;
     }
-    let out = err_reply(
-        awaiting.reply_seq(),
-        link_lost(
-            &inner.config.endpoint(),
-            &inner.connector.describe(),
-            detail,
-        ),
-    );
+    let out = link_lost(
+        &inner.config.endpoint(),
+        &inner.connector.describe(),
+        detail,
+    )
+    .to_packet(awaiting.reply_seq());
     tracing::warn!("database leg lost while a command waited; answered the client with an ERR");
     let _ = tokio::time::timeout(UPSTREAM_GONE_GRACE, write_client(client_w, &out)).await;
     true
@@ -1027,137 +697,9 @@ fn pipelined_change_user() -> ErrPacket {
     )
 }
 
-/// An ERR packet answering the client's command; `seq` is the sequence id after the command's
-/// last packet (1 for a single-packet command).
-fn err_reply(seq: u8, err: ErrPacket) -> BytesMut {
-    let mut payload = BytesMut::new();
-    err.encode(&mut payload);
-    let mut out = BytesMut::new();
-    packet::encode(seq, &payload, &mut out);
-    out
-}
-
-async fn write_client<W: AsyncWrite + Unpin>(w: &mut W, bytes: &[u8]) -> Result<(), DirError> {
-    let e = |e: std::io::Error| (Side::Client, format!("writing to the client: {e}"));
-    w.write_all(bytes).await.map_err(e)?;
-    w.flush().await.map_err(e)
-}
-
-async fn read_packet<R: AsyncRead + Unpin>(
-    r: &mut R,
-    buf: &mut BytesMut,
-    timeout: std::time::Duration,
-) -> Result<packet::Packet, DirError> {
-    loop {
-        match packet::decode(buf, super::framed::MAX_LOGIN_PAYLOAD) {
-            Ok(Some(p)) => return Ok(p),
-            Ok(None) => {}
-            Err(e) => return Err((Side::Upstream, format!("bad packet from the database: {e}"))),
-        }
-        buf.reserve(4096);
-        let n = tokio::time::timeout(timeout, r.read_buf(buf))
-            .await
-            .map_err(|_| {
-                (
-                    Side::Upstream,
-                    "the database did not answer COM_CHANGE_USER".to_owned(),
-                )
-            })?
-            .map_err(|e| (Side::Upstream, format!("reading from the database: {e}")))?;
-        if n == 0 {
-            return Err((
-                Side::Upstream,
-                "the database closed the connection".to_owned(),
-            ));
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn pkt(seq: u8, payload: &[u8]) -> Vec<u8> {
-        let mut b = BytesMut::new();
-        packet::encode(seq, payload, &mut b);
-        b.to_vec()
-    }
-
-    /// Feeds `stream` to a scanner in chunks of `chunk` bytes, as reads would deliver it; returns
-    /// the forwarded bytes and the change-user packets found.
-    fn drive(stream: &[u8], chunk: usize) -> (Vec<u8>, Vec<Vec<u8>>) {
-        let mut sc = CommandScanner::default();
-        let mut buf = BytesMut::new();
-        let (mut fwd, mut cu) = (Vec::new(), Vec::new());
-        for part in stream.chunks(chunk) {
-            buf.extend_from_slice(part);
-            loop {
-                match sc.step(&buf).unwrap() {
-                    Step::Forward(n) => fwd.extend_from_slice(&buf.split_to(n)),
-                    Step::ChangeUser(n) => cu.push(buf.split_to(n).to_vec()),
-                    Step::NeedMore => break,
-                }
-            }
-        }
-        fwd.extend_from_slice(&buf);
-        (fwd, cu)
-    }
-
-    #[test]
-    fn finds_change_user_between_commands_at_any_chunking() {
-        let query = pkt(0, b"\x03SELECT 1");
-        let load_data = [pkt(2, b"\x11looks like change user but seq 2"), pkt(3, b"")].concat();
-        let change = pkt(0, b"\x11iamuser2\0\0proxytest\0");
-        let quit = pkt(0, b"\x01");
-        let stream = [
-            query.clone(),
-            load_data.clone(),
-            change.clone(),
-            quit.clone(),
-        ]
-        .concat();
-        for chunk in 1..=stream.len() {
-            let (fwd, cu) = drive(&stream, chunk);
-            assert_eq!(cu, vec![change.clone()], "chunk {chunk}");
-            assert_eq!(
-                fwd,
-                [query.clone(), load_data.clone(), quit.clone()].concat()
-            );
-        }
-    }
-
-    #[test]
-    fn load_data_file_packets_are_data_even_after_the_sequence_id_wraps() {
-        let query = pkt(0, b"\x03LOAD DATA LOCAL INFILE 'f' INTO TABLE t");
-        // seq 2..=255, then 0 (starting with 0x11), 1, then the empty terminator.
-        let mut file = Vec::new();
-        for i in 0..257u32 {
-            let seq = (2 + i) as u8;
-            let body: &[u8] = if seq == 0 { b"\x11data" } else { b"row\n" };
-            file.extend_from_slice(&pkt(seq, body));
-        }
-        file.extend_from_slice(&pkt(3, b""));
-        let change = pkt(0, b"\x11iamuser2\0\0\0");
-        let stream = [query.clone(), file.clone(), change.clone()].concat();
-        for chunk in [1, 7, 4096, stream.len()] {
-            let (fwd, cu) = drive(&stream, chunk);
-            assert_eq!(cu, vec![change.clone()], "chunk {chunk}");
-            assert_eq!(fwd, [query.clone(), file.clone()].concat());
-        }
-    }
-
-    #[test]
-    fn sixteen_mib_continuation_with_seq_zero_is_not_a_command() {
-        // A 256-packet command wraps the sequence id to 0; the continuation must not be taken for
-        // a new command even if it starts with 0x11.
-        let mut sc = CommandScanner::default();
-        let mut head = vec![0xFF, 0xFF, 0xFF, 255];
-        head.push(0x03);
-        assert_eq!(sc.step(&head).unwrap(), Step::Forward(5));
-        sc.remaining = 0; // pretend the rest of the 16 MiB payload passed
-        let cont = pkt(0, b"\x11not a command");
-        assert_eq!(sc.step(&cont).unwrap(), Step::Forward(cont.len()));
-    }
 
     #[test]
     fn buffers_grow_while_streaming_and_shrink_when_idle() {
@@ -1166,42 +708,6 @@ mod tests {
         assert_eq!(next_buf_size(COPY_BUF, COPY_BUF), COPY_BUF);
         assert_eq!(next_buf_size(COPY_BUF, 20_000), COPY_BUF);
         assert_eq!(next_buf_size(COPY_BUF, 11), IDLE_BUF);
-    }
-
-    #[test]
-    fn counts_each_answered_command_once_at_any_chunking() {
-        let stream = [
-            pkt(0, b"\x03SELECT 1"),
-            pkt(0, b"\x19\x01\x00\x00\x00"), // COM_STMT_CLOSE: no answer
-            pkt(0, b"\x18\x01\x00\x00\x00\x00\x00data"), // COM_STMT_SEND_LONG_DATA: none
-            pkt(0, b"\x03LOAD DATA LOCAL INFILE 'f' INTO TABLE t"),
-            pkt(2, b"\x03file data that looks like a query"),
-            pkt(3, b""),
-            pkt(0, b"\x17\x01\x00\x00\x00\x00\x01\x00\x00\x00"), // COM_STMT_EXECUTE
-            pkt(0, b"\x11iamuser2\0\0\0"), // COM_CHANGE_USER: answered by the proxy's replay
-            pkt(0, b"\x01"),               // COM_QUIT
-        ]
-        .concat();
-        for chunk in 1..=stream.len() {
-            let mut sc = CommandScanner::default();
-            let mut buf = BytesMut::new();
-            let mut total = 0;
-            for part in stream.chunks(chunk) {
-                buf.extend_from_slice(part);
-                loop {
-                    let step = sc.step(&buf).unwrap();
-                    total += std::mem::take(&mut sc.commands);
-                    match step {
-                        Step::Forward(n) | Step::ChangeUser(n) => {
-                            let _ = buf.split_to(n);
-                        }
-                        Step::NeedMore => break,
-                    }
-                }
-            }
-            // SELECT, the LOAD DATA statement and its file's end, STMT_EXECUTE.
-            assert_eq!(total, 4, "chunk {chunk}");
-        }
     }
 
     #[test]
@@ -1255,58 +761,7 @@ mod tests {
         ] {
             assert!(msg.contains(part), "{part:?} missing: {msg}");
         }
-        let out = err_reply(1, err);
+        let out = err.to_packet(1);
         assert_eq!(out[3], 1, "sequence id 1: the answer to the command");
-    }
-
-    /// The proxy's ERR for a command follows the command's last packet: seq 1 after a one-packet
-    /// command, N after an N-packet (16 MiB+) one, and after a LOAD DATA file's empty packet.
-    #[test]
-    fn the_reply_sequence_id_follows_the_commands_last_packet() {
-        let mut sc = CommandScanner::default();
-        let q = pkt(0, b"\x03SELECT 1");
-        assert_eq!(sc.step(&q).unwrap(), Step::Forward(q.len()));
-        assert_eq!(sc.last_seq.wrapping_add(1), 1);
-
-        // A 3-packet command: two full 16 MiB − 1 packets (seq 0, 1), then the rest (seq 2).
-        let mut sc = CommandScanner::default();
-        let full = [0xFF, 0xFF, 0xFF];
-        let mut head = full.to_vec();
-        head.extend_from_slice(&[0, 0x03]);
-        assert_eq!(sc.step(&head).unwrap(), Step::Forward(5));
-        sc.remaining = 0;
-        let mut second = full.to_vec();
-        second.push(1);
-        assert_eq!(sc.step(&second).unwrap(), Step::Forward(4));
-        sc.remaining = 0;
-        let last = pkt(2, b"tail");
-        assert_eq!(sc.step(&last).unwrap(), Step::Forward(last.len()));
-        assert_eq!(sc.commands, 1);
-        assert_eq!(
-            sc.last_seq.wrapping_add(1),
-            3,
-            "the answer to a 3-packet command is seq 3"
-        );
-
-        // LOAD DATA LOCAL: the statement (seq 0), file packets 2 and 3, the empty packet at 4;
-        // the server's OK is seq 5, and the end of the file counts as a command to answer.
-        let mut sc = CommandScanner::default();
-        let stream = [
-            pkt(0, b"\x03LOAD DATA LOCAL INFILE 'f' INTO TABLE t"),
-            pkt(2, b"a\n"),
-            pkt(3, b"b\n"),
-            pkt(4, b""),
-        ]
-        .concat();
-        assert_eq!(sc.step(&stream).unwrap(), Step::Forward(stream.len()));
-        assert_eq!(sc.commands, 2);
-        assert_eq!(sc.last_seq.wrapping_add(1), 5);
-    }
-
-    #[test]
-    fn oversized_change_user_is_refused() {
-        let mut sc = CommandScanner::default();
-        let head = [0x00, 0x00, 0x10, 0x00, 0x11];
-        assert!(sc.step(&head).is_err());
     }
 }

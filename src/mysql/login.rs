@@ -19,47 +19,28 @@
 //! password, no token), which servers do not count.
 //! A client that asks for TLS when the proxy offers none (`--local-tls` off) is answered inside a
 //! TLS session with a throwaway certificate, so that it can show that ERR instead of a TLS error.
-//! Wrong local passwords lock the peer out for a growing delay ([`super::throttle`]). Client-chosen
-//! text (the user name) is escaped ([`super::printable`]) wherever it is shown.
+//! Wrong local passwords lock the peer out for a growing delay ([`crate::proxy::throttle`]). Client-chosen
+//! text (the user name) is escaped ([`crate::proxy::printable`]) wherever it is shown.
 
-use std::fmt;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use rand::Rng;
 
 use super::framed::{PacketStream, Prefixed, ReadError, StartTlsError};
-use super::throttle::PeerKey;
-use super::{Inner, Peer, printable};
-use crate::iam::{AuthToken, TokenRequest};
-use crate::mysql::handshake::plugin;
-use crate::mysql::{
-    AuthMoreData, Capabilities, ErrPacket, HandshakeResponse41, HandshakeV10, LoginReply,
-    SslRequest, codes,
+use crate::iam::AuthToken;
+use crate::mysql::proto::auth::{
+    self, Credential, Exchange, IamLogin, Next, PasswordLogin, Phase, Refusal,
 };
+use crate::mysql::proto::handshake::plugin;
+use crate::mysql::proto::{
+    Capabilities, ErrPacket, HandshakeResponse41, HandshakeV10, SslRequest, codes,
+};
+use crate::proxy::password::DbCredentials;
+use crate::proxy::throttle::PeerKey;
+use crate::proxy::{Peer, Shared, Side};
 use crate::tls;
 use crate::tunnel::BoxStream;
-
-/// Which party a failure is attributed to, for logs and metrics.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Side {
-    /// The local MySQL client.
-    Client,
-    /// The database or the path to it.
-    Upstream,
-    /// The proxy itself or its AWS credentials.
-    Proxy,
-}
-
-impl fmt::Display for Side {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Side::Client => "client",
-            Side::Upstream => "upstream",
-            Side::Proxy => "proxy",
-        })
-    }
-}
 
 /// A failed login: whose fault, a short reason label for metrics, and what the client is told.
 #[derive(Debug)]
@@ -90,6 +71,16 @@ impl Failure {
             reason: "client_gone",
             detail: format!("client went away during login: {err}"),
             reply: None,
+        }
+    }
+
+    /// The exchange's (or the token's) failure, in the words of [`auth`].
+    fn from_refusal(side: Side, r: Refusal) -> Self {
+        Failure {
+            side,
+            reason: r.reason,
+            reply: Some(r.reply),
+            detail: r.detail,
         }
     }
 
@@ -154,8 +145,8 @@ impl ClientLeg {
 /// logins not yet authenticated locally (`--max-pending-logins`), given back as soon as the
 /// client's login response has been read and its local password checked. On failure the client
 /// has been sent an ERR packet (when it is still there).
-pub async fn run<P: Send + 'static>(
-    inner: &Arc<Inner>,
+pub(crate) async fn run<P: Send + 'static>(
+    inner: &Arc<Shared>,
     client: BoxStream,
     peer: &Peer,
     pending: P,
@@ -177,7 +168,7 @@ pub async fn run<P: Send + 'static>(
 }
 
 async fn bridge<P: Send + 'static>(
-    inner: &Arc<Inner>,
+    inner: &Arc<Shared>,
     leg: &mut ClientLeg,
     peer: &Peer,
     pending: &mut Option<P>,
@@ -193,15 +184,7 @@ async fn bridge<P: Send + 'static>(
         .as_ref()
         .filter(|_| cfg.upstream_password.is_none())
     {
-        let _ = inner
-            .tokens
-            .token(&TokenRequest {
-                host: cfg.endpoint_host.clone(),
-                port: cfg.endpoint_port,
-                user: user.clone(),
-                region: cfg.region.clone(),
-            })
-            .await;
+        let _ = inner.tokens.token(&cfg.token_request(user)).await;
     }
 
     // 1. Upstream first.
@@ -460,13 +443,7 @@ async fn bridge<P: Send + 'static>(
         }
     };
 
-    // 4. Upstream: TLS, then the IAM login. The token is minted while TLS is negotiated.
-    let token_request = TokenRequest {
-        host: cfg.endpoint_host.clone(),
-        port: cfg.endpoint_port,
-        user: db_user.clone(),
-        region: cfg.region.clone(),
-    };
+    // 4. Upstream: TLS, then the login. The token or password is fetched while TLS is negotiated.
     let ssl_request = SslRequest {
         capabilities: r_caps,
         max_packet_size: response.max_packet_size,
@@ -479,192 +456,112 @@ async fn bridge<P: Send + 'static>(
         inner.server_name.clone(),
         timeout,
     );
-    let (upstream, ok_payload, db_user) = if let Some(passwords) = cfg.upstream_password.clone() {
-        let (tls, creds) = tokio::join!(tls_connect, passwords.credentials());
-        let upstream = tls_outcome(inner, &endpoint, tls)?;
-        let creds = match creds {
-            Ok(creds) => creds,
-            Err(e) => {
-                let from = Unused::Tls {
-                    upstream,
-                    caps: r_caps,
-                    character_set: response.character_set,
-                    plugin: greeting.auth_plugin_name.clone(),
-                };
-                retire(inner, from, None::<()>);
-                return Err(Failure::new(
-                    Side::Proxy,
-                    "secret",
-                    codes::ACCESS_DENIED,
-                    b"28000",
-                    e,
-                ));
-            }
-        };
-        let (upstream, ok_payload) = password_login(
-            inner,
-            upstream,
-            &greeting,
-            r_caps,
-            &response,
-            &creds,
-            passwords.as_ref(),
-        )
-        .await?;
-        (upstream, ok_payload, creds.username)
-    } else {
-        let (tls, token) = tokio::join!(tls_connect, inner.tokens.token(&token_request));
-        let mut upstream = tls_outcome(inner, &endpoint, tls)?;
-        let token = match token {
-            Ok(token) => token,
-            Err(e) => {
-                let from = Unused::Tls {
-                    upstream,
-                    caps: r_caps,
-                    character_set: response.character_set,
-                    plugin: greeting.auth_plugin_name.clone(),
-                };
-                retire(inner, from, None::<()>);
-                return Err(Failure::new(
-                    Side::Proxy,
-                    "token",
-                    codes::ACCESS_DENIED,
-                    b"28000",
-                    format!(
-                        "cannot create an IAM token for '{}' on {endpoint}: {e}",
-                        printable(&db_user)
-                    ),
-                ));
-            }
-        };
-        let (auth_plugin_name, auth_response) = if cfg.direct_auth {
-            (
-                plugin::MYSQL_CLEAR_PASSWORD.as_bytes().to_vec(),
-                token_bytes(&token),
-            )
-        } else {
-            let announced = greeting
-                .auth_plugin_name
-                .clone()
-                .filter(|p| !p.is_empty())
-                .unwrap_or_else(|| Bytes::from_static(plugin::MYSQL_NATIVE_PASSWORD.as_bytes()));
-            (announced.to_vec(), Vec::new())
-        };
-        if auth_response.len() > 250
-            && !r_caps.contains(Capabilities::PLUGIN_AUTH_LENENC_CLIENT_DATA)
-        {
-            return Err(Failure::new(
-                Side::Upstream,
-                "upstream_protocol",
-                codes::HANDSHAKE_ERROR,
-                b"08S01",
-                "the database cannot take a token in the first packet (no \
-                 PLUGIN_AUTH_LENENC_CLIENT_DATA); run without --direct-auth"
-                    .into(),
-            ));
-        }
-        let upstream_response = HandshakeResponse41 {
-            capabilities: r_caps,
-            max_packet_size: response.max_packet_size,
-            character_set: response.character_set,
-            username: Bytes::from(db_user.clone()),
-            auth_response: Bytes::from(auth_response),
-            database: response.database.clone(),
-            auth_plugin_name: Some(Bytes::from(auth_plugin_name.clone())),
-            connect_attrs: response.connect_attrs.clone(),
-            zstd_level: None,
-        };
-        let mut payload = BytesMut::new();
-        upstream_response.encode(&mut payload);
-        upstream.queue(2, &payload);
-        upstream
-            .flush()
-            .await
-            .map_err(|e| upstream_io_failure(&endpoint, e))?;
-        let mut token_sent = cfg.direct_auth;
-        let ok_payload = loop {
-            let p = upstream
-                .read_packet(timeout)
-                .await
-                .map_err(|e| upstream_read_failure(&endpoint, e))?;
-            let up_seq = p.seq.wrapping_add(1);
-            let reply = LoginReply::decode(p.payload).map_err(|e| {
-                Failure::new(
-                    Side::Upstream,
-                    "upstream_protocol",
-                    codes::HANDSHAKE_ERROR,
-                    b"08S01",
-                    format!("the database {endpoint} sent a malformed login reply: {e}"),
-                )
-            })?;
-            match reply {
-                LoginReply::Ok(payload) => break payload,
-                LoginReply::Err(err) => {
-                    return Err(server_refusal(inner, &token_request, &endpoint, err));
-                }
-                LoginReply::AuthSwitch(switch)
-                    if &switch.plugin_name[..] == plugin::MYSQL_CLEAR_PASSWORD.as_bytes()
-                        && !token_sent =>
-                {
-                    upstream.queue(up_seq, &token_bytes(&token));
-                    upstream
-                        .flush()
-                        .await
-                        .map_err(|e| upstream_io_failure(&endpoint, e))?;
-                    token_sent = true;
-                }
-                LoginReply::AuthSwitch(switch)
-                    if &switch.plugin_name[..] == plugin::MYSQL_CLEAR_PASSWORD.as_bytes() =>
-                {
-                    return Err(Failure::new(
-                        Side::Upstream,
-                        "upstream_protocol",
-                        codes::HANDSHAKE_ERROR,
-                        b"08S01",
-                        format!(
-                            "the database {endpoint} asked for a password again after the IAM token; \
-                             the proxy sends the token once"
-                        ),
-                    ));
-                }
-                LoginReply::AuthSwitch(switch) => {
-                    let asked = String::from_utf8_lossy(&switch.plugin_name).into_owned();
-                    return Err(not_iam_user(&db_user, &endpoint, &asked));
-                }
-                LoginReply::MoreData(_) => {
-                    let asked = String::from_utf8_lossy(&auth_plugin_name).into_owned();
-                    return Err(not_iam_user(&db_user, &endpoint, &asked));
-                }
-                LoginReply::NextFactor => {
-                    return Err(Failure::new(
-                        Side::Upstream,
-                        "mfa",
-                        codes::NOT_SUPPORTED_AUTH_MODE,
-                        b"08004",
-                        format!(
-                            "the database asked '{}' for a second authentication factor; \
-                             rds-iam-proxy signs in with IAM only",
-                            printable(&db_user)
-                        ),
-                    ));
-                }
-            }
-        };
-        (upstream, ok_payload, db_user)
+    let iam = IamLogin {
+        endpoint: &endpoint,
+        user: &db_user,
+        region: &cfg.region,
+        phase: Phase::Login,
     };
+    let token_request = cfg.token_request(&db_user);
+    let credential = async {
+        match &cfg.upstream_password {
+            Some(source) => source.credentials().await.map(Kept::Password).map_err(|e| {
+                Failure::new(Side::Proxy, "secret", codes::ACCESS_DENIED, b"28000", e)
+            }),
+            None => inner
+                .tokens
+                .token(&token_request)
+                .await
+                .map(Kept::Token)
+                .map_err(|e| Failure::from_refusal(Side::Proxy, iam.no_token(&e))),
+        }
+    };
+    let (tls, credential) = tokio::join!(tls_connect, credential);
+    let mut upstream = tls_outcome(inner, &endpoint, tls)?;
+    let kept = match credential {
+        Ok(kept) => kept,
+        Err(f) => {
+            let from = Unused::Tls {
+                upstream,
+                caps: r_caps,
+                character_set: response.character_set,
+                plugin: greeting.auth_plugin_name.clone(),
+            };
+            retire(inner, from, None::<()>);
+            return Err(f);
+        }
+    };
+    let (username, credential) = match &kept {
+        Kept::Token(token) => (db_user.clone(), Credential::IamToken(token.expose())),
+        Kept::Password(creds) => (
+            creds.username.clone(),
+            Credential::Password(&creds.password),
+        ),
+    };
+    let source = cfg.upstream_password.as_ref().map(|s| s.describe());
+    let refusal = |e: auth::Error| {
+        let r = match &source {
+            None => iam.refusal(e),
+            Some(source) => PasswordLogin {
+                endpoint: &endpoint,
+                user: &username,
+                source,
+            }
+            .refusal(e),
+        };
+        Failure::from_refusal(Side::Upstream, r)
+    };
+    let (mut exchange, first) = Exchange::start(
+        credential,
+        greeting.auth_plugin_name.as_deref(),
+        &greeting.auth_plugin_data,
+        cfg.direct_auth,
+        r_caps.contains(Capabilities::PLUGIN_AUTH_LENENC_CLIENT_DATA),
+    )
+    .map_err(refusal)?;
+    let upstream_response = HandshakeResponse41 {
+        capabilities: r_caps,
+        max_packet_size: response.max_packet_size,
+        character_set: response.character_set,
+        username: Bytes::from(username.clone()),
+        auth_response: Bytes::copy_from_slice(first.auth_response.bytes()),
+        database: response.database.clone(),
+        auth_plugin_name: Some(first.plugin),
+        connect_attrs: response.connect_attrs.clone(),
+        zstd_level: None,
+    };
+    let mut payload = BytesMut::new();
+    upstream_response.encode(&mut payload);
+    upstream.queue(2, &payload);
+    upstream
+        .flush()
+        .await
+        .map_err(|e| upstream_io_failure(&endpoint, e))?;
+    let ok_payload = match drive(&mut upstream, &mut exchange, timeout, &endpoint).await? {
+        Ok(ok) => ok,
+        Err(e) => {
+            if e.rejects_credential() {
+                match &cfg.upstream_password {
+                    // Perhaps rotated: read the secret again before the next login.
+                    Some(source) => source.rejected(),
+                    // A cached token may be the problem (clock skew, rotated credentials): the
+                    // next login mints.
+                    None => inner.tokens.invalidate(&token_request),
+                }
+            }
+            return Err(refusal(e));
+        }
+    };
+    let db_user = username;
 
     // 5. Finish the local login with the upstream's OK.
-    let client_plugin = response.auth_plugin_name.as_deref().unwrap_or_default();
-    let scrambled = !response.auth_response.is_empty() && response.auth_response[..] != [0];
-    if client_plugin == plugin::CACHING_SHA2_PASSWORD.as_bytes() && scrambled {
-        let fast = AuthMoreData {
-            data: Bytes::from_static(&[AuthMoreData::FAST_AUTH_SUCCESS]),
-        };
-        let mut payload = BytesMut::new();
-        fast.encode(&mut payload);
+    for payload in auth::local_success(
+        response.auth_plugin_name.as_deref(),
+        &response.auth_response,
+        ok_payload,
+    ) {
         leg.next_seq = leg.io.queue(leg.next_seq, &payload);
     }
-    leg.next_seq = leg.io.queue(leg.next_seq, &ok_payload);
     leg.io
         .flush()
         .await
@@ -730,7 +627,7 @@ enum Unused {
 
 /// Completes `from` in the background (bounded by the handshake timeout), holding `permit` (a
 /// place among the pending logins) until it is done.
-fn retire<P: Send + 'static>(inner: &Arc<Inner>, from: Unused, permit: Option<P>) {
+fn retire<P: Send + 'static>(inner: &Arc<Shared>, from: Unused, permit: Option<P>) {
     let inner = inner.clone();
     tokio::spawn(async move {
         let _permit = permit;
@@ -756,7 +653,7 @@ fn retire<P: Send + 'static>(inner: &Arc<Inner>, from: Unused, permit: Option<P>
 /// Finishes the handshake of an upstream connection no client will use, so that the server sees
 /// an ordinary failed login (access denied for [`UNUSED_CONNECTION_USER`], no password) instead
 /// of an aborted handshake. Over verified TLS like every login; nothing secret is sent.
-async fn complete_unused(inner: &Inner, from: Unused) -> Result<(), String> {
+async fn complete_unused(inner: &Shared, from: Unused) -> Result<(), String> {
     let timeout = inner.config.handshake_timeout;
     let (mut upstream, caps, character_set, plugin) = match from {
         Unused::Greeted {
@@ -791,6 +688,11 @@ async fn complete_unused(inner: &Inner, from: Unused) -> Result<(), String> {
             plugin,
         } => (upstream, caps, character_set, plugin),
     };
+    // Any further question (a plugin switch, caching_sha2's full authentication) gets an empty
+    // answer; a few rounds at most.
+    let (mut exchange, first) =
+        Exchange::start(Credential::Nothing, plugin.as_deref(), &[], false, false)
+            .map_err(|e| e.to_string())?;
     let response = HandshakeResponse41 {
         capabilities: caps - Capabilities::CONNECT_WITH_DB - Capabilities::CONNECT_ATTRS,
         max_packet_size: 16 * 1024 * 1024,
@@ -798,11 +700,7 @@ async fn complete_unused(inner: &Inner, from: Unused) -> Result<(), String> {
         username: Bytes::from_static(UNUSED_CONNECTION_USER.as_bytes()),
         auth_response: Bytes::new(),
         database: None,
-        auth_plugin_name: Some(
-            plugin
-                .filter(|p| !p.is_empty())
-                .unwrap_or_else(|| Bytes::from_static(plugin::MYSQL_NATIVE_PASSWORD.as_bytes())),
-        ),
+        auth_plugin_name: Some(first.plugin),
         connect_attrs: None,
         zstd_level: None,
     };
@@ -810,34 +708,31 @@ async fn complete_unused(inner: &Inner, from: Unused) -> Result<(), String> {
     response.encode(&mut payload);
     upstream.queue(2, &payload);
     upstream.flush().await.map_err(|e| e.to_string())?;
-    // Any further question (a plugin switch, caching_sha2's full authentication) gets an empty
-    // answer; a few rounds at most.
-    for _ in 0..4 {
-        let p = upstream
-            .read_packet(timeout)
-            .await
-            .map_err(|e| e.to_string())?;
-        match LoginReply::decode(p.payload).map_err(|e| e.to_string())? {
-            LoginReply::Err(_) => return Ok(()),
-            LoginReply::Ok(_) => {
-                // An account of that name without a password exists: log out at once.
-                upstream.queue(0, &[0x01]);
-                let _ = upstream.flush().await;
-                return Ok(());
-            }
-            LoginReply::AuthSwitch(_) | LoginReply::MoreData(_) => {
-                upstream.queue(p.seq.wrapping_add(1), &[]);
-                upstream.flush().await.map_err(|e| e.to_string())?;
-            }
-            LoginReply::NextFactor => return Err("the server asked for a second factor".into()),
+    match drive(
+        &mut upstream,
+        &mut exchange,
+        timeout,
+        &inner.config.endpoint(),
+    )
+    .await
+    {
+        Err(f) => Err(f.detail),
+        Ok(Err(auth::Error::Refused(_))) => Ok(()),
+        Ok(Ok(_)) => {
+            // An account of that name without a password exists: log out at once.
+            upstream.queue(0, &[0x01]);
+            let _ = upstream.flush().await;
+            Ok(())
         }
+        Ok(Err(auth::Error::NextFactor)) => Err("the server asked for a second factor".into()),
+        Ok(Err(auth::Error::TooManyRounds)) => Err("the server kept asking".into()),
+        Ok(Err(e)) => Err(e.to_string()),
     }
-    Err("the server kept asking".into())
 }
 
 /// The upstream leg after the SSLRequest and TLS, or the failure the client is told.
 fn tls_outcome(
-    inner: &Inner,
+    inner: &Shared,
     endpoint: &str,
     tls: Result<PacketStream, StartTlsError>,
 ) -> Result<PacketStream, Failure> {
@@ -866,166 +761,46 @@ fn tls_outcome(
     }
 }
 
-/// Logs in upstream (already TLS verified against the endpoint name) as the secret's user with its
-/// password (`--secret`): `mysql_native_password`, or `caching_sha2_password` with its fast path
-/// or full authentication (the password in clear, inside that TLS). Returns the server's OK.
-async fn password_login(
-    inner: &Inner,
-    mut upstream: PacketStream,
-    greeting: &HandshakeV10,
-    caps: Capabilities,
-    response: &HandshakeResponse41,
-    creds: &super::password::DbCredentials,
-    source: &dyn super::password::PasswordSource,
-) -> Result<(PacketStream, Bytes), Failure> {
-    let timeout = inner.config.handshake_timeout;
-    let endpoint = inner.config.endpoint();
-    let user = printable(&creds.username).into_owned();
-    let mut plugin_name = greeting
-        .auth_plugin_name
-        .clone()
-        .filter(|p| !p.is_empty())
-        .unwrap_or_else(|| Bytes::from_static(plugin::MYSQL_NATIVE_PASSWORD.as_bytes()));
-    let unsupported = |plugin: &[u8]| {
-        Failure::new(
-            Side::Upstream,
-            "unsupported_auth",
-            codes::NOT_SUPPORTED_AUTH_MODE,
-            b"08004",
-            format!(
-                "the database asked '{user}' (from {}) for the '{}' authentication plugin; with \
-                 --secret the proxy speaks mysql_native_password and caching_sha2_password",
-                source.describe(),
-                printable(&String::from_utf8_lossy(plugin))
-            ),
-        )
-    };
-    let first =
-        super::client::auth_response(&plugin_name, &greeting.auth_plugin_data, &creds.password)
-            .unwrap_or_default();
-    if first.len() > 250 && !caps.contains(Capabilities::PLUGIN_AUTH_LENENC_CLIENT_DATA) {
-        return Err(unsupported(
-            b"a long password without PLUGIN_AUTH_LENENC_CLIENT_DATA",
-        ));
-    }
-    let login = HandshakeResponse41 {
-        capabilities: caps,
-        max_packet_size: response.max_packet_size,
-        character_set: response.character_set,
-        username: Bytes::from(creds.username.clone()),
-        auth_response: Bytes::from(first),
-        database: response.database.clone(),
-        auth_plugin_name: Some(plugin_name.clone()),
-        connect_attrs: response.connect_attrs.clone(),
-        zstd_level: None,
-    };
-    let mut payload = BytesMut::new();
-    login.encode(&mut payload);
-    upstream.queue(2, &payload);
-    upstream
-        .flush()
-        .await
-        .map_err(|e| upstream_io_failure(&endpoint, e))?;
-    let mut switched = false;
-    for _ in 0..4 {
+/// What the upstream login answers with, fetched while TLS is negotiated.
+enum Kept {
+    /// An IAM token for the client's database user.
+    Token(AuthToken),
+    /// The `--secret` user name and password.
+    Password(DbCredentials),
+}
+
+/// Runs `exchange` over `upstream` after its first packet went: reads each login reply and sends
+/// what the exchange answers. The outer error is the connection failing, the inner one the login.
+async fn drive(
+    upstream: &mut PacketStream,
+    exchange: &mut Exchange<'_>,
+    timeout: std::time::Duration,
+    endpoint: &str,
+) -> Result<Result<Bytes, auth::Error>, Failure> {
+    loop {
         let p = upstream
             .read_packet(timeout)
             .await
-            .map_err(|e| upstream_read_failure(&endpoint, e))?;
-        let next = p.seq.wrapping_add(1);
-        let reply = LoginReply::decode(p.payload).map_err(|e| {
-            Failure::new(
-                Side::Upstream,
-                "upstream_protocol",
-                codes::HANDSHAKE_ERROR,
-                b"08S01",
-                format!("the database {endpoint} sent a malformed login reply: {e}"),
-            )
-        })?;
-        let answer = match reply {
-            LoginReply::Ok(ok) => return Ok((upstream, ok)),
-            LoginReply::Err(err) if err.code == codes::ACCESS_DENIED => {
-                // Perhaps rotated: read the secret again before the next login.
-                source.rejected();
-                let mut reply = ErrPacket::new(
-                    codes::ACCESS_DENIED,
-                    b"28000",
-                    format!(
-                        "rds-iam-proxy: the database {endpoint} refused the password of '{user}' \
-                         from {}. If the secret was just rotated, the next login reads it again; \
-                         otherwise check that the secret holds this database's credentials. The \
-                         server said: {}",
-                        source.describe(),
-                        err.message_str()
-                    ),
-                );
-                reply.sql_state = err.sql_state.or(reply.sql_state);
-                return Err(Failure {
-                    side: Side::Upstream,
-                    reason: "access_denied",
-                    detail: printable(&err.message_str()).into_owned(),
-                    reply: Some(reply),
-                });
+            .map_err(|e| upstream_read_failure(endpoint, e))?;
+        match exchange.next(p.payload) {
+            Next::Send(answer) => {
+                upstream.queue(p.seq.wrapping_add(1), answer.bytes());
+                upstream
+                    .flush()
+                    .await
+                    .map_err(|e| upstream_io_failure(endpoint, e))?;
             }
-            LoginReply::Err(err) => {
-                return Err(Failure::forward(Side::Upstream, "server_error", err));
-            }
-            LoginReply::AuthSwitch(switch) if !switched => {
-                switched = true;
-                plugin_name = switch.plugin_name;
-                let nonce = switch
-                    .plugin_data
-                    .strip_suffix(&[0])
-                    .unwrap_or(&switch.plugin_data);
-                super::client::auth_response(&plugin_name, nonce, &creds.password)
-                    .ok_or_else(|| unsupported(&plugin_name))?
-            }
-            LoginReply::MoreData(more)
-                if &plugin_name[..] == plugin::CACHING_SHA2_PASSWORD.as_bytes() =>
-            {
-                match more.data.first() {
-                    Some(&AuthMoreData::FAST_AUTH_SUCCESS) => continue,
-                    // Full authentication: the password in clear, inside the verified TLS.
-                    Some(&AuthMoreData::PERFORM_FULL_AUTHENTICATION) => {
-                        let mut v = creds.password.expose().as_bytes().to_vec();
-                        v.push(0);
-                        v
-                    }
-                    _ => return Err(unsupported(b"caching_sha2_password (unexpected step)")),
-                }
-            }
-            LoginReply::AuthSwitch(_) | LoginReply::MoreData(_) => {
-                return Err(unsupported(&plugin_name));
-            }
-            LoginReply::NextFactor => return Err(unsupported(b"a second authentication factor")),
-        };
-        upstream.queue(next, &answer);
-        upstream
-            .flush()
-            .await
-            .map_err(|e| upstream_io_failure(&endpoint, e))?;
+            Next::Wait => {}
+            Next::Done(ok) => return Ok(Ok(ok)),
+            Next::Failed(e) => return Ok(Err(e)),
+        }
     }
-    Err(Failure::new(
-        Side::Upstream,
-        "upstream_protocol",
-        codes::HANDSHAKE_ERROR,
-        b"08S01",
-        format!("the database {endpoint} did not finish the login in four round trips"),
-    ))
 }
 
 /// Moves the stream out of `io`, leaving an inert placeholder.
 fn take(io: &mut PacketStream) -> PacketStream {
     let placeholder = PacketStream::new(Box::new(tokio::io::duplex(1).0), BytesMut::new());
     std::mem::replace(io, placeholder)
-}
-
-/// `token\0`, the AuthSwitchResponse of `mysql_clear_password`.
-pub(crate) fn token_bytes(token: &AuthToken) -> Vec<u8> {
-    let mut v = Vec::with_capacity(token.expose().len() + 1);
-    v.extend_from_slice(token.expose().as_bytes());
-    v.push(0);
-    v
 }
 
 /// 20 random printable bytes: never a NUL, never the upstream's scramble.
@@ -1044,7 +819,7 @@ fn fresh_scramble() -> Bytes {
 /// login inside it, and answers that with the ERR: the client shows the proxy's explanation. A
 /// client that verifies certificates stops at the certificate instead, which says as much as a
 /// TLS error can. Nothing of it reaches the database.
-async fn refuse_tls(inner: &Inner, leg: &mut ClientLeg, ssl_seq: u8) -> Failure {
+async fn refuse_tls(inner: &Shared, leg: &mut ClientLeg, ssl_seq: u8) -> Failure {
     let timeout = inner.config.handshake_timeout;
     let failure = || {
         Failure::new(
@@ -1122,7 +897,7 @@ fn upstream_read_failure(endpoint: &str, e: ReadError) -> Failure {
     )
 }
 
-fn tls_failure(inner: &Inner, endpoint: &str, e: std::io::Error) -> Failure {
+fn tls_failure(inner: &Shared, endpoint: &str, e: std::io::Error) -> Failure {
     let host = &inner.config.endpoint_host;
     let ca = &inner.config.ca_source;
     let rustls_error = tls::rustls_error(&e);
@@ -1144,59 +919,4 @@ fn tls_failure(inner: &Inner, endpoint: &str, e: std::io::Error) -> Failure {
         format!("the TLS handshake with {endpoint} failed: {e}")
     };
     Failure::new(Side::Upstream, "tls", codes::UPSTREAM_ERROR, b"HY000", msg)
-}
-
-fn not_iam_user(db_user: &str, endpoint: &str, asked: &str) -> Failure {
-    let db_user = printable(db_user);
-    let asked = printable(asked);
-    Failure::new(
-        Side::Upstream,
-        "not_iam_user",
-        codes::NOT_SUPPORTED_AUTH_MODE,
-        b"08004",
-        format!(
-            "the database {endpoint} asked '{db_user}' for the '{asked}' authentication plugin \
-             instead of mysql_clear_password: '{db_user}' is probably not an IAM database user \
-             (or does not exist). Create it with CREATE USER '{db_user}' IDENTIFIED WITH AWSAuthenticationPlugin AS \
-             'RDS', or log in as an IAM-enabled user."
-        ),
-    )
-}
-
-/// The server refused the login. Access denied gets the IAM checklist; anything else (unknown
-/// database, too many connections) is forwarded as the server worded it.
-fn server_refusal(
-    inner: &Inner,
-    request: &TokenRequest,
-    endpoint: &str,
-    err: ErrPacket,
-) -> Failure {
-    if err.code != codes::ACCESS_DENIED {
-        return Failure::forward(Side::Upstream, "server_error", err);
-    }
-    // A cached token may be the problem (clock skew, rotated credentials): the next login mints.
-    inner.tokens.invalidate(request);
-    let user = printable(&request.user);
-    let region = &request.region;
-    let mut reply = ErrPacket::new(
-        codes::ACCESS_DENIED,
-        b"28000",
-        format!(
-            "rds-iam-proxy: the database {endpoint} rejected the IAM token for user '{user}' \
-             (region {region}). Check that your IAM identity may rds-db:connect to \
-             arn:aws:rds-db:{region}:<account>:dbuser:<DbiResourceId or cluster resource id>/{user}, \
-             that IAM database authentication is enabled, and that '{user}' exists WITH \
-             AWSAuthenticationPlugin. The server said: {}",
-            err.message_str()
-        ),
-    );
-    if let Some(state) = err.sql_state {
-        reply.sql_state = Some(state);
-    }
-    Failure {
-        side: Side::Upstream,
-        reason: "access_denied",
-        detail: printable(&err.message_str()).into_owned(),
-        reply: Some(reply),
-    }
 }

@@ -224,7 +224,7 @@ impl TextRow {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mysql::buf::{put_lenenc_bytes, put_lenenc_int};
+    use crate::mysql::proto::buf::{put_lenenc_bytes, put_lenenc_int};
 
     fn column(name: &str) -> Vec<u8> {
         let mut b = BytesMut::new();

@@ -2,7 +2,7 @@
 //! `mysql_native_password` and `caching_sha2_password` (fast path) scrambles, verified from
 //! stored double hashes so the clear password is never kept or compared. The client side of both
 //! scrambles ([`native_scramble`], [`sha2_scramble`]) serves the admin client's password login
-//! (`proxy::client`).
+//! (`admin::client`).
 //!
 //! Spec: <https://dev.mysql.com/doc/dev/mysql-server/latest/page_protocol_connection_phase_authentication_methods_native_password_authentication.html>
 //! and <https://dev.mysql.com/doc/dev/mysql-server/latest/page_caching_sha2_authentication_exchanges.html>.

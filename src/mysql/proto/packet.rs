@@ -10,6 +10,10 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use super::Error;
 
+/// Largest payload accepted during login. Handshake responses carry at most 64 KiB of connection
+/// attributes; anything larger is hostile.
+pub const MAX_LOGIN_PAYLOAD: usize = 128 * 1024;
+
 /// Largest payload of one physical packet; a longer logical payload continues in the next packet.
 pub const MAX_PAYLOAD_LEN: usize = 0xFF_FFFF;
 
