@@ -10,6 +10,7 @@
 pub mod buf;
 pub mod capabilities;
 pub mod command;
+pub mod compress;
 pub mod handshake;
 pub mod packet;
 pub mod response;
