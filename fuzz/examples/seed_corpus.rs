@@ -9,7 +9,6 @@
 use std::path::{Path, PathBuf};
 
 use bytes::{Bytes, BytesMut};
-use sha2::Digest;
 use rds_iam_proxy::mysql::golden::{LOGIN_OK, MARIADB_CLI_RESPONSE, MARIADB_GREETING};
 use rds_iam_proxy::mysql::handshake::plugin;
 use rds_iam_proxy::mysql::{
@@ -27,6 +26,7 @@ use rds_iam_proxy::ssm::payload::{
 };
 use rds_iam_proxy::ssm::smux::{self, Frame};
 use rds_iam_proxy_fuzz::Chunked;
+use sha2::Digest;
 
 /// The MessageId of the spec §3.5 vectors: dd01e56b-ff48-483e-a508-b5f073f31b16.
 const ID_DD01: MessageId = MessageId([
@@ -203,10 +203,19 @@ fn health_request() -> Seeds {
             "get-readiness",
             b"GET /readiness HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n".to_vec(),
         ),
-        ("head-metrics", b"HEAD /metrics?x=1 HTTP/1.0\r\n\r\n".to_vec()),
-        ("post", b"POST /readiness HTTP/1.1\r\nContent-Length: 0\r\n\r\n".to_vec()),
+        (
+            "head-metrics",
+            b"HEAD /metrics?x=1 HTTP/1.0\r\n\r\n".to_vec(),
+        ),
+        (
+            "post",
+            b"POST /readiness HTTP/1.1\r\nContent-Length: 0\r\n\r\n".to_vec(),
+        ),
         ("mysql-bytes", b"\x20\x00\x00\x01\x85\xa6\xff\x01".to_vec()),
-        ("no-end", b"GET /liveness HTTP/1.1\r\nX-Long: aaaaaaaa".to_vec()),
+        (
+            "no-end",
+            b"GET /liveness HTTP/1.1\r\nX-Long: aaaaaaaa".to_vec(),
+        ),
     ]
 }
 
@@ -494,18 +503,36 @@ const ZSTD_QUERY: &[u8] = &[
 /// (even: zlib, odd: zstd), then the compressed frames.
 fn mysql_compress_decode() -> Seeds {
     let zlib = |cuts: &[u8], frames: &[u8]| Chunked::encode(cuts, &[&[0], frames].concat());
-    let zstd_frame = [&[ZSTD_QUERY.len() as u8, 0, 0, 0, 0x15, 0x01, 0], ZSTD_QUERY].concat();
+    let zstd_frame = [
+        &[ZSTD_QUERY.len() as u8, 0, 0, 0, 0x15, 0x01, 0],
+        ZSTD_QUERY,
+    ]
+    .concat();
     let mut wrong_length = DOC_COMPRESSED_QUERY.to_vec();
     wrong_length[4] += 1;
-    let all = [DOC_STORED_SELECT_1, DOC_COMPRESSED_QUERY, DOC_COMPRESSED_RESULT_SET].concat();
+    let all = [
+        DOC_STORED_SELECT_1,
+        DOC_COMPRESSED_QUERY,
+        DOC_COMPRESSED_RESULT_SET,
+    ]
+    .concat();
     vec![
         ("doc-stored-select-1", zlib(&[], DOC_STORED_SELECT_1)),
         ("doc-compressed-query", zlib(&[], DOC_COMPRESSED_QUERY)),
-        ("doc-result-set-bytewise", zlib(&[1], DOC_COMPRESSED_RESULT_SET)),
+        (
+            "doc-result-set-bytewise",
+            zlib(&[1], DOC_COMPRESSED_RESULT_SET),
+        ),
         ("doc-frames-odd-reads", zlib(&[3, 9, 250], &all)),
-        ("zstd-query", Chunked::encode(&[], &[&[1], &zstd_frame[..]].concat())),
+        (
+            "zstd-query",
+            Chunked::encode(&[], &[&[1], &zstd_frame[..]].concat()),
+        ),
         ("wrong-uncompressed-length", zlib(&[], &wrong_length)),
-        ("announces-16-mib", zlib(&[], &[0xff, 0xff, 0xff, 0, 0xff, 0xff, 0xff])),
+        (
+            "announces-16-mib",
+            zlib(&[], &[0xff, 0xff, 0xff, 0, 0xff, 0xff, 0xff]),
+        ),
     ]
 }
 
@@ -528,12 +555,21 @@ fn mysql_compress_encode() -> Seeds {
         block = sha2::Sha256::digest(&block).to_vec();
     }
     let with = |selector: u8, max_frame: u16, first_seq: u8, stream: &[u8]| {
-        [&[selector][..], &max_frame.to_be_bytes(), &[first_seq], stream].concat()
+        [
+            &[selector][..],
+            &max_frame.to_be_bytes(),
+            &[first_seq],
+            stream,
+        ]
+        .concat()
     };
     vec![
         ("zlib-level1-queries", with(0b10, 16384, 0, &queries)),
         ("zstd-level3-frames-of-100", with(0b111, 100, 250, &queries)),
-        ("zlib-short", with(0b10, 0xffff, 0, &pkt(0, b"\x03SELECT 1"))),
+        (
+            "zlib-short",
+            with(0b10, 0xffff, 0, &pkt(0, b"\x03SELECT 1")),
+        ),
         ("zstd-noise", with(0b11, 4096, 0, &noise)),
     ]
 }
