@@ -27,6 +27,7 @@ use rds_iam_proxy::ssm::proto::payload::{
 use rds_iam_proxy::ssm::proto::reliable::acknowledge;
 use rds_iam_proxy::ssm::proto::smux::{self, Frame};
 use rds_iam_proxy_fuzz::Chunked;
+use sha2::Digest;
 
 /// The MessageId of the spec §3.5 vectors: dd01e56b-ff48-483e-a508-b5f073f31b16.
 const ID_DD01: MessageId = MessageId([
@@ -48,6 +49,8 @@ fn main() {
         ("ssm_reliable", ssm_reliable()),
         ("ssm_smux", ssm_smux()),
         ("health_request", health_request()),
+        ("mysql_compress_decode", mysql_compress_decode()),
+        ("mysql_compress_encode", mysql_compress_encode()),
     ] {
         for (name, bytes) in seeds {
             write(&dir.join(target), name, &bytes);
@@ -467,5 +470,110 @@ fn ssm_smux() -> Seeds {
         ("session-one-read", with_choice(&[])),
         ("session-bytewise", with_choice(&[1])),
         ("session-odd-reads", with_choice(&[3, 9, 200])),
+    ]
+}
+
+/// MySQL's documented stored frame for `SELECT 1` (page_protocol_basic_compression_packet).
+const DOC_STORED_SELECT_1: &[u8] = &[
+    0x0d, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x09, 0x00, 0x00, 0x00, 0x03, 0x53, 0x45, 0x4c, 0x45,
+    0x43, 0x54, 0x20, 0x31,
+];
+
+/// MySQL's documented zlib frame for a 46-byte COM_QUERY (same page).
+const DOC_COMPRESSED_QUERY: &[u8] = &[
+    0x22, 0x00, 0x00, 0x00, 0x32, 0x00, 0x00, 0x78, 0x9c, 0xd3, 0x63, 0x60, 0x60, 0x60, 0x2e, 0x4e,
+    0xcd, 0x49, 0x4d, 0x2e, 0x51, 0x50, 0x32, 0x30, 0x34, 0x32, 0x36, 0x31, 0x35, 0x33, 0xb7, 0xb0,
+    0xc4, 0xcd, 0x52, 0x02, 0x00, 0x0c, 0xd1, 0x0a, 0x6c,
+];
+
+/// MySQL's documented zlib frame holding the five packets of `SELECT repeat("a", 50)`'s result.
+const DOC_COMPRESSED_RESULT_SET: &[u8] = &[
+    0x4a, 0x00, 0x00, 0x01, 0x77, 0x00, 0x00, 0x78, 0x9c, 0x63, 0x64, 0x60, 0x60, 0x64, 0x54, 0x65,
+    0x60, 0x60, 0x62, 0x4e, 0x49, 0x4d, 0x63, 0x60, 0x60, 0xe0, 0x2f, 0x4a, 0x2d, 0x48, 0x4d, 0x2c,
+    0xd1, 0x50, 0x4a, 0x54, 0xd2, 0x51, 0x30, 0x35, 0xd0, 0x64, 0xe0, 0xe1, 0x60, 0x30, 0x02, 0x8a,
+    0xff, 0x65, 0x64, 0x90, 0x67, 0x60, 0x60, 0x65, 0x60, 0x60, 0xfe, 0x07, 0x54, 0xcc, 0x60, 0xcc,
+    0xc0, 0xc0, 0x62, 0x94, 0x48, 0x32, 0x00, 0xea, 0x67, 0x05, 0xeb, 0x07, 0x00, 0x8d, 0xf9, 0x1c,
+    0x64,
+];
+
+/// A zstd frame (libzstd level 3) of a 277-byte COM_QUERY packet, `SELECT 'shipped', … 1`.
+const ZSTD_QUERY: &[u8] = &[
+    0x28, 0xb5, 0x2f, 0xfd, 0x00, 0x58, 0xf5, 0x00, 0x00, 0xb8, 0x11, 0x01, 0x00, 0x00, 0x03, 0x53,
+    0x45, 0x4c, 0x45, 0x43, 0x54, 0x20, 0x27, 0x73, 0x68, 0x69, 0x70, 0x70, 0x65, 0x64, 0x27, 0x2c,
+    0x31, 0x01, 0x00, 0xf6, 0xa6, 0x4a, 0x13,
+];
+
+/// Layout of `mysql_compress_decode`: a chunked stream whose first byte picks the algorithm
+/// (even: zlib, odd: zstd), then the compressed frames.
+fn mysql_compress_decode() -> Seeds {
+    let zlib = |cuts: &[u8], frames: &[u8]| Chunked::encode(cuts, &[&[0], frames].concat());
+    let zstd_frame = [
+        &[ZSTD_QUERY.len() as u8, 0, 0, 0, 0x15, 0x01, 0],
+        ZSTD_QUERY,
+    ]
+    .concat();
+    let mut wrong_length = DOC_COMPRESSED_QUERY.to_vec();
+    wrong_length[4] += 1;
+    let all = [
+        DOC_STORED_SELECT_1,
+        DOC_COMPRESSED_QUERY,
+        DOC_COMPRESSED_RESULT_SET,
+    ]
+    .concat();
+    vec![
+        ("doc-stored-select-1", zlib(&[], DOC_STORED_SELECT_1)),
+        ("doc-compressed-query", zlib(&[], DOC_COMPRESSED_QUERY)),
+        (
+            "doc-result-set-bytewise",
+            zlib(&[1], DOC_COMPRESSED_RESULT_SET),
+        ),
+        ("doc-frames-odd-reads", zlib(&[3, 9, 250], &all)),
+        (
+            "zstd-query",
+            Chunked::encode(&[], &[&[1], &zstd_frame[..]].concat()),
+        ),
+        ("wrong-uncompressed-length", zlib(&[], &wrong_length)),
+        (
+            "announces-16-mib",
+            zlib(&[], &[0xff, 0xff, 0xff, 0, 0xff, 0xff, 0xff]),
+        ),
+    ]
+}
+
+/// Layout of `mysql_compress_encode`: selector (bit 0 zstd, the rest the level mod 10), the frame
+/// cap (big-endian u16), the first sequence id, then the packet stream.
+fn mysql_compress_encode() -> Seeds {
+    let queries: Vec<u8> = (0u8..30)
+        .flat_map(|seq| {
+            pkt(
+                seq,
+                b"\x03SELECT * FROM orders WHERE status = 'shipped' AND note LIKE '%gift%'",
+            )
+        })
+        .collect();
+    // Incompressible: a SHA-256 chain.
+    let mut noise = Vec::new();
+    let mut block = sha2::Sha256::digest(b"noise").to_vec();
+    for _ in 0..20 {
+        noise.extend_from_slice(&block);
+        block = sha2::Sha256::digest(&block).to_vec();
+    }
+    let with = |selector: u8, max_frame: u16, first_seq: u8, stream: &[u8]| {
+        [
+            &[selector][..],
+            &max_frame.to_be_bytes(),
+            &[first_seq],
+            stream,
+        ]
+        .concat()
+    };
+    vec![
+        ("zlib-level1-queries", with(0b10, 16384, 0, &queries)),
+        ("zstd-level3-frames-of-100", with(0b111, 100, 250, &queries)),
+        (
+            "zlib-short",
+            with(0b10, 0xffff, 0, &pkt(0, b"\x03SELECT 1")),
+        ),
+        ("zstd-noise", with(0b11, 4096, 0, &noise)),
     ]
 }

@@ -11,6 +11,7 @@ pub mod auth;
 pub mod buf;
 pub mod capabilities;
 pub mod command;
+pub mod compress;
 pub mod handshake;
 pub mod packet;
 pub mod response;
