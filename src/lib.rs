@@ -36,6 +36,7 @@ pub mod launch;
 pub mod local;
 pub mod manual;
 pub mod mysql;
+pub mod postgres;
 pub mod progress;
 pub mod proxy;
 pub mod secret;

@@ -15,6 +15,10 @@ use rds_iam_proxy::mysql::proto::{
     AuthMoreData, AuthSwitchRequest, Capabilities, ComChangeUser, ErrPacket, HandshakeResponse41,
     HandshakeV10, SslRequest, codes, packet,
 };
+use rds_iam_proxy::postgres::proto::golden as pg;
+use rds_iam_proxy::postgres::proto::{
+    BackendKeyData, GssEncRequest, ProtocolVersion, StartupMessage,
+};
 use rds_iam_proxy::ssm::proto::message::{
     AgentMessage, FLAG_SYN, MessageId, MessageType, PayloadType, SCHEMA_VERSION,
 };
@@ -51,6 +55,7 @@ fn main() {
         ("health_request", health_request()),
         ("mysql_compress_decode", mysql_compress_decode()),
         ("mysql_compress_encode", mysql_compress_encode()),
+        ("postgres_startup", postgres_startup()),
     ] {
         for (name, bytes) in seeds {
             write(&dir.join(target), name, &bytes);
@@ -575,5 +580,73 @@ fn mysql_compress_encode() -> Seeds {
             with(0b10, 0xffff, 0, &pkt(0, b"\x03SELECT 1")),
         ),
         ("zstd-noise", with(0b11, 4096, 0, &noise)),
+    ]
+}
+
+/// PostgreSQL: psql's and PostgreSQL 15's captured bytes (`postgres::proto::golden`), and what
+/// Debian's 15 cannot show (protocol 3.2's StartupMessage and 32-byte key). Layout byte 0x00:
+/// frontend, one read; 0x80: backend, one read; low bits: read sizes (see the fuzz crate doc).
+fn postgres_startup() -> Seeds {
+    let cat = |layout: &[u8], parts: &[&[u8]]| {
+        let mut v = layout.to_vec();
+        for p in parts {
+            v.extend_from_slice(p);
+        }
+        v
+    };
+    let mut startup_3_2 = BytesMut::new();
+    GssEncRequest.encode(&mut startup_3_2);
+    StartupMessage::new(
+        ProtocolVersion::V3_2,
+        "iamuser",
+        &[("database", "app"), ("_pq_.fuzz", "on")],
+    )
+    .encode(&mut startup_3_2)
+    .unwrap();
+    let mut key_3_2 = BytesMut::new();
+    BackendKeyData {
+        process_id: 4242,
+        secret_key: Bytes::from(vec![0x5a; 32]),
+    }
+    .encode(&mut key_3_2)
+    .unwrap();
+    vec![
+        (
+            "fe-startup-password",
+            cat(&[0x00], &[pg::PSQL_STARTUP, pg::PSQL_BAD_PASSWORD]),
+        ),
+        (
+            "fe-ssl-startup",
+            cat(&[0x00], &[pg::PSQL_SSL_REQUEST, pg::PSQL_STARTUP]),
+        ),
+        ("fe-cancel", cat(&[0x00], &[pg::PSQL_CANCEL_REQUEST])),
+        ("fe-scram", cat(&[0x00], &[pg::PSQL_SCRAM_CLIENT])),
+        (
+            "fe-scram-chunked",
+            cat(&[0x03, 1, 3, 7], &[pg::PSQL_SCRAM_CLIENT]),
+        ),
+        ("fe-gssenc-3-2", cat(&[0x00], &[&startup_3_2])),
+        (
+            "be-login",
+            cat(
+                &[0x80],
+                &[pg::SERVER_CLEARTEXT_REQUEST, pg::SERVER_LOGIN_OK],
+            ),
+        ),
+        (
+            "be-login-chunked",
+            cat(&[0x82, 2, 9], &[pg::SERVER_LOGIN_OK]),
+        ),
+        ("be-pam-failed", cat(&[0x80], &[pg::SERVER_PAM_FAILED])),
+        ("be-scram", cat(&[0x80], &[pg::SERVER_SCRAM])),
+        ("be-md5", cat(&[0x80], &[pg::SERVER_MD5])),
+        (
+            "be-negotiate",
+            cat(&[0x80], &[pg::SERVER_NEGOTIATE_3_2, &key_3_2]),
+        ),
+        (
+            "be-notice-cancel",
+            cat(&[0x80], &[pg::SERVER_NOTICE, pg::SERVER_QUERY_CANCELED]),
+        ),
     ]
 }

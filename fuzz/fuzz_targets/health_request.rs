@@ -13,7 +13,9 @@ fuzz_target!(|data: &[u8]| {
     let mut first_answer: Option<(usize, Parsed<'_>)> = None;
     // Prefixes at a few cut points (every byte would be quadratic on long inputs).
     let step = (data.len() / 64).max(1);
-    let cuts = (0..data.len()).step_by(step).chain(std::iter::once(data.len()));
+    let cuts = (0..data.len())
+        .step_by(step)
+        .chain(std::iter::once(data.len()));
     for cut in cuts {
         let parsed = parse_request(&data[..cut]);
         match &parsed {
@@ -25,7 +27,10 @@ fuzz_target!(|data: &[u8]| {
                 assert!(path.starts_with('/'));
                 assert!(path.bytes().all(|b| b.is_ascii_graphic() && b != b'?'));
                 let end = data[..cut].windows(4).position(|w| w == b"\r\n\r\n");
-                assert!(end.is_some_and(|e| e + 4 <= MAX_REQUEST), "request without its head");
+                assert!(
+                    end.is_some_and(|e| e + 4 <= MAX_REQUEST),
+                    "request without its head"
+                );
             }
             Parsed::Reject(status, _) => assert!(matches!(status, 400 | 405 | 431)),
         }

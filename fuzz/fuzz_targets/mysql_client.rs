@@ -6,8 +6,10 @@
 
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
-use rds_iam_proxy::mysql::proto::{Capabilities, ComChangeUser, HandshakeResponse41, SslRequest, packet};
 use rds_iam_proxy::mysql::proto::packet::MAX_LOGIN_PAYLOAD;
+use rds_iam_proxy::mysql::proto::{
+    Capabilities, ComChangeUser, HandshakeResponse41, SslRequest, packet,
+};
 
 /// What mariadb and mysql clients ask for; COM_CHANGE_USER is read with these until the stream
 /// holds a HandshakeResponse41 whose flags take over (as the splice uses the client's flags).

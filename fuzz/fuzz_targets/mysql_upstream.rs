@@ -8,11 +8,11 @@
 use bytes::{Bytes, BytesMut};
 use libfuzzer_sys::fuzz_target;
 use rds_iam_proxy::mysql::proto::handshake::plugin;
+use rds_iam_proxy::mysql::proto::packet::MAX_LOGIN_PAYLOAD;
 use rds_iam_proxy::mysql::proto::{
     AuthMoreData, AuthSwitchRequest, Capabilities, ErrPacket, HandshakeV10, LoginReply, OkPacket,
     packet,
 };
-use rds_iam_proxy::mysql::proto::packet::MAX_LOGIN_PAYLOAD;
 
 fuzz_target!(|data: &[u8]| {
     let mut buf = BytesMut::from(data);

@@ -5,6 +5,7 @@
 pub mod aws_sim;
 pub mod clients;
 pub mod logged_proxy;
+pub mod postgres;
 pub mod process;
 pub mod proxy;
 pub mod upstream;
