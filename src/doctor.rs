@@ -305,7 +305,16 @@ async fn login_checks(
         Ok(reply) => reply,
         Err(e) => return r.fail("login", e),
     };
-    let failures = local.proxy().stats().failures_by_reason();
+    // The proxy counts a failed login once its connection task has sent the ERR, which can be
+    // just after the client read it: wait (briefly) for the count before naming the hop.
+    let mut failures = local.proxy().stats().failures_by_reason();
+    if reply.is_err() {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        while failures.is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            failures = local.proxy().stats().failures_by_reason();
+        }
+    }
     let tls_failed = failures.contains_key("tls") || failures.contains_key("upstream_no_tls");
     match reply {
         Ok(()) => {

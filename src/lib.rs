@@ -1,26 +1,48 @@
-//! rds-iam-proxy: a passwordless local MySQL endpoint for Amazon RDS / Aurora MySQL.
+//! rds-iam-proxy: a passwordless local database for Amazon RDS / Aurora with IAM authentication.
 //!
-//! A MySQL client connects to the proxy on 127.0.0.1 with a user name and no password. For each
-//! connection the proxy:
+//! A client connects to the proxy on 127.0.0.1 with a user name and no password. For each
+//! connection the proxy opens a stream to the database through a [`tunnel::Connector`] (plain TCP,
+//! or SSM Session Manager with no plugin), reads the server's greeting **before** greeting the
+//! client (so both legs agree on every capability that shapes the wire format), accepts the
+//! client's login locally, logs in upstream over TLS verified against the RDS endpoint name with a
+//! freshly minted IAM token (or, with `--secret`, a Secrets Manager password), and then relays the
+//! session byte for byte.
 //!
-//! 1. opens a stream to the database through a [`tunnel::Connector`] (plain TCP today, SSM Session
-//!    Manager next) and reads the server greeting **before** greeting the client, so both legs
-//!    agree on every capability that shapes the wire format ([`mysql::login`]);
-//! 2. accepts the client's login locally whatever it holds ([`mysql`] is the sans-IO codec);
-//! 3. upgrades the upstream leg to TLS, verified against the RDS endpoint name with the embedded
-//!    RDS CA bundle ([`tls`]), and logs in with an IAM token ([`iam`]) through
-//!    `mysql_clear_password` — or, with `--secret`, with the user name and password of a Secrets
-//!    Manager secret ([`proxy::password`]);
-//! 4. relays the session byte for byte, replaying `COM_CHANGE_USER` as an IAM login
-//!    ([`mysql::splice`]).
+//! The modules fall into four groups; arrows point down the list only.
 //!
-//! [`cli`] and [`config`] turn flags into a [`proxy::ProxyConfig`]; [`proxy::Proxy::serve`] runs the
-//! accept loop until a [`tokio_util::sync::CancellationToken`] fires ([`shutdown`]: signals,
-//! `POST /quitquitquit`). [`ssm`] holds the Session Manager data-channel layers the SSM transport
-//! is built on; [`http_proxy`] tunnels the connections the proxy dials itself (AWS API calls, the
-//! SSM WebSocket) through a corporate HTTP proxy; [`manual`] generates completions and man pages.
+//! **App** — what a person runs. [`cli`] parses flags, [`config`] and [`config_file`] turn them and
+//! the configuration file into one plan, [`launch`] resolves it against AWS (discovery, the SSM
+//! target resolver) and [`local`] starts a proxy in-process (for `serve`, `exec` and Rust test
+//! suites). [`doctor`] checks every hop, [`admin`] bootstraps the IAM database user, [`health`]
+//! serves readiness, metrics and `POST /quitquitquit`, [`shutdown`] turns signals into a
+//! cancellation, [`progress`] shows start-up steps, [`manual`] generates completions and man
+//! pages. `main.rs` only parses, runs and maps errors to exit codes.
+//!
+//! **Engine** — the wire protocols (DESIGN.md decision 14). [`proxy`] is what every engine shares:
+//! the listener with its limits, throttle and drain, per-connection statistics, and the engine
+//! seam. [`mysql`] is everything of MySQL's: its sans-IO codec in [`mysql::proto`] (packets,
+//! capability rules, the one upstream-auth exchange, the command scanner, protocol compression)
+//! and the I/O around it ([`mysql::login`] bridges a login, [`mysql::splice`] relays after it,
+//! replaying `COM_CHANGE_USER` as an IAM login). [`postgres`] holds PostgreSQL's sans-IO
+//! connection-phase codec, the start of the second engine.
+//!
+//! **Transport** — how bytes reach the database. [`tunnel`] is the `Connector` seam (`Direct`,
+//! `Ssm`); [`ssm`] is the Session Manager data channel: its sans-IO layer in [`ssm::proto`]
+//! (AgentMessage, payloads, reliable channel, smux, handshake) and the I/O around it (WebSocket,
+//! session actor, stream table, pool); [`spool`] holds bytes for a client that stopped reading;
+//! [`http_proxy`] tunnels the connections the proxy dials itself through a corporate HTTP proxy.
+//!
+//! **Shared** — leaves every group uses. [`iam`] mints and caches RDS IAM tokens from the default
+//! credential chain; [`tls`] builds the rustls configurations (RDS CA bundle, local ephemeral
+//! certificate); [`aws`] holds discovery (CloudFormation, RDS, ECS, EC2, STS), Secrets Manager and
+//! the SigV4 client they use; [`io`] the byte-stream types and socket options; [`secret`] keeps
+//! secrets out of `Debug`; [`text`] escapes peer-chosen text for logs and errors.
+//!
+//! The SSM simulator and the local AWS account that tests, benchmarks and newcomers use are not
+//! part of this crate: they are the `ssm-sim` crate (`crates/ssm-sim`), which depends on this one.
 
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod admin;
 pub mod aws;

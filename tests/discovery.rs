@@ -486,12 +486,17 @@ async fn metrics_show_ssm_sessions_and_reconnects() {
     let h = health.clone();
     let (code, ready) = blocking(move || get(&h, "/readiness")).await;
     assert_eq!(code, 200, "{ready}");
-    let h = health.clone();
-    let (_, m) = blocking(move || get(&h, "/metrics")).await;
-    assert!(
-        m.contains("rds_iam_proxy_ssm_sessions_live{database=\"default\"} 2"),
-        "{m}"
-    );
+    // Ready means one session is up; the pool's second one may still be opening.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let m = loop {
+        let h = health.clone();
+        let (_, m) = blocking(move || get(&h, "/metrics")).await;
+        if m.contains("rds_iam_proxy_ssm_sessions_live{database=\"default\"} 2") {
+            break m;
+        }
+        assert!(std::time::Instant::now() < deadline, "one session only:\n{m}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     assert!(
         sample(&m, "rds_iam_proxy_ssm_sessions_started_total") >= 2,
         "{m}"
