@@ -173,12 +173,60 @@ async fn bridge<P: Send + 'static>(
     peer: &Peer,
     pending: &mut Option<P>,
 ) -> Result<Established, Failure> {
-    let cfg = &inner.config;
-    let timeout = cfg.handshake_timeout;
-    let endpoint = cfg.endpoint();
+    prefetch_token(inner).await;
 
-    // With a fixed --db-user the token can be minted before the database's handshake clock
-    // starts; a failure here shows up again (and is reported) at the real use below.
+    // 1. Upstream first.
+    let (upstream, greeting) = upstream_greeting(inner).await?;
+
+    // Steps 2 and 3 end with the client authenticated locally. If they fail, the greeted
+    // upstream connection is not just dropped (the server would count an aborted handshake
+    // toward max_connect_errors): it is completed in the background (`complete_unused`).
+    let login = match client_phase(inner, leg, peer, pending, &greeting).await {
+        Ok(login) => login,
+        Err(f) => {
+            let from = Unused::Greeted {
+                upstream,
+                caps: greeting.capabilities,
+                character_set: greeting.character_set,
+                plugin: greeting.auth_plugin_name.clone(),
+            };
+            retire(inner, from, pending.take());
+            return Err(f);
+        }
+    };
+
+    // 4. Upstream: TLS, then the login.
+    let (upstream, ok_payload, db_user) =
+        upstream_login(inner, upstream, &greeting, &login).await?;
+
+    // 5. Finish the local login with the upstream's OK.
+    finish_client(leg, &login.response, ok_payload).await?;
+
+    let (client, client_read_ahead) = take(&mut leg.io).into_parts();
+    let (upstream, upstream_read_ahead) = upstream.into_parts();
+    Ok(Established {
+        client,
+        client_read_ahead,
+        upstream,
+        upstream_read_ahead,
+        session: Session {
+            client_caps: login.response.capabilities,
+            upstream_caps: login.upstream_caps,
+            upstream_plugin: greeting
+                .auth_plugin_name
+                .clone()
+                .unwrap_or_else(|| Bytes::from_static(plugin::MYSQL_NATIVE_PASSWORD.as_bytes())),
+            character_set: login.response.character_set,
+            connection_id: greeting.connection_id,
+            db_user,
+        },
+    })
+}
+
+/// With a fixed `--db-user` the token can be minted before the database's handshake clock
+/// starts; a failure here shows up again (and is reported) at the real use in [`upstream_login`].
+async fn prefetch_token(inner: &Shared) {
+    let cfg = &inner.config;
     if let Some(user) = cfg
         .db_user
         .as_ref()
@@ -186,8 +234,13 @@ async fn bridge<P: Send + 'static>(
     {
         let _ = inner.tokens.token(&cfg.token_request(user)).await;
     }
+}
 
-    // 1. Upstream first.
+/// Step 1: opens the upstream stream and reads its HandshakeV10. An ERR greeting is passed to the
+/// client as is; a server without the capabilities an IAM login needs is refused.
+async fn upstream_greeting(inner: &Shared) -> Result<(PacketStream, HandshakeV10), Failure> {
+    let timeout = inner.config.handshake_timeout;
+    let endpoint = inner.config.endpoint();
     let stream = inner.connector.connect().await.map_err(|e| Failure {
         side: Side::Upstream,
         reason: "upstream_unreachable",
@@ -233,217 +286,295 @@ async fn bridge<P: Send + 'static>(
             )),
         }
     })?;
-    let upstream_caps = greeting.capabilities;
-    if !upstream_caps.contains(Capabilities::UPSTREAM_REQUIRED) {
-        let missing = Capabilities::UPSTREAM_REQUIRED - upstream_caps;
-        let msg = if missing.contains(Capabilities::SSL) {
-            format!(
-                "the database {endpoint} does not offer TLS, and an IAM token is never sent in \
-                 cleartext. Enable TLS on the server (RDS and Aurora always offer it)."
-            )
-        } else {
-            format!("the database {endpoint} lacks required protocol features {missing:?}")
-        };
-        return Err(Failure {
-            side: Side::Upstream,
-            reason: "upstream_no_tls",
-            detail: msg.clone(),
-            reply: Some(ErrPacket::before_greeting(
-                codes::HANDSHAKE_ERROR,
-                format!("rds-iam-proxy: {msg}"),
-            )),
-        });
+    require_upstream_caps(greeting.capabilities, &endpoint)?;
+    Ok((upstream, greeting))
+}
+
+/// Refuses an upstream greeting that lacks [`Capabilities::UPSTREAM_REQUIRED`] (TLS above all:
+/// an IAM token is never sent in cleartext).
+fn require_upstream_caps(upstream: Capabilities, endpoint: &str) -> Result<(), Failure> {
+    if upstream.contains(Capabilities::UPSTREAM_REQUIRED) {
+        return Ok(());
     }
+    let missing = Capabilities::UPSTREAM_REQUIRED - upstream;
+    let msg = if missing.contains(Capabilities::SSL) {
+        format!(
+            "the database {endpoint} does not offer TLS, and an IAM token is never sent in \
+             cleartext. Enable TLS on the server (RDS and Aurora always offer it)."
+        )
+    } else {
+        format!("the database {endpoint} lacks required protocol features {missing:?}")
+    };
+    Err(Failure {
+        side: Side::Upstream,
+        reason: "upstream_no_tls",
+        detail: msg.clone(),
+        reply: Some(ErrPacket::before_greeting(
+            codes::HANDSHAKE_ERROR,
+            format!("rds-iam-proxy: {msg}"),
+        )),
+    })
+}
 
-    // Steps 2 and 3 end with the client authenticated locally. If they fail, the greeted
-    // upstream connection is not just dropped (the server would count an aborted handshake
-    // toward max_connect_errors): it is completed in the background (`complete_unused`).
-    let client_phase = async {
-        // 2. Greet the client with the upstream's identity.
-        let mut local_caps = upstream_caps - Capabilities::NEVER - Capabilities::SSL;
-        if inner.local_tls.is_some() {
-            local_caps = local_caps | Capabilities::SSL;
-        }
-        let local_greeting = HandshakeV10 {
-            server_version: greeting.server_version.clone(),
-            connection_id: greeting.connection_id,
-            auth_plugin_data: fresh_scramble(),
-            capabilities: local_caps,
-            character_set: greeting.character_set,
-            status_flags: greeting.status_flags,
-            auth_plugin_name: Some(Bytes::from_static(plugin::CACHING_SHA2_PASSWORD.as_bytes())),
+/// What steps 2 and 3 settle: the client's login, the database user, and the capabilities for
+/// the upstream leg.
+struct ClientLogin {
+    /// The client's HandshakeResponse41.
+    response: HandshakeResponse41,
+    /// The IAM database user (`--db-user`, or the client's user name).
+    db_user: String,
+    /// Capabilities for the upstream leg ([`negotiate_caps`]).
+    upstream_caps: Capabilities,
+}
+
+/// Steps 2 and 3: greets the client, reads and checks its login, gives back its place among the
+/// pending logins once it is authenticated locally, and negotiates the upstream capabilities.
+async fn client_phase<P>(
+    inner: &Shared,
+    leg: &mut ClientLeg,
+    peer: &Peer,
+    pending: &mut Option<P>,
+    greeting: &HandshakeV10,
+) -> Result<ClientLogin, Failure> {
+    let cfg = &inner.config;
+    let local_tls = inner.local_tls.is_some();
+    let scramble = greet_client(leg, greeting, local_tls).await?;
+    let response = read_client_login(inner, leg, peer, &scramble).await?;
+    // Authenticated locally: this login no longer counts against --max-pending-logins.
+    drop(pending.take());
+    let db_user = match &cfg.db_user {
+        Some(u) => u.clone(),
+        None => String::from_utf8(response.username.to_vec()).unwrap_or_default(),
+    };
+    if db_user.is_empty() && cfg.upstream_password.is_none() {
+        return Err(Failure::new(
+            Side::Client,
+            "no_user",
+            codes::ACCESS_DENIED,
+            b"28000",
+            "log in with your IAM database user name (any password, or none), or start the \
+             proxy with --db-user"
+                .into(),
+        ));
+    }
+    let upstream_caps = negotiate_caps(greeting.capabilities, local_tls, &response)?;
+    Ok(ClientLogin {
+        response,
+        db_user,
+        upstream_caps,
+    })
+}
+
+/// What the local greeting offers: the upstream's capabilities minus what the proxy owns
+/// ([`Capabilities::NEVER`], and TLS unless local TLS is on).
+fn local_caps(upstream: Capabilities, local_tls: bool) -> Capabilities {
+    let caps = upstream - Capabilities::NEVER - Capabilities::SSL;
+    if local_tls {
+        caps | Capabilities::SSL
+    } else {
+        caps
+    }
+}
+
+/// The capabilities of the upstream leg (DESIGN.md decision 1): the client's choice within what
+/// was offered locally, minus what the proxy owns, with TLS and pluggable auth forced on (and the
+/// length-encoded auth response when the server has it); the database and attribute flags only
+/// with a database and attributes. Refused when a framing flag would differ between the legs.
+fn negotiate_caps(
+    upstream: Capabilities,
+    local_tls: bool,
+    response: &HandshakeResponse41,
+) -> Result<Capabilities, Failure> {
+    let client_caps = response.capabilities;
+    let offered = local_caps(upstream, local_tls);
+    let forced = Capabilities::PROTOCOL_41
+        | Capabilities::SECURE_CONNECTION
+        | Capabilities::PLUGIN_AUTH
+        | (Capabilities::PLUGIN_AUTH_LENENC_CLIENT_DATA & upstream);
+    let mut caps = ((client_caps & offered) - Capabilities::NEVER - Capabilities::SSL)
+        | forced
+        | Capabilities::SSL;
+    if response.database.is_none() {
+        caps = caps - Capabilities::CONNECT_WITH_DB;
+    }
+    if response.connect_attrs.is_none() {
+        caps = caps - Capabilities::CONNECT_ATTRS;
+    }
+    // Clients may set flags that were not offered (mysql2 always sets QUERY_ATTRIBUTES) and then
+    // use only the intersection, as servers do: compare what each leg will actually use.
+    let mismatch = Capabilities((caps.0 ^ (client_caps & offered).0) & Capabilities::FRAMING.0);
+    if mismatch != Capabilities::EMPTY {
+        return Err(Failure::new(
+            Side::Client,
+            "capability_mismatch",
+            codes::HANDSHAKE_ERROR,
+            b"08S01",
+            format!(
+                "the client asked for {mismatch:?}, which the database did not offer; the \
+                 connection cannot be relayed safely"
+            ),
+        ));
+    }
+    Ok(caps)
+}
+
+/// Step 2: greets the client with the upstream's identity (version, connection id, charset,
+/// status), its capabilities minus what the proxy owns, and `caching_sha2_password` with a fresh
+/// scramble, which it returns.
+async fn greet_client(
+    leg: &mut ClientLeg,
+    greeting: &HandshakeV10,
+    local_tls: bool,
+) -> Result<Bytes, Failure> {
+    let local_greeting = HandshakeV10 {
+        server_version: greeting.server_version.clone(),
+        connection_id: greeting.connection_id,
+        auth_plugin_data: fresh_scramble(),
+        capabilities: local_caps(greeting.capabilities, local_tls),
+        character_set: greeting.character_set,
+        status_flags: greeting.status_flags,
+        auth_plugin_name: Some(Bytes::from_static(plugin::CACHING_SHA2_PASSWORD.as_bytes())),
+    };
+    let mut payload = BytesMut::new();
+    local_greeting.encode(&mut payload);
+    leg.io.queue(0, &payload);
+    // An error before the client's packet is decoded answers its seq 1 with seq 2.
+    leg.next_seq = 2;
+    leg.io
+        .flush()
+        .await
+        .map_err(|e| Failure::client_gone(ReadError::Io(e)))?;
+    Ok(local_greeting.auth_plugin_data)
+}
+
+/// Step 3: the client's HandshakeResponse41, after local TLS if it asks for it, within the
+/// pre-auth window; then its local password (`--local-password`) against `scramble`.
+async fn read_client_login(
+    inner: &Shared,
+    leg: &mut ClientLeg,
+    peer: &Peer,
+    scramble: &[u8],
+) -> Result<HandshakeResponse41, Failure> {
+    let cfg = &inner.config;
+    let window = cfg.handshake_timeout.min(PRE_AUTH_WINDOW);
+    let deadline = tokio::time::Instant::now() + window;
+    let left = || {
+        deadline
+            .saturating_duration_since(tokio::time::Instant::now())
+            .max(std::time::Duration::from_millis(1))
+    };
+    let in_window = |e: ReadError| match e {
+        ReadError::Timeout(_) => ReadError::Timeout(window),
+        other => other,
+    };
+    let mut packet = leg
+        .io
+        .read_packet(left())
+        .await
+        .map_err(|e| client_read_failure(in_window(e), "its login response"))?;
+    if SslRequest::matches(&packet.payload) {
+        let Some(acceptor) = &inner.local_tls else {
+            return Err(refuse_tls(inner, leg, packet.seq).await);
         };
-        let mut payload = BytesMut::new();
-        local_greeting.encode(&mut payload);
-        leg.io.queue(0, &payload);
-        // An error before the client's packet is decoded answers its seq 1 with seq 2.
-        leg.next_seq = 2;
-        leg.io
-            .flush()
+        // Bytes read past the SSLRequest are the start of the client's TLS handshake (clients
+        // may send both in one write): hand them to the TLS acceptor, never to MySQL parsing.
+        let (raw, ahead) = take(&mut leg.io).into_parts();
+        let raw = Prefixed::new(ahead.freeze(), raw);
+        let tls = tokio::time::timeout(left(), acceptor.accept(raw))
             .await
-            .map_err(|e| Failure::client_gone(ReadError::Io(e)))?;
-
-        // 3. The client's response, after local TLS if asked for, within the pre-auth window.
-        let window = timeout.min(PRE_AUTH_WINDOW);
-        let deadline = tokio::time::Instant::now() + window;
-        let left = || {
-            deadline
-                .saturating_duration_since(tokio::time::Instant::now())
-                .max(std::time::Duration::from_millis(1))
-        };
-        let in_window = |e: ReadError| match e {
-            ReadError::Timeout(_) => ReadError::Timeout(window),
-            other => other,
-        };
-        let mut packet = leg
+            .map_err(|_| Failure::client_gone(ReadError::Timeout(window)))?
+            .map_err(|e| Failure {
+                side: Side::Client,
+                reason: "client_tls",
+                detail: format!("local TLS handshake failed: {e}"),
+                reply: None,
+            })?;
+        leg.io = PacketStream::new(Box::new(tls), BytesMut::new());
+        leg.next_seq = 3;
+        packet = leg
             .io
             .read_packet(left())
             .await
             .map_err(|e| client_read_failure(in_window(e), "its login response"))?;
-        if SslRequest::matches(&packet.payload) {
-            let Some(acceptor) = &inner.local_tls else {
-                return Err(refuse_tls(inner, leg, packet.seq).await);
-            };
-            // Bytes read past the SSLRequest are the start of the client's TLS handshake (clients
-            // may send both in one write): hand them to the TLS acceptor, never to MySQL parsing.
-            let (raw, ahead) = take(&mut leg.io).into_parts();
-            let raw = Prefixed::new(ahead.freeze(), raw);
-            let tls = tokio::time::timeout(left(), acceptor.accept(raw))
-                .await
-                .map_err(|_| Failure::client_gone(ReadError::Timeout(window)))?
-                .map_err(|e| Failure {
-                    side: Side::Client,
-                    reason: "client_tls",
-                    detail: format!("local TLS handshake failed: {e}"),
-                    reply: None,
-                })?;
-            leg.io = PacketStream::new(Box::new(tls), BytesMut::new());
-            leg.next_seq = 3;
-            packet = leg
-                .io
-                .read_packet(left())
-                .await
-                .map_err(|e| client_read_failure(in_window(e), "its login response"))?;
-        }
-        leg.next_seq = packet.seq.wrapping_add(1);
-        let response = HandshakeResponse41::decode(&packet.payload).map_err(|e| {
-            Failure::new(
-                Side::Client,
-                "client_protocol",
-                codes::HANDSHAKE_ERROR,
-                b"08S01",
-                format!("malformed login packet from the client: {e}"),
-            )
-        })?;
-        if let Some(verifier) = &cfg.local_password {
-            let key = PeerKey::from(peer);
-            let now = std::time::Instant::now();
-            if let Some(left) = inner.password_throttle.locked_out(&key, now) {
-                return Err(Failure::new(
-                    Side::Client,
-                    "local_password_throttled",
-                    codes::ACCESS_DENIED,
-                    b"28000",
-                    format!(
-                        "too many wrong local passwords from this address; the password was not \
-                     checked. Try again in {}s",
-                        left.as_secs().max(1)
-                    ),
-                ));
-            }
-            let plugin_name = response
-                .auth_plugin_name
-                .as_deref()
-                .filter(|_| response.capabilities.contains(Capabilities::PLUGIN_AUTH));
-            if !verifier.verify(
-                plugin_name,
-                &local_greeting.auth_plugin_data,
-                &response.auth_response,
-            ) {
-                let delay = inner.password_throttle.failed(key, now);
-                return Err(Failure::new(
-                    Side::Client,
-                    "local_password",
-                    codes::ACCESS_DENIED,
-                    b"28000",
-                    format!(
-                        "wrong or missing local password (this proxy was started with \
-                     --local-password); the next attempt from this address is checked after {}s",
-                        delay.as_secs()
-                    ),
-                ));
-            }
-            inner.password_throttle.succeeded(&key);
-        }
-        // Authenticated locally: this login no longer counts against --max-pending-logins.
-        drop(pending.take());
-        let client_caps = response.capabilities;
-        let db_user = match &cfg.db_user {
-            Some(u) => u.clone(),
-            None => String::from_utf8(response.username.to_vec()).unwrap_or_default(),
-        };
-        if db_user.is_empty() && cfg.upstream_password.is_none() {
-            return Err(Failure::new(
-                Side::Client,
-                "no_user",
-                codes::ACCESS_DENIED,
-                b"28000",
-                "log in with your IAM database user name (any password, or none), or start the \
-             proxy with --db-user"
-                    .into(),
-            ));
-        }
-
-        // Capabilities for the upstream leg: the client's choice within what was offered, with TLS
-        // and pluggable auth forced on; framing flags must come out identical.
-        let forced = Capabilities::PROTOCOL_41
-            | Capabilities::SECURE_CONNECTION
-            | Capabilities::PLUGIN_AUTH
-            | (Capabilities::PLUGIN_AUTH_LENENC_CLIENT_DATA & upstream_caps);
-        let mut r_caps = ((client_caps & local_caps) - Capabilities::NEVER - Capabilities::SSL)
-            | forced
-            | Capabilities::SSL;
-        if response.database.is_none() {
-            r_caps = r_caps - Capabilities::CONNECT_WITH_DB;
-        }
-        if response.connect_attrs.is_none() {
-            r_caps = r_caps - Capabilities::CONNECT_ATTRS;
-        }
-        // Clients may set flags that were not offered (mysql2 always sets QUERY_ATTRIBUTES) and then
-        // use only the intersection, as servers do: compare what each leg will actually use.
-        let mismatch =
-            Capabilities((r_caps.0 ^ (client_caps & local_caps).0) & Capabilities::FRAMING.0);
-        if mismatch != Capabilities::EMPTY {
-            return Err(Failure::new(
-                Side::Client,
-                "capability_mismatch",
-                codes::HANDSHAKE_ERROR,
-                b"08S01",
-                format!(
-                    "the client asked for {mismatch:?}, which the database did not offer; the \
-                 connection cannot be relayed safely"
-                ),
-            ));
-        }
-
-        Ok::<_, Failure>((response, client_caps, db_user, r_caps))
     }
-    .await;
-    let (response, client_caps, db_user, r_caps) = match client_phase {
-        Ok(x) => x,
-        Err(f) => {
-            let from = Unused::Greeted {
-                upstream,
-                caps: upstream_caps,
-                character_set: greeting.character_set,
-                plugin: greeting.auth_plugin_name.clone(),
-            };
-            retire(inner, from, pending.take());
-            return Err(f);
-        }
-    };
+    leg.next_seq = packet.seq.wrapping_add(1);
+    let response = HandshakeResponse41::decode(&packet.payload).map_err(|e| {
+        Failure::new(
+            Side::Client,
+            "client_protocol",
+            codes::HANDSHAKE_ERROR,
+            b"08S01",
+            format!("malformed login packet from the client: {e}"),
+        )
+    })?;
+    check_local_password(inner, peer, scramble, &response)?;
+    Ok(response)
+}
 
-    // 4. Upstream: TLS, then the login. The token or password is fetched while TLS is negotiated.
+/// With `--local-password`: refuses a locked-out peer unchecked, else checks the client's
+/// answer to `scramble` and updates the peer's throttle.
+fn check_local_password(
+    inner: &Shared,
+    peer: &Peer,
+    scramble: &[u8],
+    response: &HandshakeResponse41,
+) -> Result<(), Failure> {
+    let Some(verifier) = &inner.config.local_password else {
+        return Ok(());
+    };
+    let key = PeerKey::from(peer);
+    let now = std::time::Instant::now();
+    if let Some(left) = inner.password_throttle.locked_out(&key, now) {
+        return Err(Failure::new(
+            Side::Client,
+            "local_password_throttled",
+            codes::ACCESS_DENIED,
+            b"28000",
+            format!(
+                "too many wrong local passwords from this address; the password was not \
+                 checked. Try again in {}s",
+                left.as_secs().max(1)
+            ),
+        ));
+    }
+    let plugin_name = response
+        .auth_plugin_name
+        .as_deref()
+        .filter(|_| response.capabilities.contains(Capabilities::PLUGIN_AUTH));
+    if !verifier.verify(plugin_name, scramble, &response.auth_response) {
+        let delay = inner.password_throttle.failed(key, now);
+        return Err(Failure::new(
+            Side::Client,
+            "local_password",
+            codes::ACCESS_DENIED,
+            b"28000",
+            format!(
+                "wrong or missing local password (this proxy was started with \
+                 --local-password); the next attempt from this address is checked after {}s",
+                delay.as_secs()
+            ),
+        ));
+    }
+    inner.password_throttle.succeeded(&key);
+    Ok(())
+}
+
+/// Step 4: SSLRequest and TLS verified against the endpoint name, the token or password fetched
+/// meanwhile, then the HandshakeResponse41 and the auth exchange of [`auth`]. Returns the TLS
+/// stream, the server's OK payload and the user logged in. A credential refused by the server
+/// invalidates the cached token (or re-reads the secret) for the next login.
+async fn upstream_login(
+    inner: &Arc<Shared>,
+    upstream: PacketStream,
+    greeting: &HandshakeV10,
+    login: &ClientLogin,
+) -> Result<(PacketStream, Bytes, String), Failure> {
+    let cfg = &inner.config;
+    let timeout = cfg.handshake_timeout;
+    let endpoint = cfg.endpoint();
+    let response = &login.response;
+    let r_caps = login.upstream_caps;
+    let db_user = &login.db_user;
     let ssl_request = SslRequest {
         capabilities: r_caps,
         max_packet_size: response.max_packet_size,
@@ -458,11 +589,11 @@ async fn bridge<P: Send + 'static>(
     );
     let iam = IamLogin {
         endpoint: &endpoint,
-        user: &db_user,
+        user: db_user,
         region: &cfg.region,
         phase: Phase::Login,
     };
-    let token_request = cfg.token_request(&db_user);
+    let token_request = cfg.token_request(db_user);
     let credential = async {
         match &cfg.upstream_password {
             Some(source) => source.credentials().await.map(Kept::Password).map_err(|e| {
@@ -552,9 +683,16 @@ async fn bridge<P: Send + 'static>(
             return Err(refusal(e));
         }
     };
-    let db_user = username;
+    Ok((upstream, ok_payload, username))
+}
 
-    // 5. Finish the local login with the upstream's OK.
+/// Step 5: finishes the local login with the upstream's OK (fast-auth-OK first when the client
+/// sent a caching_sha2 scramble).
+async fn finish_client(
+    leg: &mut ClientLeg,
+    response: &HandshakeResponse41,
+    ok_payload: Bytes,
+) -> Result<(), Failure> {
     for payload in auth::local_success(
         response.auth_plugin_name.as_deref(),
         &response.auth_response,
@@ -565,27 +703,7 @@ async fn bridge<P: Send + 'static>(
     leg.io
         .flush()
         .await
-        .map_err(|e| Failure::client_gone(ReadError::Io(e)))?;
-
-    let (client, client_read_ahead) = take(&mut leg.io).into_parts();
-    let (upstream, upstream_read_ahead) = upstream.into_parts();
-    Ok(Established {
-        client,
-        client_read_ahead,
-        upstream,
-        upstream_read_ahead,
-        session: Session {
-            client_caps,
-            upstream_caps: r_caps,
-            upstream_plugin: greeting
-                .auth_plugin_name
-                .clone()
-                .unwrap_or_else(|| Bytes::from_static(plugin::MYSQL_NATIVE_PASSWORD.as_bytes())),
-            character_set: response.character_set,
-            connection_id: greeting.connection_id,
-            db_user,
-        },
-    })
+        .map_err(|e| Failure::client_gone(ReadError::Io(e)))
 }
 
 /// How long a client has, from the greeting, to send its login (TLS included): less than the
@@ -919,4 +1037,170 @@ fn tls_failure(inner: &Shared, endpoint: &str, e: std::io::Error) -> Failure {
         format!("the TLS handshake with {endpoint} failed: {e}")
     };
     Failure::new(Side::Upstream, "tls", codes::UPSTREAM_ERROR, b"HY000", msg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A server offering every standard flag but query attributes (a MariaDB-like greeting).
+    fn server() -> Capabilities {
+        Capabilities(0xffff_ffff) - Capabilities::QUERY_ATTRIBUTES
+    }
+
+    /// What a typical client sends: 4.1 auth, pluggable auth, framing flags, no TLS.
+    fn client() -> Capabilities {
+        Capabilities::LONG_PASSWORD
+            | Capabilities::FOUND_ROWS
+            | Capabilities::PROTOCOL_41
+            | Capabilities::SECURE_CONNECTION
+            | Capabilities::TRANSACTIONS
+            | Capabilities::MULTI_RESULTS
+            | Capabilities::PS_MULTI_RESULTS
+            | Capabilities::PLUGIN_AUTH
+            | Capabilities::PLUGIN_AUTH_LENENC_CLIENT_DATA
+            | Capabilities::DEPRECATE_EOF
+    }
+
+    fn response(caps: Capabilities) -> HandshakeResponse41 {
+        HandshakeResponse41 {
+            capabilities: caps,
+            max_packet_size: 16 * 1024 * 1024,
+            character_set: 45,
+            username: Bytes::from_static(b"app"),
+            auth_response: Bytes::new(),
+            database: None,
+            auth_plugin_name: Some(Bytes::from_static(b"caching_sha2_password")),
+            connect_attrs: None,
+            zstd_level: None,
+        }
+    }
+
+    fn negotiated(upstream: Capabilities, caps: Capabilities) -> Capabilities {
+        negotiate_caps(upstream, false, &response(caps)).expect("negotiates")
+    }
+
+    #[test]
+    fn local_greeting_strips_what_the_proxy_owns() {
+        let offered = local_caps(server(), false);
+        assert!(!offered.intersects(Capabilities::NEVER), "{offered:?}");
+        assert!(!offered.contains(Capabilities::SSL));
+        assert_eq!(offered, server() - Capabilities::NEVER - Capabilities::SSL);
+    }
+
+    #[test]
+    fn local_greeting_offers_tls_only_with_local_tls() {
+        assert!(local_caps(server(), true).contains(Capabilities::SSL));
+        assert!(!local_caps(server(), false).contains(Capabilities::SSL));
+    }
+
+    #[test]
+    fn upstream_gets_the_clients_flags_within_the_offer() {
+        let caps = negotiated(server(), client() | Capabilities::INTERACTIVE);
+        assert!(
+            caps.contains(client() | Capabilities::INTERACTIVE),
+            "{caps:?}"
+        );
+        assert!(!caps.contains(Capabilities::LOCAL_FILES), "not asked for");
+    }
+
+    #[test]
+    fn upstream_always_gets_tls() {
+        assert!(negotiated(server(), client()).contains(Capabilities::SSL));
+        let with_local_tls =
+            negotiate_caps(server(), true, &response(client() | Capabilities::SSL))
+                .expect("negotiates");
+        assert!(with_local_tls.contains(Capabilities::SSL));
+    }
+
+    #[test]
+    fn upstream_gets_pluggable_auth_even_when_the_client_lacks_it() {
+        let caps = negotiated(
+            server(),
+            client() - Capabilities::PLUGIN_AUTH - Capabilities::PLUGIN_AUTH_LENENC_CLIENT_DATA,
+        );
+        assert!(caps.contains(Capabilities::PLUGIN_AUTH | Capabilities::SECURE_CONNECTION));
+        assert!(caps.contains(Capabilities::PLUGIN_AUTH_LENENC_CLIENT_DATA));
+    }
+
+    #[test]
+    fn lenenc_auth_data_only_when_the_server_has_it() {
+        let old_server = server() - Capabilities::PLUGIN_AUTH_LENENC_CLIENT_DATA;
+        let caps = negotiated(old_server, client());
+        assert!(!caps.contains(Capabilities::PLUGIN_AUTH_LENENC_CLIENT_DATA));
+    }
+
+    #[test]
+    fn compression_and_mfa_never_go_upstream() {
+        let asked = client()
+            | Capabilities::COMPRESS
+            | Capabilities::ZSTD_COMPRESSION_ALGORITHM
+            | Capabilities::MULTI_FACTOR_AUTHENTICATION
+            | Capabilities::SSL_VERIFY_SERVER_CERT;
+        let caps = negotiated(server(), asked);
+        assert!(!caps.intersects(Capabilities::NEVER), "{caps:?}");
+    }
+
+    #[test]
+    fn connect_with_db_only_with_a_database() {
+        let asked = client() | Capabilities::CONNECT_WITH_DB;
+        assert!(!negotiated(server(), asked).contains(Capabilities::CONNECT_WITH_DB));
+        let mut with_db = response(asked);
+        with_db.database = Some(Bytes::from_static(b"shop"));
+        let caps = negotiate_caps(server(), false, &with_db).expect("negotiates");
+        assert!(caps.contains(Capabilities::CONNECT_WITH_DB));
+    }
+
+    #[test]
+    fn connect_attrs_only_with_attributes() {
+        let asked = client() | Capabilities::CONNECT_ATTRS;
+        assert!(!negotiated(server(), asked).contains(Capabilities::CONNECT_ATTRS));
+        let mut with_attrs = response(asked);
+        with_attrs.connect_attrs = Some(vec![(
+            Bytes::from_static(b"_client_name"),
+            Bytes::from_static(b"test"),
+        )]);
+        let caps = negotiate_caps(server(), false, &with_attrs).expect("negotiates");
+        assert!(caps.contains(Capabilities::CONNECT_ATTRS));
+    }
+
+    #[test]
+    fn framing_flags_not_offered_are_ignored_on_both_legs() {
+        // mysql2 always sets QUERY_ATTRIBUTES; the server() greeting did not offer it.
+        let caps = negotiated(server(), client() | Capabilities::QUERY_ATTRIBUTES);
+        assert!(!caps.contains(Capabilities::QUERY_ATTRIBUTES));
+    }
+
+    #[test]
+    fn framing_flags_that_would_differ_are_refused() {
+        // Without PROTOCOL_41 the client would frame differently from the forced upstream leg.
+        let f = negotiate_caps(
+            server(),
+            false,
+            &response(client() - Capabilities::PROTOCOL_41),
+        )
+        .expect_err("refused");
+        assert_eq!(f.reason, "capability_mismatch");
+        assert_eq!(f.side, Side::Client);
+        let reply = f.reply.expect("an ERR for the client");
+        assert_eq!(reply.code, codes::HANDSHAKE_ERROR);
+        assert!(f.detail.contains("PROTOCOL_41"), "{}", f.detail);
+    }
+
+    #[test]
+    fn an_upstream_without_tls_is_refused() {
+        let f =
+            require_upstream_caps(server() - Capabilities::SSL, "db:3306").expect_err("refused");
+        assert_eq!(f.reason, "upstream_no_tls");
+        assert!(f.detail.contains("does not offer TLS"), "{}", f.detail);
+    }
+
+    #[test]
+    fn an_upstream_without_pluggable_auth_is_refused() {
+        let f = require_upstream_caps(server() - Capabilities::PLUGIN_AUTH, "db:3306")
+            .expect_err("refused");
+        assert_eq!(f.reason, "upstream_no_tls");
+        assert!(f.detail.contains("PLUGIN_AUTH"), "{}", f.detail);
+        assert!(require_upstream_caps(server(), "db:3306").is_ok());
+    }
 }
