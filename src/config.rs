@@ -10,8 +10,7 @@ use crate::aws::stack::DEFAULT_STACK_NAME;
 use crate::cli::ServeArgs;
 use crate::config_file::File;
 use crate::iam;
-use crate::mysql::proto::scramble::PasswordVerifier;
-use crate::proxy::ProxyConfig;
+use crate::proxy::{LocalPassword, ProxyConfig};
 use crate::tls::CaSource;
 
 /// The default MySQL port, used when an endpoint omits it.
@@ -518,7 +517,7 @@ pub fn build(args: &ServeArgs, aws_region: Option<String>) -> Result<Config, Err
         None => CaSource::Embedded,
     };
     proxy.local_tls = args.local_tls;
-    proxy.local_password = local_password.map(|p| PasswordVerifier::new(p.expose()));
+    proxy.local_password = local_password.map(|p| LocalPassword::new(p.expose()));
     proxy.direct_auth = args.direct_auth;
     if let Some(t) = args.handshake_timeout {
         proxy.handshake_timeout = t;

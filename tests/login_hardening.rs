@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use rds_iam_proxy::iam::{self, AuthToken, TokenCache, TokenRequest, TokenSource};
-use rds_iam_proxy::mysql::proto::scramble::PasswordVerifier;
 use rds_iam_proxy::mysql::proto::{ComChangeUser, ErrPacket};
+use rds_iam_proxy::proxy::LocalPassword;
 use support::fake::*;
 
 /// The proxy's per-step login timeout in these tests.
@@ -283,7 +283,7 @@ async fn local_password_login(h: &Harness, password: &str) -> (TestClient, Serve
 async fn wrong_local_passwords_lock_the_peer_out_for_a_growing_delay() {
     let h = Harness::start(|c| {
         c.handshake_timeout = TIMEOUT;
-        c.local_password = Some(PasswordVerifier::new("s3cret"));
+        c.local_password = Some(LocalPassword::new("s3cret"));
     })
     .await;
     let (mut client, _server) = local_password_login(&h, "guess").await;

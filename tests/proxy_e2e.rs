@@ -285,10 +285,10 @@ async fn failures_reach_the_client_as_mysql_errors_and_the_proxy_keeps_serving()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_local_password_is_checked_from_the_clients_scramble() {
-    use rds_iam_proxy::mysql::proto::scramble::PasswordVerifier;
+    use rds_iam_proxy::proxy::LocalPassword;
     let up = RdsLikeUpstream::start();
     let px = RunningProxy::start(&UpstreamSpec::of(&up), |c| {
-        c.local_password = Some(PasswordVerifier::new("local pw!"))
+        c.local_password = Some(LocalPassword::new("local pw!"))
     })
     .await;
     let with_pass = |pass: Option<&str>| {

@@ -1,14 +1,13 @@
-//! The proxy engine: accepts local MySQL clients and, for each, runs the login bridge
-//! ([`login`]) and then the splice ([`splice`]).
+//! The engine-neutral proxy: accepts local clients, applies the connection limits and, for each
+//! client, hands the connection to the configured [`Engine`] ([`engine`]: login bridge, then
+//! relay; or the engine's own refusal when over a limit).
 //!
-//! The engine sees a [`ProxyConfig`] and two injected seams — how to reach the database
+//! The proxy sees a [`ProxyConfig`] and two injected seams — how to reach the database
 //! ([`Connector`]) and where IAM tokens come from ([`TokenSource`]) — so every path runs offline in
 //! tests. [`Proxy::serve`] takes an already bound listener and a cancellation token; `main` passes
 //! signals, tests pass their own.
-//!
-//! [`client`] is the upstream leg on its own: a small MySQL client with a password login over the
-//! same verified TLS upgrade ([`framed::PacketStream::start_tls`]), for `rds-iam-proxy admin`.
 
+pub mod engine;
 pub mod listener;
 pub mod password;
 pub mod stats;
@@ -16,6 +15,7 @@ pub mod throttle;
 
 /// Client-chosen text made fit for logs and messages (kept here for the callers that name it so).
 pub use crate::text::printable;
+pub use engine::{Engine, LocalPassword};
 pub use listener::{Listener, Peer};
 pub use stats::Stats;
 
@@ -32,9 +32,6 @@ use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::iam::{TokenRequest, TokenSource};
-use crate::mysql::proto::scramble::PasswordVerifier;
-use crate::mysql::proto::{ErrPacket, codes, packet};
-use crate::mysql::{login, splice};
 use crate::spool::{SpoolBudget, SpoolLimits};
 use crate::tls::{self, CaSource};
 use crate::tunnel::{BoxStream, Connector};
@@ -73,6 +70,8 @@ pub const DEFAULT_MAX_PENDING_LOGINS: usize = 32;
 /// What the engine needs to know; built from the command line by `config`.
 #[derive(Clone, Debug)]
 pub struct ProxyConfig {
+    /// The wire protocol spoken to clients and the database.
+    pub engine: Engine,
     /// The RDS endpoint host: the name the token is signed for and TLS verifies.
     pub endpoint_host: String,
     /// The RDS endpoint port (signed into the token).
@@ -89,15 +88,15 @@ pub struct ProxyConfig {
     pub direct_auth: bool,
     /// Time allowed for each login step.
     pub handshake_timeout: Duration,
-    /// Cap on simultaneous client connections; more are answered with ERR 1040.
+    /// Cap on simultaneous client connections; more are refused (MySQL: ERR 1040).
     pub max_connections: usize,
-    /// Cap on logins not yet authenticated locally; more are answered with ERR 1040 at once,
+    /// Cap on logins not yet authenticated locally; more are refused at once (MySQL: ERR 1040),
     /// before any database connection is opened for them.
     pub max_pending_logins: usize,
     /// How long open connections may finish after shutdown is requested.
     pub shutdown_grace: Duration,
     /// Require this local password from clients (checked from its scramble, never in clear).
-    pub local_password: Option<PasswordVerifier>,
+    pub local_password: Option<LocalPassword>,
     /// Bounds on what is held for clients that stop reading over a shared transport.
     pub spool: SpoolLimits,
     /// Where spool files go (the system's temporary directory when `None`).
@@ -114,6 +113,7 @@ impl ProxyConfig {
         region: impl Into<String>,
     ) -> Self {
         ProxyConfig {
+            engine: Engine::default(),
             endpoint_host: endpoint_host.into(),
             endpoint_port,
             region: region.into(),
@@ -297,7 +297,12 @@ impl Proxy {
             self.inner.stats.total.fetch_add(1, Ordering::Relaxed);
             let Ok(permit) = limit.clone().try_acquire_owned() else {
                 self.inner.stats.refused.fetch_add(1, Ordering::Relaxed);
-                tracker.spawn(refuse_busy(stream, busy_connections(&self.inner.config)));
+                tracker.spawn(
+                    self.inner
+                        .config
+                        .engine
+                        .refuse(stream, busy_connections(&self.inner.config)),
+                );
                 continue;
             };
             // Before any database connection is opened for it: a flood of sockets that never
@@ -309,7 +314,12 @@ impl Proxy {
                     .refused_pending
                     .fetch_add(1, Ordering::Relaxed);
                 warn!(%peer, "refused: too many logins in progress (--max-pending-logins)");
-                tracker.spawn(refuse_busy(stream, busy_logins(&self.inner.config)));
+                tracker.spawn(
+                    self.inner
+                        .config
+                        .engine
+                        .refuse(stream, busy_logins(&self.inner.config)),
+                );
                 continue;
             };
             let inner = self.inner.clone();
@@ -387,17 +397,6 @@ fn busy_logins(cfg: &ProxyConfig) -> String {
     )
 }
 
-/// Tells a client over a limit why it is refused, in place of a greeting.
-async fn refuse_busy(mut stream: BoxStream, msg: String) {
-    use tokio::io::AsyncWriteExt;
-    let err = ErrPacket::before_greeting(codes::TOO_MANY_CONNECTIONS, msg);
-    let mut payload = bytes::BytesMut::new();
-    err.encode(&mut payload);
-    let mut out = bytes::BytesMut::new();
-    packet::encode(0, &payload, &mut out);
-    let _ = tokio::time::timeout(Duration::from_secs(5), stream.write_all(&out)).await;
-}
-
 /// Counts a connection as open for as long as it lives, however its task ends (finished,
 /// cancelled by shutdown, or panicked).
 struct OpenGuard<'a>(&'a Stats);
@@ -415,7 +414,7 @@ impl Drop for OpenGuard<'_> {
     }
 }
 
-/// One client connection: login, then splice; logs how it ended.
+/// One client connection: handed to the engine (login, then relay), counted as open meanwhile.
 async fn handle(
     inner: Arc<Shared>,
     stream: BoxStream,
@@ -423,52 +422,11 @@ async fn handle(
     pending: tokio::sync::OwnedSemaphorePermit,
 ) {
     let _open = OpenGuard::new(&inner.stats);
-    let started = Instant::now();
+    let report = engine::Report::new(&inner, Instant::now());
     debug!("accepted");
-    match login::run(&inner, stream, &peer, pending).await {
-        Err(f) => {
-            inner.stats.login_failed(f.reason);
-            warn!(
-                side = %f.side,
-                reason = f.reason,
-                "login failed: {}",
-                printable(&f.detail)
-            );
-        }
-        Ok(est) => {
-            inner.stats.logins.fetch_add(1, Ordering::Relaxed);
-            inner.stats.login_latency.observe(started.elapsed());
-            info!(
-                user = %printable(&est.session.db_user),
-                upstream_conn_id = est.session.connection_id,
-                login_ms = started.elapsed().as_millis() as u64,
-                "logged in"
-            );
-            let end = splice::run(
-                inner.clone(),
-                est.client,
-                est.client_read_ahead,
-                est.upstream,
-                est.upstream_read_ahead,
-                est.session,
-            )
-            .await;
-            match &end.error {
-                None => info!(
-                    closed_by = %end.closed_by,
-                    bytes_up = end.bytes_up,
-                    bytes_down = end.bytes_down,
-                    secs = started.elapsed().as_secs(),
-                    "connection closed"
-                ),
-                Some(e) => warn!(
-                    closed_by = %end.closed_by,
-                    bytes_up = end.bytes_up,
-                    bytes_down = end.bytes_down,
-                    secs = started.elapsed().as_secs(),
-                    "connection ended with error: {e}"
-                ),
-            }
-        }
-    }
+    inner
+        .config
+        .engine
+        .serve(inner.clone(), stream, &peer, pending, report)
+        .await;
 }
