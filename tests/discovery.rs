@@ -494,7 +494,10 @@ async fn metrics_show_ssm_sessions_and_reconnects() {
         if m.contains("rds_iam_proxy_ssm_sessions_live{database=\"default\"} 2") {
             break m;
         }
-        assert!(std::time::Instant::now() < deadline, "one session only:\n{m}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "one session only:\n{m}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert!(
