@@ -556,7 +556,14 @@ async fn pause_reading(shared: Arc<Shared>, every: Duration) {
     );
     loop {
         tokio::time::sleep(every).await;
-        if Instant::now() >= shared.deadline {
+        // Like the workers, past the deadline only until one pause has been read back whole
+        // (a loaded machine can have the termination cut every earlier one), for at most two
+        // watchdog periods.
+        let now = Instant::now();
+        if now >= shared.deadline
+            && (lock(&shared.tally).pauses > 0
+                || now >= shared.deadline + 2 * shared.config.watchdog)
+        {
             return;
         }
         let Some(mut conn) = connect(&shared, WORKER).await else {
