@@ -13,7 +13,7 @@ use super::{DirError, write_client};
 use crate::mysql::proto::auth::{self, Credential, Exchange, IamLogin, Next, Phase};
 use crate::mysql::proto::packet::{self, MAX_LOGIN_PAYLOAD};
 use crate::mysql::proto::{Capabilities, ComChangeUser, ErrPacket, codes};
-use crate::proxy::{Shared, Side};
+use crate::proxy::shared::{Shared, Side};
 
 /// Replays a client's COM_CHANGE_USER upstream as an IAM login for the new user and relays the
 /// outcome. `Ok` means the change succeeded and the session goes on as the new user. Any failure
@@ -94,7 +94,7 @@ where
         Ok(t) => t,
         Err(e) => return fail(client_w, Side::Proxy, iam.no_token(&e).reply, &[]).await,
     };
-    tracing::info!(user = %crate::proxy::printable(&db_user), "change user");
+    tracing::info!(user = %crate::text::printable(&db_user), "change user");
     let upstream_caps = session.upstream_caps;
     let (mut exchange, first) = match Exchange::start(
         Credential::IamToken(token.expose()),

@@ -36,9 +36,10 @@ use crate::mysql::proto::handshake::plugin;
 use crate::mysql::proto::{
     Capabilities, ErrPacket, HandshakeResponse41, HandshakeV10, SslRequest, codes,
 };
+use crate::proxy::listener::Peer;
 use crate::proxy::password::DbCredentials;
+use crate::proxy::shared::{Shared, Side};
 use crate::proxy::throttle::PeerKey;
-use crate::proxy::{Peer, Shared, Side};
 use crate::tls;
 use crate::tunnel::BoxStream;
 

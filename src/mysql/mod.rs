@@ -20,8 +20,10 @@ use bytes::BytesMut;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::OwnedSemaphorePermit;
 
-use crate::proxy::engine::{LocalPassword, Report};
-use crate::proxy::{Peer, Shared, Side};
+use crate::proxy::config::LocalPassword;
+use crate::proxy::listener::Peer;
+use crate::proxy::shared::Report;
+use crate::proxy::shared::{Shared, Side};
 use crate::tunnel::BoxStream;
 use proto::{ErrPacket, codes, packet};
 

@@ -27,8 +27,8 @@ use super::proto::scanner::{CommandScanner, Step};
 use super::{DirError, write_client};
 use crate::mysql::proto::packet::{Boundaries, HEADER_LEN};
 use crate::mysql::proto::{ErrPacket, codes};
-use crate::proxy::Shared;
-use crate::proxy::Side;
+use crate::proxy::shared::Shared;
+use crate::proxy::shared::Side;
 use crate::spool::{Spool, SpoolLimits};
 use crate::tunnel::BoxStream;
 

@@ -7,188 +7,38 @@
 //! tests. [`Proxy::serve`] takes an already bound listener and a cancellation token; `main` passes
 //! signals, tests pass their own.
 
+pub mod config;
 pub mod engine;
 pub mod listener;
 pub mod password;
+pub mod shared;
 pub mod stats;
 pub mod throttle;
 
 /// Client-chosen text made fit for logs and messages (kept here for the callers that name it so).
 pub use crate::text::printable;
-pub use engine::{Engine, LocalPassword};
+pub use config::{
+    DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_PENDING_LOGINS, Engine,
+    LocalPassword, ProxyConfig,
+};
 pub use listener::{Listener, Peer};
+pub use shared::Side;
 pub use stats::Stats;
 
-use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use rustls::pki_types::ServerName;
 use tokio::sync::Semaphore;
-use tokio_rustls::{TlsAcceptor, TlsConnector};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use crate::iam::{TokenRequest, TokenSource};
-use crate::spool::{SpoolBudget, SpoolLimits};
-use crate::tls::{self, CaSource};
+use crate::iam::TokenSource;
+use crate::spool::SpoolBudget;
+use crate::tls;
 use crate::tunnel::{BoxStream, Connector};
-
-/// Which party a failure is attributed to, for logs and metrics.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Side {
-    /// The local MySQL client.
-    Client,
-    /// The database or the path to it.
-    Upstream,
-    /// The proxy itself or its AWS credentials.
-    Proxy,
-}
-
-impl fmt::Display for Side {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Side::Client => "client",
-            Side::Upstream => "upstream",
-            Side::Proxy => "proxy",
-        })
-    }
-}
-
-/// Default time allowed for each step of a login (a packet from either side, a TLS handshake).
-pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Default cap on simultaneous client connections.
-pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
-
-/// Default cap on logins in progress that have not yet authenticated locally (each holds a
-/// database connection that has greeted but not logged in).
-pub const DEFAULT_MAX_PENDING_LOGINS: usize = 32;
-
-/// What the engine needs to know; built from the command line by `config`.
-#[derive(Clone, Debug)]
-pub struct ProxyConfig {
-    /// The wire protocol spoken to clients and the database.
-    pub engine: Engine,
-    /// The RDS endpoint host: the name the token is signed for and TLS verifies.
-    pub endpoint_host: String,
-    /// The RDS endpoint port (signed into the token).
-    pub endpoint_port: u16,
-    /// The region the token is signed for.
-    pub region: String,
-    /// Log every client in as this database user instead of the name it sent.
-    pub db_user: Option<String>,
-    /// The CAs trusted for the upstream TLS leg.
-    pub ca_source: CaSource,
-    /// Offer TLS to local clients with an ephemeral self-signed certificate.
-    pub local_tls: bool,
-    /// Send the token in the first upstream packet instead of answering the auth switch.
-    pub direct_auth: bool,
-    /// Time allowed for each login step.
-    pub handshake_timeout: Duration,
-    /// Cap on simultaneous client connections; more are refused (MySQL: ERR 1040).
-    pub max_connections: usize,
-    /// Cap on logins not yet authenticated locally; more are refused at once (MySQL: ERR 1040),
-    /// before any database connection is opened for them.
-    pub max_pending_logins: usize,
-    /// How long open connections may finish after shutdown is requested.
-    pub shutdown_grace: Duration,
-    /// Require this local password from clients (checked from its scramble, never in clear).
-    pub local_password: Option<LocalPassword>,
-    /// Bounds on what is held for clients that stop reading over a shared transport.
-    pub spool: SpoolLimits,
-    /// Where spool files go (the system's temporary directory when `None`).
-    pub spool_dir: Option<std::path::PathBuf>,
-    /// Log in upstream with this user name and password (`--secret`) instead of IAM tokens.
-    pub upstream_password: Option<Arc<dyn password::PasswordSource>>,
-}
-
-impl ProxyConfig {
-    /// A config with defaults for everything but the endpoint and region.
-    pub fn new(
-        endpoint_host: impl Into<String>,
-        endpoint_port: u16,
-        region: impl Into<String>,
-    ) -> Self {
-        ProxyConfig {
-            engine: Engine::default(),
-            endpoint_host: endpoint_host.into(),
-            endpoint_port,
-            region: region.into(),
-            db_user: None,
-            ca_source: CaSource::Embedded,
-            local_tls: false,
-            direct_auth: false,
-            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
-            max_connections: DEFAULT_MAX_CONNECTIONS,
-            max_pending_logins: DEFAULT_MAX_PENDING_LOGINS,
-            shutdown_grace: Duration::ZERO,
-            local_password: None,
-            spool: SpoolLimits::DEFAULT,
-            spool_dir: None,
-            upstream_password: None,
-        }
-    }
-
-    /// What to ask the token source for to log `user` in.
-    pub fn token_request(&self, user: &str) -> TokenRequest {
-        TokenRequest {
-            host: self.endpoint_host.clone(),
-            port: self.endpoint_port,
-            user: user.to_owned(),
-            region: self.region.clone(),
-        }
-    }
-
-    /// `host:port` of the endpoint, for messages.
-    pub fn endpoint(&self) -> String {
-        format!("{}:{}", self.endpoint_host, self.endpoint_port)
-    }
-}
-
-/// What every connection of one proxy shares: its configuration, seams, TLS material, counters
-/// and budgets. Handed to the engine for each accepted connection.
-pub(crate) struct Shared {
-    /// The configuration.
-    pub config: ProxyConfig,
-    /// How to reach the database.
-    pub connector: Arc<dyn Connector>,
-    /// Where tokens come from.
-    pub tokens: Arc<dyn TokenSource>,
-    /// TLS client for the upstream leg.
-    pub upstream_tls: TlsConnector,
-    /// TLS server for local clients, when enabled.
-    pub local_tls: Option<TlsAcceptor>,
-    /// The endpoint name as rustls sees it.
-    pub server_name: ServerName<'static>,
-    /// Counters.
-    pub stats: Stats,
-    /// What connections whose clients stopped reading may hold, across the process.
-    pub spool: Arc<SpoolBudget>,
-    /// Wrong local passwords per peer, and their lockouts.
-    pub password_throttle: throttle::PasswordThrottle,
-    /// The throwaway TLS server that answers clients asking for TLS when `--local-tls` is off
-    /// (made on first use; `None` inside when it could not be made).
-    refusal_tls: std::sync::OnceLock<Option<TlsAcceptor>>,
-}
-
-impl Shared {
-    /// The TLS server used only to deliver an ERR to a client that asked for TLS although none
-    /// was offered (see `login`).
-    pub(crate) fn refusal_tls(&self) -> Option<&TlsAcceptor> {
-        self.refusal_tls
-            .get_or_init(|| match tls::local_server_config() {
-                Ok(config) => Some(TlsAcceptor::from(config)),
-                Err(e) => {
-                    warn!(%e, "cannot make the certificate used to answer TLS clients");
-                    None
-                }
-            })
-            .as_ref()
-    }
-}
+use shared::{Report, Shared};
 
 /// A configured proxy, ready to serve listeners.
 #[derive(Clone)]
@@ -204,30 +54,8 @@ impl Proxy {
         connector: Arc<dyn Connector>,
         tokens: Arc<dyn TokenSource>,
     ) -> Result<Self, tls::Error> {
-        let upstream_tls = TlsConnector::from(tls::upstream_client_config(&config.ca_source)?);
-        let local_tls = if config.local_tls {
-            Some(TlsAcceptor::from(tls::local_server_config()?))
-        } else {
-            None
-        };
-        let server_name = tls::server_name(&config.endpoint_host)?;
-        let spool = Arc::new(SpoolBudget::new(
-            config.spool,
-            config.spool_dir.clone().unwrap_or_else(std::env::temp_dir),
-        ));
         Ok(Proxy {
-            inner: Arc::new(Shared {
-                config,
-                connector,
-                tokens,
-                upstream_tls,
-                local_tls,
-                server_name,
-                stats: Stats::default(),
-                spool,
-                password_throttle: throttle::PasswordThrottle::default(),
-                refusal_tls: std::sync::OnceLock::new(),
-            }),
+            inner: Arc::new(Shared::new(config, connector, tokens)?),
         })
     }
 
@@ -422,7 +250,7 @@ async fn handle(
     pending: tokio::sync::OwnedSemaphorePermit,
 ) {
     let _open = OpenGuard::new(&inner.stats);
-    let report = engine::Report::new(&inner, Instant::now());
+    let report = Report::new(&inner, Instant::now());
     debug!("accepted");
     inner
         .config

@@ -1,0 +1,136 @@
+//! What one proxy is configured with, engine-neutral: [`ProxyConfig`] (built from the command
+//! line by `crate::config`), the [`Engine`] it speaks, the local password's verifiers and the
+//! default limits. A leaf of `src/proxy/`: the engines read it, nothing here names an engine's
+//! I/O.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::password;
+use crate::iam::TokenRequest;
+use crate::mysql::proto::scramble::PasswordVerifier;
+use crate::spool::SpoolLimits;
+use crate::tls::CaSource;
+
+/// The database wire protocol a proxy speaks to its clients and to the database.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Engine {
+    /// MySQL and MariaDB (RDS and Aurora MySQL), in [`crate::mysql`].
+    #[default]
+    Mysql,
+}
+
+/// The optional local password (`--local-password`), kept only as each engine's verifier so the
+/// clear password is never held. Redacted in Debug.
+#[derive(Clone)]
+pub struct LocalPassword {
+    /// MySQL's stored double hashes; checked by the MySQL engine ([`crate::mysql`]).
+    pub(crate) mysql: PasswordVerifier,
+}
+
+impl LocalPassword {
+    /// Derives every engine's verifier from `password`; the password itself is not kept.
+    pub fn new(password: &str) -> Self {
+        LocalPassword {
+            mysql: PasswordVerifier::new(password),
+        }
+    }
+}
+
+impl std::fmt::Debug for LocalPassword {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LocalPassword(<redacted>)")
+    }
+}
+
+/// Default time allowed for each step of a login (a packet from either side, a TLS handshake).
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Default cap on simultaneous client connections.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+
+/// Default cap on logins in progress that have not yet authenticated locally (each holds a
+/// database connection that has greeted but not logged in).
+pub const DEFAULT_MAX_PENDING_LOGINS: usize = 32;
+
+/// What the engine needs to know; built from the command line by `config`.
+#[derive(Clone, Debug)]
+pub struct ProxyConfig {
+    /// The wire protocol spoken to clients and the database.
+    pub engine: Engine,
+    /// The RDS endpoint host: the name the token is signed for and TLS verifies.
+    pub endpoint_host: String,
+    /// The RDS endpoint port (signed into the token).
+    pub endpoint_port: u16,
+    /// The region the token is signed for.
+    pub region: String,
+    /// Log every client in as this database user instead of the name it sent.
+    pub db_user: Option<String>,
+    /// The CAs trusted for the upstream TLS leg.
+    pub ca_source: CaSource,
+    /// Offer TLS to local clients with an ephemeral self-signed certificate.
+    pub local_tls: bool,
+    /// Send the token in the first upstream packet instead of answering the auth switch.
+    pub direct_auth: bool,
+    /// Time allowed for each login step.
+    pub handshake_timeout: Duration,
+    /// Cap on simultaneous client connections; more are refused (MySQL: ERR 1040).
+    pub max_connections: usize,
+    /// Cap on logins not yet authenticated locally; more are refused at once (MySQL: ERR 1040),
+    /// before any database connection is opened for them.
+    pub max_pending_logins: usize,
+    /// How long open connections may finish after shutdown is requested.
+    pub shutdown_grace: Duration,
+    /// Require this local password from clients (checked from its scramble, never in clear).
+    pub local_password: Option<LocalPassword>,
+    /// Bounds on what is held for clients that stop reading over a shared transport.
+    pub spool: SpoolLimits,
+    /// Where spool files go (the system's temporary directory when `None`).
+    pub spool_dir: Option<std::path::PathBuf>,
+    /// Log in upstream with this user name and password (`--secret`) instead of IAM tokens.
+    pub upstream_password: Option<Arc<dyn password::PasswordSource>>,
+}
+
+impl ProxyConfig {
+    /// A config with defaults for everything but the endpoint and region.
+    pub fn new(
+        endpoint_host: impl Into<String>,
+        endpoint_port: u16,
+        region: impl Into<String>,
+    ) -> Self {
+        ProxyConfig {
+            engine: Engine::default(),
+            endpoint_host: endpoint_host.into(),
+            endpoint_port,
+            region: region.into(),
+            db_user: None,
+            ca_source: CaSource::Embedded,
+            local_tls: false,
+            direct_auth: false,
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_pending_logins: DEFAULT_MAX_PENDING_LOGINS,
+            shutdown_grace: Duration::ZERO,
+            local_password: None,
+            spool: SpoolLimits::DEFAULT,
+            spool_dir: None,
+            upstream_password: None,
+        }
+    }
+
+    /// What to ask the token source for to log `user` in.
+    pub fn token_request(&self, user: &str) -> TokenRequest {
+        TokenRequest {
+            host: self.endpoint_host.clone(),
+            port: self.endpoint_port,
+            user: user.to_owned(),
+            region: self.region.clone(),
+        }
+    }
+
+    /// `host:port` of the endpoint, for messages.
+    pub fn endpoint(&self) -> String {
+        format!("{}:{}", self.endpoint_host, self.endpoint_port)
+    }
+}
