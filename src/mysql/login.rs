@@ -560,24 +560,33 @@ fn check_local_password(
     Ok(())
 }
 
-/// Step 4: SSLRequest and TLS verified against the endpoint name, the token or password fetched
-/// meanwhile, then the HandshakeResponse41 and the auth exchange of [`auth`]. Returns the TLS
-/// stream, the server's OK payload and the user logged in. A credential refused by the server
-/// invalidates the cached token (or re-reads the secret) for the next login.
+/// Step 4: the upstream login — [`secure_upstream`], then [`authenticate`]. Returns the TLS
+/// stream, the server's OK payload and the user logged in.
 async fn upstream_login(
     inner: &Arc<Shared>,
     upstream: PacketStream,
     greeting: &HandshakeV10,
     login: &ClientLogin,
 ) -> Result<(PacketStream, Bytes, String), Failure> {
+    let (mut upstream, kept) = secure_upstream(inner, upstream, greeting, login).await?;
+    let (ok_payload, username) = authenticate(inner, &mut upstream, greeting, login, &kept).await?;
+    Ok((upstream, ok_payload, username))
+}
+
+/// Step 4a: SSLRequest and TLS verified against the endpoint name, with the credential (the IAM
+/// token, or the `--secret` password) fetched meanwhile. When the credential cannot be had, the
+/// TLS connection is retired politely and the failure returned.
+async fn secure_upstream(
+    inner: &Arc<Shared>,
+    upstream: PacketStream,
+    greeting: &HandshakeV10,
+    login: &ClientLogin,
+) -> Result<(PacketStream, Kept), Failure> {
     let cfg = &inner.config;
-    let timeout = cfg.handshake_timeout;
     let endpoint = cfg.endpoint();
     let response = &login.response;
-    let r_caps = login.upstream_caps;
-    let db_user = &login.db_user;
     let ssl_request = SslRequest {
-        capabilities: r_caps,
+        capabilities: login.upstream_caps,
         max_packet_size: response.max_packet_size,
         character_set: response.character_set,
     };
@@ -586,15 +595,9 @@ async fn upstream_login(
         1,
         &inner.upstream_tls,
         inner.server_name.clone(),
-        timeout,
+        cfg.handshake_timeout,
     );
-    let iam = IamLogin {
-        endpoint: &endpoint,
-        user: db_user,
-        region: &cfg.region,
-        phase: Phase::Login,
-    };
-    let token_request = cfg.token_request(db_user);
+    let token_request = cfg.token_request(&login.db_user);
     let credential = async {
         match &cfg.upstream_password {
             Some(source) => source.credentials().await.map(Kept::Password).map_err(|e| {
@@ -605,26 +608,48 @@ async fn upstream_login(
                 .token(&token_request)
                 .await
                 .map(Kept::Token)
-                .map_err(|e| Failure::from_refusal(Side::Proxy, iam.no_token(&e))),
+                .map_err(|e| {
+                    Failure::from_refusal(
+                        Side::Proxy,
+                        iam_login(inner, &endpoint, login).no_token(&e),
+                    )
+                }),
         }
     };
     let (tls, credential) = tokio::join!(tls_connect, credential);
-    let mut upstream = tls_outcome(inner, &endpoint, tls)?;
-    let kept = match credential {
-        Ok(kept) => kept,
+    let upstream = tls_outcome(inner, &endpoint, tls)?;
+    match credential {
+        Ok(kept) => Ok((upstream, kept)),
         Err(f) => {
             let from = Unused::Tls {
                 upstream,
-                caps: r_caps,
+                caps: login.upstream_caps,
                 character_set: response.character_set,
                 plugin: greeting.auth_plugin_name.clone(),
             };
             retire(inner, from, None::<()>);
-            return Err(f);
+            Err(f)
         }
-    };
-    let (username, credential) = match &kept {
-        Kept::Token(token) => (db_user.clone(), Credential::IamToken(token.expose())),
+    }
+}
+
+/// Step 4b: over verified TLS, the HandshakeResponse41 and the auth exchange of [`auth`] with the
+/// kept credential. Returns the server's OK payload and the user logged in. A credential refused
+/// by the server invalidates the cached token (or re-reads the secret) for the next login.
+async fn authenticate(
+    inner: &Arc<Shared>,
+    upstream: &mut PacketStream,
+    greeting: &HandshakeV10,
+    login: &ClientLogin,
+    kept: &Kept,
+) -> Result<(Bytes, String), Failure> {
+    let cfg = &inner.config;
+    let endpoint = cfg.endpoint();
+    let response = &login.response;
+    let r_caps = login.upstream_caps;
+    let iam = iam_login(inner, &endpoint, login);
+    let (username, credential) = match kept {
+        Kept::Token(token) => (login.db_user.clone(), Credential::IamToken(token.expose())),
         Kept::Password(creds) => (
             creds.username.clone(),
             Credential::Password(&creds.password),
@@ -669,8 +694,8 @@ async fn upstream_login(
         .flush()
         .await
         .map_err(|e| upstream_io_failure(&endpoint, e))?;
-    let ok_payload = match drive(&mut upstream, &mut exchange, timeout, &endpoint).await? {
-        Ok(ok) => ok,
+    match drive(upstream, &mut exchange, cfg.handshake_timeout, &endpoint).await? {
+        Ok(ok_payload) => Ok((ok_payload, username)),
         Err(e) => {
             if e.rejects_credential() {
                 match &cfg.upstream_password {
@@ -678,13 +703,22 @@ async fn upstream_login(
                     Some(source) => source.rejected(),
                     // A cached token may be the problem (clock skew, rotated credentials): the
                     // next login mints.
-                    None => inner.tokens.invalidate(&token_request),
+                    None => inner.tokens.invalidate(&cfg.token_request(&login.db_user)),
                 }
             }
-            return Err(refusal(e));
+            Err(refusal(e))
         }
-    };
-    Ok((upstream, ok_payload, username))
+    }
+}
+
+/// How messages describe this client's IAM login.
+fn iam_login<'a>(inner: &'a Shared, endpoint: &'a str, login: &'a ClientLogin) -> IamLogin<'a> {
+    IamLogin {
+        endpoint,
+        user: &login.db_user,
+        region: &inner.config.region,
+        phase: Phase::Login,
+    }
 }
 
 /// Step 5: finishes the local login with the upstream's OK (fast-auth-OK first when the client
