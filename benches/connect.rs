@@ -136,8 +136,11 @@ async fn run(n: usize) -> (Vec<Timings>, Vec<u32>) {
     .expect("simulator");
     let log = db.scratch.path.join("connect-proxy.log");
     let proxy = ProxyProcess::start_with(up, &log, |cmd| {
-        cmd.env("AWS_ENDPOINT_URL_SSM", sim.endpoint_url())
-            .args(["--ssm-target", "i-0123456789abcdef0"]);
+        cmd.env("AWS_ENDPOINT_URL_SSM", sim.endpoint_url()).args([
+            "-v",
+            "--ssm-target",
+            "i-0123456789abcdef0",
+        ]);
     });
     let port = proxy.port;
     // Warm-up: the SSM session and the credentials.
@@ -173,8 +176,36 @@ async fn run(n: usize) -> (Vec<Timings>, Vec<u32>) {
     };
     drop(proxy);
     sim.shutdown().await;
-    let trips = std::fs::read_to_string(&log)
-        .unwrap_or_default()
+    // The same without the tunnel: what the server and the two processes' CPU take.
+    let direct_log = db.scratch.path.join("connect-direct.log");
+    let direct_proxy = ProxyProcess::start(up, &direct_log);
+    raw_connect_select_1(direct_proxy.port).await;
+    let mut direct = Timings {
+        name: "sequential, raw client, Direct (no tunnel)",
+        ms: Vec::new(),
+    };
+    for _ in 0..n {
+        tokio::time::sleep(GAP / 3).await;
+        direct
+            .ms
+            .push(raw_connect_select_1(direct_proxy.port).await);
+    }
+    drop(direct_proxy);
+    let log_text = std::fs::read_to_string(&log).unwrap_or_default();
+    let mut handshakes = std::collections::BTreeMap::<String, usize>::new();
+    for l in log_text
+        .lines()
+        .filter(|l| l.contains("TLS to the database"))
+    {
+        let kind = l
+            .split("handshake=")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .unwrap_or("?");
+        *handshakes.entry(kind.to_owned()).or_default() += 1;
+    }
+    eprintln!("TLS handshakes over the tunnel: {handshakes:?}");
+    let trips = log_text
         .lines()
         .filter(|l| l.contains("logged in"))
         .filter_map(|l| {
@@ -185,7 +216,7 @@ async fn run(n: usize) -> (Vec<Timings>, Vec<u32>) {
                 .ok()
         })
         .collect();
-    (vec![raw, driver, parallel], trips)
+    (vec![raw, driver, parallel, direct], trips)
 }
 
 /// Connects to the proxy with a minimal client (login with no password, then `SELECT 1`, nothing

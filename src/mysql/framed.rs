@@ -151,6 +151,14 @@ impl PacketStream {
             .await
             .map_err(|_| StartTlsError::Timeout(timeout))?
             .map_err(StartTlsError::Tls)?;
+        // Resumed handshakes skip the certificate (a few KiB less over a paced tunnel); a
+        // HelloRetryRequest costs a round trip.
+        let (_, conn) = stream.get_ref();
+        tracing::debug!(
+            handshake = ?conn.handshake_kind(),
+            version = ?conn.protocol_version(),
+            "TLS to the database established"
+        );
         Ok(PacketStream::new(Box::new(stream), BytesMut::new()))
     }
 }
