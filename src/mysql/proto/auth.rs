@@ -111,6 +111,14 @@ pub enum Error {
         /// The plugin asked for.
         plugin: Bytes,
     },
+    /// The token went in the first packet and the server switched to another plugin: the user
+    /// does not exist (servers invent an account for unknown users) or is not an IAM user, and
+    /// the reply cannot tell which.
+    #[error("the server asked for the '{}' authentication plugin after the token", String::from_utf8_lossy(.plugin))]
+    PluginAfterToken {
+        /// The plugin asked for.
+        plugin: Bytes,
+    },
     /// The server asked for more data of a plugin that takes none from this credential.
     #[error("the server asked for more '{}' authentication data", String::from_utf8_lossy(.plugin))]
     MoreData {
@@ -250,7 +258,11 @@ impl<'a> Exchange<'a> {
         match self.credential {
             Credential::IamToken(token) => {
                 if &to[..] != plugin::MYSQL_CLEAR_PASSWORD.as_bytes() {
-                    return Next::Failed(Error::Plugin { plugin: to });
+                    return Next::Failed(if self.token_first {
+                        Error::PluginAfterToken { plugin: to }
+                    } else {
+                        Error::Plugin { plugin: to }
+                    });
                 }
                 if self.switched {
                     return Next::Failed(Error::SecondSwitch {
@@ -510,6 +522,20 @@ impl IamLogin<'_> {
             ),
             Error::Refused(err) => Refusal::forward(err),
             Error::Plugin { plugin } | Error::MoreData { plugin } => not_iam(&plugin),
+            Error::PluginAfterToken { plugin } => Refusal::new(
+                "access_denied",
+                codes::ACCESS_DENIED,
+                b"28000",
+                self.finish(format!(
+                    "the database {endpoint} did not take the IAM token for user '{user}'{on}: it \
+                     asked for {} instead, so '{user}' does not exist there or is not an IAM user. \
+                     Check that '{user}' exists IDENTIFIED WITH AWSAuthenticationPlugin AS 'RDS' \
+                     and that your IAM identity may rds-db:connect to \
+                     arn:aws:rds-db:{region}:<account>:dbuser:<DbiResourceId or cluster resource \
+                     id>/{user}.",
+                    String::from_utf8_lossy(&plugin)
+                )),
+            ),
             Error::Sha2Step => not_iam(plugin::CACHING_SHA2_PASSWORD.as_bytes()),
             Error::SecondSwitch { .. } => Refusal::new(
                 "upstream_protocol",
@@ -534,7 +560,7 @@ impl IamLogin<'_> {
                 codes::HANDSHAKE_ERROR,
                 b"08S01",
                 "the database cannot take a token in the first packet (no \
-                 PLUGIN_AUTH_LENENC_CLIENT_DATA); run without --direct-auth"
+                 PLUGIN_AUTH_LENENC_CLIENT_DATA); run with --switch-auth"
                     .into(),
             ),
             Error::Malformed(m) => Refusal::malformed(endpoint, &m),
@@ -584,6 +610,7 @@ impl PasswordLogin<'_> {
             ),
             Error::Refused(err) => Refusal::forward(err),
             Error::Plugin { plugin }
+            | Error::PluginAfterToken { plugin }
             | Error::MoreData { plugin }
             | Error::SecondSwitch { plugin } => unsupported(&plugin),
             Error::Sha2Step => unsupported(b"caching_sha2_password (unexpected step)"),
@@ -922,6 +949,25 @@ mod tests {
         let unknown = ErrPacket::new(1049, b"42000", "Unknown database 'x'");
         let r = login(Phase::Login).refusal(Error::Refused(unknown.clone()));
         assert_eq!((r.reason, r.reply), ("server_error", unknown));
+    }
+
+    #[test]
+    fn another_plugin_after_the_token_first_is_access_denied_with_both_causes() {
+        let (mut x, _) = iam(true);
+        let e = failed(x.next(switch("caching_sha2_password", b"nonce")));
+        assert!(matches!(&e, Error::PluginAfterToken { .. }));
+        assert!(!e.rejects_credential(), "the token itself was not judged");
+        let r = login(Phase::Login).refusal(e);
+        assert_eq!((r.reason, r.reply.code), ("access_denied", 1045));
+        let msg = r.reply.message_str();
+        for part in [
+            "does not exist",
+            "not an IAM user",
+            "rds-db:connect",
+            "caching_sha2_password",
+        ] {
+            assert!(msg.contains(part), "{part:?} missing: {msg}");
+        }
     }
 
     #[test]
