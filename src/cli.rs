@@ -362,6 +362,18 @@ pub struct ServeArgs {
     #[arg(long, env = "RDS_IAM_PROXY_DIRECT_AUTH")]
     pub direct_auth: bool,
 
+    /// Compress the database leg (MySQL protocol compression, inside TLS): `auto` compresses over
+    /// SSM when the server offers it, zstd before zlib, and never over a direct connection;
+    /// `zstd` or `zlib` ask for that one on any transport; `off` never. The local leg is never
+    /// compressed [default: auto].
+    #[arg(
+        long,
+        env = "RDS_IAM_PROXY_COMPRESSION",
+        value_enum,
+        value_name = "MODE"
+    )]
+    pub compression: Option<CompressionMode>,
+
     /// Time allowed for each login step (a packet from either side, a TLS handshake) [default: 30s].
     #[arg(long, env = "RDS_IAM_PROXY_HANDSHAKE_TIMEOUT", value_name = "DURATION", value_parser = humantime::parse_duration)]
     #[serde(deserialize_with = "duration")]
@@ -498,6 +510,40 @@ pub struct LogArgs {
     /// Log line format.
     #[arg(long, env = "RDS_IAM_PROXY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
     pub log_format: LogFormat,
+}
+
+/// `--compression`: whether the database leg is compressed (DESIGN.md decision 12).
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CompressionMode {
+    /// Over SSM, whatever the server offers (zstd before zlib); never over a direct connection.
+    #[default]
+    Auto,
+    /// zstd (MySQL 8.0.18+), on any transport, when the server offers it.
+    Zstd,
+    /// zlib, on any transport, when the server offers it.
+    Zlib,
+    /// Never compress.
+    Off,
+}
+
+impl CompressionMode {
+    /// What the database leg asks for, given whether the transport is SSM.
+    pub fn resolve(self, over_ssm: bool) -> crate::proxy::config::Compression {
+        use crate::proxy::config::Compression;
+        match self {
+            CompressionMode::Auto if over_ssm => Compression::ANY,
+            CompressionMode::Auto | CompressionMode::Off => Compression::OFF,
+            CompressionMode::Zstd => Compression {
+                zstd: true,
+                zlib: false,
+            },
+            CompressionMode::Zlib => Compression {
+                zstd: false,
+                zlib: true,
+            },
+        }
+    }
 }
 
 /// Log line formats.

@@ -4,6 +4,7 @@
 
 pub mod aws_sim;
 pub mod clients;
+pub mod compression;
 pub mod logged_proxy;
 pub mod postgres;
 pub mod process;

@@ -1,0 +1,385 @@
+//! Protocol compression on the database leg (issue 12, DESIGN.md decision 12).
+//!
+//! Scripted MySQL-8.4-shaped upstream (`support::fake`): zstd negotiation and the level byte, the
+//! frame and inner sequence-id rules a real MariaDB cannot be made to show (a reply cut over
+//! frames, a multi-statement answer restarting its ids, LOAD DATA LOCAL turns, COM_CHANGE_USER),
+//! stored frames for what does not compress, and hostile compressed frames that each end one
+//! connection with a clear error while the proxy keeps serving. The frames the fake server sends
+//! and reads are made and checked with `flate2`/`zstd` directly (`common::compression`), not
+//! with the proxy's codec.
+//!
+//! Real MariaDB (zlib) through the SSM simulator: the suite's real clients, 64 MiB checksummed
+//! reads and uploads, LOAD DATA LOCAL, COM_CHANGE_USER, KILL QUERY, and the metrics.
+
+mod common;
+mod support;
+
+use std::sync::atomic::Ordering;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use common::compression::*;
+use rds_iam_proxy::mysql::proto::buf::put_lenenc_bytes;
+use rds_iam_proxy::mysql::proto::{Capabilities, ComChangeUser, HandshakeResponse41, HandshakeV10};
+use rds_iam_proxy::proxy::config::Compression;
+use support::fake::*;
+
+// ---------------------------------------------------------------------------------------------
+// Scripted upstream
+// ---------------------------------------------------------------------------------------------
+
+/// One frame the proxy sent, as the fake server reads it.
+#[derive(Debug)]
+struct SentFrame {
+    seq: u8,
+    /// The payload was compressed (not stored).
+    compressed: bool,
+    /// The packet-stream bytes it carried.
+    plain: Vec<u8>,
+}
+
+async fn read_frame(server: &mut ServerConn, algo: Algo) -> SentFrame {
+    let (clen, seq, ulen) = parse_header(&server.read_exact_raw(7).await);
+    let payload = server.read_exact_raw(clen).await;
+    SentFrame {
+        seq,
+        compressed: ulen != 0,
+        plain: if ulen == 0 {
+            payload.to_vec()
+        } else {
+            decompress(algo, &payload, ulen)
+        },
+    }
+}
+
+/// Reads frames until they carry `len` packet-stream bytes.
+async fn read_frames(server: &mut ServerConn, algo: Algo, len: usize) -> Vec<SentFrame> {
+    let mut frames = Vec::new();
+    let mut got = 0;
+    while got < len {
+        let f = read_frame(server, algo).await;
+        got += f.plain.len();
+        frames.push(f);
+    }
+    assert_eq!(got, len, "frames carried more than expected");
+    frames
+}
+
+/// A MariaDB-shaped greeting for the compression tests: the MySQL 8.4 one without zstd.
+fn zlib_only_greeting() -> HandshakeV10 {
+    let mut g = mysql84_greeting();
+    g.capabilities = g.capabilities - Capabilities::ZSTD_COMPRESSION_ALGORITHM;
+    g
+}
+
+/// A client logged in through the proxy against `greeting`; returns both ends and the
+/// HandshakeResponse41 the server read.
+async fn login(
+    h: &Harness,
+    greeting: &HandshakeV10,
+) -> (TestClient, ServerConn, HandshakeResponse41) {
+    let (mut client, mut server) = h.pair().await;
+    server.greet(greeting).await;
+    let (local, _) = client.read_greeting().await;
+    assert!(
+        !local
+            .capabilities
+            .intersects(Capabilities::COMPRESS | Capabilities::ZSTD_COMPRESSION_ALGORITHM),
+        "the local leg is never offered compression: {:?}",
+        local.capabilities
+    );
+    let mut response = client_response("iamuser", "mysql_native_password", b"");
+    // A client that asks for compression anyway does not get it on its leg.
+    response.capabilities = response.capabilities | Capabilities::COMPRESS;
+    client.send_response(&response).await;
+    server.read_ssl_request().await;
+    server.start_tls(h.pki.good.clone()).await.expect("TLS");
+    let upstream = server.read_response().await;
+    server.switch_to_clear_password(3).await;
+    verify_token(&server.read_token(4).await, "iamuser");
+    // The OK that ends the login is not compressed; everything after it is.
+    server.send(5, PLAIN_OK).await;
+    let ok = client.expect_packet("OK").await;
+    assert_eq!((ok.seq, &ok.payload[..]), (2, PLAIN_OK));
+    (client, server, upstream)
+}
+
+/// The canned `SELECT 1` result set with inner ids from `first` on.
+fn result_set(first: u8) -> Vec<u8> {
+    let canned = canned_result_set();
+    let mut out = canned.to_vec();
+    let mut at = 0;
+    let mut id = first;
+    while at < out.len() {
+        let len = u32::from_le_bytes([out[at], out[at + 1], out[at + 2], 0]) as usize;
+        out[at + 3] = id;
+        id = id.wrapping_add(1);
+        at += 4 + len;
+    }
+    out
+}
+
+/// The inner packets' sequence ids in `stream`.
+fn inner_ids(stream: &[u8]) -> Vec<u8> {
+    let mut ids = Vec::new();
+    let mut at = 0;
+    while at + 4 <= stream.len() {
+        let len = u32::from_le_bytes([stream[at], stream[at + 1], stream[at + 2], 0]) as usize;
+        ids.push(stream[at + 3]);
+        at += 4 + len;
+    }
+    assert_eq!(at, stream.len(), "whole packets");
+    ids
+}
+
+fn change_user_packet(user: &str) -> Bytes {
+    let mut p = BytesMut::new();
+    p.put_u8(ComChangeUser::COMMAND);
+    p.put_slice(user.as_bytes());
+    p.put_u8(0);
+    put_lenenc_bytes(&mut p, b"");
+    p.put_slice(b"appdb\0");
+    p.put_u16_le(255);
+    p.put_slice(b"mysql_native_password\0");
+    p.freeze()
+}
+
+/// MySQL 8.4 offers zstd: the proxy asks for it with its level byte, frames small packets stored
+/// and large ones compressed, and keeps both sequence-id rules: frame ids run on across both
+/// directions within a command and restart at each, and the inner ids the client sees follow its
+/// own packets however the server numbered them (a reply cut over frames, a multi-statement
+/// answer restarting at the frame counter, LOAD DATA LOCAL, COM_CHANGE_USER).
+#[tokio::test]
+async fn zstd_with_a_mysql84_upstream_follows_the_sequence_rules() {
+    let h = Harness::start(|c| c.compression = Compression::ANY).await;
+    let (mut client, mut server, upstream) = login(&h, &mysql84_greeting()).await;
+    let caps = upstream.capabilities;
+    assert!(
+        caps.contains(Capabilities::ZSTD_COMPRESSION_ALGORITHM),
+        "{caps:?}"
+    );
+    assert!(
+        !caps.contains(Capabilities::COMPRESS),
+        "one algorithm: {caps:?}"
+    );
+    assert_eq!(
+        upstream.zstd_level,
+        Some(3),
+        "the level the server compresses with"
+    );
+    let z = Algo::Zstd;
+
+    // A small command: one stored frame, id 0. The answer, cut over two frames (ids 1 and 2)
+    // with inner ids from 1, reaches the client whole and unchanged.
+    let query = frame(0, b"\x03\x00\x01SELECT 1");
+    client.send_raw(&query).await;
+    let f = read_frame(&mut server, z).await;
+    assert_eq!((f.seq, f.compressed, &f.plain[..]), (0, false, &query[..]));
+    let answer = result_set(1);
+    let (a, b) = answer.split_at(9);
+    server.send_raw(&compressed_frame(z, 1, a)).await;
+    server.send_raw(&stored_frame(2, b)).await;
+    assert_eq!(client.read_exact_raw(answer.len()).await, answer);
+
+    // A multi-statement answer: the server numbers its second result from its frame counter
+    // (2 …), the client expects 5 … after the first result's 1 … 4.
+    client
+        .send_raw(&frame(0, b"\x03\x00\x01SELECT 1; SELECT 1"))
+        .await;
+    let f = read_frame(&mut server, z).await;
+    assert_eq!(f.seq, 0, "a new command restarts the frame ids");
+    server
+        .send_raw(&compressed_frame(z, 1, &result_set(1)))
+        .await;
+    server
+        .send_raw(&compressed_frame(z, 2, &result_set(2)))
+        .await;
+    let both = client.read_exact_raw(2 * answer.len()).await;
+    assert_eq!(inner_ids(&both), (1..=8).collect::<Vec<u8>>());
+
+    // LOAD DATA LOCAL: the file's frames go on from the server's last frame id; the server's
+    // OK (inner id from its frame counter) reaches the client after its own last packet.
+    client
+        .send_raw(&frame(
+            0,
+            b"\x03LOAD DATA LOCAL INFILE 'orders.csv' INTO TABLE t",
+        ))
+        .await;
+    assert_eq!(read_frame(&mut server, z).await.seq, 0);
+    server
+        .send_raw(&stored_frame(1, &frame(1, b"\xfborders.csv")))
+        .await;
+    let request = client.expect_packet("LOCAL INFILE request").await;
+    assert_eq!(
+        (request.seq, &request.payload[..]),
+        (1, &b"\xfborders.csv"[..])
+    );
+    let rows = business_rows(200_000);
+    let file = [frame(2, &rows).to_vec(), frame(3, b"").to_vec()].concat();
+    client.send_raw(&file).await;
+    let frames = read_frames(&mut server, z, file.len()).await;
+    let ids: Vec<u8> = frames.iter().map(|f| f.seq).collect();
+    assert_eq!(ids, (2..2 + frames.len() as u8).collect::<Vec<u8>>());
+    assert!(frames[0].compressed, "rows are compressed");
+    let carried: Vec<u8> = frames.iter().flat_map(|f| f.plain.clone()).collect();
+    assert_eq!(carried, file);
+    let last = *ids.last().unwrap();
+    let ok = frame(last + 1, PLAIN_OK);
+    server.send_raw(&stored_frame(last + 1, &ok)).await;
+    let ok = client.expect_packet("LOAD DATA OK").await;
+    assert_eq!(ok.seq, 4, "after the client's empty packet (3)");
+
+    // What does not compress goes stored, even when large; a one-packet query cut over frames
+    // is still answered at inner id 1.
+    let blob = noise(150_000, 7);
+    let mut q = b"\x03\x00\x01SELECT '".to_vec();
+    q.extend_from_slice(&blob);
+    let q = frame(0, &q);
+    client.send_raw(&q).await;
+    let frames = read_frames(&mut server, z, q.len()).await;
+    assert!(
+        frames.iter().all(|f| !f.compressed),
+        "random bytes are stored"
+    );
+    assert_eq!(frames[0].seq, 0);
+    let next = frames.last().unwrap().seq + 1;
+    server
+        .send_raw(&stored_frame(next, &frame(next, PLAIN_OK)))
+        .await;
+    assert_eq!(client.expect_packet("OK").await.seq, 1);
+
+    // COM_CHANGE_USER: replayed upstream in frame 0; the auth turns go on 1, 2, 3.
+    client.send(0, &change_user_packet("iamuser2")).await;
+    let f = read_frame(&mut server, z).await;
+    assert_eq!(f.seq, 0);
+    assert_eq!(f.plain[3], 0, "COM_CHANGE_USER inner id");
+    assert_eq!(f.plain[4], ComChangeUser::COMMAND);
+    let mut switch = vec![0xfe];
+    switch.extend_from_slice(b"mysql_clear_password\0");
+    switch.extend_from_slice(UPSTREAM_SCRAMBLE);
+    switch.push(0);
+    // The server's reply numbered from its frame counter, as MySQL does.
+    server.send_raw(&stored_frame(1, &frame(1, &switch))).await;
+    let f = read_frame(&mut server, z).await;
+    assert_eq!(
+        (f.seq, f.plain[3]),
+        (2, 2),
+        "the token: frame 2, inner id 2"
+    );
+    verify_token(&token_from_auth(&f.plain[4..]), "iamuser2");
+    server.send_raw(&stored_frame(3, &frame(3, PLAIN_OK))).await;
+    let ok = client.expect_packet("change user OK").await;
+    assert_eq!((ok.seq, &ok.payload[..]), (1, PLAIN_OK));
+
+    // The session goes on as before, then ends with COM_QUIT in frame 0.
+    client.send_raw(&query).await;
+    assert_eq!(read_frame(&mut server, z).await.seq, 0);
+    server.send_raw(&compressed_frame(z, 1, &answer)).await;
+    assert_eq!(client.read_exact_raw(answer.len()).await, answer);
+    client.send(0, &[0x01]).await;
+    let quit = read_frame(&mut server, z).await;
+    assert_eq!((quit.seq, &quit.plain[..]), (0, &[1, 0, 0, 0, 1][..]));
+    client.shutdown_write().await;
+    drop(server);
+    client.expect_closed("after COM_QUIT").await;
+
+    let c = &h.proxy.stats().compression;
+    assert_eq!(c.zstd_logins.load(Ordering::Relaxed), 1);
+    assert_eq!(c.zlib_logins.load(Ordering::Relaxed), 0);
+    let (up, up_wire) = (
+        c.up_uncompressed.load(Ordering::Relaxed),
+        c.up_compressed.load(Ordering::Relaxed),
+    );
+    let (down, down_wire) = (
+        c.down_uncompressed.load(Ordering::Relaxed),
+        c.down_compressed.load(Ordering::Relaxed),
+    );
+    assert!(up > 350_000 && up_wire < up, "up: {up_wire} for {up}");
+    assert!(down > 0 && down_wire > 0, "down: {down_wire} for {down}");
+    h.finish().await;
+}
+
+/// Hostile compressed frames from the database: garbage, a frame inflating past its announced
+/// length (a "zip bomb"), a wrong (short) uncompressed length, and a stream ending inside a frame.
+/// Each ends its own connection with an ERR naming the hop and what was wrong; the proxy goes on
+/// serving compressed sessions.
+#[tokio::test]
+async fn hostile_compressed_frames_end_one_connection_each() {
+    let h = Harness::start(|c| c.compression = Compression::ANY).await;
+    let z = Algo::Zlib;
+    let rows = business_rows(5000);
+    let good = compress(z, &rows);
+    let bomb = compress(z, &vec![0u8; 16 * 1024 * 1024 - 1]);
+    let cases: [(&str, Vec<u8>, &str); 4] = [
+        (
+            "garbage",
+            raw_frame(1, 100, 400, &noise(100, 3)),
+            "corrupt zlib data",
+        ),
+        (
+            "bomb",
+            raw_frame(1, bomb.len(), 1000, &bomb),
+            "announces 1000 bytes and inflates to more",
+        ),
+        (
+            "short",
+            raw_frame(1, good.len(), rows.len() + 10, &good),
+            &format!("inflates to {}", rows.len()),
+        ),
+        (
+            "cut",
+            raw_frame(1, 1000, 4000, &good[..10]),
+            "ended inside a frame (17 of 1007 bytes)",
+        ),
+    ];
+    for (what, bytes, detail) in cases {
+        let (mut client, mut server, upstream) = login(&h, &zlib_only_greeting()).await;
+        assert!(upstream.capabilities.contains(Capabilities::COMPRESS));
+        assert_eq!(upstream.zstd_level, None);
+        client.send(0, b"\x03\x00\x01SELECT 1").await;
+        assert_eq!(read_frame(&mut server, z).await.seq, 0);
+        server.send_raw(&bytes).await;
+        if what == "cut" {
+            drop(server);
+        }
+        let err = client.expect_err(1).await;
+        let msg = err.message_str();
+        assert!(
+            msg.contains("bad compressed data from the database") && msg.contains(detail),
+            "{what}: {msg}"
+        );
+        assert!(
+            msg.contains("--compression off"),
+            "{what}: what to do: {msg}"
+        );
+    }
+    // Still serving, compressed.
+    let (mut client, mut server, _) = login(&h, &zlib_only_greeting()).await;
+    let query = frame(0, b"\x03\x00\x01SELECT 1");
+    client.send_raw(&query).await;
+    assert_eq!(read_frame(&mut server, z).await.plain, query.to_vec());
+    let answer = result_set(1);
+    server.send_raw(&compressed_frame(z, 1, &answer)).await;
+    assert_eq!(client.read_exact_raw(answer.len()).await, answer);
+    drop(client);
+    drop(server);
+    let stats = h.finish().await;
+    assert_eq!(stats.logins, 5);
+}
+
+/// Over a direct connection `auto` resolves to off: the default config asks for nothing.
+#[tokio::test]
+async fn without_compression_the_database_leg_is_plain() {
+    let h = Harness::start(|c| assert_eq!(c.compression, Compression::OFF)).await;
+    let (mut client, mut server, upstream) = login(&h, &mysql84_greeting()).await;
+    assert!(
+        !upstream
+            .capabilities
+            .intersects(Capabilities::COMPRESS | Capabilities::ZSTD_COMPRESSION_ALGORITHM)
+    );
+    client.send(0, b"\x03\x00\x01SELECT 1").await;
+    let q = server.expect_packet("COM_QUERY").await;
+    assert_eq!(q.raw, frame(0, b"\x03\x00\x01SELECT 1"));
+    drop(client);
+    drop(server);
+    h.finish().await;
+}
