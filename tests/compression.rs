@@ -383,3 +383,269 @@ async fn without_compression_the_database_leg_is_plain() {
     drop(server);
     h.finish().await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// Real MariaDB (zlib) through the SSM simulator
+// ---------------------------------------------------------------------------------------------
+
+mod mariadb_over_ssm {
+    use std::process::Command;
+
+    use md5::{Digest, Md5};
+    use mysql_async::prelude::*;
+    use ssm_sim::{Route, SimConfig, SimServer};
+
+    use super::common::clients::{
+        Target, assert_report_sane, mariadb_cli_check, mysql_async_check, mysql2_check,
+        pymysql_check,
+    };
+    use super::common::compression::*;
+    use super::common::process::{ProxyProcess, cmd_for, free_port, http_get, mariadb};
+    use super::common::upstream::RdsLikeUpstream;
+
+    const TARGET: &str = "i-0123456789abcdef0";
+
+    /// Bytes of the big read and upload.
+    const BIG: usize = 64 * 1024 * 1024;
+
+    /// The proxy binary with default settings (so `--compression auto`) over SSM through `sim`,
+    /// with its metrics on `health`.
+    fn proxy(up: &RdsLikeUpstream, sim: &SimServer, health: &str) -> ProxyProcess {
+        let mut cmd: Command = cmd_for(up, true);
+        cmd.env_remove("RDS_IAM_PROXY_DIAL")
+            .env("AWS_ENDPOINT_URL_SSM", sim.endpoint_url())
+            .args(["--ssm-target", TARGET, "--health-addr", health]);
+        let p = ProxyProcess::spawn(cmd);
+        assert!(
+            p.start_line
+                .contains("compression zstd or zlib, as the server offers"),
+            "{}",
+            p.start_line
+        );
+        p
+    }
+
+    async fn simulator(up: &RdsLikeUpstream) -> SimServer {
+        SimServer::start(SimConfig {
+            routes: vec![Route {
+                host: up.endpoint_host.clone(),
+                port: up.endpoint_port,
+                dial: up.dial_addr(),
+            }],
+            verify_secret: Some(up.secret.clone()),
+            require_signature: true,
+            ..SimConfig::default()
+        })
+        .await
+        .unwrap()
+    }
+
+    fn target(port: u16, user: &str) -> Target {
+        Target {
+            host: "127.0.0.1".into(),
+            port,
+            user: user.into(),
+            password: None,
+            ssl_ca: None,
+        }
+    }
+
+    fn opts(t: &Target) -> mysql_async::Opts {
+        mysql_async::OptsBuilder::default()
+            .ip_or_hostname(t.host.clone())
+            .tcp_port(t.port)
+            .user(Some(t.user.clone()))
+            .db_name(Some("proxytest"))
+            .into()
+    }
+
+    fn hex(digest: impl AsRef<[u8]>) -> String {
+        digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// The suite's four real clients (login, TLS upstream, prepared statements, a 4 MiB
+    /// checksummed blob, KILL QUERY from a second connection) over a zlib-compressed SSM leg.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn real_clients_over_a_zlib_compressed_ssm_leg() {
+        let up = RdsLikeUpstream::start();
+        let sim = simulator(&up).await;
+        let health = format!("127.0.0.1:{}", free_port());
+        let proxy = proxy(&up, &sim, &health);
+        let t = target(proxy.port, "iamuser");
+        assert_report_sane(&mysql_async_check(&t).await, "iamuser");
+        for check in [pymysql_check, mysql2_check, mariadb_cli_check] {
+            let t = t.clone();
+            let r = tokio::task::spawn_blocking(move || check(&t))
+                .await
+                .unwrap();
+            assert_report_sane(&r, "iamuser");
+        }
+        let (_, page) = http_get(&health, "/metrics");
+        assert!(compressed_logins(&page, "zlib") >= 4, "{page}");
+        assert_eq!(compressed_logins(&page, "zstd"), 0, "MariaDB has no zstd");
+        let down = compression_metric(&page, "database_to_client", "uncompressed");
+        assert!(down > 4 * 4_194_304, "the four blobs went through: {down}");
+        let (status, logs) = proxy.terminate();
+        assert!(status.success(), "{status:?}\n{logs}");
+        assert!(!logs.contains(&up.secret), "secret in logs");
+        sim.shutdown().await;
+    }
+
+    /// 64 MiB of ordinary rows read and checksummed against the server's own MD5, a 64 MiB
+    /// statement uploaded and checksummed by the server, a multi-statement answer, COM_CHANGE_USER,
+    /// and a LOAD DATA LOCAL of rows by the mariadb CLI; the metrics show both directions
+    /// compressed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn big_reads_uploads_load_data_and_change_user_over_a_zlib_ssm_leg() {
+        let up = RdsLikeUpstream::start();
+        let sim = simulator(&up).await;
+        let health = format!("127.0.0.1:{}", free_port());
+        let proxy = proxy(&up, &sim, &health);
+        let t = target(proxy.port, "iamuser");
+        let mut conn = mysql_async::Conn::new(opts(&t)).await.unwrap();
+        conn.query_drop("SET SESSION group_concat_max_len = 134217728")
+            .await
+            .unwrap();
+
+        // The read: ~70 MiB of rows (16 KiB server frames cutting packets anywhere).
+        let row = "seq, CONCAT('customer', seq % 9973, '@mail.example.com'), \
+                   DATE_ADD('2024-01-01', INTERVAL seq % 365 DAY), \
+                   ELT(1 + seq % 4, 'new', 'paid', 'shipped', 'returned'), \
+                   CAST(seq * 37 % 1000000 / 100 AS DECIMAL(10,2)), \
+                   CONCAT('{\"sku\":\"A-', seq % 977, '\",\"qty\":', 1 + seq % 9, '}')";
+        let rows = 800_000;
+        let mut result = conn
+            .query_iter(format!("SELECT {row} FROM seq_1_to_{rows} ORDER BY seq"))
+            .await
+            .unwrap();
+        let mut md5 = Md5::new();
+        let mut read = 0usize;
+        let mut first = true;
+        result
+            .for_each(|r| {
+                let r: mysql_async::Row = r;
+                let fields: Vec<String> = (0..r.len())
+                    .map(|i| r.get::<String, _>(i).unwrap())
+                    .collect();
+                let line = fields.join(",");
+                if !first {
+                    md5.update(b"\n");
+                }
+                first = false;
+                md5.update(line.as_bytes());
+                read += line.len() + 1;
+            })
+            .await
+            .unwrap();
+        drop(result);
+        assert!(read > BIG, "read {read} bytes of rows");
+        let server: String = conn
+            .query_first(format!(
+                "SELECT MD5(GROUP_CONCAT(CONCAT_WS(',', {row}) ORDER BY seq SEPARATOR '\\n')) \
+                 FROM seq_1_to_{rows}"
+            ))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(hex(md5.finalize()), server, "the rows read");
+
+        // The upload: one 64 MiB statement of rows (four 16 MiB packets over many frames).
+        let text = business_rows(BIG);
+        let mut sql = b"SELECT LENGTH(x), MD5(x) FROM (SELECT '".to_vec();
+        sql.extend_from_slice(&text);
+        sql.extend_from_slice(b"' AS x) AS t");
+        let (len, digest): (usize, String) = conn
+            .query_first(String::from_utf8(sql).unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((len, digest), (text.len(), hex(Md5::digest(&text))));
+
+        // A multi-statement answer: the second result's ids go on from the first's.
+        let mut both = conn.query_iter("SELECT 1; SELECT 'two'").await.unwrap();
+        let one: Vec<u8> = both.collect().await.unwrap();
+        let two: Vec<String> = both.collect().await.unwrap();
+        drop(both);
+        assert_eq!((one, two), (vec![1], vec!["two".to_owned()]));
+
+        // COM_CHANGE_USER: a new IAM login on the same compressed leg.
+        conn.change_user(mysql_async::ChangeUserOpts::default().with_user(Some("iamuser2".into())))
+            .await
+            .unwrap();
+        let user: Option<String> = conn.query_first("SELECT CURRENT_USER()").await.unwrap();
+        assert_eq!(user.as_deref(), Some("iamuser2@%"));
+        conn.disconnect().await.unwrap();
+
+        // LOAD DATA LOCAL by the mariadb CLI: 16 MiB of rows, checksummed by the server.
+        let dir = std::env::temp_dir().join(format!("rds-iam-proxy-load-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("orders.tsv");
+        let data = business_rows(16 * 1024 * 1024);
+        std::fs::write(&file, &data).unwrap();
+        let lines = data.iter().filter(|&&b| b == b'\n').count();
+        let script = format!(
+            "SET SESSION group_concat_max_len = 134217728;\n\
+             CREATE TABLE proxytest.orders (id INT PRIMARY KEY, d DATE, email VARCHAR(64), \
+             status VARCHAR(16), amount DECIMAL(10,2), note VARCHAR(64), doc TEXT) ENGINE=MyISAM;\n\
+             LOAD DATA LOCAL INFILE '{}' INTO TABLE proxytest.orders;\n\
+             SELECT COUNT(*), MD5(GROUP_CONCAT(CONCAT_WS('\\t', id, d, email, status, amount, \
+             note, doc) ORDER BY id SEPARATOR '\\n')) FROM proxytest.orders;\n\
+             DROP TABLE proxytest.orders;\n",
+            file.display()
+        );
+        let port = proxy.port;
+        let out = tokio::task::spawn_blocking(move || {
+            use std::io::Write;
+            let mut child = mariadb(port, "iamuser")
+                .arg("--local-infile=1")
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(script.as_bytes())
+                .unwrap();
+            child.wait_with_output().unwrap()
+        })
+        .await
+        .unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let expected = hex(Md5::digest(&data[..data.len() - 1]));
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            format!("{lines}\t{expected}")
+        );
+
+        // Both directions crossed the tunnel compressed, several-fold for rows.
+        let (_, page) = http_get(&health, "/metrics");
+        let m = |d, f| compression_metric(&page, d, f);
+        let (down, down_wire) = (
+            m("database_to_client", "uncompressed"),
+            m("database_to_client", "compressed"),
+        );
+        let (up_plain, up_wire) = (
+            m("client_to_database", "uncompressed"),
+            m("client_to_database", "compressed"),
+        );
+        assert!(
+            down > BIG as u64 && down_wire * 2 < down,
+            "down {down_wire} for {down}"
+        );
+        assert!(
+            up_plain > (BIG + 16 * 1024 * 1024) as u64 && up_wire * 2 < up_plain,
+            "up {up_wire} for {up_plain}"
+        );
+        let (status, logs) = proxy.terminate();
+        assert!(status.success(), "{status:?}\n{logs}");
+        sim.shutdown().await;
+    }
+}

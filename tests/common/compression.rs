@@ -70,8 +70,8 @@ pub fn parse_header(h: &[u8]) -> (usize, u8, usize) {
     (n(&h[0..3]), h[3], n(&h[4..7]))
 }
 
-/// Ordinary business rows as text (ids, dates, e-mails, statuses, amounts, notes, JSON), one per
-/// line, at least `len` bytes: what compresses the way real result sets do.
+/// Ordinary business rows as tab-separated text (ids, dates, e-mails, statuses, amounts, notes,
+/// JSON), one per line, at least `len` bytes: what compresses the way real result sets do.
 pub fn business_rows(len: usize) -> Vec<u8> {
     const STATUS: [&str; 4] = ["new", "paid", "shipped", "returned"];
     let mut out = Vec::with_capacity(len + 256);
@@ -79,7 +79,7 @@ pub fn business_rows(len: usize) -> Vec<u8> {
     while out.len() < len {
         out.extend_from_slice(
             format!(
-                "{},2024-{:02}-{:02},customer{}@mail.example.com,{},{}.{:02},order note {},\
+                "{}\t2024-{:02}-{:02}\tcustomer{}@mail.example.com\t{}\t{}.{:02}\torder note {}\t\
                  {{\"sku\":\"A-{}\",\"qty\":{}}}\n",
                 1_000_000 + i,
                 1 + i % 12,
