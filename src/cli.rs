@@ -566,6 +566,34 @@ mod tests {
     }
 
     #[test]
+    fn compression_auto_means_ssm_only_and_the_others_mean_what_they_say() {
+        use crate::proxy::config::Compression;
+        let parse = |v: &[&str]| {
+            let mut args = vec!["rds-iam-proxy", "--db-endpoint", "db.example:3306"];
+            args.extend_from_slice(v);
+            Cli::try_parse_from(args).unwrap().serve.compression
+        };
+        assert_eq!(parse(&[]), None, "unset: the file or the default decides");
+        assert_eq!(
+            parse(&["--compression", "zlib"]),
+            Some(CompressionMode::Zlib)
+        );
+        assert!(
+            Cli::try_parse_from(["rds-iam-proxy", "--compression", "gzip"]).is_err(),
+            "only the four values"
+        );
+        let auto = CompressionMode::default();
+        assert_eq!(auto, CompressionMode::Auto);
+        assert_eq!(auto.resolve(true), Compression::ANY);
+        assert_eq!(auto.resolve(false), Compression::OFF, "never over Direct");
+        assert_eq!(CompressionMode::Off.resolve(true), Compression::OFF);
+        let zstd = CompressionMode::Zstd.resolve(false);
+        assert!(zstd.zstd && !zstd.zlib, "asked for: on any transport");
+        let zlib = CompressionMode::Zlib.resolve(true);
+        assert!(zlib.zlib && !zlib.zstd);
+    }
+
+    #[test]
     fn token_subcommand_parses_without_serve_flags() {
         let cli = Cli::try_parse_from([
             "rds-iam-proxy",

@@ -12,7 +12,9 @@
 //! Bounds: one frame at a time. A frame's lengths are checked against the codec's [`Limits`]
 //! from its header; at most one frame's compressed payload (≤ 16 MiB) and its inflated bytes
 //! (≤ 16 MiB) are held per connection, and buffers grown past 1 MiB by a big frame are given
-//! back once it has passed. A frame the codec refuses ends the connection with an error naming
+//! back once it has passed. An idle connection holds no codec state: the decompressor and read
+//! buffers go when the database has nothing more to send, the compressor at the end of each
+//! burst of client writes. A frame the codec refuses ends the connection with an error naming
 //! the hop.
 
 use std::io;
@@ -184,6 +186,17 @@ impl ReadZip {
         Ok(())
     }
 
+    /// Nothing more to read for now: between frames, give back the decompressor and the buffers
+    /// (recreated on the next frame), so that an idle connection costs no codec memory.
+    fn idle(&mut self) {
+        if self.decoder.at_frame_boundary() && self.plain_pos == self.plain.len() {
+            self.decoder.release();
+            self.wire = Vec::new();
+            self.plain = Vec::new();
+            self.plain_pos = 0;
+        }
+    }
+
     /// Adds what was decoded since the last report to the process's counters.
     fn report(&mut self) {
         let stats = &self.shared.stats.compression;
@@ -238,6 +251,10 @@ impl<R: AsyncRead + Unpin> AsyncRead for UpstreamReader<R> {
             let read = Pin::new(&mut this.inner).poll_read(cx, &mut buf);
             let n = buf.filled().len();
             zip.wire.truncate(n);
+            if read.is_pending() {
+                zip.idle();
+                return Poll::Pending;
+            }
             match ready!(read) {
                 Ok(()) => {}
                 // A TLS peer gone without close_notify has ended its stream too (MySQL servers
@@ -348,6 +365,11 @@ impl<W: AsyncWrite + Unpin> AsyncWrite for UpstreamWriter<W> {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         ready!(this.poll_drain(cx))?;
+        if let Some(zip) = this.zip.as_deref_mut() {
+            // The end of a burst (the splice flushes before it waits for the client again):
+            // the compressor (hundreds of KiB for zlib) is made again for the next large write.
+            zip.encoder.release();
+        }
         Pin::new(&mut this.inner).poll_flush(cx)
     }
 
