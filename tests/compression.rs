@@ -395,6 +395,7 @@ mod mariadb_over_ssm {
     use mysql_async::prelude::*;
     use ssm_sim::{Route, SimConfig, SimServer};
 
+    use super::common::aws_sim::{bare, sim_for};
     use super::common::clients::{
         Target, assert_report_sane, mariadb_cli_check, mysql_async_check, mysql2_check,
         pymysql_check,
@@ -402,6 +403,7 @@ mod mariadb_over_ssm {
     use super::common::compression::*;
     use super::common::process::{ProxyProcess, cmd_for, free_port, http_get, mariadb};
     use super::common::upstream::RdsLikeUpstream;
+    use ssm_sim::aws::AwsWorld;
 
     const TARGET: &str = "i-0123456789abcdef0";
 
@@ -488,6 +490,50 @@ mod mariadb_over_ssm {
         let (status, logs) = proxy.terminate();
         assert!(status.success(), "{status:?}\n{logs}");
         assert!(!logs.contains(&up.secret), "secret in logs");
+        sim.shutdown().await;
+    }
+
+    /// `doctor` over SSM says what the database leg's login got: zlib from MariaDB by default,
+    /// nothing with `--compression off`.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn doctor_says_whether_the_database_leg_is_compressed() {
+        let up = RdsLikeUpstream::start();
+        let world = serde_json::json!({
+            "account": "123456789012",
+            "region": up.region,
+            "caller": {"arn": "arn:aws:iam::123456789012:user/dev"},
+            "ec2_instances": [{"id": TARGET, "tags": {"Name": "bastion"}}],
+        });
+        let sim = sim_for(&up, AwsWorld::from_json(&world.to_string()).unwrap()).await;
+        for (extra, expected) in [
+            (&[][..], "✓ compression: on: zlib on the database leg"),
+            (&["--compression", "off"][..], "✓ compression: off ("),
+        ] {
+            let mut cmd = bare(&up, &sim);
+            cmd.args([
+                "doctor",
+                "--db-endpoint",
+                &up.endpoint(),
+                "--ssm-target",
+                TARGET,
+            ])
+            .args(["--db-user", "iamuser"])
+            .args(extra);
+            let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+                .await
+                .unwrap();
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            assert!(
+                out.status.success(),
+                "{text}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let select = text.find("✓ SELECT 1: returned 1").expect(&text);
+            let said = text
+                .find(expected)
+                .unwrap_or_else(|| panic!("{expected:?} in:\n{text}"));
+            assert!(said > select, "after the query that used it:\n{text}");
+        }
         sim.shutdown().await;
     }
 
