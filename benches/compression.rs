@@ -21,9 +21,6 @@
 //! `RDS_IAM_PROXY_BENCH_QUICK=1` shrinks both; `RDS_IAM_PROXY_BENCH_ONLY=codec|tunnel` runs one.
 
 #[allow(dead_code)]
-#[path = "../tests/common/logged_proxy.rs"]
-mod logged_proxy;
-#[allow(dead_code)]
 #[path = "../tests/common/process.rs"]
 mod process;
 mod support;
@@ -39,6 +36,8 @@ use mysql_async::prelude::Queryable;
 use rds_iam_proxy::mysql::proto::compress::{Algorithm, Decoder, Encoder, Limits, Sequence};
 use serde_json::json;
 
+// `process` reaches the proxy-process helper as `super::logged_proxy`.
+use support::logged_proxy;
 use support::{BenchDb, ProxyProcess, SimProcess, bench_opts, markdown_table, mib, write_json};
 
 /// The tunnel the levels are chosen for: one SSM session, ~1 MiB/s.

@@ -6,7 +6,7 @@
 #![allow(dead_code)]
 
 #[path = "../../tests/common/logged_proxy.rs"]
-mod logged_proxy;
+pub mod logged_proxy;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
