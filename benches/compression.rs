@@ -113,11 +113,9 @@ fn codec() {
     }
     let json = format!("[\n  {}\n]\n", json.join(",\n  "));
     println!("{json}");
-    let path =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-compression.json");
-    if let Err(e) = std::fs::write(&path, &json) {
-        eprintln!("could not write {}: {e}", path.display());
-    }
+    let doc: serde_json::Value = serde_json::from_str(&json).expect("the codec figures as JSON");
+    let path = write_json("bench-compression.json", &doc);
+    eprintln!("wrote {}", path.display());
 }
 
 struct Measurement {
@@ -510,7 +508,11 @@ fn report(settings: &[(&str, Setting)], mariadb: &str) {
         "scenarios": json_rows,
         "compressed_leg_bytes": counted,
         "upload_wire_ratio": up_ratio,
-        "off_compressed_leg_bytes": off.metrics.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<_, _>>(),
+        "off_compressed_leg_bytes": off
+            .metrics
+            .iter()
+            .map(|(k, v)| (k.clone(), json!(v)))
+            .collect::<serde_json::Map<_, _>>(),
     });
     println!("{}", serde_json::to_string_pretty(&doc).expect("json"));
     let path = write_json("bench-compression-tunnel.json", &doc);
