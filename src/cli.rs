@@ -357,9 +357,14 @@ pub struct ServeArgs {
     #[arg(long, env = "RDS_IAM_PROXY_LOCAL_TLS")]
     pub local_tls: bool,
 
-    /// Send the token in the first login packet (saves one round trip) instead of answering the
-    /// server's switch to mysql_clear_password.
-    #[arg(long, env = "RDS_IAM_PROXY_DIRECT_AUTH")]
+    /// Send the token only when the server switches to mysql_clear_password (one round trip more),
+    /// instead of in the first login packet (the default; an endpoint that asks for the token again
+    /// is remembered and gets this order from then on).
+    #[arg(long, env = "RDS_IAM_PROXY_SWITCH_AUTH")]
+    pub switch_auth: bool,
+
+    /// The default now (the token in the first login packet); kept so older command lines work.
+    #[arg(long, hide = true, conflicts_with = "switch_auth")]
     pub direct_auth: bool,
 
     /// Compress the database leg (MySQL protocol compression, inside TLS): `auto` compresses over

@@ -249,7 +249,7 @@ pub fn overlay(base: ServeArgs, top: &ServeArgs) -> ServeArgs {
         min_sigterm_delay, local_password, secret,
         health_addr, unix_socket, ssm_stall_timeout, stall_spool_memory, stall_spool_disk,
         stall_spool_total, compression;
-        reader, local_tls, direct_auth, allow_remote
+        reader, local_tls, switch_auth, direct_auth, allow_remote
     )
 }
 
@@ -529,7 +529,7 @@ pub fn build(args: &ServeArgs, aws_region: Option<String>) -> Result<Config, Err
     };
     proxy.local_tls = args.local_tls;
     proxy.local_password = local_password.map(|p| LocalPassword::new(p.expose()));
-    proxy.direct_auth = args.direct_auth;
+    proxy.direct_auth = !args.switch_auth;
     if let Some(t) = args.handshake_timeout {
         proxy.handshake_timeout = t;
     }

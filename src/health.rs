@@ -422,6 +422,13 @@ fn proxy_metrics(f: &mut Families, proxy: &Proxy, name: &str) {
             load(&s.logins),
         ),
         (
+            "login_round_trips_total",
+            "counter",
+            "Round trips to the database the completed logins took, added up (divide by \
+             logins_total for the mean).",
+            load(&s.login_round_trips),
+        ),
+        (
             "token_mints_total",
             "counter",
             "IAM authentication tokens minted.",

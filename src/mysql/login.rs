@@ -29,6 +29,7 @@ use rand::Rng;
 
 use super::framed::{PacketStream, Prefixed, ReadError, StartTlsError};
 use crate::iam::AuthToken;
+use crate::io::{RoundTripCount, RoundTrips};
 use crate::mysql::proto::auth::{
     self, Credential, Exchange, IamLogin, Next, PasswordLogin, Phase, Refusal,
 };
@@ -128,6 +129,8 @@ pub struct Established {
     pub upstream_read_ahead: BytesMut,
     /// Session facts.
     pub session: Session,
+    /// Round trips to the database the login took (greeting, TLS, authentication).
+    pub round_trips: u32,
 }
 
 /// The client leg during login: its packet stream and the next sequence id to write.
@@ -181,7 +184,7 @@ async fn bridge<P: Send + 'static>(
     prefetch_token(inner).await;
 
     // 1. Upstream first.
-    let (upstream, greeting) = upstream_greeting(inner).await?;
+    let (upstream, greeting, trips) = upstream_greeting(inner).await?;
 
     // Steps 2 and 3 end with the client authenticated locally. If they fail, the greeted
     // upstream connection is not just dropped (the server would count an aborted handshake
@@ -210,6 +213,7 @@ async fn bridge<P: Send + 'static>(
     let (client, client_read_ahead) = take(&mut leg.io).into_parts();
     let (upstream, upstream_read_ahead) = upstream.into_parts();
     Ok(Established {
+        round_trips: trips.get(),
         client,
         client_read_ahead,
         upstream,
@@ -243,8 +247,11 @@ async fn prefetch_token(inner: &Shared) {
 }
 
 /// Step 1: opens the upstream stream and reads its HandshakeV10. An ERR greeting is passed to the
-/// client as is; a server without the capabilities an IAM login needs is refused.
-async fn upstream_greeting(inner: &Shared) -> Result<(PacketStream, HandshakeV10), Failure> {
+/// client as is; a server without the capabilities an IAM login needs is refused. The stream
+/// counts the login's round trips from here on.
+async fn upstream_greeting(
+    inner: &Shared,
+) -> Result<(PacketStream, HandshakeV10, RoundTripCount), Failure> {
     let timeout = inner.config.handshake_timeout;
     let endpoint = inner.config.endpoint();
     let stream = inner.connector.connect().await.map_err(|e| Failure {
@@ -260,7 +267,8 @@ async fn upstream_greeting(inner: &Shared) -> Result<(PacketStream, HandshakeV10
             ),
         )),
     })?;
-    let mut upstream = PacketStream::new(stream, BytesMut::new());
+    let (stream, trips) = RoundTrips::new(stream);
+    let mut upstream = PacketStream::new(Box::new(stream), BytesMut::new());
     let greeting_packet = upstream.read_packet(timeout).await.map_err(|e| Failure {
         side: Side::Upstream,
         reason: "upstream_handshake",
@@ -293,7 +301,7 @@ async fn upstream_greeting(inner: &Shared) -> Result<(PacketStream, HandshakeV10
         }
     })?;
     require_upstream_caps(greeting.capabilities, &endpoint)?;
-    Ok((upstream, greeting))
+    Ok((upstream, greeting, trips))
 }
 
 /// Refuses an upstream greeting that lacks [`Capabilities::UPSTREAM_REQUIRED`] (TLS above all:
@@ -697,12 +705,16 @@ async fn authenticate(
         };
         Failure::from_refusal(Side::Upstream, r)
     };
+    // Token first saves a round trip; it needs the long first answer a token makes, and is
+    // dropped for good once this endpoint asked for the token again.
+    let lenenc = r_caps.contains(Capabilities::PLUGIN_AUTH_LENENC_CLIENT_DATA);
+    let token_first = cfg.direct_auth && lenenc && !inner.token_first_declined();
     let (mut exchange, first) = Exchange::start(
         credential,
         greeting.auth_plugin_name.as_deref(),
         &greeting.auth_plugin_data,
-        cfg.direct_auth,
-        r_caps.contains(Capabilities::PLUGIN_AUTH_LENENC_CLIENT_DATA),
+        token_first,
+        lenenc,
     )
     .map_err(refusal)?;
     let upstream_response = HandshakeResponse41 {
@@ -725,7 +737,11 @@ async fn authenticate(
         .flush()
         .await
         .map_err(|e| upstream_io_failure(&endpoint, e))?;
-    match drive(upstream, &mut exchange, cfg.handshake_timeout, &endpoint).await? {
+    let outcome = drive(upstream, &mut exchange, cfg.handshake_timeout, &endpoint).await?;
+    if exchange.declined_token_first() {
+        inner.decline_token_first();
+    }
+    match outcome {
         Ok(ok_payload) => Ok((ok_payload, username)),
         Err(e) => {
             if e.rejects_credential() {

@@ -41,7 +41,11 @@ pub(crate) async fn serve(
         Ok(est) => est,
         Err(f) => return report.login_failed(f.side, f.reason, &f.detail),
     };
-    report.logged_in(&est.session.db_user, est.session.connection_id);
+    report.logged_in(
+        &est.session.db_user,
+        est.session.connection_id,
+        est.round_trips,
+    );
     let end = splice::run(
         inner.clone(),
         est.client,

@@ -143,7 +143,7 @@ impl ProxyConfig {
             db_user: None,
             ca_source: CaSource::Embedded,
             local_tls: false,
-            direct_auth: false,
+            direct_auth: true,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_pending_logins: DEFAULT_MAX_PENDING_LOGINS,

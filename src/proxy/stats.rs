@@ -87,6 +87,9 @@ pub struct Stats {
     pub logins: AtomicU64,
     /// Logins that failed.
     pub login_failures: AtomicU64,
+    /// Round trips to the database the completed logins took, added up (÷ `logins` = the mean;
+    /// DESIGN.md decision 13).
+    pub login_round_trips: AtomicU64,
     /// Bytes from clients to the database.
     pub bytes_up: AtomicU64,
     /// Bytes from the database to clients.

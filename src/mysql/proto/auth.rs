@@ -7,8 +7,8 @@
 //! login reply of the server and says: send this answer, wait for the next packet, done (the
 //! server's OK), or failed (an [`Error`]). The caller owns the socket, the sequence ids and the
 //! timeouts, and runs the exchange only over TLS verified against the endpoint name: an IAM token
-//! is only ever the answer to a switch to `mysql_clear_password` (or, with `--direct-auth`, the
-//! first packet's), and a password leaves in clear only for `mysql_clear_password` and
+//! goes only in the first packet as `mysql_clear_password` data (token first, the default: one
+//! round trip less) or in answer to a switch to `mysql_clear_password` (once), and a password leaves in clear only for `mysql_clear_password` and
 //! `caching_sha2_password`'s full authentication.
 //!
 //! The words the proxy's client is told when it fails live here too, once: [`IamLogin::refusal`]
@@ -159,15 +159,18 @@ pub struct Exchange<'a> {
     plugin: Bytes,
     /// A switch was answered already (the token sent, or a password switched once).
     switched: bool,
+    /// The token went in the first packet.
+    token_first: bool,
     /// Replies taken so far.
     rounds: usize,
 }
 
 impl<'a> Exchange<'a> {
     /// Starts a login. `announced` is the plugin of the server's greeting (or of the session, for
-    /// COM_CHANGE_USER), `nonce` its scramble. With `token_first` (`--direct-auth`) an IAM token
-    /// goes in the first packet as `mysql_clear_password`; otherwise a token waits for the switch
-    /// and the first packet names the announced plugin with empty auth data. `lenenc`: the server
+    /// COM_CHANGE_USER), `nonce` its scramble. With `token_first` an IAM token goes in the first
+    /// packet as `mysql_clear_password` (a server that still switches to `mysql_clear_password`
+    /// gets it once more, and [`Exchange::declined_token_first`] says so); otherwise a token waits
+    /// for the switch and the first packet names the announced plugin with empty auth data. `lenenc`: the server
     /// takes auth data over 250 bytes in the first packet (`PLUGIN_AUTH_LENENC_CLIENT_DATA`).
     pub fn start(
         credential: Credential<'a>,
@@ -180,16 +183,16 @@ impl<'a> Exchange<'a> {
             Some(p) => Bytes::copy_from_slice(p),
             None => Bytes::from_static(plugin::MYSQL_NATIVE_PASSWORD.as_bytes()),
         };
-        let (plugin, auth_response, switched) = match credential {
+        let token_first = token_first && matches!(credential, Credential::IamToken(_));
+        let (plugin, auth_response) = match credential {
             Credential::IamToken(token) if token_first => (
                 Bytes::from_static(plugin::MYSQL_CLEAR_PASSWORD.as_bytes()),
                 nul_terminated(token),
-                true,
             ),
-            Credential::IamToken(_) | Credential::Nothing => (announced, Answer::default(), false),
+            Credential::IamToken(_) | Credential::Nothing => (announced, Answer::default()),
             Credential::Password(password) => {
                 let first = password_answer(&announced, nonce, password).unwrap_or_default();
-                (announced, first, false)
+                (announced, first)
             }
         };
         let len = auth_response.0.len();
@@ -199,7 +202,8 @@ impl<'a> Exchange<'a> {
         let exchange = Exchange {
             credential,
             plugin: plugin.clone(),
-            switched,
+            switched: false,
+            token_first,
             rounds: 0,
         };
         Ok((
@@ -209,6 +213,12 @@ impl<'a> Exchange<'a> {
                 auth_response,
             },
         ))
+    }
+
+    /// The token went first and the server asked for it again with a switch to
+    /// `mysql_clear_password`: this endpoint wants the classic order (the caller remembers it).
+    pub fn declined_token_first(&self) -> bool {
+        self.token_first && self.switched
     }
 
     /// Takes the server's next login reply (a whole packet's payload) and says what to do.
@@ -683,12 +693,22 @@ mod tests {
     }
 
     #[test]
-    fn direct_auth_puts_the_token_in_the_first_packet_and_never_again() {
+    fn token_first_puts_the_token_in_the_first_packet_and_answers_one_switch_at_most() {
         let (mut x, first) = iam(true);
         assert_eq!(&first.plugin[..], b"mysql_clear_password");
         assert_eq!(first.auth_response.bytes(), format!("{TOKEN}\0").as_bytes());
+        assert!(!x.declined_token_first());
+        let again = sent(x.next(switch("mysql_clear_password", b"")));
+        assert_eq!(again, format!("{TOKEN}\0").as_bytes());
+        assert!(
+            x.declined_token_first(),
+            "the caller learns to wait next time"
+        );
         let e = failed(x.next(switch("mysql_clear_password", b"")));
         assert!(matches!(e, Error::SecondSwitch { .. }));
+        let (mut x, _) = iam(true);
+        assert!(matches!(x.next(Bytes::from_static(OK)), Next::Done(_)));
+        assert!(!x.declined_token_first());
 
         let long = "t".repeat(300);
         let e = Exchange::start(Credential::IamToken(&long), None, NONCE, true, false)
