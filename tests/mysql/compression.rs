@@ -390,7 +390,7 @@ mod mariadb_over_ssm {
 
     use md5::{Digest, Md5};
     use mysql_async::prelude::*;
-    use ssm_sim::{Route, SimConfig, SimServer};
+    use ssm_sim::SimServer;
 
     use crate::common::aws_sim::{bare, sim_for};
     use crate::common::clients::{
@@ -424,19 +424,15 @@ mod mariadb_over_ssm {
         p
     }
 
+    /// The simulator routing the endpoint to `up`, with a minimal AWS account (for `doctor`).
     async fn simulator(up: &RdsLikeUpstream) -> SimServer {
-        SimServer::start(SimConfig {
-            routes: vec![Route {
-                host: up.endpoint_host.clone(),
-                port: up.endpoint_port,
-                dial: up.dial_addr(),
-            }],
-            verify_secret: Some(up.secret.clone()),
-            require_signature: true,
-            ..SimConfig::default()
-        })
-        .await
-        .unwrap()
+        let world = serde_json::json!({
+            "account": "123456789012",
+            "region": up.region,
+            "caller": {"arn": "arn:aws:iam::123456789012:user/dev"},
+            "ec2_instances": [{"id": TARGET, "tags": {"Name": "bastion"}}],
+        });
+        sim_for(up, AwsWorld::from_json(&world.to_string()).unwrap()).await
     }
 
     fn target(port: u16, user: &str) -> Target {
@@ -495,13 +491,7 @@ mod mariadb_over_ssm {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn doctor_says_whether_the_database_leg_is_compressed() {
         let up = RdsLikeUpstream::start();
-        let world = serde_json::json!({
-            "account": "123456789012",
-            "region": up.region,
-            "caller": {"arn": "arn:aws:iam::123456789012:user/dev"},
-            "ec2_instances": [{"id": TARGET, "tags": {"Name": "bastion"}}],
-        });
-        let sim = sim_for(&up, AwsWorld::from_json(&world.to_string()).unwrap()).await;
+        let sim = simulator(&up).await;
         for (extra, expected) in [
             (&[][..], "✓ compression: on: zlib on the database leg"),
             (&["--compression", "off"][..], "✓ compression: off ("),
