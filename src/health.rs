@@ -491,6 +491,44 @@ fn proxy_metrics(f: &mut Families, proxy: &Proxy, name: &str) {
             "",
         );
     }
+    let c = &s.compression;
+    for (direction, form, v) in [
+        (
+            "client_to_database",
+            "uncompressed",
+            load(&c.up_uncompressed),
+        ),
+        ("client_to_database", "compressed", load(&c.up_compressed)),
+        ("database_to_client", "compressed", load(&c.down_compressed)),
+        (
+            "database_to_client",
+            "uncompressed",
+            load(&c.down_uncompressed),
+        ),
+    ] {
+        f.sample(
+            "compression_bytes_total",
+            "counter",
+            "Bytes through the compressed database leg, by direction: the frames on the wire \
+             (compressed) and the packet stream they carry (uncompressed).",
+            format!("{db},direction=\"{direction}\",form=\"{form}\""),
+            v,
+            "",
+        );
+    }
+    for (algorithm, v) in [
+        ("zlib", load(&c.zlib_logins)),
+        ("zstd", load(&c.zstd_logins)),
+    ] {
+        f.sample(
+            "compressed_logins_total",
+            "counter",
+            "Logins whose database leg is compressed, by algorithm.",
+            format!("{db},algorithm=\"{algorithm}\""),
+            v,
+            "",
+        );
+    }
     const LOGIN: &str = "Time from accept to the client's login OK.";
     const H: &str = "login_duration_seconds";
     let (buckets, count, sum) = s.login_latency.snapshot();

@@ -33,10 +33,12 @@ use crate::io::{RoundTripCount, RoundTrips};
 use crate::mysql::proto::auth::{
     self, Credential, Exchange, IamLogin, Next, PasswordLogin, Phase, Refusal,
 };
+use crate::mysql::proto::compress::{Algorithm, DEFAULT_ZSTD_LEVEL};
 use crate::mysql::proto::handshake::plugin;
 use crate::mysql::proto::{
     Capabilities, ErrPacket, HandshakeResponse41, HandshakeV10, SslRequest, codes,
 };
+use crate::proxy::config::Compression;
 use crate::proxy::listener::Peer;
 use crate::proxy::password::DbCredentials;
 use crate::proxy::shared::{Shared, Side};
@@ -111,6 +113,8 @@ pub struct Session {
     pub connection_id: u32,
     /// The IAM database user logged in.
     pub db_user: String,
+    /// The protocol compression of the database leg (after the server's OK), if any.
+    pub compression: Option<Algorithm>,
 }
 
 /// Both legs after a successful login, ready to splice.
@@ -224,6 +228,7 @@ async fn bridge<P: Send + 'static>(
             character_set: login.response.character_set,
             connection_id: greeting.connection_id,
             db_user,
+            compression: compression_of(login.upstream_caps),
         },
     })
 }
@@ -366,7 +371,8 @@ async fn client_phase<P>(
                 .into(),
         ));
     }
-    let upstream_caps = negotiate_caps(greeting.capabilities, local_tls, &response)?;
+    let upstream_caps =
+        negotiate_caps(greeting.capabilities, local_tls, &response, cfg.compression)?;
     Ok(ClientLogin {
         response,
         db_user,
@@ -389,10 +395,15 @@ fn local_caps(upstream: Capabilities, local_tls: bool) -> Capabilities {
 /// was offered locally, minus what the proxy owns, with TLS and pluggable auth forced on (and the
 /// length-encoded auth response when the server has it); the database and attribute flags only
 /// with a database and attributes. Refused when a framing flag would differ between the legs.
+///
+/// Compression (DESIGN.md decision 12) is the proxy's own business on the database leg: the
+/// client is never offered it ([`Capabilities::NEVER`]), and upstream the proxy asks for zstd
+/// when `compression` allows it and the server offers it, else zlib likewise, else nothing.
 fn negotiate_caps(
     upstream: Capabilities,
     local_tls: bool,
     response: &HandshakeResponse41,
+    compression: Compression,
 ) -> Result<Capabilities, Failure> {
     let client_caps = response.capabilities;
     let offered = local_caps(upstream, local_tls);
@@ -409,9 +420,11 @@ fn negotiate_caps(
     if response.connect_attrs.is_none() {
         caps = caps - Capabilities::CONNECT_ATTRS;
     }
+    let compressed = Capabilities::COMPRESS | Capabilities::ZSTD_COMPRESSION_ALGORITHM;
     // Clients may set flags that were not offered (mysql2 always sets QUERY_ATTRIBUTES) and then
     // use only the intersection, as servers do: compare what each leg will actually use.
-    let mismatch = Capabilities((caps.0 ^ (client_caps & offered).0) & Capabilities::FRAMING.0);
+    let mismatch =
+        Capabilities((caps.0 ^ (client_caps & offered).0) & (Capabilities::FRAMING - compressed).0);
     if mismatch != Capabilities::EMPTY {
         return Err(Failure::new(
             Side::Client,
@@ -424,7 +437,23 @@ fn negotiate_caps(
             ),
         ));
     }
+    if compression.zstd && upstream.contains(Capabilities::ZSTD_COMPRESSION_ALGORITHM) {
+        caps = caps | Capabilities::ZSTD_COMPRESSION_ALGORITHM;
+    } else if compression.zlib && upstream.contains(Capabilities::COMPRESS) {
+        caps = caps | Capabilities::COMPRESS;
+    }
     Ok(caps)
+}
+
+/// The compression the upstream capabilities ([`negotiate_caps`]) put on the database leg.
+fn compression_of(caps: Capabilities) -> Option<Algorithm> {
+    if caps.contains(Capabilities::ZSTD_COMPRESSION_ALGORITHM) {
+        Some(Algorithm::Zstd)
+    } else if caps.contains(Capabilities::COMPRESS) {
+        Some(Algorithm::Zlib)
+    } else {
+        None
+    }
 }
 
 /// Step 2: greets the client with the upstream's identity (version, connection id, charset,
@@ -697,7 +726,9 @@ async fn authenticate(
         database: response.database.clone(),
         auth_plugin_name: Some(first.plugin),
         connect_attrs: response.connect_attrs.clone(),
-        zstd_level: None,
+        // The level the server compresses with (docs/compression.md, "Levels").
+        zstd_level: (compression_of(r_caps) == Some(Algorithm::Zstd))
+            .then_some(DEFAULT_ZSTD_LEVEL as u8),
     };
     let mut payload = BytesMut::new();
     upstream_response.encode(&mut payload);
@@ -863,7 +894,12 @@ async fn complete_unused(inner: &Shared, from: Unused) -> Result<(), String> {
         Exchange::start(Credential::Nothing, plugin.as_deref(), &[], false, false)
             .map_err(|e| e.to_string())?;
     let response = HandshakeResponse41 {
-        capabilities: caps - Capabilities::CONNECT_WITH_DB - Capabilities::CONNECT_ATTRS,
+        // Never compressed: the login is meant to fail, and nothing follows it.
+        capabilities: caps
+            - Capabilities::CONNECT_WITH_DB
+            - Capabilities::CONNECT_ATTRS
+            - Capabilities::COMPRESS
+            - Capabilities::ZSTD_COMPRESSION_ALGORITHM,
         max_packet_size: 16 * 1024 * 1024,
         character_set,
         username: Bytes::from_static(UNUSED_CONNECTION_USER.as_bytes()),
@@ -1128,7 +1164,52 @@ mod tests {
     }
 
     fn negotiated(upstream: Capabilities, caps: Capabilities) -> Capabilities {
-        negotiate_caps(upstream, false, &response(caps)).expect("negotiates")
+        negotiate_caps(upstream, false, &response(caps), Compression::OFF).expect("negotiates")
+    }
+
+    fn compressed(upstream: Capabilities, compression: Compression) -> Option<Algorithm> {
+        let asked = client() | Capabilities::COMPRESS | Capabilities::ZSTD_COMPRESSION_ALGORITHM;
+        let caps = negotiate_caps(upstream, false, &response(asked), compression)
+            .expect("negotiates: the client's own compression flags are not a mismatch");
+        assert!(
+            !(caps.contains(Capabilities::COMPRESS)
+                && caps.contains(Capabilities::ZSTD_COMPRESSION_ALGORITHM)),
+            "one algorithm at most: {caps:?}"
+        );
+        compression_of(caps)
+    }
+
+    #[test]
+    fn the_database_leg_prefers_zstd_then_zlib_within_what_is_allowed_and_offered() {
+        let zstd_only = Compression {
+            zstd: true,
+            zlib: false,
+        };
+        let zlib_only = Compression {
+            zstd: false,
+            zlib: true,
+        };
+        let mysql8 = server();
+        let mariadb = server() - Capabilities::ZSTD_COMPRESSION_ALGORITHM;
+        let none = mariadb - Capabilities::COMPRESS;
+        assert_eq!(compressed(mysql8, Compression::ANY), Some(Algorithm::Zstd));
+        assert_eq!(compressed(mariadb, Compression::ANY), Some(Algorithm::Zlib));
+        assert_eq!(compressed(none, Compression::ANY), None);
+        assert_eq!(compressed(mysql8, zlib_only), Some(Algorithm::Zlib));
+        assert_eq!(compressed(mysql8, zstd_only), Some(Algorithm::Zstd));
+        assert_eq!(compressed(mariadb, zstd_only), None, "not offered: off");
+        assert_eq!(compressed(mysql8, Compression::OFF), None);
+    }
+
+    #[test]
+    fn the_client_is_never_offered_compression_even_when_the_database_leg_uses_it() {
+        assert!(
+            !local_caps(server(), false)
+                .intersects(Capabilities::COMPRESS | Capabilities::ZSTD_COMPRESSION_ALGORITHM)
+        );
+        // A client that did not ask for compression gets the database leg compressed anyway.
+        let caps = negotiate_caps(server(), false, &response(client()), Compression::ANY).unwrap();
+        assert_eq!(compression_of(caps), Some(Algorithm::Zstd));
     }
 
     #[test]
@@ -1158,9 +1239,13 @@ mod tests {
     #[test]
     fn upstream_always_gets_tls() {
         assert!(negotiated(server(), client()).contains(Capabilities::SSL));
-        let with_local_tls =
-            negotiate_caps(server(), true, &response(client() | Capabilities::SSL))
-                .expect("negotiates");
+        let with_local_tls = negotiate_caps(
+            server(),
+            true,
+            &response(client() | Capabilities::SSL),
+            Compression::OFF,
+        )
+        .expect("negotiates");
         assert!(with_local_tls.contains(Capabilities::SSL));
     }
 
@@ -1198,7 +1283,7 @@ mod tests {
         assert!(!negotiated(server(), asked).contains(Capabilities::CONNECT_WITH_DB));
         let mut with_db = response(asked);
         with_db.database = Some(Bytes::from_static(b"shop"));
-        let caps = negotiate_caps(server(), false, &with_db).expect("negotiates");
+        let caps = negotiate_caps(server(), false, &with_db, Compression::OFF).expect("negotiates");
         assert!(caps.contains(Capabilities::CONNECT_WITH_DB));
     }
 
@@ -1211,7 +1296,8 @@ mod tests {
             Bytes::from_static(b"_client_name"),
             Bytes::from_static(b"test"),
         )]);
-        let caps = negotiate_caps(server(), false, &with_attrs).expect("negotiates");
+        let caps =
+            negotiate_caps(server(), false, &with_attrs, Compression::OFF).expect("negotiates");
         assert!(caps.contains(Capabilities::CONNECT_ATTRS));
     }
 
@@ -1229,6 +1315,7 @@ mod tests {
             server(),
             false,
             &response(client() - Capabilities::PROTOCOL_41),
+            Compression::ANY,
         )
         .expect_err("refused");
         assert_eq!(f.reason, "capability_mismatch");
