@@ -30,7 +30,6 @@ use rds_iam_proxy::mysql::proto::capabilities::Capabilities;
 use rds_iam_proxy::mysql::proto::handshake::HandshakeResponse41;
 use rds_iam_proxy::mysql::proto::packet;
 use serde_json::json;
-use ssm_sim::{Route, SimConfig, SimServer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -122,18 +121,7 @@ fn main() {
 async fn run(n: usize) -> (Vec<Timings>, Vec<u32>) {
     let db = BenchDb::start();
     let up = &db.up;
-    let sim = SimServer::start(SimConfig {
-        routes: vec![Route {
-            host: up.endpoint_host.clone(),
-            port: up.endpoint_port,
-            dial: up.dial_addr(),
-        }],
-        realistic: true,
-        rtt: RTT,
-        ..SimConfig::default()
-    })
-    .await
-    .expect("simulator");
+    let sim = realistic_sim(up, RTT).await;
     let log = db.scratch.path.join("connect-proxy.log");
     let proxy = ProxyProcess::start_with(up, &log, |cmd| {
         cmd.env("AWS_ENDPOINT_URL_SSM", sim.endpoint_url()).args([

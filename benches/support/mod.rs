@@ -14,6 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::SystemTime;
 
 use mysql_async::OptsBuilder;
+use ssm_sim::{Route, SimConfig, SimServer};
 
 use crate::upstream::RdsLikeUpstream;
 pub use logged_proxy::{LoggedProxy, isolated};
@@ -59,6 +60,28 @@ impl BenchDb {
             mariadb_version,
         }
     }
+}
+
+/// The simulator's route to `up`'s endpoint: the bastion dials the database.
+pub fn route_to(up: &RdsLikeUpstream) -> Route {
+    Route {
+        host: up.endpoint_host.clone(),
+        port: up.endpoint_port,
+        dial: up.dial_addr(),
+    }
+}
+
+/// The SSM simulator in this process, in realistic mode (1 KiB messages, 1 ms pacing) with `rtt`
+/// added, routing to `up`.
+pub async fn realistic_sim(up: &RdsLikeUpstream, rtt: std::time::Duration) -> SimServer {
+    SimServer::start(SimConfig {
+        routes: vec![route_to(up)],
+        realistic: true,
+        rtt,
+        ..SimConfig::default()
+    })
+    .await
+    .expect("simulator")
 }
 
 /// The proxy binary: this build's, unless `RDS_IAM_PROXY_BENCH_BIN` names another (to compare
