@@ -74,6 +74,13 @@ pub struct GlobalArgs {
     #[arg(long, env = "RDS_IAM_PROXY_CONFIG", value_name = "PATH", global = true)]
     pub config: Option<PathBuf>,
 
+    /// Worker threads of the runtime that relays connections [default: 1]. One thread relays
+    /// about 1 GB/s; more cost CPU per byte in wake-ups between threads and, on a small machine,
+    /// take cores from the client and the database (`cargo bench --bench proxy`).
+    #[arg(long, env = "RDS_IAM_PROXY_THREADS", value_name = "N", global = true,
+          value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub threads: Option<u16>,
+
     /// Logging.
     #[command(flatten)]
     pub log: LogArgs,

@@ -24,6 +24,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse_checked();
     init_tracing(&cli.global.log);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cli.global.threads.map_or(1, usize::from))
         .enable_all()
         .build()
     {
