@@ -10,7 +10,7 @@ use crate::aws::stack::DEFAULT_STACK_NAME;
 use crate::cli::ServeArgs;
 use crate::config_file::File;
 use crate::iam;
-use crate::proxy::{LocalPassword, ProxyConfig};
+use crate::proxy::{Engine, LocalPassword, ProxyConfig};
 use crate::tls::CaSource;
 
 /// The default MySQL port, used when an endpoint omits it.
@@ -112,6 +112,12 @@ pub enum Error {
     /// Two databases on one address.
     #[error("databases `{0}` and `{1}` both listen on {2}: give each its own `listen`")]
     SameListen(String, String, String),
+    /// A flag the PostgreSQL engine does not support yet.
+    #[error(
+        "{0} is not supported with --engine postgres yet: start the proxy without it (the \
+         PostgreSQL engine logs in upstream with IAM tokens only)"
+    )]
+    PostgresUnsupported(&'static str),
 }
 
 fn unknown_database(name: &str, file: &Option<PathBuf>, known: &[String]) -> String {
@@ -212,7 +218,7 @@ pub fn plan(cli: &ServeArgs, names: &[String], file: Option<&File>) -> Result<Ve
     let places = |a: &ServeArgs| {
         let tcp = match (&a.listen, &a.unix_socket) {
             (Some(l), _) => Some(l.clone()),
-            (None, None) => Some(DEFAULT_LISTEN.to_owned()),
+            (None, None) => Some(engine_hint(a).default_listen().to_owned()),
             (None, Some(_)) => None,
         };
         let socket = a.unix_socket.as_ref().map(|p| p.display().to_string());
@@ -232,6 +238,17 @@ pub fn plan(cli: &ServeArgs, names: &[String], file: Option<&File>) -> Result<Ve
     Ok(planned)
 }
 
+/// The engine `a` names, else the one its endpoint's port suggests (discovery may still name
+/// another): for messages and checks before discovery.
+fn engine_hint(a: &ServeArgs) -> Engine {
+    a.engine.unwrap_or_else(|| {
+        a.db_endpoint
+            .as_deref()
+            .and_then(|e| parse_endpoint(e).ok())
+            .map_or(Engine::Mysql, |(_, port)| Engine::by_port(port))
+    })
+}
+
 /// `top`'s values where it has them, `base`'s elsewhere.
 pub fn overlay(base: ServeArgs, top: &ServeArgs) -> ServeArgs {
     macro_rules! pick {
@@ -246,7 +263,7 @@ pub fn overlay(base: ServeArgs, top: &ServeArgs) -> ServeArgs {
         db_endpoint, stack, db_cluster, db_instance, ecs_cluster, ecs_service, ecs_container,
         instance, instance_tag, dial, ssm_target, ssm_sessions, listen, region, db_user, profile,
         ca_bundle, handshake_timeout, max_connections, max_pending_logins, max_sigterm_delay,
-        min_sigterm_delay, local_password, secret,
+        min_sigterm_delay, local_password, secret, engine,
         health_addr, unix_socket, ssm_stall_timeout, stall_spool_memory, stall_spool_disk,
         stall_spool_total;
         reader, local_tls, direct_auth, allow_remote
@@ -368,8 +385,13 @@ pub struct Config {
     pub proxy: ProxyConfig,
 }
 
-/// Splits `HOST[:PORT]` (IPv6 as `[addr]:port`).
+/// Splits `HOST[:PORT]` (IPv6 as `[addr]:port`); the port defaults to MySQL's.
 pub fn parse_endpoint(s: &str) -> Result<(String, u16), Error> {
+    parse_endpoint_or(s, DEFAULT_PORT)
+}
+
+/// Splits `HOST[:PORT]` (IPv6 as `[addr]:port`); the port defaults to `default_port`.
+pub fn parse_endpoint_or(s: &str, default_port: u16) -> Result<(String, u16), Error> {
     let bad = || Error::BadEndpoint(s.to_owned());
     let s = s.trim();
     if s.is_empty() || s.contains('/') || s.contains(char::is_whitespace) {
@@ -379,7 +401,7 @@ pub fn parse_endpoint(s: &str) -> Result<(String, u16), Error> {
         let (host, after) = rest.split_once(']').ok_or_else(bad)?;
         let port = match after.strip_prefix(':') {
             Some(p) => p.parse().map_err(|_| bad())?,
-            None if after.is_empty() => DEFAULT_PORT,
+            None if after.is_empty() => default_port,
             None => return Err(bad()),
         };
         return Ok((host.to_owned(), port));
@@ -393,7 +415,7 @@ pub fn parse_endpoint(s: &str) -> Result<(String, u16), Error> {
             Ok((host.to_owned(), port))
         }
         Some(_) => Err(bad()),
-        None => Ok((s.to_owned(), DEFAULT_PORT)),
+        None => Ok((s.to_owned(), default_port)),
     }
 }
 
@@ -457,6 +479,9 @@ pub fn discover_secret(args: &mut ServeArgs, resolved: &Resolved) -> Result<(), 
 /// or the file set them), ready for [`build`].
 pub fn apply_discovered(args: &mut ServeArgs, resolved: &Resolved) {
     args.db_endpoint = Some(endpoint_text(&resolved.host, resolved.port));
+    if args.engine.is_none() {
+        args.engine = resolved.engine;
+    }
     if args.db_user.is_none() {
         args.db_user = resolved.db_user.clone();
     }
@@ -480,7 +505,11 @@ pub fn resolve_region(
 /// Builds the configuration. `aws_region` is the region the AWS config resolved, if any.
 pub fn build(args: &ServeArgs, aws_region: Option<String>) -> Result<Config, Error> {
     let endpoint = args.db_endpoint.as_deref().ok_or(Error::NoEndpoint)?;
-    let (host, port) = parse_endpoint(endpoint)?;
+    let (host, port) = parse_endpoint_or(
+        endpoint,
+        args.engine.map_or(DEFAULT_PORT, Engine::default_port),
+    )?;
+    let engine = args.engine.unwrap_or_else(|| Engine::by_port(port));
     let region = resolve_region(args.region.clone(), &host, aws_region)?;
     let unix_socket = args
         .unix_socket
@@ -490,7 +519,7 @@ pub fn build(args: &ServeArgs, aws_region: Option<String>) -> Result<Config, Err
     let listen_text = match (&args.listen, &unix_socket) {
         (Some(l), _) => Some(l.as_str()),
         (None, Some(_)) => None,
-        (None, None) => Some(DEFAULT_LISTEN),
+        (None, None) => Some(engine.default_listen()),
     };
     let listen: Option<SocketAddr> = listen_text
         .map(|t| t.parse().map_err(|_| Error::BadListen(t.to_owned())))
@@ -510,7 +539,16 @@ pub fn build(args: &ServeArgs, aws_region: Option<String>) -> Result<Config, Err
         .dial
         .clone()
         .unwrap_or_else(|| endpoint_text(&host, port));
+    if engine == Engine::Postgres {
+        if secret_mode(args) {
+            return Err(Error::PostgresUnsupported("--secret"));
+        }
+        if local_password.is_some() {
+            return Err(Error::PostgresUnsupported("--local-password"));
+        }
+    }
     let mut proxy = ProxyConfig::new(host, port, region);
+    proxy.engine = engine;
     proxy.db_user = args.db_user.clone().filter(|u| !u.is_empty());
     proxy.ca_source = match &args.ca_bundle {
         Some(p) => CaSource::File(PathBuf::from(p)),

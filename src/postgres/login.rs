@@ -1,0 +1,849 @@
+//! The login bridge for one PostgreSQL connection, client first (DESIGN.md decisions 3 and 14):
+//!
+//! 1. [`client_startup`]: the client's untyped packets. `SSLRequest` is answered `S` and TLS
+//!    follows when `--local-tls` is on, else `N`; `GSSENCRequest` is answered `N`; a
+//!    `CancelRequest` ends the login there (see [`super::cancel`]); the `StartupMessage` (protocol
+//!    3.0, or 3.2 of PostgreSQL 18) is taken without asking for a password.
+//! 2. [`open_upstream`]: a stream to the database, `SSLRequest`, and TLS verified against the
+//!    endpoint NAME with the configured CAs; the IAM token is fetched meanwhile.
+//! 3. [`authenticate`]: the client's `StartupMessage` upstream (its parameters, the user replaced
+//!    by `--db-user` when set), then `AuthenticationCleartextPassword` answered with the token.
+//!    A server that asks for anything else (SCRAM, MD5, ...) is refused with the fix named; a
+//!    rejected token invalidates the cached one.
+//! 4. [`finish`]: `AuthenticationOk`, `ParameterStatus`, `BackendKeyData` (with a key minted by
+//!    the proxy, see [`super::cancel`]), notices and `ReadyForQuery` go to the client as the
+//!    server sent them.
+//!
+//! No upstream connection is opened before the client has sent a valid startup packet, so
+//! scanners and broken clients cost the database nothing. Every failure reaches the client as an
+//! `ErrorResponse` naming the hop and the fix; client-chosen text is escaped
+//! ([`crate::text::printable`]) wherever it is shown.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::time::Instant;
+
+use super::cancel::{self, KeyGuard};
+use super::proto::backend::tag;
+use super::proto::frame::{
+    self, MAX_LOGIN_MESSAGE_LEN, MAX_STARTUP_LEN, Message, looks_like_tls_client_hello,
+};
+use super::proto::{
+    Authentication, BackendKeyData, CancelRequest, EncryptionResponse, ErrorResponse,
+    PasswordMessage, SslRequest, StartupMessage, StartupPacket, sqlstate,
+};
+use crate::iam::AuthToken;
+use crate::proxy::listener::Peer;
+use crate::proxy::shared::{Shared, Side};
+use crate::text::printable;
+use crate::tls;
+use crate::tunnel::BoxStream;
+
+/// Most messages the server may send between the password and `ReadyForQuery` (parameters,
+/// notices): far above what any server sends, low enough that a hostile one cannot keep a login
+/// going for ever.
+const MAX_LOGIN_MESSAGES: usize = 1024;
+
+/// A failed login: whose fault, a short reason label for metrics, what the client is told.
+#[derive(Debug)]
+pub struct Failure {
+    /// Whose side failed.
+    pub side: Side,
+    /// A stable label (`upstream_unreachable`, `tls`, `token`, `not_iam_user`, ...).
+    pub reason: &'static str,
+    /// The `ErrorResponse` for the client (`None` when the client is gone or speaks no
+    /// PostgreSQL).
+    pub reply: Option<ErrorResponse>,
+    /// Detail for the log line.
+    pub detail: String,
+}
+
+impl Failure {
+    /// A failure told to the client as FATAL `state`: `rds-iam-proxy: {msg}`.
+    fn new(side: Side, reason: &'static str, state: &str, msg: String) -> Self {
+        Failure {
+            side,
+            reason,
+            reply: Some(ErrorResponse::fatal(state, format!("rds-iam-proxy: {msg}"))),
+            detail: msg,
+        }
+    }
+
+    /// A failure of a client that cannot be told (gone, or mid-TLS).
+    fn silent(reason: &'static str, detail: String) -> Self {
+        Failure {
+            side: Side::Client,
+            reason,
+            reply: None,
+            detail,
+        }
+    }
+}
+
+/// What a client's connection turned out to be.
+pub(crate) enum Outcome {
+    /// A logged-in session, ready to relay.
+    Established(Established),
+    /// A `CancelRequest` for another connection.
+    Cancel(CancelRequest),
+}
+
+/// Both legs after a successful login, ready to relay.
+pub(crate) struct Established {
+    /// The client stream (plain or local TLS).
+    pub client: BoxStream,
+    /// Bytes the client sent beyond its startup.
+    pub client_read_ahead: BytesMut,
+    /// The upstream TLS stream.
+    pub upstream: BoxStream,
+    /// Bytes the server sent beyond `ReadyForQuery`.
+    pub upstream_read_ahead: BytesMut,
+    /// The IAM database user logged in.
+    pub db_user: String,
+    /// The server's process id for this session (also what the client was given).
+    pub backend_pid: u32,
+    /// The cancel key handed to the client, forgotten when this is dropped.
+    pub cancel_key: Option<KeyGuard>,
+}
+
+/// One leg during login: the stream and what was read from it but not yet used.
+pub(crate) struct Leg {
+    /// The stream.
+    io: BoxStream,
+    /// Read, not yet decoded.
+    buf: BytesMut,
+}
+
+/// Why a read during login failed.
+#[derive(Debug)]
+enum ReadError {
+    /// The socket failed.
+    Io(std::io::Error),
+    /// The peer closed.
+    Eof,
+    /// Nothing came in time.
+    Timeout(Duration),
+    /// The bytes are not what the protocol allows here.
+    Protocol(super::proto::Error),
+}
+
+impl std::fmt::Display for ReadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReadError::Io(e) => write!(f, "{e}"),
+            ReadError::Eof => f.write_str("the connection was closed"),
+            ReadError::Timeout(d) => write!(f, "nothing arrived within {}s", d.as_secs()),
+            ReadError::Protocol(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl Leg {
+    /// A leg over `io` with nothing read yet.
+    pub(crate) fn new(io: BoxStream) -> Self {
+        Leg {
+            io,
+            buf: BytesMut::new(),
+        }
+    }
+
+    /// Reads more into the buffer, before `deadline`.
+    async fn fill(&mut self, deadline: Instant, window: Duration) -> Result<(), ReadError> {
+        if self.buf.capacity() - self.buf.len() < 512 {
+            self.buf.reserve(4096);
+        }
+        match tokio::time::timeout_at(deadline, self.io.read_buf(&mut self.buf)).await {
+            Err(_) => Err(ReadError::Timeout(window)),
+            Ok(Ok(0)) => Err(ReadError::Eof),
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err(ReadError::Eof),
+            Ok(Err(e)) => Err(ReadError::Io(e)),
+        }
+    }
+
+    /// One untyped startup packet's body.
+    async fn startup(&mut self, deadline: Instant, window: Duration) -> Result<Bytes, ReadError> {
+        loop {
+            match frame::take_startup(&mut self.buf, MAX_STARTUP_LEN) {
+                Ok(Some(body)) => return Ok(body),
+                Ok(None) => self.fill(deadline, window).await?,
+                Err(e) => return Err(ReadError::Protocol(e)),
+            }
+        }
+    }
+
+    /// One typed message.
+    async fn message(&mut self, deadline: Instant, window: Duration) -> Result<Message, ReadError> {
+        loop {
+            match frame::take_message(&mut self.buf, MAX_LOGIN_MESSAGE_LEN) {
+                Ok(Some(m)) => return Ok(m),
+                Ok(None) => self.fill(deadline, window).await?,
+                Err(e) => return Err(ReadError::Protocol(e)),
+            }
+        }
+    }
+
+    /// Writes and flushes `bytes`.
+    pub(crate) async fn send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.io.write_all(bytes).await?;
+        self.io.flush().await
+    }
+
+    /// Reads one byte, before `deadline` (the answer to an encryption request).
+    async fn byte(&mut self, deadline: Instant, window: Duration) -> Result<u8, ReadError> {
+        if self.buf.is_empty() {
+            let mut one = [0u8; 1];
+            return match tokio::time::timeout_at(deadline, self.io.read(&mut one)).await {
+                Err(_) => Err(ReadError::Timeout(window)),
+                Ok(Ok(0)) => Err(ReadError::Eof),
+                Ok(Ok(_)) => Ok(one[0]),
+                Ok(Err(e)) => Err(ReadError::Io(e)),
+            };
+        }
+        Ok(self.buf.split_to(1)[0])
+    }
+
+    /// Tells the client `err` (it may already be gone).
+    async fn send_error(&mut self, err: &ErrorResponse) {
+        let mut out = BytesMut::new();
+        if err.encode(&mut out).is_ok() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), self.send(&out)).await;
+        }
+    }
+
+    /// The stream itself (past the buffered bytes).
+    pub(crate) fn io_mut(&mut self) -> &mut BoxStream {
+        &mut self.io
+    }
+
+    /// The stream and the bytes read ahead.
+    fn into_parts(self) -> (BoxStream, BytesMut) {
+        (self.io, self.buf)
+    }
+}
+
+/// Runs the whole login for one accepted client. `pending` is its place among the logins not yet
+/// authenticated locally (`--max-pending-logins`), given back once its startup was read. On
+/// failure the client has been sent an `ErrorResponse` (when it can read one).
+pub(crate) async fn run<P>(
+    inner: &Arc<Shared>,
+    client: BoxStream,
+    _peer: &Peer,
+    pending: P,
+) -> Result<Outcome, Failure> {
+    let mut client = Leg::new(client);
+    let startup = match client_startup(inner, &mut client).await {
+        Ok(Start::Startup(m)) => m,
+        Ok(Start::Cancel(c)) => return Ok(Outcome::Cancel(c)),
+        Err(f) => return Err(tell(&mut client, f).await),
+    };
+    // Taken locally (no local password to check): no longer a pending login.
+    drop(pending);
+    match bridge(inner, &mut client, &startup).await {
+        Ok((upstream, db_user, key)) => {
+            let (client, client_read_ahead) = client.into_parts();
+            let (upstream, upstream_read_ahead) = upstream.into_parts();
+            Ok(Outcome::Established(Established {
+                client,
+                client_read_ahead,
+                upstream,
+                upstream_read_ahead,
+                db_user,
+                backend_pid: key.as_ref().map_or(0, |k| k.process_id()),
+                cancel_key: key,
+            }))
+        }
+        Err(f) => Err(tell(&mut client, f).await),
+    }
+}
+
+/// Sends `f`'s reply to the client, and gives `f` back.
+async fn tell(client: &mut Leg, f: Failure) -> Failure {
+    if let Some(reply) = &f.reply {
+        client.send_error(reply).await;
+    }
+    f
+}
+
+/// What the client's first packets asked for.
+enum Start {
+    /// A session.
+    Startup(StartupMessage),
+    /// The cancellation of another session's query.
+    Cancel(CancelRequest),
+}
+
+/// Step 1: the client's untyped packets up to its `StartupMessage` or `CancelRequest`, each
+/// encryption request answered once, all within the handshake timeout.
+async fn client_startup(inner: &Shared, client: &mut Leg) -> Result<Start, Failure> {
+    let window = inner.config.handshake_timeout;
+    let deadline = Instant::now() + window;
+    let mut asked_tls = false;
+    let mut asked_gss = false;
+    loop {
+        let body = match client.startup(deadline, window).await {
+            Ok(body) => body,
+            Err(e) => return Err(startup_failure(client, e)),
+        };
+        let packet = StartupPacket::decode(&body).map_err(|e| {
+            Failure::new(
+                Side::Client,
+                "client_protocol",
+                protocol_state(&e),
+                format!("invalid startup packet from the client: {e}"),
+            )
+        })?;
+        let answer = match packet {
+            StartupPacket::Startup(m) => return Ok(Start::Startup(m)),
+            StartupPacket::Cancel(c) => return Ok(Start::Cancel(c)),
+            StartupPacket::SslRequest if !asked_tls => {
+                asked_tls = true;
+                inner.local_tls.is_some()
+            }
+            StartupPacket::GssEncRequest if !asked_gss => {
+                asked_gss = true;
+                false
+            }
+            _ => {
+                return Err(Failure::new(
+                    Side::Client,
+                    "client_protocol",
+                    sqlstate::PROTOCOL_VIOLATION,
+                    "the client asked for the same encryption twice".into(),
+                ));
+            }
+        };
+        // Bytes sent before the answer would be taken as encrypted later (CVE-2021-23214).
+        if !client.buf.is_empty() {
+            return Err(Failure::new(
+                Side::Client,
+                "client_protocol",
+                sqlstate::PROTOCOL_VIOLATION,
+                "the client sent data after its encryption request without waiting for the \
+                 answer"
+                    .into(),
+            ));
+        }
+        let byte = if answer {
+            EncryptionResponse::Accept
+        } else {
+            EncryptionResponse::Refuse
+        }
+        .byte(false);
+        client
+            .send(&[byte])
+            .await
+            .map_err(|e| Failure::silent("client_gone", format!("client went away: {e}")))?;
+        if answer && let Some(acceptor) = &inner.local_tls {
+            let raw = std::mem::replace(&mut client.io, Box::new(tokio::io::duplex(1).0));
+            let tls = tokio::time::timeout_at(deadline, acceptor.accept(raw))
+                .await
+                .map_err(|_| {
+                    Failure::silent(
+                        "client_tls",
+                        format!("local TLS handshake not done within {}s", window.as_secs()),
+                    )
+                })?
+                .map_err(|e| {
+                    Failure::silent("client_tls", format!("local TLS handshake failed: {e}"))
+                })?;
+            client.io = Box::new(tls);
+        }
+    }
+}
+
+/// The SQLSTATE for a malformed startup packet: 0A000 for what is well-formed but not spoken
+/// (protocol 2), 08P01 otherwise.
+fn protocol_state(e: &super::proto::Error) -> &'static str {
+    match e {
+        super::proto::Error::UnsupportedProtocol { .. } | super::proto::Error::Unsupported { .. } => {
+            sqlstate::FEATURE_NOT_SUPPORTED
+        }
+        _ => sqlstate::PROTOCOL_VIOLATION,
+    }
+}
+
+/// What a failed read of the client's startup is: a TLS ClientHello (PostgreSQL 17's direct
+/// TLS, which needs `--local-tls` and is not spoken yet) cannot be answered in PostgreSQL; the
+/// rest is answered with an `ErrorResponse`.
+fn startup_failure(client: &Leg, e: ReadError) -> Failure {
+    match e {
+        ReadError::Protocol(_) if looks_like_tls_client_hello(&client.buf) => Failure::silent(
+            "client_direct_tls",
+            "the client started TLS at once (sslnegotiation=direct), which the proxy does not \
+             speak: connect with sslnegotiation=postgres (the default)"
+                .into(),
+        ),
+        ReadError::Protocol(e) => Failure::new(
+            Side::Client,
+            "client_protocol",
+            protocol_state(&e),
+            format!("invalid startup packet from the client: {e}"),
+        ),
+        ReadError::Timeout(d) => Failure::new(
+            Side::Client,
+            "client_timeout",
+            sqlstate::PROTOCOL_VIOLATION,
+            format!(
+                "no startup packet from the client within {}s (--handshake-timeout)",
+                d.as_secs()
+            ),
+        ),
+        ReadError::Eof => Failure::silent(
+            "client_gone",
+            "client went away before its startup packet".into(),
+        ),
+        ReadError::Io(e) => Failure::silent(
+            "client_gone",
+            format!("client went away during its startup: {e}"),
+        ),
+    }
+}
+
+/// Steps 2 to 4 for the client's `startup`: returns the upstream leg, the user logged in and the
+/// cancel key given to the client.
+async fn bridge(
+    inner: &Arc<Shared>,
+    client: &mut Leg,
+    startup: &StartupMessage,
+) -> Result<(Leg, String, Option<KeyGuard>), Failure> {
+    let cfg = &inner.config;
+    let db_user = cfg
+        .db_user
+        .clone()
+        .unwrap_or_else(|| startup.user().to_owned());
+    let request = cfg.token_request(&db_user);
+    let endpoint = cfg.endpoint();
+    let (upstream, token) = tokio::join!(open_upstream(inner), inner.tokens.token(&request));
+    let mut upstream = upstream?;
+    let token = token.map_err(|e| {
+        Failure::new(
+            Side::Proxy,
+            "token",
+            sqlstate::INVALID_AUTHORIZATION_SPECIFICATION,
+            format!(
+                "cannot create an IAM token for '{}' on {endpoint}: {e}",
+                printable(&db_user)
+            ),
+        )
+    })?;
+    let upstream_startup = upstream_startup(startup, &db_user);
+    authenticate(inner, &mut upstream, &upstream_startup, &token).await?;
+    let (welcome, key) = finish(inner, &mut upstream).await?;
+    client
+        .send(&welcome)
+        .await
+        .map_err(|e| Failure::silent("client_gone", format!("client went away: {e}")))?;
+    Ok((upstream, db_user, key))
+}
+
+/// The `StartupMessage` sent upstream: the client's, in its order, with `user` set to `db_user`.
+pub(crate) fn upstream_startup(client: &StartupMessage, db_user: &str) -> StartupMessage {
+    let mut m = client.clone();
+    for (k, v) in &mut m.params {
+        if k == "user" {
+            *v = db_user.to_owned();
+        }
+    }
+    m
+}
+
+/// Step 2: a stream to the database, `SSLRequest`, and TLS verified against the endpoint name.
+/// Also what a forwarded `CancelRequest` travels over.
+pub(crate) async fn open_upstream(inner: &Shared) -> Result<Leg, Failure> {
+    let cfg = &inner.config;
+    let endpoint = cfg.endpoint();
+    let via = inner.connector.describe();
+    let window = cfg.handshake_timeout;
+    let deadline = Instant::now() + window;
+    let stream = inner.connector.connect().await.map_err(|e| {
+        Failure::new(
+            Side::Upstream,
+            "upstream_unreachable",
+            sqlstate::UNABLE_TO_ESTABLISH,
+            format!(
+                "could not reach the database {endpoint} via {via}: {e}. Check that the \
+                 database is running and reachable from here (or through the tunnel)."
+            ),
+        )
+    })?;
+    let mut leg = Leg::new(stream);
+    let mut out = BytesMut::new();
+    SslRequest.encode(&mut out);
+    leg.send(&out)
+        .await
+        .map_err(|e| upstream_io(&endpoint, &ReadError::Io(e)))?;
+    let answer = leg
+        .byte(deadline, window)
+        .await
+        .map_err(|e| upstream_io(&endpoint, &e))?;
+    match EncryptionResponse::decode(answer, false) {
+        Ok(EncryptionResponse::Accept) => {}
+        Ok(EncryptionResponse::Refuse) => {
+            return Err(Failure::new(
+                Side::Upstream,
+                "upstream_no_tls",
+                sqlstate::UNABLE_TO_ESTABLISH,
+                format!(
+                    "the database {endpoint} does not offer TLS, and an IAM token is never sent \
+                     in cleartext. Enable TLS on the server (RDS and Aurora always offer it)."
+                ),
+            ));
+        }
+        _ => {
+            return Err(Failure::new(
+                Side::Upstream,
+                "upstream_protocol",
+                sqlstate::UNABLE_TO_ESTABLISH,
+                format!(
+                    "the database {endpoint} did not answer the TLS request as PostgreSQL does \
+                     (byte {answer:#04x}); is {via} really a PostgreSQL endpoint?"
+                ),
+            ));
+        }
+    }
+    let tls = tokio::time::timeout_at(
+        deadline,
+        inner.upstream_tls.connect(inner.server_name.clone(), leg.io),
+    )
+    .await
+    .map_err(|_| {
+        Failure::new(
+            Side::Upstream,
+            "tls",
+            sqlstate::UNABLE_TO_ESTABLISH,
+            format!(
+                "the TLS handshake with {endpoint} did not finish within {}s",
+                window.as_secs()
+            ),
+        )
+    })?
+    .map_err(|e| tls_failure(inner, &endpoint, e))?;
+    Ok(Leg::new(Box::new(tls)))
+}
+
+/// The failure of the upstream TLS handshake, with the fix for a certificate problem.
+fn tls_failure(inner: &Shared, endpoint: &str, e: std::io::Error) -> Failure {
+    let host = &inner.config.endpoint_host;
+    let ca = &inner.config.ca_source;
+    let is_cert = tls::rustls_error(&e).is_some_and(tls::is_certificate_error);
+    let msg = if is_cert {
+        format!(
+            "TLS verification of {endpoint} failed: {e}. The server certificate must name {host} \
+             and chain to {ca}. For a region or partition missing from the embedded bundle, pass \
+             --ca-bundle with AWS's global-bundle.pem."
+        )
+    } else {
+        format!("the TLS handshake with {endpoint} failed: {e}")
+    };
+    Failure::new(Side::Upstream, "tls", sqlstate::UNABLE_TO_ESTABLISH, msg)
+}
+
+/// The database failed (or closed) during login.
+fn upstream_io(endpoint: &str, e: &ReadError) -> Failure {
+    Failure::new(
+        Side::Upstream,
+        "upstream_io",
+        sqlstate::CONNECTION_FAILURE,
+        format!("the connection to the database {endpoint} failed during login: {e}"),
+    )
+}
+
+/// Step 3: the `StartupMessage`, then the token as the answer to
+/// `AuthenticationCleartextPassword`, up to `AuthenticationOk`. Messages the server sends before
+/// it (`NegotiateProtocolVersion`, notices) are kept in `upstream`'s buffer for [`finish`].
+async fn authenticate(
+    inner: &Shared,
+    upstream: &mut Leg,
+    startup: &StartupMessage,
+    token: &AuthToken,
+) -> Result<(), Failure> {
+    let cfg = &inner.config;
+    let endpoint = cfg.endpoint();
+    let user = startup.user().to_owned();
+    let window = cfg.handshake_timeout;
+    let deadline = Instant::now() + window;
+    let mut out = BytesMut::new();
+    startup.encode(&mut out).map_err(|e| {
+        Failure::new(
+            Side::Client,
+            "client_protocol",
+            sqlstate::PROTOCOL_VIOLATION,
+            format!("the client's startup parameters cannot be sent on: {e}"),
+        )
+    })?;
+    upstream
+        .send(&out)
+        .await
+        .map_err(|e| upstream_io(&endpoint, &ReadError::Io(e)))?;
+    let mut sent_token = false;
+    let mut before: Vec<Message> = Vec::new();
+    loop {
+        let m = upstream
+            .message(deadline, window)
+            .await
+            .map_err(|e| upstream_io(&endpoint, &e))?;
+        match m.tag {
+            tag::AUTHENTICATION => {
+                let auth = Authentication::decode(&m.body).map_err(|e| bad_upstream(&endpoint, &e))?;
+                match decide(&auth, sent_token) {
+                    AuthStep::SendToken => {
+                        let mut out = BytesMut::new();
+                        PasswordMessage {
+                            password: Bytes::copy_from_slice(token.expose().as_bytes()),
+                        }
+                        .encode(&mut out)
+                        .map_err(|e| bad_upstream(&endpoint, &e))?;
+                        upstream
+                            .send(&out)
+                            .await
+                            .map_err(|e| upstream_io(&endpoint, &ReadError::Io(e)))?;
+                        sent_token = true;
+                    }
+                    AuthStep::Done => {
+                        // Keep what came before AuthenticationOk, in order, for the client.
+                        let mut front = BytesMut::new();
+                        for b in before.iter().chain(std::iter::once(&m)) {
+                            frame::put_message(b.tag, &b.body, &mut front);
+                        }
+                        front.unsplit(std::mem::take(&mut upstream.buf));
+                        upstream.buf = front;
+                        return Ok(());
+                    }
+                    AuthStep::Refuse => {
+                        return Err(not_iam(inner, &user, &auth));
+                    }
+                }
+            }
+            tag::ERROR_RESPONSE => {
+                let err = ErrorResponse::decode(&m.body).map_err(|e| bad_upstream(&endpoint, &e))?;
+                if sent_token && rejects_password(&err) {
+                    inner.tokens.invalidate(&cfg.token_request(&user));
+                    return Err(token_rejected(inner, &user, &err));
+                }
+                // Anything else (no such database, too many connections) is the server's own
+                // word: the client sees it as the server sent it.
+                return Err(Failure {
+                    side: Side::Upstream,
+                    reason: "upstream_refused",
+                    detail: format!("the database {endpoint} refused the login: {err}"),
+                    reply: Some(err),
+                });
+            }
+            tag::NOTICE_RESPONSE | tag::NEGOTIATE_PROTOCOL_VERSION
+                if before.len() < MAX_LOGIN_MESSAGES =>
+            {
+                before.push(m)
+            }
+            other => {
+                return Err(bad_upstream(
+                    &endpoint,
+                    &super::proto::Error::UnexpectedTag {
+                        tag: other,
+                        expected: "an authentication request",
+                    },
+                ));
+            }
+        }
+    }
+}
+
+/// What to do with one authentication request of the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AuthStep {
+    /// Answer with the IAM token.
+    SendToken,
+    /// Logged in.
+    Done,
+    /// The server asks for something an IAM token cannot answer (or asks twice).
+    Refuse,
+}
+
+/// The decision for `auth`, `sent_token` telling whether the token went already: the token
+/// answers one `AuthenticationCleartextPassword`; `AuthenticationOk` ends the exchange; anything
+/// else (SCRAM, MD5, GSS, a second password request) is refused.
+pub(crate) fn decide(auth: &Authentication, sent_token: bool) -> AuthStep {
+    match auth {
+        Authentication::CleartextPassword if !sent_token => AuthStep::SendToken,
+        Authentication::Ok => AuthStep::Done,
+        _ => AuthStep::Refuse,
+    }
+}
+
+/// Whether the server's error says the password (the token) was wrong: 28P01
+/// (`invalid_password`, what `pam` and `password` report) or 28000.
+pub(crate) fn rejects_password(err: &ErrorResponse) -> bool {
+    matches!(
+        err.sqlstate().as_deref(),
+        Some(sqlstate::INVALID_PASSWORD | sqlstate::INVALID_AUTHORIZATION_SPECIFICATION)
+    )
+}
+
+/// The server asked `user` for `auth` instead of a cleartext password: the user is not an IAM
+/// user (no `rds_iam` role), or does not exist.
+fn not_iam(inner: &Shared, user: &str, auth: &Authentication) -> Failure {
+    let endpoint = inner.config.endpoint();
+    let user = printable(user);
+    let asked = match auth {
+        Authentication::Sasl { mechanisms } => format!("SASL ({})", mechanisms.join(", ")),
+        Authentication::CleartextPassword => "a second password".to_owned(),
+        other => other.name().to_owned(),
+    };
+    Failure::new(
+        Side::Upstream,
+        "not_iam_user",
+        sqlstate::INVALID_AUTHORIZATION_SPECIFICATION,
+        format!(
+            "the database {endpoint} asked '{user}' for {asked} instead of a cleartext password, \
+             so '{user}' is not an IAM database user (or does not exist). As an administrator, \
+             run CREATE USER \"{user}\"; GRANT rds_iam TO \"{user}\"; or log in as a user that \
+             has the rds_iam role."
+        ),
+    )
+}
+
+/// The server rejected the token of `user`.
+fn token_rejected(inner: &Shared, user: &str, err: &ErrorResponse) -> Failure {
+    let cfg = &inner.config;
+    let endpoint = cfg.endpoint();
+    let region = &cfg.region;
+    let user = printable(user);
+    let mut f = Failure::new(
+        Side::Upstream,
+        "access_denied",
+        sqlstate::INVALID_PASSWORD,
+        format!(
+            "the database {endpoint} rejected the IAM token for user '{user}' (region {region}). \
+             Check that your IAM identity may rds-db:connect to \
+             arn:aws:rds-db:{region}:<account>:dbuser:<DbiResourceId or cluster resource \
+             id>/{user}, that IAM database authentication is enabled on the database, and that \
+             '{user}' has the rds_iam role (GRANT rds_iam TO \"{user}\")."
+        ),
+    );
+    let said = printable(err.message().as_deref().unwrap_or_default()).into_owned();
+    f.detail = format!("{} The database said: {said}", f.detail);
+    f.reply = f.reply.map(|r| r.detail(format!("The database said: {said}")));
+    f
+}
+
+/// The server sent what PostgreSQL does not send during login.
+fn bad_upstream(endpoint: &str, e: &super::proto::Error) -> Failure {
+    Failure::new(
+        Side::Upstream,
+        "upstream_protocol",
+        sqlstate::PROTOCOL_VIOLATION,
+        format!("the database {endpoint} sent a message the proxy cannot read during login: {e}"),
+    )
+}
+
+/// Step 4: the server's messages from `AuthenticationOk` (kept in `upstream`'s buffer with
+/// whatever preceded it) up to `ReadyForQuery`, for the client, with the cancel key replaced by
+/// one the proxy minted.
+async fn finish(
+    inner: &Arc<Shared>,
+    upstream: &mut Leg,
+) -> Result<(BytesMut, Option<KeyGuard>), Failure> {
+    let endpoint = inner.config.endpoint();
+    let window = inner.config.handshake_timeout;
+    let deadline = Instant::now() + window;
+    let mut welcome = BytesMut::new();
+    let mut key = None;
+    for _ in 0..MAX_LOGIN_MESSAGES {
+        let m = upstream
+            .message(deadline, window)
+            .await
+            .map_err(|e| upstream_io(&endpoint, &e))?;
+        match m.tag {
+            tag::BACKEND_KEY_DATA => {
+                let real = BackendKeyData::decode(&m.body).map_err(|e| bad_upstream(&endpoint, &e))?;
+                let (minted, guard) = cancel::mint(inner, real);
+                minted
+                    .encode(&mut welcome)
+                    .map_err(|e| bad_upstream(&endpoint, &e))?;
+                key = guard;
+            }
+            tag::ERROR_RESPONSE => {
+                let err = ErrorResponse::decode(&m.body).map_err(|e| bad_upstream(&endpoint, &e))?;
+                return Err(Failure {
+                    side: Side::Upstream,
+                    reason: "upstream_refused",
+                    detail: format!("the database {endpoint} ended the login: {err}"),
+                    reply: Some(err),
+                });
+            }
+            tag::READY_FOR_QUERY => {
+                frame::put_message(m.tag, &m.body, &mut welcome);
+                return Ok((welcome, key));
+            }
+            tag::AUTHENTICATION
+            | tag::PARAMETER_STATUS
+            | tag::NOTICE_RESPONSE
+            | tag::NEGOTIATE_PROTOCOL_VERSION => {
+                frame::put_message(m.tag, &m.body, &mut welcome);
+            }
+            other => {
+                return Err(bad_upstream(
+                    &endpoint,
+                    &super::proto::Error::UnexpectedTag {
+                        tag: other,
+                        expected: "ParameterStatus, BackendKeyData or ReadyForQuery",
+                    },
+                ));
+            }
+        }
+    }
+    Err(Failure::new(
+        Side::Upstream,
+        "upstream_protocol",
+        sqlstate::PROTOCOL_VIOLATION,
+        format!("the database {endpoint} sent more than {MAX_LOGIN_MESSAGES} messages before ReadyForQuery"),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::postgres::proto::ProtocolVersion;
+
+    #[test]
+    fn only_one_cleartext_request_is_answered_with_the_token() {
+        use Authentication as A;
+        assert_eq!(decide(&A::CleartextPassword, false), AuthStep::SendToken);
+        assert_eq!(decide(&A::CleartextPassword, true), AuthStep::Refuse);
+        assert_eq!(decide(&A::Ok, true), AuthStep::Done);
+        // `trust`: logged in without being asked; nothing secret went.
+        assert_eq!(decide(&A::Ok, false), AuthStep::Done);
+        let sasl = A::Sasl {
+            mechanisms: vec!["SCRAM-SHA-256".into()],
+        };
+        for other in [sasl, A::Md5Password { salt: [1, 2, 3, 4] }] {
+            assert_eq!(decide(&other, false), AuthStep::Refuse, "{other:?}");
+        }
+    }
+
+    #[test]
+    fn the_upstream_startup_keeps_the_clients_parameters_with_the_iam_user() {
+        let client = StartupMessage::new(
+            ProtocolVersion::V3_0,
+            "someone",
+            &[("database", "app"), ("application_name", "psql")],
+        );
+        let up = upstream_startup(&client, "iamuser");
+        assert_eq!(up.user(), "iamuser");
+        assert_eq!(up.get("database"), Some("app"));
+        assert_eq!(up.get("application_name"), Some("psql"));
+        assert_eq!(up.params.len(), 3);
+        assert_eq!(up.version, client.version);
+    }
+
+    #[test]
+    fn wrong_password_states_count_as_a_rejected_token() {
+        assert!(rejects_password(&ErrorResponse::fatal("28P01", "x")));
+        assert!(rejects_password(&ErrorResponse::fatal("28000", "x")));
+        assert!(!rejects_password(&ErrorResponse::fatal("3D000", "no db")));
+        assert!(!rejects_password(&ErrorResponse::fatal("53300", "busy")));
+    }
+}
