@@ -92,7 +92,10 @@ impl std::fmt::Debug for KeyGuard {
 
 /// The `BackendKeyData` for the client in place of the server's `real` one: the same process
 /// id, a fresh random key of the same length, remembered until the guard is dropped.
-pub(crate) fn mint(inner: &Arc<Shared>, real: BackendKeyData) -> (BackendKeyData, Option<KeyGuard>) {
+pub(crate) fn mint(
+    inner: &Arc<Shared>,
+    real: BackendKeyData,
+) -> (BackendKeyData, Option<KeyGuard>) {
     let Some(keys) = inner.engine_state::<CancelKeys>() else {
         // Not a PostgreSQL proxy's state: hand the real key through rather than fail the login.
         return (real, None);
@@ -157,7 +160,10 @@ pub(crate) async fn forward(inner: &Shared, request: CancelRequest) {
         }
     };
     if let Err(e) = up.send(&out).await {
-        tracing::warn!(process_id = request.process_id, "could not forward a cancel request: {e}");
+        tracing::warn!(
+            process_id = request.process_id,
+            "could not forward a cancel request: {e}"
+        );
         return;
     }
     // The server reads the request, signals the backend and closes.
@@ -166,7 +172,10 @@ pub(crate) async fn forward(inner: &Shared, request: CancelRequest) {
         while matches!(up.io_mut().read(&mut sink).await, Ok(n) if n > 0) {}
     })
     .await;
-    tracing::info!(process_id = request.process_id, "cancel request forwarded to the database");
+    tracing::info!(
+        process_id = request.process_id,
+        "cancel request forwarded to the database"
+    );
 }
 
 #[cfg(test)]
@@ -197,8 +206,12 @@ mod tests {
         let mut cfg = ProxyConfig::new("db.example", 5432, "us-east-1");
         cfg.engine = Engine::Postgres;
         Arc::new(
-            Shared::new(cfg, Arc::new(Direct::new("127.0.0.1:9")), Arc::new(NoTokens))
-                .unwrap(),
+            Shared::new(
+                cfg,
+                Arc::new(Direct::new("127.0.0.1:9")),
+                Arc::new(NoTokens),
+            )
+            .unwrap(),
         )
     }
 
@@ -219,7 +232,11 @@ mod tests {
             keys.real_key(4242, &given.secret_key),
             Some(real.secret_key.clone())
         );
-        assert_eq!(keys.real_key(4242, &real.secret_key), None, "the real key is not a key");
+        assert_eq!(
+            keys.real_key(4242, &real.secret_key),
+            None,
+            "the real key is not a key"
+        );
         assert_eq!(keys.real_key(4243, &given.secret_key), None);
         // Protocol 3.2's long keys keep their length.
         let long = BackendKeyData {

@@ -359,9 +359,8 @@ async fn client_startup(inner: &Shared, client: &mut Leg) -> Result<Start, Failu
 /// (protocol 2), 08P01 otherwise.
 fn protocol_state(e: &super::proto::Error) -> &'static str {
     match e {
-        super::proto::Error::UnsupportedProtocol { .. } | super::proto::Error::Unsupported { .. } => {
-            sqlstate::FEATURE_NOT_SUPPORTED
-        }
+        super::proto::Error::UnsupportedProtocol { .. }
+        | super::proto::Error::Unsupported { .. } => sqlstate::FEATURE_NOT_SUPPORTED,
         _ => sqlstate::PROTOCOL_VIOLATION,
     }
 }
@@ -507,7 +506,9 @@ pub(crate) async fn open_upstream(inner: &Shared) -> Result<Leg, Failure> {
     }
     let tls = tokio::time::timeout_at(
         deadline,
-        inner.upstream_tls.connect(inner.server_name.clone(), leg.io),
+        inner
+            .upstream_tls
+            .connect(inner.server_name.clone(), leg.io),
     )
     .await
     .map_err(|_| {
@@ -588,7 +589,8 @@ async fn authenticate(
             .map_err(|e| upstream_io(&endpoint, &e))?;
         match m.tag {
             tag::AUTHENTICATION => {
-                let auth = Authentication::decode(&m.body).map_err(|e| bad_upstream(&endpoint, &e))?;
+                let auth =
+                    Authentication::decode(&m.body).map_err(|e| bad_upstream(&endpoint, &e))?;
                 match decide(&auth, sent_token) {
                     AuthStep::SendToken => {
                         let mut out = BytesMut::new();
@@ -619,7 +621,8 @@ async fn authenticate(
                 }
             }
             tag::ERROR_RESPONSE => {
-                let err = ErrorResponse::decode(&m.body).map_err(|e| bad_upstream(&endpoint, &e))?;
+                let err =
+                    ErrorResponse::decode(&m.body).map_err(|e| bad_upstream(&endpoint, &e))?;
                 if sent_token && rejects_password(&err) {
                     inner.tokens.invalidate(&cfg.token_request(&user));
                     return Err(token_rejected(inner, &user, &err));
@@ -725,7 +728,9 @@ fn token_rejected(inner: &Shared, user: &str, err: &ErrorResponse) -> Failure {
     );
     let said = printable(err.message().as_deref().unwrap_or_default()).into_owned();
     f.detail = format!("{} The database said: {said}", f.detail);
-    f.reply = f.reply.map(|r| r.detail(format!("The database said: {said}")));
+    f.reply = f
+        .reply
+        .map(|r| r.detail(format!("The database said: {said}")));
     f
 }
 
@@ -758,7 +763,8 @@ async fn finish(
             .map_err(|e| upstream_io(&endpoint, &e))?;
         match m.tag {
             tag::BACKEND_KEY_DATA => {
-                let real = BackendKeyData::decode(&m.body).map_err(|e| bad_upstream(&endpoint, &e))?;
+                let real =
+                    BackendKeyData::decode(&m.body).map_err(|e| bad_upstream(&endpoint, &e))?;
                 let (minted, guard) = cancel::mint(inner, real);
                 minted
                     .encode(&mut welcome)
@@ -766,7 +772,8 @@ async fn finish(
                 key = guard;
             }
             tag::ERROR_RESPONSE => {
-                let err = ErrorResponse::decode(&m.body).map_err(|e| bad_upstream(&endpoint, &e))?;
+                let err =
+                    ErrorResponse::decode(&m.body).map_err(|e| bad_upstream(&endpoint, &e))?;
                 return Err(Failure {
                     side: Side::Upstream,
                     reason: "upstream_refused",
@@ -799,7 +806,9 @@ async fn finish(
         Side::Upstream,
         "upstream_protocol",
         sqlstate::PROTOCOL_VIOLATION,
-        format!("the database {endpoint} sent more than {MAX_LOGIN_MESSAGES} messages before ReadyForQuery"),
+        format!(
+            "the database {endpoint} sent more than {MAX_LOGIN_MESSAGES} messages before ReadyForQuery"
+        ),
     ))
 }
 

@@ -181,9 +181,9 @@ where
     let mut chunk = read_ahead.freeze();
     loop {
         if chunk.is_empty() {
-            chunk = read_chunk(&mut client_r, &mut want)
-                .await
-                .map_err(|e| DirError::new(Side::Client, format!("reading from the client: {e}")))?;
+            chunk = read_chunk(&mut client_r, &mut want).await.map_err(|e| {
+                DirError::new(Side::Client, format!("reading from the client: {e}"))
+            })?;
             if chunk.is_empty() {
                 let _ = upstream_w.shutdown().await;
                 return Ok(());

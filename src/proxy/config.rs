@@ -14,9 +14,7 @@ use crate::tls::CaSource;
 
 /// The database wire protocol a proxy speaks to its clients and to the database
 /// (`--engine`, env `RDS_IAM_PROXY_ENGINE`, config key `engine`).
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 #[non_exhaustive]
 pub enum Engine {

@@ -29,8 +29,8 @@ use tokio::sync::OwnedSemaphorePermit;
 use super::config::Engine;
 use super::listener::Peer;
 use super::shared::{Report, Shared};
-use crate::{mysql, postgres};
 use crate::tunnel::BoxStream;
+use crate::{mysql, postgres};
 
 /// How long a refusal may take to write before the connection is dropped anyway.
 const REFUSAL_WRITE_TIMEOUT: Duration = Duration::from_secs(5);

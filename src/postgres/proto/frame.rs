@@ -427,7 +427,12 @@ mod tests {
                 b.feed(chunk);
                 let at = ends.contains(&b.seen());
                 assert_eq!(b.at_boundary(), at, "step {step} at {}", b.seen());
-                let expect = ends.iter().rev().find(|e| **e <= b.seen()).copied().unwrap_or(0);
+                let expect = ends
+                    .iter()
+                    .rev()
+                    .find(|e| **e <= b.seen())
+                    .copied()
+                    .unwrap_or(0);
                 assert_eq!(b.boundary(), expect, "step {step} at {}", b.seen());
             }
             assert_eq!(b.last_tag(), Some(b'Z'));
