@@ -9,7 +9,7 @@
 //!
 //! `SSM_BENCH_QUICK=1` shrinks the transfers for a smoke run.
 
-#[path = "../tests/ssm_support/mod.rs"]
+#[path = "../tests/common/ssm.rs"]
 mod ssm_support;
 
 use std::net::SocketAddr;

@@ -4,18 +4,22 @@
 //! Starts the RDS-shaped MariaDB (`tests/upstream`), the SSM simulator in this process, and the
 //! proxy binary over one simulated session; N connections loop over checksummed work while the
 //! simulator resets every WebSocket every 30 s, loses and reorders 1 % of the messages, and one
-//! session is terminated partway (see `tests/soak_support` for what is checked). Prints a table,
+//! session is terminated partway (see `tests/common/soak.rs` for what is checked). Prints a table,
 //! writes `target/soak.json`, and exits 1 if a query hung, came back corrupted, or failed other
 //! than by the termination. Needs what the tests need: root, MariaDB, python3-botocore.
 
-#[path = "../tests/soak_support/mod.rs"]
-mod soak_support;
+#[path = "../tests/common/logged_proxy.rs"]
+mod logged_proxy;
+#[path = "../tests/common/soak.rs"]
+mod soak;
+#[path = "../tests/common/upstream.rs"]
+mod upstream;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use soak_support::{SoakConfig, run};
+use soak::{SoakConfig, run};
 
 /// A long, bounded run through the proxy and the SSM simulator with faults.
 #[derive(Debug, Parser)]

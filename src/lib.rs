@@ -19,8 +19,9 @@
 //! pages. `main.rs` only parses, runs and maps errors to exit codes.
 //!
 //! **Engine** — the wire protocols (DESIGN.md decision 14). [`proxy`] is what every engine shares:
-//! the listener with its limits, throttle and drain, per-connection statistics, and the engine
-//! seam. [`mysql`] is everything of MySQL's: its sans-IO codec in [`mysql::proto`] (packets,
+//! the listener with its limits, throttle and drain, per-connection statistics, the leaves every
+//! engine reads ([`proxy::config`], [`proxy::shared`]) and the engine seam [`proxy::engine`], the
+//! one file that names the engines' folders. [`mysql`] is everything of MySQL's: its sans-IO codec in [`mysql::proto`] (packets,
 //! capability rules, the one upstream-auth exchange, the command scanner, protocol compression)
 //! and the I/O around it ([`mysql::login`] bridges a login, [`mysql::splice`] relays after it,
 //! replaying `COM_CHANGE_USER` as an IAM login). [`postgres`] holds PostgreSQL's sans-IO

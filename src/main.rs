@@ -87,7 +87,7 @@ fn main() -> ExitCode {
 }
 
 /// Dependencies whose TRACE events print secrets; their TRACE level stays off whatever RUST_LOG
-/// or -vv ask for (tests/secrets.rs runs a whole session at full trace and checks the output):
+/// or -vv ask for (tests/aws/secrets.rs runs a whole session at full trace and checks the output):
 /// - `aws_sigv4` logs each canonical request, which holds the session token
 ///   (`X-Amz-Security-Token`) of every signed SSM call and every presigned IAM token;
 /// - `aws_smithy_runtime::client::orchestrator` logs raw response bodies and operation outputs,

@@ -1,5 +1,5 @@
 //! `docs/bad-input.md` cannot rot: every test it names (`path::name`) exists as a test function,
-//! every row names at least one, every section is there, and every test in `tests/bad_input.rs`
+//! every row names at least one, every section is there, and every test in `tests/mysql/bad_input.rs`
 //! (the hostile-input suite) has a row.
 
 use std::collections::BTreeSet;
@@ -112,16 +112,16 @@ fn every_hostile_input_test_has_a_row() {
     let named: BTreeSet<String> = rows(&doc)
         .iter()
         .flat_map(|r| references(r))
-        .filter(|(path, _)| path == "tests/bad_input.rs")
+        .filter(|(path, _)| path == "tests/mysql/bad_input.rs")
         .map(|(_, name)| name)
         .collect();
-    let source = std::fs::read_to_string(root().join("tests/bad_input.rs")).unwrap();
+    let source = std::fs::read_to_string(root().join("tests/mysql/bad_input.rs")).unwrap();
     let tests = test_functions(&source);
     assert!(tests.len() >= 30, "found only {} tests", tests.len());
     let missing: Vec<&String> = tests.difference(&named).collect();
     assert!(
         missing.is_empty(),
-        "tests/bad_input.rs tests without a row in docs/bad-input.md: {missing:?}"
+        "tests/mysql/bad_input.rs tests without a row in docs/bad-input.md: {missing:?}"
     );
 }
 

@@ -6,12 +6,12 @@
 //! rechecks what it had in flight and carries on. A reader that stops reading a large result for
 //! seconds at a time, on the same session, later reads every row intact.
 
-mod soak_support;
+mod common;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use soak_support::{SoakConfig, run};
+use common::soak::{SoakConfig, run};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn soak_with_resets_loss_reordering_and_a_terminated_session() {

@@ -3,7 +3,7 @@
 //! - [`api`]: a small SigV4-signed client for the calls below (no SDK crate per service).
 //! - [`stack`]: the CloudFormation outputs of the stack in `deploy/` that `--stack NAME` reads (the
 //!   RDS endpoint and port, the IAM database user, the ECS cluster and service of the bastion, the
-//!   region). The template and the code agree through that one module: `tests/deploy.rs` checks
+//!   region). The template and the code agree through that one module: `tests/deploy/deploy.rs` checks
 //!   the template's `Outputs` against [`stack::ALL`].
 //! - [`discover`]: from a [`discover::Source`] (stack, DB cluster or instance, or a plain
 //!   endpoint; an ECS service, an EC2 instance or tag, or a fixed SSM target) to the endpoint, user,

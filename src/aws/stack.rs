@@ -3,7 +3,7 @@
 //! `rds-iam-proxy --stack NAME` (and `rds-iam-proxy` with no arguments, which uses
 //! [`DEFAULT_STACK_NAME`]) calls `cloudformation:DescribeStacks` and reads these outputs. This
 //! module is the only place that spells the keys: the template's `Outputs` section must have
-//! exactly the keys in [`ALL`], which `tests/deploy.rs` checks. Renaming a key means changing it
+//! exactly the keys in [`ALL`], which `tests/deploy/deploy.rs` checks. Renaming a key means changing it
 //! here and in the template together, and stacks deployed from an older template keep the old
 //! key until they are updated.
 //!

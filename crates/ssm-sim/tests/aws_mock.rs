@@ -12,7 +12,7 @@
 //! it).
 
 // The SSM helpers the root crate's SSM tests use (destinations, SDK config, deterministic data).
-#[path = "../../../tests/ssm_support/mod.rs"]
+#[path = "../../../tests/common/ssm.rs"]
 mod ssm_support;
 
 use std::process::Stdio;

@@ -1,7 +1,7 @@
 //! The `ssm-sim` binary: it prints its endpoint URL and serves routed sessions.
 
 // The SSM helpers the root crate's SSM tests use (destinations, SDK config, deterministic data).
-#[path = "../../../tests/ssm_support/mod.rs"]
+#[path = "../../../tests/common/ssm.rs"]
 mod ssm_support;
 
 use std::process::Stdio;
