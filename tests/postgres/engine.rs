@@ -11,17 +11,15 @@
 //! its startup, an upstream asking SCRAM or MD5, a wrong-name certificate, a rejected token, a
 //! cancel request for a key the proxy never gave out, a database leg lost under a query.
 
-mod common;
-
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use crate::common::postgres::*;
+use crate::common::process::{ProxyProcess, isolated_cmd};
+use crate::common::proxy::RunningProxy;
 use bytes::BytesMut;
-use common::postgres::*;
-use common::process::{ProxyProcess, isolated_cmd};
-use common::proxy::RunningProxy;
 use rds_iam_proxy::postgres::proto::frame::{MAX_LOGIN_MESSAGE_LEN, take_message};
 use rds_iam_proxy::postgres::proto::{ErrorResponse, ProtocolVersion, StartupMessage};
 use rds_iam_proxy::proxy::{Engine, ProxyConfig};
