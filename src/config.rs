@@ -112,6 +112,12 @@ pub enum Error {
     /// Two databases on one address.
     #[error("databases `{0}` and `{1}` both listen on {2}: give each its own `listen`")]
     SameListen(String, String, String),
+    /// A local password SCRAM-SHA-256 would not carry unchanged.
+    #[error(
+        "--local-password must be printable ASCII with --engine postgres (PostgreSQL clients \
+         normalise other passwords with SASLprep before proving them)"
+    )]
+    LocalPasswordNotAscii,
     /// A flag the PostgreSQL engine does not support yet.
     #[error(
         "{0} is not supported with --engine postgres yet: start the proxy without it (the \
@@ -539,12 +545,13 @@ pub fn build(args: &ServeArgs, aws_region: Option<String>) -> Result<Config, Err
         .dial
         .clone()
         .unwrap_or_else(|| endpoint_text(&host, port));
+    let local = local_password.map(|p| LocalPassword::new(p.expose()));
     if engine == Engine::Postgres {
         if secret_mode(args) {
             return Err(Error::PostgresUnsupported("--secret"));
         }
-        if local_password.is_some() {
-            return Err(Error::PostgresUnsupported("--local-password"));
+        if local.as_ref().is_some_and(|p| !p.fits_postgres()) {
+            return Err(Error::LocalPasswordNotAscii);
         }
     }
     let mut proxy = ProxyConfig::new(host, port, region);
@@ -555,7 +562,7 @@ pub fn build(args: &ServeArgs, aws_region: Option<String>) -> Result<Config, Err
         None => CaSource::Embedded,
     };
     proxy.local_tls = args.local_tls;
-    proxy.local_password = local_password.map(|p| LocalPassword::new(p.expose()));
+    proxy.local_password = local;
     proxy.direct_auth = args.direct_auth;
     if let Some(t) = args.handshake_timeout {
         proxy.handshake_timeout = t;
@@ -743,6 +750,86 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("rds-iam-proxy init"), "{e}");
+    }
+
+    #[test]
+    fn the_engine_is_the_flag_else_discovery_else_the_port() {
+        let built = |extra: &[&str]| {
+            let mut a = args(&[&["--region", "r"], extra].concat());
+            if a.db_endpoint.is_none() {
+                a.db_endpoint = Some("db.x:3306".into());
+            }
+            build(&a, None).unwrap()
+        };
+        let mysql = built(&["--db-endpoint", "db.x:3306"]);
+        assert_eq!(mysql.proxy.engine, Engine::Mysql);
+        assert_eq!(mysql.listen, Some("127.0.0.1:3306".parse().unwrap()));
+        // Port 5432 means PostgreSQL, and its own default listen address.
+        let pg = built(&["--db-endpoint", "db.x:5432"]);
+        assert_eq!(pg.proxy.engine, Engine::Postgres);
+        assert_eq!(pg.listen, Some("127.0.0.1:5432".parse().unwrap()));
+        // The flag wins over the port, and gives a port-less endpoint its port.
+        let pg = built(&["--db-endpoint", "db.x:3306", "--engine", "postgres"]);
+        assert_eq!(pg.proxy.engine, Engine::Postgres);
+        let pg = built(&["--db-endpoint", "db.x", "--engine", "postgres"]);
+        assert_eq!(pg.proxy.endpoint_port, 5432);
+        let my = built(&["--db-endpoint", "db.x:5432", "--engine", "mysql"]);
+        assert_eq!(my.proxy.engine, Engine::Mysql);
+        // Discovery's RDS engine, unless the flag names one.
+        let mut a = args(&["--region", "r", "--db-cluster", "c"]);
+        let found = Resolved {
+            host: "c.cluster-x.eu-west-1.rds.amazonaws.com".into(),
+            port: 3306,
+            engine: Engine::from_rds("aurora-postgresql"),
+            ..Resolved::default()
+        };
+        apply_discovered(&mut a, &found);
+        assert_eq!(build(&a, None).unwrap().proxy.engine, Engine::Postgres);
+        let mut a = args(&["--region", "r", "--db-cluster", "c", "--engine", "mysql"]);
+        apply_discovered(&mut a, &found);
+        assert_eq!(build(&a, None).unwrap().proxy.engine, Engine::Mysql);
+        // The environment and the config file name it too.
+        let f = file("[databases.p]\ndb-endpoint = \"db.x:3306\"\nengine = \"postgres\"\n");
+        let p = plan(&args(&[]), &[], Some(&f)).unwrap();
+        assert_eq!(p[0].args.engine, Some(Engine::Postgres));
+        let e = file_err("[databases.p]\nengine = \"oracle\"\n");
+        assert!(e.contains("oracle"), "{e}");
+        // What the PostgreSQL engine cannot do is refused with the flag named.
+        let mut a = args(&["--region", "r", "--db-endpoint", "db.x:5432"]);
+        a.local_password = Some("pässword".parse().unwrap());
+        let e = build(&a, None).unwrap_err().to_string();
+        assert!(
+            e.contains("--local-password must be printable ASCII"),
+            "{e}"
+        );
+        a.local_password = Some("s3cret pw".parse().unwrap());
+        assert!(build(&a, None).is_ok());
+        a.secret = Some("arn:secret".into());
+        let e = build(&a, None).unwrap_err().to_string();
+        assert!(
+            e.contains("--secret is not supported with --engine postgres"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn rds_engine_names() {
+        for (rds, engine) in [
+            ("postgres", Some(Engine::Postgres)),
+            ("aurora-postgresql", Some(Engine::Postgres)),
+            ("aurora-mysql", Some(Engine::Mysql)),
+            ("mysql", Some(Engine::Mysql)),
+            ("mariadb", Some(Engine::Mysql)),
+            ("oracle-ee", None),
+        ] {
+            assert_eq!(Engine::from_rds(rds), engine, "{rds}");
+        }
+    }
+
+    fn file_err(text: &str) -> String {
+        crate::config_file::parse(text, std::path::Path::new("c.toml"))
+            .unwrap_err()
+            .to_string()
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! 1. [`client_startup`]: the client's untyped packets. `SSLRequest` is answered `S` and TLS
 //!    follows when `--local-tls` is on, else `N`; `GSSENCRequest` is answered `N`; a
 //!    `CancelRequest` ends the login there (see [`super::cancel`]); the `StartupMessage` (protocol
-//!    3.0, or 3.2 of PostgreSQL 18) is taken without asking for a password.
+//!    3.0, or 3.2 of PostgreSQL 18) is taken without asking for a password, or, with
+//!    `--local-password`, after a SCRAM-SHA-256 proof of it ([`check_local_password`]).
 //! 2. [`open_upstream`]: a stream to the database, `SSLRequest`, and TLS verified against the
 //!    endpoint NAME with the configured CAs; the IAM token is fetched meanwhile.
 //! 3. [`authenticate`]: the client's `StartupMessage` upstream (its parameters, the user replaced
@@ -33,11 +34,13 @@ use super::proto::frame::{
 };
 use super::proto::{
     Authentication, BackendKeyData, CancelRequest, EncryptionResponse, ErrorResponse,
-    PasswordMessage, SslRequest, StartupMessage, StartupPacket, sqlstate,
+    PasswordMessage, SaslInitialResponse, SaslResponse, SslRequest, StartupMessage, StartupPacket,
+    scram, sqlstate,
 };
 use crate::iam::AuthToken;
 use crate::proxy::listener::Peer;
 use crate::proxy::shared::{Shared, Side};
+use crate::proxy::throttle::PeerKey;
 use crate::text::printable;
 use crate::tls;
 use crate::tunnel::BoxStream;
@@ -231,7 +234,7 @@ impl Leg {
 pub(crate) async fn run<P>(
     inner: &Arc<Shared>,
     client: BoxStream,
-    _peer: &Peer,
+    peer: &Peer,
     pending: P,
 ) -> Result<Outcome, Failure> {
     let mut client = Leg::new(client);
@@ -240,7 +243,10 @@ pub(crate) async fn run<P>(
         Ok(Start::Cancel(c)) => return Ok(Outcome::Cancel(c)),
         Err(f) => return Err(tell(&mut client, f).await),
     };
-    // Taken locally (no local password to check): no longer a pending login.
+    if let Err(f) = check_local_password(inner, &mut client, peer).await {
+        return Err(tell(&mut client, f).await);
+    }
+    // Authenticated locally: no longer a pending login.
     drop(pending);
     match bridge(inner, &mut client, &startup).await {
         Ok((upstream, db_user, key)) => {
@@ -257,6 +263,121 @@ pub(crate) async fn run<P>(
             }))
         }
         Err(f) => Err(tell(&mut client, f).await),
+    }
+}
+
+/// With `--local-password`: the client proves the password with SCRAM-SHA-256
+/// (`AuthenticationSASL`, `…Continue`, `…Final`; the `AuthenticationOk` that follows is the
+/// server's), so it never crosses the local leg in clear. A locked-out peer is refused unchecked;
+/// a wrong proof locks it out for a growing delay ([`crate::proxy::throttle`]).
+async fn check_local_password(
+    inner: &Shared,
+    client: &mut Leg,
+    peer: &Peer,
+) -> Result<(), Failure> {
+    let Some(local) = &inner.config.local_password else {
+        return Ok(());
+    };
+    let denied = |reason: &'static str, state: &str, msg: String| {
+        Failure::new(Side::Client, reason, state, msg)
+    };
+    let Some(verifier) = &local.postgres else {
+        // The configuration refuses such a password for this engine; never let a client in
+        // unchecked should one get here.
+        return Err(denied(
+            "local_password",
+            sqlstate::INVALID_PASSWORD,
+            "the local password cannot be checked for PostgreSQL clients (it is not printable \
+             ASCII); restart the proxy with another --local-password"
+                .into(),
+        ));
+    };
+    let key = PeerKey::from(peer);
+    let now = std::time::Instant::now();
+    if let Some(left) = inner.password_throttle.locked_out(&key, now) {
+        return Err(denied(
+            "local_password_throttled",
+            sqlstate::INVALID_AUTHORIZATION_SPECIFICATION,
+            format!(
+                "too many wrong local passwords from this address; the password was not \
+                 checked. Try again in {}s",
+                left.as_secs().max(1)
+            ),
+        ));
+    }
+    let window = inner.config.handshake_timeout;
+    let deadline = Instant::now() + window;
+    let gone = |e: std::io::Error| Failure::silent("client_gone", format!("client went away: {e}"));
+    let protocol = |e: super::proto::Error| {
+        denied(
+            "client_protocol",
+            sqlstate::PROTOCOL_VIOLATION,
+            format!("the client's SCRAM-SHA-256 exchange is malformed: {e}"),
+        )
+    };
+    let read = |e: ReadError| match e {
+        ReadError::Protocol(e) => protocol(e),
+        ReadError::Timeout(d) => denied(
+            "client_timeout",
+            sqlstate::PROTOCOL_VIOLATION,
+            format!("no password from the client within {}s", d.as_secs()),
+        ),
+        // libpq with no password at hand says so itself and closes.
+        other => Failure::silent(
+            "local_password_missing",
+            format!("the client left instead of proving the local password: {other}"),
+        ),
+    };
+    let mut out = BytesMut::new();
+    Authentication::Sasl {
+        mechanisms: vec![scram::MECHANISM.to_owned()],
+    }
+    .encode(&mut out)
+    .map_err(protocol)?;
+    client.send(&out).await.map_err(gone)?;
+    let m = client.message(deadline, window).await.map_err(read)?;
+    let initial = SaslInitialResponse::decode(&m).map_err(protocol)?;
+    let (Some(client_first), true) = (initial.data, initial.mechanism == scram::MECHANISM) else {
+        return Err(protocol(super::proto::Error::Scram {
+            reason: "the client chose no SCRAM-SHA-256 first message",
+        }));
+    };
+    let mut random = [0u8; 18];
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut random);
+    let (exchange, server_first) = verifier
+        .server_first(&client_first, &scram::nonce_from_random(&random))
+        .map_err(protocol)?;
+    let mut out = BytesMut::new();
+    Authentication::SaslContinue(Bytes::from(server_first))
+        .encode(&mut out)
+        .map_err(protocol)?;
+    client.send(&out).await.map_err(gone)?;
+    let m = client.message(deadline, window).await.map_err(read)?;
+    let response = SaslResponse::decode(&m).map_err(protocol)?;
+    match exchange.server_final(&response.data) {
+        Ok(server_final) => {
+            inner.password_throttle.succeeded(&key);
+            let mut out = BytesMut::new();
+            Authentication::SaslFinal(Bytes::from(server_final))
+                .encode(&mut out)
+                .map_err(protocol)?;
+            client.send(&out).await.map_err(gone)
+        }
+        Err(super::proto::Error::Scram {
+            reason: "wrong password",
+        }) => {
+            let delay = inner.password_throttle.failed(key, now);
+            Err(denied(
+                "local_password",
+                sqlstate::INVALID_PASSWORD,
+                format!(
+                    "wrong local password (this proxy was started with --local-password); the \
+                     next attempt from this address is checked after {}s",
+                    delay.as_secs()
+                ),
+            ))
+        }
+        Err(e) => Err(protocol(e)),
     }
 }
 

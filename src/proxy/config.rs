@@ -9,6 +9,7 @@ use std::time::Duration;
 use super::password;
 use crate::iam::TokenRequest;
 use crate::mysql::proto::scramble::PasswordVerifier;
+use crate::postgres::proto::scram::{DEFAULT_ITERATIONS, ScramVerifier};
 use crate::spool::SpoolLimits;
 use crate::tls::CaSource;
 
@@ -84,14 +85,28 @@ impl std::fmt::Display for Engine {
 pub struct LocalPassword {
     /// MySQL's stored double hashes; checked by the MySQL engine ([`crate::mysql`]).
     pub(crate) mysql: PasswordVerifier,
+    /// PostgreSQL's SCRAM-SHA-256 keys (fresh random salt), checked by the PostgreSQL engine
+    /// ([`crate::postgres`]); `None` for a password SCRAM cannot carry unchanged (not printable
+    /// ASCII), which the configuration refuses for that engine.
+    pub(crate) postgres: Option<ScramVerifier>,
 }
 
 impl LocalPassword {
     /// Derives every engine's verifier from `password`; the password itself is not kept.
     pub fn new(password: &str) -> Self {
+        let mut salt = [0u8; 16];
+        rand::RngCore::fill_bytes(&mut rand::rng(), &mut salt);
+        let iterations =
+            std::num::NonZeroU32::new(DEFAULT_ITERATIONS).unwrap_or(std::num::NonZeroU32::MIN);
         LocalPassword {
             mysql: PasswordVerifier::new(password),
+            postgres: ScramVerifier::new(password, &salt, iterations).ok(),
         }
+    }
+
+    /// Whether PostgreSQL clients can prove this password (SCRAM-SHA-256 needs printable ASCII).
+    pub fn fits_postgres(&self) -> bool {
+        self.postgres.is_some()
     }
 }
 

@@ -654,3 +654,59 @@ async fn the_startup_parameters_reach_the_database_with_the_db_user() {
     assert!(tags.contains(&b'K') && tags.contains(&b'S'), "{tags:?}");
     proxy.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_password_is_proved_with_scram_never_sent_in_clear() {
+    let up = RdsLikePostgres::start();
+    let proxy = RunningProxy::start(&up.spec(), |c| {
+        c.engine = Engine::Postgres;
+        c.local_password = Some(rds_iam_proxy::proxy::LocalPassword::new("s3cret pw"));
+    })
+    .await;
+    let user = up.iam_users[0].clone();
+    let t = target(proxy.addr.port(), &up, &user);
+    let run = |password: Option<&'static str>| {
+        let t = t.clone();
+        blocking(move || {
+            let mut c = psql_at(&t);
+            c.args(["-w", "-c", "SELECT current_user"]);
+            if let Some(p) = password {
+                c.env("PGPASSWORD", p);
+            }
+            c.output().unwrap()
+        })
+    };
+    let right = run(Some("s3cret pw")).await;
+    assert!(
+        right.status.success(),
+        "{}",
+        String::from_utf8_lossy(&right.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&right.stdout).trim(), user);
+    // No password: libpq is asked for one (SASL) and has none.
+    let none = run(None).await;
+    assert!(!none.status.success());
+    assert!(
+        String::from_utf8_lossy(&none.stderr).contains("no password supplied"),
+        "{}",
+        String::from_utf8_lossy(&none.stderr)
+    );
+    let wrong = run(Some("guess")).await;
+    let stderr = String::from_utf8_lossy(&wrong.stderr);
+    assert!(!wrong.status.success());
+    assert!(
+        stderr.contains("rds-iam-proxy: wrong local password")
+            && stderr.contains("--local-password"),
+        "{stderr}"
+    );
+    // The peer is locked out for a moment: the next try is refused unchecked.
+    let locked = run(Some("s3cret pw")).await;
+    let stderr = String::from_utf8_lossy(&locked.stderr);
+    assert!(
+        stderr.contains("too many wrong local passwords"),
+        "{stderr}"
+    );
+    let stats = proxy.proxy.stats();
+    assert_eq!(stats.logins.load(Ordering::Relaxed), 1);
+    proxy.stop().await;
+}
