@@ -246,7 +246,7 @@ pub fn plan(cli: &ServeArgs, names: &[String], file: Option<&File>) -> Result<Ve
 
 /// The engine `a` names, else the one its endpoint's port suggests (discovery may still name
 /// another): for messages and checks before discovery.
-fn engine_hint(a: &ServeArgs) -> Engine {
+pub fn engine_hint(a: &ServeArgs) -> Engine {
     a.engine.unwrap_or_else(|| {
         a.db_endpoint
             .as_deref()

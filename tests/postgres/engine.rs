@@ -710,3 +710,81 @@ async fn a_local_password_is_proved_with_scram_never_sent_in_clear() {
     assert_eq!(stats.logins.load(Ordering::Relaxed), 1);
     proxy.stop().await;
 }
+
+/// The binary for `up` dialling it directly, configured through its environment.
+fn direct_cmd(up: &RdsLikePostgres) -> Command {
+    let mut cmd: Command = isolated_cmd();
+    cmd.env("AWS_ACCESS_KEY_ID", &up.akid)
+        .env("AWS_SECRET_ACCESS_KEY", &up.secret)
+        .env("RDS_IAM_PROXY_DB_ENDPOINT", up.endpoint())
+        .env("RDS_IAM_PROXY_DIAL", up.dial_addr())
+        .env("RDS_IAM_PROXY_REGION", &up.region)
+        .env("RDS_IAM_PROXY_CA_BUNDLE", &up.ca)
+        .env("RDS_IAM_PROXY_LISTEN", "127.0.0.1:0");
+    cmd
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_runs_psql_with_libpq_variables_and_dsn_prints_postgres_forms() {
+    let up = RdsLikePostgres::start();
+    let user = up.iam_users[0].clone();
+    let mut cmd = direct_cmd(&up);
+    cmd.env("PGDATABASE", &up.database)
+        .env("PGPASSWORD", "never-sent")
+        .args(["exec", "--db-user", &user, "--"])
+        .args([
+            "psql",
+            "-XAt",
+            "-c",
+            "SELECT current_user || ' ' || current_setting('port')",
+        ]);
+    let out = blocking(move || cmd.output().unwrap()).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with(&format!("{user} ")),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // A failing statement: psql's own exit code comes back.
+    let mut cmd = direct_cmd(&up);
+    cmd.env("PGDATABASE", &up.database)
+        .args(["exec", "--db-user", &user, "--"])
+        .args([
+            "psql",
+            "-X",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-c",
+            "SELECT nonsense",
+        ]);
+    let out = blocking(move || cmd.output().unwrap()).await;
+    assert_eq!(out.status.code(), Some(1), "the client's exit code");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nonsense"));
+
+    // dsn: the engine follows the port (5432), and so does the default listen address.
+    let mut cmd = direct_cmd(&up);
+    cmd.env_remove("RDS_IAM_PROXY_LISTEN").args([
+        "dsn",
+        "--db-user",
+        &user,
+        "--database",
+        "proxytest",
+    ]);
+    let out = blocking(move || cmd.output().unwrap()).await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    for line in [
+        "postgres://iamuser@127.0.0.1:5432/proxytest",
+        "host=127.0.0.1 port=5432 user='iamuser' dbname='proxytest'",
+        "jdbc:postgresql://127.0.0.1:5432/proxytest?user=iamuser&sslmode=disable",
+        "PGHOST=127.0.0.1",
+        "PGPORT=5432",
+        "PGUSER=iamuser",
+        "PGDATABASE=proxytest",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line:?} missing:\n{text}");
+    }
+}
