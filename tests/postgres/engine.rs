@@ -788,3 +788,67 @@ async fn exec_runs_psql_with_libpq_variables_and_dsn_prints_postgres_forms() {
         assert!(text.lines().any(|l| l == line), "{line:?} missing:\n{text}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_checks_every_hop_to_select_1_with_the_engine_from_discovery() {
+    // A port that is not 5432: PostgreSQL is what RDS says the cluster runs.
+    let up = RdsLikePostgres::start_with(&PgStartOptions {
+        endpoint_port: Some(6543),
+        ..PgStartOptions::default()
+    });
+    let world = serde_json::json!({
+        "account": "123456789012",
+        "region": up.region,
+        "caller": {"arn": "arn:aws:iam::123456789012:user/dev"},
+        "db_clusters": [{
+            "identifier": "pgdb",
+            "endpoint": up.endpoint_host,
+            "port": up.endpoint_port,
+            "engine": "aurora-postgresql",
+        }],
+    });
+    let sim = SimServer::start(SimConfig {
+        aws_world: Some(ssm_sim::aws::AwsWorld::from_json(&world.to_string()).unwrap()),
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    let mut cmd: Command = isolated_cmd();
+    cmd.env("AWS_ACCESS_KEY_ID", &up.akid)
+        .env("AWS_SECRET_ACCESS_KEY", &up.secret)
+        .env("AWS_REGION", &up.region)
+        .env("AWS_ENDPOINT_URL", sim.endpoint_url())
+        .env("RDS_IAM_PROXY_CA_BUNDLE", &up.ca)
+        .env("RDS_IAM_PROXY_DIAL", up.dial_addr())
+        .env("RDS_IAM_PROXY_LISTEN", "127.0.0.1:0")
+        .args([
+            "doctor",
+            "--db-cluster",
+            "pgdb",
+            "--db-user",
+            &up.iam_users[0],
+        ]);
+    let out = blocking(move || cmd.output().unwrap()).await;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut at = 0;
+    for hop in [
+        "✓ AWS credentials: arn:aws:iam::123456789012:user/dev",
+        "✓ database endpoint: fake-rds.test:6543",
+        "✓ reach the database:",
+        "(server 15.",
+        "✓ TLS: verified fake-rds.test",
+        "✓ IAM token: accepted for user iamuser",
+        "✓ SELECT 1: returned 1",
+    ] {
+        let found = text[at..]
+            .find(hop)
+            .unwrap_or_else(|| panic!("missing or out of order: {hop:?} in:\n{text}"));
+        at += found + hop.len();
+    }
+    sim.shutdown().await;
+}
