@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::common::postgres::*;
-use crate::common::process::{ProxyProcess, isolated_cmd};
+use crate::common::process::{ProxyProcess, free_port, http_get, isolated_cmd};
 use crate::common::proxy::RunningProxy;
 use bytes::BytesMut;
 use rds_iam_proxy::postgres::proto::frame::{MAX_LOGIN_MESSAGE_LEN, take_message};
@@ -120,8 +120,9 @@ async fn real_clients_log_in_without_a_password_direct() {
 }
 
 /// The binary for `up` over SSM through `sim`, its engine chosen by the endpoint's port (5432).
-fn ssm_proxy(up: &RdsLikePostgres, sim: &SimServer) -> ProxyProcess {
+fn ssm_proxy(up: &RdsLikePostgres, sim: &SimServer, health: &str) -> ProxyProcess {
     let mut cmd: Command = isolated_cmd();
+    cmd.args(["--health-addr", health]);
     cmd.env("AWS_ACCESS_KEY_ID", &up.akid)
         .env("AWS_SECRET_ACCESS_KEY", &up.secret)
         .env("RDS_IAM_PROXY_DB_ENDPOINT", up.endpoint())
@@ -154,7 +155,8 @@ async fn real_clients_log_in_over_ssm() {
     })
     .await
     .unwrap();
-    let proxy = ssm_proxy(&up, &sim);
+    let health = format!("127.0.0.1:{}", free_port());
+    let proxy = ssm_proxy(&up, &sim, &health);
     let user = up.iam_users[0].clone();
     let t = target(proxy.port, &up, &user);
 
@@ -171,6 +173,12 @@ async fn real_clients_log_in_over_ssm() {
     let r = blocking(move || psql_check(&t2, &up2, COPY_ROWS)).await;
     assert_pg_report(&r, &user, true, false);
 
+    let (code, metrics) = blocking(move || http_get(&health, "/metrics")).await;
+    assert_eq!(code, 200);
+    assert!(
+        metrics.contains("rds_iam_proxy_database_info{database=\"default\",engine=\"postgres\"} 1"),
+        "{metrics}"
+    );
     let stats = sim.stats();
     assert!(stats.signed_upgrades >= 1, "{stats:?}");
     assert!(stats.streams >= 8, "{stats:?}");
