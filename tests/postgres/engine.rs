@@ -860,3 +860,53 @@ async fn doctor_checks_every_hop_to_select_1_with_the_engine_from_discovery() {
     }
     sim.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_tls_serves_clients_that_require_tls() {
+    let up = RdsLikePostgres::start();
+    let proxy = RunningProxy::start(&up.spec(), |c| {
+        c.engine = Engine::Postgres;
+        c.local_tls = true;
+    })
+    .await;
+    let t = target(proxy.addr.port(), &up, &up.iam_users[0]);
+    let out = blocking(move || {
+        let mut c = Command::new("psql");
+        c.args(["-X", "-A", "-t", "-d"])
+            .arg(format!("{} sslmode=require", t.conninfo()))
+            .args(["-c", "\\conninfo", "-c", "SELECT current_user"])
+            .env_remove("PGPASSWORD");
+        c.output().unwrap()
+    })
+    .await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("SSL connection (protocol: TLSv1.3"),
+        "{stdout}"
+    );
+    assert!(stdout.trim_end().ends_with("iamuser"), "{stdout}");
+    // Without --local-tls a client that requires TLS is told by libpq itself.
+    let plain = RunningProxy::start(&up.spec(), postgres).await;
+    let t = target(plain.addr.port(), &up, &up.iam_users[0]);
+    let out = blocking(move || {
+        let mut c = Command::new("psql");
+        c.args(["-X", "-d"])
+            .arg(format!("{} sslmode=require", t.conninfo()))
+            .args(["-c", "SELECT 1"]);
+        c.output().unwrap()
+    })
+    .await;
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("server does not support SSL"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    plain.stop().await;
+    proxy.stop().await;
+}
