@@ -541,6 +541,24 @@ pub fn node_pg_check(t: &PgTarget) -> PgReport {
     run_json(node_pg_command(t), "node-postgres pg_check.js")
 }
 
+/// pgJDBC (Debian's `libpostgresql-jdbc-java`, run as a single-file Java program): every check,
+/// COPY of `copy_rows` rows each way through its `CopyManager`, `Statement.cancel()`.
+pub fn jdbc_check(t: &PgTarget, copy_rows: u32) -> PgReport {
+    let jar = std::env::var("RDS_IAM_PROXY_TEST_PGJDBC")
+        .unwrap_or_else(|_| "/usr/share/java/postgresql.jar".into());
+    assert!(
+        std::path::Path::new(&jar).is_file(),
+        "pgJDBC is not installed at {jar}: run scripts/test (it installs libpostgresql-jdbc-java)"
+    );
+    let mut c = Command::new("java");
+    c.arg("-cp")
+        .arg(jar)
+        .arg(clients_dir().join("java/PgCheck.java"))
+        .args(t.script_args())
+        .args(["--copy-rows", &copy_rows.to_string()]);
+    run_json(c, "pgJDBC PgCheck.java")
+}
+
 /// What a client shows when its login fails: SQLSTATE and message.
 #[derive(Debug, Clone, serde::Deserialize)]
 pub struct PgError {

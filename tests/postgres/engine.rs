@@ -1,7 +1,7 @@
-//! The PostgreSQL engine end to end: real clients (psql, psycopg, node-postgres, tokio-postgres)
-//! through the proxy to the RDS-shaped PostgreSQL (`tests/upstream/postgres/rds-like-postgres`:
-//! TLS naming only the fake endpoint, `hostssl … pam` with the botocore token checker), Direct
-//! and over the SSM simulator. Each logs in with no password, is `current_user` = the IAM user
+//! The PostgreSQL engine end to end: real clients (psql, psycopg, node-postgres, pgJDBC,
+//! tokio-postgres) through the proxy to the RDS-shaped PostgreSQL
+//! (`tests/upstream/postgres/rds-like-postgres`: TLS naming only the fake endpoint, `hostssl …
+//! pam` with the botocore token checker), Direct and over the SSM simulator. Each logs in with no password, is `current_user` = the IAM user
 //! with `pg_stat_ssl.ssl` true, sends parameters, reads a 4 MiB bytea whose MD5 matches the
 //! server's, COPYs out and in with checksums (about 69 MB each way for psql), and cancels a
 //! `pg_sleep(30)` through its own cancel API.
@@ -102,6 +102,9 @@ async fn real_clients_log_in_without_a_password_direct() {
     let t2 = t.clone();
     let r = blocking(move || node_pg_check(&t2)).await;
     assert_pg_report(&r, &user, false, true);
+    let t2 = t.clone();
+    let r = blocking(move || jdbc_check(&t2, COPY_ROWS)).await;
+    assert_pg_report(&r, &user, true, true);
 
     // psql with the big COPY (about 69 MB each way) and Ctrl-C.
     let up = Arc::new(up);
@@ -168,6 +171,9 @@ async fn real_clients_log_in_over_ssm() {
     let t2 = t.clone();
     let r = blocking(move || node_pg_check(&t2)).await;
     assert_pg_report(&r, &user, false, true);
+    let t2 = t.clone();
+    let r = blocking(move || jdbc_check(&t2, COPY_ROWS)).await;
+    assert_pg_report(&r, &user, true, true);
     let up = Arc::new(up);
     let (t2, up2) = (t.clone(), up.clone());
     let r = blocking(move || psql_check(&t2, &up2, COPY_ROWS)).await;
