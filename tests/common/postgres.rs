@@ -559,6 +559,37 @@ pub fn jdbc_check(t: &PgTarget, copy_rows: u32) -> PgReport {
     run_json(c, "pgJDBC PgCheck.java")
 }
 
+/// pgx v4 (Go; Debian's `golang-github-jackc-pgx-v4-dev`, built once per test process in GOPATH
+/// mode against `/usr/share/gocode`, as the Go module proxy is not used): every check, COPY of
+/// `copy_rows` rows each way through pgconn's `CopyTo` / `CopyFrom`, `CancelRequest`.
+pub fn pgx_check(t: &PgTarget, copy_rows: u32) -> PgReport {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    let bin = BUILT.get_or_init(|| {
+        let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("pg_check_go");
+        let built = Command::new("go")
+            .args(["build", "-o"])
+            .arg(&out)
+            .arg(clients_dir().join("go/pg_check.go"))
+            .env("GO111MODULE", "off")
+            .env("GOPATH", "/usr/share/gocode")
+            .env("GOFLAGS", "")
+            .env("GOPROXY", "off")
+            .output()
+            .expect("run go build (scripts/test installs golang-go)");
+        assert!(
+            built.status.success(),
+            "go build tests/clients/go/pg_check.go failed (scripts/test installs golang-go and \
+             golang-github-jackc-pgx-v4-dev): {}",
+            String::from_utf8_lossy(&built.stderr)
+        );
+        out
+    });
+    let mut c = Command::new(bin);
+    c.args(t.script_args())
+        .args(["--copy-rows", &copy_rows.to_string()]);
+    run_json(c, "pgx pg_check.go")
+}
+
 /// What a client shows when its login fails: SQLSTATE and message.
 #[derive(Debug, Clone, serde::Deserialize)]
 pub struct PgError {

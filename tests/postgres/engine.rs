@@ -1,4 +1,4 @@
-//! The PostgreSQL engine end to end: real clients (psql, psycopg, node-postgres, pgJDBC,
+//! The PostgreSQL engine end to end: real clients (psql, psycopg, node-postgres, pgJDBC, pgx,
 //! tokio-postgres) through the proxy to the RDS-shaped PostgreSQL
 //! (`tests/upstream/postgres/rds-like-postgres`: TLS naming only the fake endpoint, `hostssl …
 //! pam` with the botocore token checker), Direct and over the SSM simulator. Each logs in with no password, is `current_user` = the IAM user
@@ -105,6 +105,9 @@ async fn real_clients_log_in_without_a_password_direct() {
     let t2 = t.clone();
     let r = blocking(move || jdbc_check(&t2, COPY_ROWS)).await;
     assert_pg_report(&r, &user, true, true);
+    let t2 = t.clone();
+    let r = blocking(move || pgx_check(&t2, COPY_ROWS)).await;
+    assert_pg_report(&r, &user, true, true);
 
     // psql with the big COPY (about 69 MB each way) and Ctrl-C.
     let up = Arc::new(up);
@@ -173,6 +176,9 @@ async fn real_clients_log_in_over_ssm() {
     assert_pg_report(&r, &user, false, true);
     let t2 = t.clone();
     let r = blocking(move || jdbc_check(&t2, COPY_ROWS)).await;
+    assert_pg_report(&r, &user, true, true);
+    let t2 = t.clone();
+    let r = blocking(move || pgx_check(&t2, COPY_ROWS)).await;
     assert_pg_report(&r, &user, true, true);
     let up = Arc::new(up);
     let (t2, up2) = (t.clone(), up.clone());
