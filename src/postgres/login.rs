@@ -1,7 +1,8 @@
 //! The login bridge for one PostgreSQL connection, client first (DESIGN.md decisions 3 and 14):
 //!
 //! 1. [`client_startup`]: the client's untyped packets. `SSLRequest` is answered `S` and TLS
-//!    follows when `--local-tls` is on, else `N`; `GSSENCRequest` is answered `N`; a
+//!    follows when `--local-tls` is on, else `N`; with `--local-tls`, PostgreSQL 17's direct TLS
+//!    (a ClientHello at once, ALPN `postgresql`) is taken too; `GSSENCRequest` is answered `N`; a
 //!    `CancelRequest` ends the login there (see [`super::cancel`]); the `StartupMessage` (protocol
 //!    3.0, or 3.2 of PostgreSQL 18) is taken without asking for a password, or, with
 //!    `--local-password`, after a SCRAM-SHA-256 proof of it ([`check_local_password`]).
@@ -90,8 +91,9 @@ impl Failure {
 pub(crate) enum Outcome {
     /// A logged-in session, ready to relay.
     Established(Established),
-    /// A `CancelRequest` for another connection.
-    Cancel(CancelRequest),
+    /// A `CancelRequest` for another connection, and the client's stream (to be closed with a
+    /// TLS close_notify when it came over local TLS, as libpq expects).
+    Cancel(CancelRequest, BoxStream),
 }
 
 /// Both legs after a successful login, ready to relay.
@@ -240,7 +242,7 @@ pub(crate) async fn run<P>(
     let mut client = Leg::new(client);
     let startup = match client_startup(inner, &mut client).await {
         Ok(Start::Startup(m)) => m,
-        Ok(Start::Cancel(c)) => return Ok(Outcome::Cancel(c)),
+        Ok(Start::Cancel(c)) => return Ok(Outcome::Cancel(c, client.io)),
         Err(f) => return Err(tell(&mut client, f).await),
     };
     if let Err(f) = check_local_password(inner, &mut client, peer).await {
@@ -407,6 +409,22 @@ async fn client_startup(inner: &Shared, client: &mut Leg) -> Result<Start, Failu
     loop {
         let body = match client.startup(deadline, window).await {
             Ok(body) => body,
+            Err(ReadError::Protocol(_))
+                if !asked_tls && looks_like_tls_client_hello(&client.buf) =>
+            {
+                let Some(acceptor) = &inner.local_tls else {
+                    return Err(Failure::silent(
+                        "client_direct_tls",
+                        "the client started TLS at once (sslnegotiation=direct), but the proxy \
+                         was started without --local-tls: start it with --local-tls, or connect \
+                         with sslnegotiation=postgres (the default)"
+                            .into(),
+                    ));
+                };
+                asked_tls = true;
+                accept_tls(acceptor, client, deadline, window, true).await?;
+                continue;
+            }
             Err(e) => return Err(startup_failure(client, e)),
         };
         let packet = StartupPacket::decode(&body).map_err(|e| {
@@ -459,22 +477,57 @@ async fn client_startup(inner: &Shared, client: &mut Leg) -> Result<Start, Failu
             .await
             .map_err(|e| Failure::silent("client_gone", format!("client went away: {e}")))?;
         if answer && let Some(acceptor) = &inner.local_tls {
-            let raw = std::mem::replace(&mut client.io, Box::new(tokio::io::duplex(1).0));
-            let tls = tokio::time::timeout_at(deadline, acceptor.accept(raw))
-                .await
-                .map_err(|_| {
-                    Failure::silent(
-                        "client_tls",
-                        format!("local TLS handshake not done within {}s", window.as_secs()),
-                    )
-                })?
-                .map_err(|e| {
-                    Failure::silent("client_tls", format!("local TLS handshake failed: {e}"))
-                })?;
-            client.io = Box::new(tls);
+            accept_tls(acceptor, client, deadline, window, false).await?;
         }
     }
 }
+
+/// Local TLS on `client` (after `S`, or at once for `direct`: PostgreSQL 17's
+/// `sslnegotiation=direct`, whose ClientHello is already in the leg's buffer and is handed to
+/// the TLS server first). A direct client must have negotiated ALPN `postgresql`, as PostgreSQL
+/// requires, so that a TLS client of some other protocol is not taken for one.
+async fn accept_tls(
+    acceptor: &tokio_rustls::TlsAcceptor,
+    client: &mut Leg,
+    deadline: Instant,
+    window: Duration,
+    direct: bool,
+) -> Result<(), Failure> {
+    let hello = std::mem::take(&mut client.buf);
+    let raw = std::mem::replace(&mut client.io, Box::new(tokio::io::duplex(1).0));
+    let accept = acceptor.accept_with(raw, |conn| {
+        let mut rest = &hello[..];
+        while !rest.is_empty() {
+            match conn.read_tls(&mut rest) {
+                Ok(n) if n > 0 => {}
+                _ => break,
+            }
+        }
+        // Processed now, so that the handshake starts by answering it; an error shows up as
+        // the handshake's.
+        let _ = conn.process_new_packets();
+    });
+    let tls = tokio::time::timeout_at(deadline, accept)
+        .await
+        .map_err(|_| {
+            Failure::silent(
+                "client_tls",
+                format!("local TLS handshake not done within {}s", window.as_secs()),
+            )
+        })?
+        .map_err(|e| Failure::silent("client_tls", format!("local TLS handshake failed: {e}")))?;
+    if direct && tls.get_ref().1.alpn_protocol() != Some(DIRECT_TLS_ALPN) {
+        return Err(Failure::silent(
+            "client_tls",
+            "a client started TLS at once without ALPN `postgresql`; closed".into(),
+        ));
+    }
+    client.io = Box::new(tls);
+    Ok(())
+}
+
+/// The ALPN protocol of PostgreSQL over TLS, which direct TLS requires.
+pub const DIRECT_TLS_ALPN: &[u8] = b"postgresql";
 
 /// The SQLSTATE for a malformed startup packet: 0A000 for what is well-formed but not spoken
 /// (protocol 2), 08P01 otherwise.
@@ -486,15 +539,14 @@ fn protocol_state(e: &super::proto::Error) -> &'static str {
     }
 }
 
-/// What a failed read of the client's startup is: a TLS ClientHello (PostgreSQL 17's direct
-/// TLS, which needs `--local-tls` and is not spoken yet) cannot be answered in PostgreSQL; the
-/// rest is answered with an `ErrorResponse`.
+/// What a failed read of the client's startup is: a TLS ClientHello where it cannot be taken
+/// (a second one) cannot be answered in PostgreSQL; the rest is answered with an
+/// `ErrorResponse`.
 fn startup_failure(client: &Leg, e: ReadError) -> Failure {
     match e {
         ReadError::Protocol(_) if looks_like_tls_client_hello(&client.buf) => Failure::silent(
             "client_direct_tls",
-            "the client started TLS at once (sslnegotiation=direct), which the proxy does not \
-             speak: connect with sslnegotiation=postgres (the default)"
+            "the client sent a TLS ClientHello inside TLS or after its encryption request; closed"
                 .into(),
         ),
         ReadError::Protocol(e) => Failure::new(

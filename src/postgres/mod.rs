@@ -16,6 +16,7 @@ pub mod relay;
 use std::sync::Arc;
 
 use bytes::BytesMut;
+use tokio::io::AsyncWriteExt;
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::proxy::listener::Peer;
@@ -34,8 +35,11 @@ pub(crate) async fn serve(
 ) {
     let est = match login::run(&inner, client, peer, pending).await {
         Ok(login::Outcome::Established(est)) => est,
-        Ok(login::Outcome::Cancel(request)) => {
+        Ok(login::Outcome::Cancel(request, mut client)) => {
             cancel::forward(&inner, request).await;
+            // As a server does once the request is handled: close (inside TLS, close_notify).
+            let _ =
+                tokio::time::timeout(std::time::Duration::from_secs(5), client.shutdown()).await;
             return;
         }
         Err(f) => return report.login_failed(f.side, f.reason, &f.detail),

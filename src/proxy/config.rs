@@ -51,6 +51,15 @@ impl Engine {
         }
     }
 
+    /// The ALPN protocols local TLS offers: PostgreSQL's `postgresql` (which PostgreSQL 17's
+    /// direct TLS requires), none for MySQL.
+    pub fn alpn(self) -> &'static [&'static [u8]] {
+        match self {
+            Engine::Mysql => &[],
+            Engine::Postgres => &[b"postgresql"],
+        }
+    }
+
     /// The engine of an RDS `Engine` value (`DescribeDBClusters` / `DescribeDBInstances`):
     /// `postgres` and `aurora-postgresql` are PostgreSQL; `mysql`, `mariadb`, `aurora-mysql` and
     /// `aurora` are MySQL; anything else is unknown.

@@ -81,7 +81,9 @@ impl Shared {
     ) -> Result<Self, tls::Error> {
         let upstream_tls = TlsConnector::from(tls::upstream_client_config(&config.ca_source)?);
         let local_tls = if config.local_tls {
-            Some(TlsAcceptor::from(tls::local_server_config()?))
+            let mut server = (*tls::local_server_config()?).clone();
+            server.alpn_protocols = config.engine.alpn().iter().map(|p| p.to_vec()).collect();
+            Some(TlsAcceptor::from(Arc::new(server)))
         } else {
             None
         };

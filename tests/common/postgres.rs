@@ -405,6 +405,9 @@ pub struct PgReport {
     pub copy_in_md5_client: String,
     pub copy_in_md5_server: String,
     pub cancel_sqlstate: String,
+    /// Whether the local leg is TLS (psycopg only reports it).
+    #[serde(default)]
+    pub local_tls: Option<bool>,
 }
 
 /// Asserts everything a client must see through the proxy; `copy` says whether the client did
@@ -531,8 +534,15 @@ fn node_pg_command(t: &PgTarget) -> Command {
 
 /// psycopg 3 (libpq underneath): every check, COPY of `copy_rows` rows each way.
 pub fn psycopg_check(t: &PgTarget, copy_rows: u32) -> PgReport {
+    psycopg_check_with(t, copy_rows, &[])
+}
+
+/// [`psycopg_check`] with more of the script's options (`--sslmode require`,
+/// `--sslnegotiation direct`, ...).
+pub fn psycopg_check_with(t: &PgTarget, copy_rows: u32, options: &[&str]) -> PgReport {
     let mut c = psycopg_command(t);
-    c.args(["--copy-rows", &copy_rows.to_string()]);
+    c.args(["--copy-rows", &copy_rows.to_string()])
+        .args(options);
     run_json(c, "psycopg pg_check.py")
 }
 

@@ -874,7 +874,7 @@ async fn doctor_checks_every_hop_to_select_1_with_the_engine_from_discovery() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn local_tls_serves_clients_that_require_tls() {
+async fn local_tls_serves_clients_that_require_tls_and_direct_tls() {
     let up = RdsLikePostgres::start();
     let proxy = RunningProxy::start(&up.spec(), |c| {
         c.engine = Engine::Postgres;
@@ -902,6 +902,19 @@ async fn local_tls_serves_clients_that_require_tls() {
         "{stdout}"
     );
     assert!(stdout.trim_end().ends_with("iamuser"), "{stdout}");
+    // PostgreSQL 17's direct TLS (libpq 18 in psycopg's wheel): ClientHello at once, ALPN
+    // `postgresql`; the cancel request travels the same way.
+    let t = target(proxy.addr.port(), &up, &up.iam_users[0]);
+    let r = blocking(move || {
+        psycopg_check_with(
+            &t,
+            1000,
+            &["--sslmode", "require", "--sslnegotiation", "direct"],
+        )
+    })
+    .await;
+    assert_eq!(r.local_tls, Some(true), "{r:?}");
+    assert_pg_report(&r, "iamuser", true, true);
     // Without --local-tls a client that requires TLS is told by libpq itself.
     let plain = RunningProxy::start(&up.spec(), postgres).await;
     let t = target(plain.addr.port(), &up, &up.iam_users[0]);

@@ -55,12 +55,16 @@ def parse_args(argv):
     p.add_argument("--user", required=True)
     p.add_argument("--dbname", required=True)
     p.add_argument("--sslmode", default="disable")
+    p.add_argument("--sslnegotiation", default=None, help="libpq 17+: postgres or direct")
     p.add_argument("--copy-rows", type=int, default=100000)
     p.add_argument("--expect-error", action="store_true")
     return p.parse_args(argv)
 
 
 def connect(args):
+    extra = {}
+    if args.sslnegotiation:
+        extra["sslnegotiation"] = args.sslnegotiation
     return psycopg.connect(
         host=args.host,
         port=args.port,
@@ -70,6 +74,7 @@ def connect(args):
         gssencmode="disable",
         connect_timeout=30,
         application_name="pg_check.py",
+        **extra,
     )
 
 
@@ -130,6 +135,7 @@ def main(argv):
     with connect(args) as conn:
         conn.autocommit = True
         r = {"client": "psycopg"}
+        r["local_tls"] = conn.pgconn.ssl_in_use
         user, ssl, server_pid = one(
             conn,
             "SELECT current_user::text, (SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()),"
