@@ -74,9 +74,13 @@ impl LocalProxy {
         let proxy = Proxy::new(cfg.proxy.clone(), connector, tokens)?;
         let tcp = match cfg.listen {
             Some(listen) => Some(TcpListener::bind(listen).await.with_context(|| {
+                let (server, other) = match cfg.proxy.engine {
+                    crate::proxy::Engine::Postgres => ("PostgreSQL", "127.0.0.1:5433"),
+                    _ => ("MySQL", "127.0.0.1:3307"),
+                };
                 format!(
-                    "cannot listen on {listen}: is another MySQL server or proxy using it? Choose \
-                     another address with --listen (e.g. 127.0.0.1:3307)"
+                    "cannot listen on {listen}: is another {server} server or proxy using it? \
+                     Choose another address with --listen (e.g. {other})"
                 )
             })?),
             None => None,

@@ -1,4 +1,4 @@
-//! An RDS-shaped PostgreSQL for integration tests.
+//! An RDS-shaped PostgreSQL for integration tests, and real PostgreSQL clients' checks.
 //!
 //! [`RdsLikePostgres::start`] runs `tests/upstream/postgres/rds-like-postgres start`: Debian's
 //! PostgreSQL in a private directory, run as the `postgres` OS user on a free loopback port, TLS
@@ -11,6 +11,12 @@
 //! upstream that asks for something else). Dropping the value stops the server and removes its
 //! directory and its `/etc/pam.d` file; a watchdog does the same if the test process dies.
 //! Needs root, Debian's `postgresql` and `python3-botocore`.
+//!
+//! Through the proxy: [`RdsLikePostgres::spec`] for a test proxy, and one check per real client
+//! ([`psql_check`], [`psycopg_check`], [`node_pg_check`], [`jdbc_check`], [`pgx_check`],
+//! [`tokio_postgres_check`]), each giving a [`PgReport`] for [`assert_pg_report`]: `current_user`,
+//! `pg_stat_ssl.ssl`, parameters, the 4 MiB bytea's MD5 ([`BLOB_SQL`]), COPY out and in with
+//! checksums, and a cancelled `pg_sleep(30)`. The external programs live in `tests/clients/`.
 #![allow(dead_code)]
 
 use std::path::PathBuf;
