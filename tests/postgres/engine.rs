@@ -91,31 +91,11 @@ async fn real_clients_log_in_without_a_password_direct() {
     let port = proxy.addr.port();
     let user = up.iam_users[0].clone();
 
-    let t = target(port, &up, &user);
-    let r = tokio_postgres_check(&t, COPY_ROWS).await;
-    assert_pg_report(&r, &user, true, true);
-
-    let t2 = t.clone();
-    let r = blocking(move || psycopg_check(&t2, COPY_ROWS)).await;
-    assert_pg_report(&r, &user, true, true);
-
-    let t2 = t.clone();
-    let r = blocking(move || node_pg_check(&t2)).await;
-    assert_pg_report(&r, &user, false, true);
-    let t2 = t.clone();
-    let r = blocking(move || jdbc_check(&t2, COPY_ROWS)).await;
-    assert_pg_report(&r, &user, true, true);
-    let t2 = t.clone();
-    let r = blocking(move || pgx_check(&t2, COPY_ROWS)).await;
-    assert_pg_report(&r, &user, true, true);
-
-    // psql with the big COPY (about 69 MB each way) and Ctrl-C.
     let up = Arc::new(up);
-    let (t2, up2) = (t.clone(), up.clone());
-    let r = blocking(move || psql_check(&t2, &up2, BIG_COPY_ROWS)).await;
+    // psql with the big COPY (about 69 MB each way) and Ctrl-C.
+    let r = every_client(&target(port, &up, &user), &up, BIG_COPY_ROWS).await;
     assert!(r.copy_out_bytes > 64 << 20, "{r:?}");
     assert_eq!(r.copy_in_rows, u64::from(BIG_COPY_ROWS), "{r:?}");
-    assert_pg_report(&r, &user, true, false);
 
     // Every login was checked by the token checker, none with a password from the client.
     assert!(up.verify_log().contains(&user), "{}", up.verify_log());
@@ -123,6 +103,30 @@ async fn real_clients_log_in_without_a_password_direct() {
     assert_eq!(stats.login_failures.load(Ordering::Relaxed), 0);
     assert!(stats.logins.load(Ordering::Relaxed) >= 8);
     assert_eq!(proxy.stop().await, 0);
+}
+
+/// Every real client's checks at `t` (COPY of [`COPY_ROWS`] rows; `psql_rows` for psql), each
+/// report asserted; returns psql's.
+async fn every_client(t: &PgTarget, up: &Arc<RdsLikePostgres>, psql_rows: u32) -> PgReport {
+    let user = t.user.clone();
+    let r = tokio_postgres_check(t, COPY_ROWS).await;
+    assert_pg_report(&r, &user, true, true);
+    type Check = fn(&PgTarget) -> PgReport;
+    let checks: [(Check, bool); 4] = [
+        (|t| psycopg_check(t, COPY_ROWS), true),
+        (node_pg_check, false),
+        (|t| jdbc_check(t, COPY_ROWS), true),
+        (|t| pgx_check(t, COPY_ROWS), true),
+    ];
+    for (check, copy) in checks {
+        let t = t.clone();
+        let r = blocking(move || check(&t)).await;
+        assert_pg_report(&r, &user, copy, true);
+    }
+    let (t, up) = (t.clone(), up.clone());
+    let r = blocking(move || psql_check(&t, &up, psql_rows)).await;
+    assert_pg_report(&r, &user, true, false);
+    r
 }
 
 /// The binary for `up` over SSM through `sim`, its engine chosen by the endpoint's port (5432).
@@ -164,26 +168,8 @@ async fn real_clients_log_in_over_ssm() {
     let health = format!("127.0.0.1:{}", free_port());
     let proxy = ssm_proxy(&up, &sim, &health);
     let user = up.iam_users[0].clone();
-    let t = target(proxy.port, &up, &user);
-
-    let r = tokio_postgres_check(&t, COPY_ROWS).await;
-    assert_pg_report(&r, &user, true, true);
-    let t2 = t.clone();
-    let r = blocking(move || psycopg_check(&t2, COPY_ROWS)).await;
-    assert_pg_report(&r, &user, true, true);
-    let t2 = t.clone();
-    let r = blocking(move || node_pg_check(&t2)).await;
-    assert_pg_report(&r, &user, false, true);
-    let t2 = t.clone();
-    let r = blocking(move || jdbc_check(&t2, COPY_ROWS)).await;
-    assert_pg_report(&r, &user, true, true);
-    let t2 = t.clone();
-    let r = blocking(move || pgx_check(&t2, COPY_ROWS)).await;
-    assert_pg_report(&r, &user, true, true);
     let up = Arc::new(up);
-    let (t2, up2) = (t.clone(), up.clone());
-    let r = blocking(move || psql_check(&t2, &up2, COPY_ROWS)).await;
-    assert_pg_report(&r, &user, true, false);
+    every_client(&target(proxy.port, &up, &user), &up, COPY_ROWS).await;
 
     let (code, metrics) = blocking(move || http_get(&health, "/metrics")).await;
     assert_eq!(code, 200);
