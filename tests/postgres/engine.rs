@@ -66,6 +66,14 @@ fn both_expect_error(t: &PgTarget) -> PgError {
     }
 }
 
+/// The login failed with `sqlstate` and a message holding every one of `parts`.
+fn assert_refused(e: &PgError, sqlstate: &str, parts: &[&str]) {
+    assert_eq!(e.sqlstate, sqlstate, "{e:?}");
+    for part in parts {
+        assert!(e.message.contains(part), "{part:?} missing: {e:?}");
+    }
+}
+
 /// The proxy still logs psql in as `user`.
 async fn still_serving(port: u16, up: &RdsLikePostgres, user: &str) {
     let t = target(port, up, user);
@@ -236,15 +244,24 @@ impl Connector for Counting {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_startup_packets_get_a_fatal_and_never_reach_the_database() {
-    let up = RdsLikePostgres::start();
+/// A proxy for `up` (configured by `tweak`) whose connector counts the streams it opens.
+async fn counting_proxy(
+    up: &RdsLikePostgres,
+    tweak: impl FnOnce(&mut ProxyConfig),
+) -> (RunningProxy, Arc<AtomicU64>) {
     let opened = Arc::new(AtomicU64::new(0));
     let connector = Arc::new(Counting {
         inner: Direct::new(up.dial_addr()),
         opened: opened.clone(),
     });
-    let proxy = RunningProxy::start_with(&up.spec(), connector, |c| {
+    let proxy = RunningProxy::start_with(&up.spec(), connector, tweak).await;
+    (proxy, opened)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_startup_packets_get_a_fatal_and_never_reach_the_database() {
+    let up = RdsLikePostgres::start();
+    let (proxy, opened) = counting_proxy(&up, |c| {
         c.engine = Engine::Postgres;
         c.handshake_timeout = Duration::from_secs(2);
     })
@@ -318,12 +335,7 @@ async fn bad_startup_packets_get_a_fatal_and_never_reach_the_database() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repeated_encryption_requests_and_direct_tls_end_only_that_connection() {
     let up = RdsLikePostgres::start();
-    let opened = Arc::new(AtomicU64::new(0));
-    let connector = Arc::new(Counting {
-        inner: Direct::new(up.dial_addr()),
-        opened: opened.clone(),
-    });
-    let proxy = RunningProxy::start_with(&up.spec(), connector, postgres).await;
+    let (proxy, opened) = counting_proxy(&up, postgres).await;
     let port = proxy.addr.port();
     const SSL: [u8; 8] = [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f];
     const GSS: [u8; 8] = [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x30];
@@ -397,21 +409,16 @@ async fn an_upstream_asking_scram_or_md5_is_refused_naming_grant_rds_iam() {
         let user = up.iam_users[0].clone();
         let t = target(proxy.addr.port(), &up, &user);
         let e = blocking(move || both_expect_error(&t)).await;
-        assert_eq!(e.sqlstate, "28000", "{auth:?}: {e:?}");
         let want = match auth {
             PgAuth::Scram => "SASL (SCRAM-SHA-256",
             _ => "AuthenticationMD5Password",
         };
-        for part in [
+        let parts = [
             want,
             "not an IAM database user",
             "GRANT rds_iam TO \"iamuser\"",
-        ] {
-            assert!(
-                e.message.contains(part),
-                "{auth:?}: {part:?} missing: {e:?}"
-            );
-        }
+        ];
+        assert_refused(&e, "28000", &parts);
         // The server never saw the token (it asked for something else first).
         assert!(!up.server_log().contains("X-Amz-Signature"));
         proxy.stop().await;
@@ -427,14 +434,12 @@ async fn a_wrong_name_certificate_is_refused_before_the_token_goes() {
     let proxy = RunningProxy::start(&spec, postgres).await;
     let t = target(proxy.addr.port(), &up, &up.iam_users[0]);
     let e = blocking(move || both_expect_error(&t)).await;
-    assert_eq!(e.sqlstate, "08001", "{e:?}");
-    for part in [
+    let parts = [
         "TLS verification of other-db.test:5432 failed",
         "must name other-db.test",
         "--ca-bundle",
-    ] {
-        assert!(e.message.contains(part), "{part:?} missing: {e:?}");
-    }
+    ];
+    assert_refused(&e, "08001", &parts);
     assert_eq!(up.verify_log(), "", "no token reached the checker");
     proxy.stop().await;
 }
@@ -450,15 +455,13 @@ async fn a_rejected_token_is_28p01_naming_what_to_check_and_is_not_reused() {
     for round in 1..=2u64 {
         let t = target(proxy.addr.port(), &up, &user);
         let e = blocking(move || both_expect_error(&t)).await;
-        assert_eq!(e.sqlstate, "28P01", "{e:?}");
-        for part in [
+        let parts = [
             "rejected the IAM token for user 'iamuser'",
             "rds-db:connect",
             "GRANT rds_iam TO \"iamuser\"",
             "The database said: PAM authentication failed",
-        ] {
-            assert!(e.message.contains(part), "{part:?} missing: {e:?}");
-        }
+        ];
+        assert_refused(&e, "28P01", &parts);
         // The rejected token was dropped: each of the two logins minted a new one.
         assert_eq!(proxy.proxy.token_mints(), 2 * round);
     }
@@ -491,12 +494,7 @@ async fn over_the_connection_limit_a_client_gets_53300() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancel_request_with_an_unknown_key_opens_nothing_upstream() {
     let up = RdsLikePostgres::start();
-    let opened = Arc::new(AtomicU64::new(0));
-    let connector = Arc::new(Counting {
-        inner: Direct::new(up.dial_addr()),
-        opened: opened.clone(),
-    });
-    let proxy = RunningProxy::start_with(&up.spec(), connector, postgres).await;
+    let (proxy, opened) = counting_proxy(&up, postgres).await;
     let port = proxy.addr.port();
     let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     // CancelRequest: length 16, code 1234.5678, pid 4242, key 1 2 3 4.
