@@ -14,7 +14,7 @@
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use crate::common::postgres::*;
 use crate::common::process::{ProxyProcess, free_port, http_get, isolated_cmd};
@@ -23,6 +23,7 @@ use bytes::BytesMut;
 use rds_iam_proxy::postgres::proto::frame::{MAX_LOGIN_MESSAGE_LEN, take_message};
 use rds_iam_proxy::postgres::proto::{ErrorResponse, ProtocolVersion, StartupMessage};
 use rds_iam_proxy::proxy::{Engine, ProxyConfig};
+use rds_iam_proxy::spool::SpoolLimits;
 use rds_iam_proxy::tunnel::{ConnectFuture, Connector, Direct};
 use ssm_sim::{Route, SimConfig, SimServer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -918,4 +919,130 @@ async fn local_tls_serves_clients_that_require_tls_and_direct_tls() {
     );
     plain.stop().await;
     proxy.stop().await;
+}
+
+/// Direct TCP that says it shares one transport (as an SSM session does), so that the proxy
+/// drains the database leg into its spool whatever the client does.
+struct SharedTcp(Direct);
+
+impl Connector for SharedTcp {
+    fn connect(&self) -> ConnectFuture<'_> {
+        self.0.connect()
+    }
+    fn describe(&self) -> String {
+        self.0.describe()
+    }
+    fn shared(&self) -> bool {
+        true
+    }
+}
+
+/// A client that logs in by hand (`StartupMessage`, messages up to `ReadyForQuery`).
+async fn raw_login(port: u16, up: &RdsLikePostgres) -> TcpStream {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let mut m = BytesMut::new();
+    StartupMessage::new(
+        ProtocolVersion::V3_0,
+        &up.iam_users[0],
+        &[("database", &up.database)],
+    )
+    .encode(&mut m)
+    .unwrap();
+    s.write_all(&m).await.unwrap();
+    let mut buf = BytesMut::new();
+    loop {
+        tokio::time::timeout(GUARD, s.read_buf(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        while let Some(m) = take_message(&mut buf, MAX_LOGIN_MESSAGE_LEN).unwrap() {
+            assert_ne!(m.tag, b'E', "login failed");
+            if m.tag == b'Z' {
+                assert!(buf.is_empty());
+                return s;
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_over_a_shared_transport_gets_a_fatal_at_a_message_boundary() {
+    let up = RdsLikePostgres::start();
+    let dir = std::env::temp_dir().join(format!(
+        "rds-iam-proxy-pg-spool-{}-{}",
+        std::process::id(),
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    ));
+    std::fs::create_dir(&dir).unwrap();
+    let spool_dir = dir.clone();
+    let connector = Arc::new(SharedTcp(Direct::new(up.dial_addr())));
+    let proxy = RunningProxy::start_with(&up.spec(), connector, move |c| {
+        c.engine = Engine::Postgres;
+        c.spool = SpoolLimits {
+            memory: 256 << 10,
+            disk: 1 << 20,
+            total_memory: 64 << 20,
+            total_disk: 64 << 20,
+        };
+        c.spool_dir = Some(spool_dir);
+    })
+    .await;
+    let mut s = raw_login(proxy.addr.port(), &up).await;
+    // About 20 MB of COPY data, far beyond the 1.25 MiB the proxy may hold; then read nothing.
+    let mut q = BytesMut::new();
+    rds_iam_proxy::postgres::proto::frame::put_message(
+        b'Q',
+        b"COPY (SELECT repeat('x', 1000) FROM generate_series(1, 20000)) TO STDOUT\0",
+        &mut q,
+    );
+    s.write_all(&q).await.unwrap();
+    let stats = proxy.proxy.stats();
+    let mut ended = false;
+    for _ in 0..600 {
+        if stats.stalled_ends.load(Ordering::Relaxed) == 1 {
+            ended = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(ended, "the proxy never gave up on the paused client");
+    // Now read: whole messages up to the last one held, then the proxy's FATAL, then the end.
+    let mut buf = BytesMut::new();
+    let mut tags = Vec::new();
+    let mut last = None;
+    loop {
+        let n = tokio::time::timeout(GUARD, s.read_buf(&mut buf))
+            .await
+            .unwrap()
+            .unwrap_or(0);
+        while let Some(m) = take_message(&mut buf, 1 << 20).unwrap() {
+            if m.tag == b'E' {
+                last = Some(ErrorResponse::decode(&m.body).unwrap());
+            }
+            tags.push(m.tag);
+        }
+        if n == 0 {
+            break;
+        }
+    }
+    assert!(buf.is_empty(), "a cut message: {} bytes", buf.len());
+    assert_eq!(tags.first(), Some(&b'H'), "CopyOutResponse first");
+    assert_eq!(tags.last(), Some(&b'E'), "the FATAL last");
+    assert!(tags[1..tags.len() - 1].iter().all(|t| *t == b'd'));
+    assert!(tags.len() < 20_000, "the rest was discarded");
+    let e = last.unwrap();
+    assert_eq!(e.sqlstate().as_deref(), Some("08006"), "{e}");
+    assert!(e.message().unwrap().contains("stopped reading"), "{e}");
+    assert!(e.message().unwrap().contains("--stall-spool-memory"), "{e}");
+    still_serving(proxy.addr.port(), &up, &up.iam_users[0]).await;
+    proxy.stop().await;
+    assert_eq!(
+        std::fs::read_dir(&dir).unwrap().count(),
+        0,
+        "spool files left"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
 }
