@@ -792,6 +792,16 @@ mod tests {
         let f = file("[databases.p]\ndb-endpoint = \"db.x:3306\"\nengine = \"postgres\"\n");
         let p = plan(&args(&[]), &[], Some(&f)).unwrap();
         assert_eq!(p[0].args.engine, Some(Engine::Postgres));
+        // One file mixes engines; each gets its engine's default address, so they do not clash.
+        let f = file(
+            "[databases.m]\ndb-endpoint = \"m.x:3306\"\n[databases.p]\ndb-endpoint = \"p.x:5432\"\n",
+        );
+        let both = plan(&args(&["--region", "r"]), &[], Some(&f)).unwrap();
+        let listens: Vec<_> = both
+            .iter()
+            .map(|p| build(&p.args, None).unwrap().listen.unwrap().to_string())
+            .collect();
+        assert_eq!(listens, ["127.0.0.1:3306", "127.0.0.1:5432"]);
         let e = file_err("[databases.p]\nengine = \"oracle\"\n");
         assert!(e.contains("oracle"), "{e}");
         // What the PostgreSQL engine cannot do is refused with the flag named.

@@ -1046,3 +1046,39 @@ async fn a_client_that_stops_reading_over_a_shared_transport_gets_a_fatal_at_a_m
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_names_the_iam_token_hop_when_the_token_is_rejected() {
+    let up = RdsLikePostgres::start();
+    let world = serde_json::json!({
+        "account": "123456789012",
+        "region": up.region,
+        "caller": {"arn": "arn:aws:iam::123456789012:user/dev"},
+    });
+    let sim = SimServer::start(SimConfig {
+        aws_world: Some(ssm_sim::aws::AwsWorld::from_json(&world.to_string()).unwrap()),
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    let mut cmd = direct_cmd(&up);
+    // Credentials the token checker does not know (the AWS mock accepts any).
+    cmd.env(
+        "AWS_SECRET_ACCESS_KEY",
+        "wrongwrongwrongwrongwrongwrongwrongwrong",
+    )
+    .env("AWS_ENDPOINT_URL", sim.endpoint_url())
+    .args(["doctor", "--db-user", &up.iam_users[0]]);
+    let out = blocking(move || cmd.output().unwrap()).await;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("✓ reach the database:"), "{text}");
+    assert!(text.contains("✓ TLS: verified fake-rds.test"), "{text}");
+    let last = text.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("✗ IAM token:") && last.contains("rejected the IAM token"),
+        "{text}"
+    );
+    assert!(!text.contains("SELECT 1"), "{text}");
+    sim.shutdown().await;
+}
