@@ -118,12 +118,6 @@ pub enum Error {
          normalise other passwords with SASLprep before proving them)"
     )]
     LocalPasswordNotAscii,
-    /// A flag the PostgreSQL engine does not support yet.
-    #[error(
-        "{0} is not supported with --engine postgres yet: start the proxy without it (the \
-         PostgreSQL engine logs in upstream with IAM tokens only)"
-    )]
-    PostgresUnsupported(&'static str),
 }
 
 fn unknown_database(name: &str, file: &Option<PathBuf>, known: &[String]) -> String {
@@ -546,13 +540,8 @@ pub fn build(args: &ServeArgs, aws_region: Option<String>) -> Result<Config, Err
         .clone()
         .unwrap_or_else(|| endpoint_text(&host, port));
     let local = local_password.map(|p| LocalPassword::new(p.expose()));
-    if engine == Engine::Postgres {
-        if secret_mode(args) {
-            return Err(Error::PostgresUnsupported("--secret"));
-        }
-        if local.as_ref().is_some_and(|p| !p.fits_postgres()) {
-            return Err(Error::LocalPasswordNotAscii);
-        }
+    if engine == Engine::Postgres && local.as_ref().is_some_and(|p| !p.fits_postgres()) {
+        return Err(Error::LocalPasswordNotAscii);
     }
     let mut proxy = ProxyConfig::new(host, port, region);
     proxy.engine = engine;
@@ -815,11 +804,7 @@ mod tests {
         a.local_password = Some("s3cret pw".parse().unwrap());
         assert!(build(&a, None).is_ok());
         a.secret = Some("arn:secret".into());
-        let e = build(&a, None).unwrap_err().to_string();
-        assert!(
-            e.contains("--secret is not supported with --engine postgres"),
-            "{e}"
-        );
+        assert!(build(&a, None).is_ok(), "--secret serves PostgreSQL too");
     }
 
     #[test]

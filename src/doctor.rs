@@ -257,7 +257,9 @@ pub async fn run(planned: &Planned) -> std::process::ExitCode {
     let code = match LocalProxy::start_with(&cfg, connector, tokens).await {
         Ok(local) => {
             let code = match cfg.proxy.engine {
-                crate::proxy::Engine::Postgres => pg_login_checks(&mut r, &local, &cfg).await,
+                crate::proxy::Engine::Postgres => {
+                    pg_login_checks(&mut r, &local, &cfg, secret_user).await
+                }
                 _ => login_checks(&mut r, &local, &cfg, secret_user).await,
             };
             local.shutdown().await;
@@ -479,9 +481,18 @@ async fn pg_login_checks(
     r: &mut Report,
     local: &LocalProxy,
     cfg: &config::Config,
+    secret_user: Option<String>,
 ) -> std::process::ExitCode {
     let destination = local.proxy().destination();
-    let Some(user) = cfg.proxy.db_user.clone() else {
+    // With --secret the proxy logs in as the secret's user whatever the client names.
+    let (credential, accepted) = match (&secret_user, &cfg.secret) {
+        (Some(_), Some(id)) => (
+            "password",
+            format!("accepted, from Secrets Manager secret {id}"),
+        ),
+        _ => ("IAM token", "accepted".to_owned()),
+    };
+    let Some(user) = secret_user.or_else(|| cfg.proxy.db_user.clone()) else {
         return r.fail(
             "IAM database user",
             "unknown: pass --db-user (or `db-user` in the config file) so doctor can log in",
@@ -504,7 +515,10 @@ async fn pg_login_checks(
                 format!("{destination} answered (server {version})"),
             );
             r.ok("TLS", tls);
-            r.ok("IAM token", format!("accepted for user {user}"));
+            r.ok(
+                credential,
+                format!("{accepted} for user {}", crate::proxy::printable(&user)),
+            );
         }
         Ok(Err(message)) | Err(message) => {
             let reached = !failures.contains_key("upstream_unreachable")
@@ -518,7 +532,7 @@ async fn pg_login_checks(
                 return r.fail("TLS", message);
             }
             r.ok("TLS", tls);
-            return r.fail("IAM token", message);
+            return r.fail(credential, message);
         }
     }
     match client.select_one().await {

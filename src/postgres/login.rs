@@ -40,6 +40,7 @@ use super::proto::{
 };
 use crate::iam::AuthToken;
 use crate::proxy::listener::Peer;
+use crate::proxy::password::DbCredentials;
 use crate::proxy::shared::{Shared, Side};
 use crate::proxy::throttle::PeerKey;
 use crate::text::printable;
@@ -587,29 +588,64 @@ async fn bridge(
         .db_user
         .clone()
         .unwrap_or_else(|| startup.user().to_owned());
-    let request = cfg.token_request(&db_user);
-    let endpoint = cfg.endpoint();
-    let (upstream, token) = tokio::join!(open_upstream(inner), inner.tokens.token(&request));
+    let (upstream, kept) = tokio::join!(open_upstream(inner), credential(inner, &db_user));
     let mut upstream = upstream?;
-    let token = token.map_err(|e| {
-        Failure::new(
-            Side::Proxy,
-            "token",
-            sqlstate::INVALID_AUTHORIZATION_SPECIFICATION,
-            format!(
-                "cannot create an IAM token for '{}' on {endpoint}: {e}",
-                printable(&db_user)
-            ),
-        )
-    })?;
+    let kept = kept?;
+    // With --secret the secret's user logs in, whatever the client named.
+    let db_user = match &kept {
+        Kept::Token(_) => db_user,
+        Kept::Password(creds) => creds.username.clone(),
+    };
     let upstream_startup = upstream_startup(startup, &db_user);
-    authenticate(inner, &mut upstream, &upstream_startup, &token).await?;
+    authenticate(inner, &mut upstream, &upstream_startup, &kept).await?;
     let (welcome, key) = finish(inner, &mut upstream).await?;
     client
         .send(&welcome)
         .await
         .map_err(|e| Failure::silent("client_gone", format!("client went away: {e}")))?;
     Ok((upstream, db_user, key))
+}
+
+/// What the upstream login answers with: an IAM token for the user, or the `--secret` user name
+/// and password.
+enum Kept {
+    /// An IAM token.
+    Token(AuthToken),
+    /// The secret's credentials.
+    Password(DbCredentials),
+}
+
+/// Fetches the login's credential (while TLS is negotiated): the token for `db_user`, or the
+/// `--secret` credentials.
+async fn credential(inner: &Shared, db_user: &str) -> Result<Kept, Failure> {
+    let cfg = &inner.config;
+    if let Some(source) = &cfg.upstream_password {
+        return source.credentials().await.map(Kept::Password).map_err(|e| {
+            Failure::new(
+                Side::Proxy,
+                "secret",
+                sqlstate::INVALID_AUTHORIZATION_SPECIFICATION,
+                e,
+            )
+        });
+    }
+    inner
+        .tokens
+        .token(&cfg.token_request(db_user))
+        .await
+        .map(Kept::Token)
+        .map_err(|e| {
+            Failure::new(
+                Side::Proxy,
+                "token",
+                sqlstate::INVALID_AUTHORIZATION_SPECIFICATION,
+                format!(
+                    "cannot create an IAM token for '{}' on {}: {e}",
+                    printable(db_user),
+                    cfg.endpoint()
+                ),
+            )
+        })
 }
 
 /// The `StartupMessage` sent upstream: the client's, in its order, with `user` set to `db_user`.
@@ -733,7 +769,7 @@ async fn authenticate(
     inner: &Shared,
     upstream: &mut Leg,
     startup: &StartupMessage,
-    token: &AuthToken,
+    kept: &Kept,
 ) -> Result<(), Failure> {
     let cfg = &inner.config;
     let endpoint = cfg.endpoint();
@@ -753,7 +789,13 @@ async fn authenticate(
         .send(&out)
         .await
         .map_err(|e| upstream_io(&endpoint, &ReadError::Io(e)))?;
-    let mut sent_token = false;
+    let mut stage = Stage::Nothing;
+    let mut scram: Option<scram::ScramClient> = None;
+    let mut expect: Option<scram::ScramClientFinal> = None;
+    let password = match kept {
+        Kept::Token(token) => token.expose().as_bytes(),
+        Kept::Password(creds) => creds.password.expose().as_bytes(),
+    };
     let mut before: Vec<Message> = Vec::new();
     loop {
         let m = upstream
@@ -764,19 +806,64 @@ async fn authenticate(
             tag::AUTHENTICATION => {
                 let auth =
                     Authentication::decode(&m.body).map_err(|e| bad_upstream(&endpoint, &e))?;
-                match decide(&auth, sent_token) {
-                    AuthStep::SendToken => {
-                        let mut out = BytesMut::new();
+                let is_password = matches!(kept, Kept::Password(_));
+                let step = decide(&auth, stage, is_password);
+                let mut out = BytesMut::new();
+                let scram_err = |e: super::proto::Error| {
+                    Failure::new(
+                        Side::Upstream,
+                        "scram",
+                        sqlstate::INVALID_AUTHORIZATION_SPECIFICATION,
+                        format!("the SCRAM-SHA-256 login to {endpoint} failed: {e}"),
+                    )
+                };
+                match step {
+                    AuthStep::SendPassword => {
                         PasswordMessage {
-                            password: Bytes::copy_from_slice(token.expose().as_bytes()),
+                            password: Bytes::copy_from_slice(password),
                         }
                         .encode(&mut out)
                         .map_err(|e| bad_upstream(&endpoint, &e))?;
-                        upstream
-                            .send(&out)
-                            .await
-                            .map_err(|e| upstream_io(&endpoint, &ReadError::Io(e)))?;
-                        sent_token = true;
+                        stage = Stage::Sent;
+                    }
+                    AuthStep::StartScram => {
+                        let mut random = [0u8; 18];
+                        rand::RngCore::fill_bytes(&mut rand::rng(), &mut random);
+                        let secret = String::from_utf8_lossy(password);
+                        let (client, first) =
+                            scram::ScramClient::start(&secret, &scram::nonce_from_random(&random))
+                                .map_err(scram_err)?;
+                        SaslInitialResponse {
+                            mechanism: scram::MECHANISM.to_owned(),
+                            data: Some(Bytes::from(first)),
+                        }
+                        .encode(&mut out)
+                        .map_err(|e| bad_upstream(&endpoint, &e))?;
+                        scram = Some(client);
+                        stage = Stage::ScramStarted;
+                    }
+                    AuthStep::ContinueScram => {
+                        let (Some(client), Authentication::SaslContinue(data)) =
+                            (scram.take(), &auth)
+                        else {
+                            return Err(not_iam(inner, &user, &auth));
+                        };
+                        let (final_msg, check) = client.client_final(data).map_err(scram_err)?;
+                        SaslResponse {
+                            data: Bytes::from(final_msg),
+                        }
+                        .encode(&mut out);
+                        expect = Some(check);
+                        stage = Stage::Sent;
+                    }
+                    AuthStep::CheckScram => {
+                        let (Some(check), Authentication::SaslFinal(data)) = (&expect, &auth)
+                        else {
+                            return Err(not_iam(inner, &user, &auth));
+                        };
+                        check.verify(data).map_err(scram_err)?;
+                        expect = None;
+                        continue;
                     }
                     AuthStep::Done => {
                         // Keep what came before AuthenticationOk, in order, for the client.
@@ -788,17 +875,41 @@ async fn authenticate(
                         upstream.buf = front;
                         return Ok(());
                     }
+                    AuthStep::Refuse if is_password => {
+                        return Err(Failure::new(
+                            Side::Upstream,
+                            "unsupported_auth",
+                            sqlstate::INVALID_AUTHORIZATION_SPECIFICATION,
+                            format!(
+                                "the database {endpoint} asked '{}' for {}; with --secret the \
+                                 PostgreSQL engine answers a cleartext password or \
+                                 SCRAM-SHA-256 (set the user's password with \
+                                 password_encryption = 'scram-sha-256')",
+                                printable(&user),
+                                auth.name()
+                            ),
+                        ));
+                    }
                     AuthStep::Refuse => {
                         return Err(not_iam(inner, &user, &auth));
                     }
                 }
+                upstream
+                    .send(&out)
+                    .await
+                    .map_err(|e| upstream_io(&endpoint, &ReadError::Io(e)))?;
             }
             tag::ERROR_RESPONSE => {
                 let err =
                     ErrorResponse::decode(&m.body).map_err(|e| bad_upstream(&endpoint, &e))?;
-                if sent_token && rejects_password(&err) {
-                    inner.tokens.invalidate(&cfg.token_request(&user));
-                    return Err(token_rejected(inner, &user, &err));
+                if stage != Stage::Nothing && rejects_password(&err) {
+                    return Err(match kept {
+                        Kept::Token(_) => {
+                            inner.tokens.invalidate(&cfg.token_request(&user));
+                            token_rejected(inner, &user, &err)
+                        }
+                        Kept::Password(_) => password_rejected(inner, &user, &err),
+                    });
                 }
                 // Anything else (no such database, too many connections) is the server's own
                 // word: the client sees it as the server sent it.
@@ -827,24 +938,51 @@ async fn authenticate(
     }
 }
 
+/// Where the upstream login's exchange stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stage {
+    /// Nothing sent yet.
+    Nothing,
+    /// The SCRAM client-first message went.
+    ScramStarted,
+    /// The credential (a password, a token, or the SCRAM proof) went.
+    Sent,
+}
+
 /// What to do with one authentication request of the server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum AuthStep {
-    /// Answer with the IAM token.
-    SendToken,
+    /// Answer with the IAM token (or the `--secret` password) in clear, inside TLS.
+    SendPassword,
+    /// Start SCRAM-SHA-256 (`--secret` only).
+    StartScram,
+    /// Answer the server-first message with the proof.
+    ContinueScram,
+    /// Check the server's signature.
+    CheckScram,
     /// Logged in.
     Done,
-    /// The server asks for something an IAM token cannot answer (or asks twice).
+    /// The server asks for something the credential cannot answer (or asks twice).
     Refuse,
 }
 
-/// The decision for `auth`, `sent_token` telling whether the token went already: the token
-/// answers one `AuthenticationCleartextPassword`; `AuthenticationOk` ends the exchange; anything
-/// else (SCRAM, MD5, GSS, a second password request) is refused.
-pub(crate) fn decide(auth: &Authentication, sent_token: bool) -> AuthStep {
-    match auth {
-        Authentication::CleartextPassword if !sent_token => AuthStep::SendToken,
-        Authentication::Ok => AuthStep::Done,
+/// The decision for `auth` at `stage`, `password` telling a `--secret` password from a token:
+/// a token answers one `AuthenticationCleartextPassword` and nothing else (SCRAM, MD5, GSS, a
+/// second request are refused); a password answers that too, or SCRAM-SHA-256;
+/// `AuthenticationOk` ends the exchange.
+pub(crate) fn decide(auth: &Authentication, stage: Stage, password: bool) -> AuthStep {
+    match (auth, stage) {
+        (Authentication::Ok, _) => AuthStep::Done,
+        (Authentication::CleartextPassword, Stage::Nothing) => AuthStep::SendPassword,
+        (Authentication::Sasl { mechanisms }, Stage::Nothing)
+            if password && mechanisms.iter().any(|m| m == scram::MECHANISM) =>
+        {
+            AuthStep::StartScram
+        }
+        (Authentication::SaslContinue(_), Stage::ScramStarted) if password => {
+            AuthStep::ContinueScram
+        }
+        (Authentication::SaslFinal(_), Stage::Sent) if password => AuthStep::CheckScram,
         _ => AuthStep::Refuse,
     }
 }
@@ -900,6 +1038,37 @@ fn token_rejected(inner: &Shared, user: &str, err: &ErrorResponse) -> Failure {
         ),
     );
     let said = printable(err.message().as_deref().unwrap_or_default()).into_owned();
+    f.detail = format!("{} The database said: {said}", f.detail);
+    f.reply = f
+        .reply
+        .map(|r| r.detail(format!("The database said: {said}")));
+    f
+}
+
+/// The server refused the `--secret` password of `user`: read the secret again next time.
+fn password_rejected(inner: &Shared, user: &str, err: &ErrorResponse) -> Failure {
+    let cfg = &inner.config;
+    let source = cfg
+        .upstream_password
+        .as_ref()
+        .map(|s| {
+            s.rejected();
+            s.describe()
+        })
+        .unwrap_or_default();
+    let said = printable(err.message().as_deref().unwrap_or_default()).into_owned();
+    let mut f = Failure::new(
+        Side::Upstream,
+        "access_denied",
+        sqlstate::INVALID_PASSWORD,
+        format!(
+            "the database {} refused the password of '{}' from {source}. If the secret was just \
+             rotated, the next login reads it again; otherwise check that the secret holds this \
+             database's credentials.",
+            cfg.endpoint(),
+            printable(user)
+        ),
+    );
     f.detail = format!("{} The database said: {said}", f.detail);
     f.reply = f
         .reply
@@ -993,17 +1162,52 @@ mod tests {
     #[test]
     fn only_one_cleartext_request_is_answered_with_the_token() {
         use Authentication as A;
-        assert_eq!(decide(&A::CleartextPassword, false), AuthStep::SendToken);
-        assert_eq!(decide(&A::CleartextPassword, true), AuthStep::Refuse);
-        assert_eq!(decide(&A::Ok, true), AuthStep::Done);
+        let token = |a: &A, s: Stage| decide(a, s, false);
+        assert_eq!(
+            token(&A::CleartextPassword, Stage::Nothing),
+            AuthStep::SendPassword
+        );
+        assert_eq!(token(&A::CleartextPassword, Stage::Sent), AuthStep::Refuse);
+        assert_eq!(token(&A::Ok, Stage::Sent), AuthStep::Done);
         // `trust`: logged in without being asked; nothing secret went.
-        assert_eq!(decide(&A::Ok, false), AuthStep::Done);
+        assert_eq!(token(&A::Ok, Stage::Nothing), AuthStep::Done);
         let sasl = A::Sasl {
             mechanisms: vec!["SCRAM-SHA-256".into()],
         };
         for other in [sasl, A::Md5Password { salt: [1, 2, 3, 4] }] {
-            assert_eq!(decide(&other, false), AuthStep::Refuse, "{other:?}");
+            assert_eq!(token(&other, Stage::Nothing), AuthStep::Refuse, "{other:?}");
         }
+    }
+
+    #[test]
+    fn a_secret_password_answers_cleartext_or_scram_in_order() {
+        use Authentication as A;
+        let pw = |a: &A, s: Stage| decide(a, s, true);
+        let sasl = |m: &str| A::Sasl {
+            mechanisms: vec![m.into()],
+        };
+        assert_eq!(
+            pw(&sasl("SCRAM-SHA-256"), Stage::Nothing),
+            AuthStep::StartScram
+        );
+        assert_eq!(
+            pw(&sasl("SCRAM-SHA-256-PLUS"), Stage::Nothing),
+            AuthStep::Refuse
+        );
+        let cont = A::SaslContinue(Bytes::new());
+        let fin = A::SaslFinal(Bytes::new());
+        assert_eq!(pw(&cont, Stage::ScramStarted), AuthStep::ContinueScram);
+        assert_eq!(pw(&cont, Stage::Nothing), AuthStep::Refuse);
+        assert_eq!(pw(&fin, Stage::Sent), AuthStep::CheckScram);
+        assert_eq!(pw(&fin, Stage::ScramStarted), AuthStep::Refuse);
+        assert_eq!(
+            pw(&A::Md5Password { salt: [0; 4] }, Stage::Nothing),
+            AuthStep::Refuse
+        );
+        assert_eq!(
+            pw(&A::CleartextPassword, Stage::Nothing),
+            AuthStep::SendPassword
+        );
     }
 
     #[test]

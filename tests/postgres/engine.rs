@@ -1082,3 +1082,81 @@ async fn doctor_names_the_iam_token_hop_when_the_token_is_rejected() {
     assert!(!text.contains("SELECT 1"), "{text}");
     sim.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_password_logs_in_with_scram_and_a_wrong_one_names_the_secret() {
+    let up = RdsLikePostgres::start();
+    const ARN: &str = "arn:aws:secretsmanager:us-east-1:123456789012:secret:pg-AbCdEf";
+    const WRONG: &str = "arn:aws:secretsmanager:us-east-1:123456789012:secret:old-AbCdEf";
+    let secret = |password: &str| {
+        serde_json::json!({"username": up.pw_user, "password": password}).to_string()
+    };
+    let world = serde_json::json!({
+        "account": "123456789012",
+        "region": up.region,
+        "caller": {"arn": "arn:aws:iam::123456789012:user/dev"},
+        "secrets": [
+            {"name": "pg", "arn": ARN, "secret_string": secret(&up.pw_password)},
+            {"name": "old", "arn": WRONG, "secret_string": secret("not-the-password")},
+        ],
+    });
+    let sim = SimServer::start(SimConfig {
+        aws_world: Some(ssm_sim::aws::AwsWorld::from_json(&world.to_string()).unwrap()),
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    for (arn, ok) in [(ARN, true), (WRONG, false)] {
+        let mut cmd = direct_cmd(&up);
+        cmd.env("AWS_ENDPOINT_URL", sim.endpoint_url())
+            .args(["--secret", arn, "-vv"])
+            .env("RUST_LOG", "trace");
+        let proxy = ProxyProcess::spawn(cmd);
+        // The client names anyone; the secret's user logs in (SCRAM-SHA-256 upstream).
+        let t = target(proxy.port, &up, "anyone");
+        let out = blocking(move || {
+            psql_at(&t)
+                .args(["-c", "SELECT current_user"])
+                .output()
+                .unwrap()
+        })
+        .await;
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        );
+        if ok {
+            assert!(out.status.success(), "{stderr}");
+            assert_eq!(stdout.trim(), up.pw_user);
+        } else {
+            assert!(!out.status.success());
+            for part in [
+                "refused the password of 'pwuser' from Secrets Manager secret",
+                "rotated",
+                "password authentication failed",
+            ] {
+                assert!(stderr.contains(part), "{part:?} missing: {stderr}");
+            }
+        }
+        let (_, logs) = proxy.terminate();
+        for shown in [&stdout, &stderr, &logs] {
+            assert!(!shown.contains(&up.pw_password), "the password was shown");
+        }
+    }
+    // doctor: the secret read, then the password login and SELECT 1.
+    let mut cmd = direct_cmd(&up);
+    cmd.env("AWS_ENDPOINT_URL", sim.endpoint_url())
+        .args(["doctor", "--secret", ARN]);
+    let out = blocking(move || cmd.output().unwrap()).await;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{text}");
+    for hop in [
+        "✓ password: accepted, from Secrets Manager secret",
+        "for user pwuser",
+        "✓ SELECT 1: returned 1",
+    ] {
+        assert!(text.contains(hop), "{hop:?} missing:\n{text}");
+    }
+    assert!(!text.contains(&up.pw_password));
+    sim.shutdown().await;
+}
