@@ -30,7 +30,7 @@ use md5::{Digest, Md5};
 use mysql_async::prelude::Queryable;
 use rds_iam_proxy::spool::{Spool, SpoolBudget, SpoolLimits};
 use serde_json::json;
-use ssm_sim::{Route, SimConfig, SimServer};
+use ssm_sim::{SimConfig, SimServer};
 
 use support::*;
 
@@ -294,18 +294,7 @@ fn expected_row(n: u64) -> String {
 async fn neighbour_bench(sizes: &Sizes, sessions: usize) -> Neighbour {
     let db = BenchDb::start();
     let up = &db.up;
-    let sim = SimServer::start(SimConfig {
-        routes: vec![Route {
-            host: up.endpoint_host.clone(),
-            port: up.endpoint_port,
-            dial: up.dial_addr(),
-        }],
-        realistic: true,
-        rtt: RTT,
-        ..SimConfig::default()
-    })
-    .await
-    .expect("simulator");
+    let sim = realistic_sim(up, RTT).await;
     let log = db.scratch.path.join(format!("flow-proxy-{sessions}.log"));
     let proxy = ProxyProcess::start_with(up, &log, |cmd| {
         cmd.env("AWS_ENDPOINT_URL_SSM", sim.endpoint_url())
@@ -395,11 +384,7 @@ async fn uplink_bench(sizes: &Sizes) -> Uplink {
     let db = BenchDb::start();
     let up = &db.up;
     let sim = SimServer::start(SimConfig {
-        routes: vec![Route {
-            host: up.endpoint_host.clone(),
-            port: up.endpoint_port,
-            dial: up.dial_addr(),
-        }],
+        routes: vec![route_to(up)],
         uplink_rate: Some(UPLINK_RATE),
         ..SimConfig::default()
     })

@@ -37,9 +37,6 @@ mod support;
 mod upstream;
 
 use std::fmt::Write as _;
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -585,51 +582,6 @@ fn check_open_files(pid: u32, clients: usize) {
             "the proxy may open only {soft} files: raise `ulimit -n` above {}",
             2 * clients + 64
         );
-    }
-}
-
-/// The `ssm-sim` binary routing the endpoint to the MariaDB, verifying the proxy's signed
-/// WebSocket upgrades with the upstream's secret; killed on drop.
-struct SimProcess {
-    child: Child,
-    url: String,
-}
-
-impl SimProcess {
-    fn start(up: &RdsLikeUpstream, log: &Path) -> Self {
-        let log_file = std::fs::File::create(log).expect("create the simulator log");
-        let mut child = Command::new(ssm_sim::binary::path())
-            .env_remove("RUST_LOG")
-            .env("SSM_SIM_VERIFY_SECRET", &up.secret)
-            .arg("--route")
-            .arg(format!("{}={}", up.endpoint(), up.dial_addr()))
-            .arg("--require-signature")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(log_file)
-            .spawn()
-            .expect("start ssm-sim");
-        let mut url = String::new();
-        BufReader::new(child.stdout.take().expect("ssm-sim stdout"))
-            .read_line(&mut url)
-            .expect("read the simulator's URL");
-        let url = url.trim().to_owned();
-        assert!(
-            url.starts_with("http://127.0.0.1:"),
-            "ssm-sim printed {url:?}"
-        );
-        SimProcess { child, url }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-}
-
-impl Drop for SimProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

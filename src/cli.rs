@@ -363,10 +363,27 @@ pub struct ServeArgs {
     #[arg(long, env = "RDS_IAM_PROXY_LOCAL_TLS")]
     pub local_tls: bool,
 
-    /// Send the token in the first login packet (saves one round trip) instead of answering the
-    /// server's switch to mysql_clear_password.
-    #[arg(long, env = "RDS_IAM_PROXY_DIRECT_AUTH")]
+    /// Send the token only when the server switches to mysql_clear_password (one round trip more),
+    /// instead of in the first login packet (the default; an endpoint that asks for the token again
+    /// is remembered and gets this order from then on).
+    #[arg(long, env = "RDS_IAM_PROXY_SWITCH_AUTH")]
+    pub switch_auth: bool,
+
+    /// The default now (the token in the first login packet); kept so older command lines work.
+    #[arg(long, hide = true, conflicts_with = "switch_auth")]
     pub direct_auth: bool,
+
+    /// Compress the database leg (MySQL protocol compression, inside TLS): `auto` compresses over
+    /// SSM when the server offers it, zstd before zlib, and never over a direct connection;
+    /// `zstd` or `zlib` ask for that one on any transport; `off` never. The local leg is never
+    /// compressed [default: auto].
+    #[arg(
+        long,
+        env = "RDS_IAM_PROXY_COMPRESSION",
+        value_enum,
+        value_name = "MODE"
+    )]
+    pub compression: Option<CompressionMode>,
 
     /// Time allowed for each login step (a packet from either side, a TLS handshake) [default: 30s].
     #[arg(long, env = "RDS_IAM_PROXY_HANDSHAKE_TIMEOUT", value_name = "DURATION", value_parser = humantime::parse_duration)]
@@ -506,6 +523,40 @@ pub struct LogArgs {
     pub log_format: LogFormat,
 }
 
+/// `--compression`: whether the database leg is compressed (DESIGN.md decision 12).
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CompressionMode {
+    /// Over SSM, whatever the server offers (zstd before zlib); never over a direct connection.
+    #[default]
+    Auto,
+    /// zstd (MySQL 8.0.18+), on any transport, when the server offers it.
+    Zstd,
+    /// zlib, on any transport, when the server offers it.
+    Zlib,
+    /// Never compress.
+    Off,
+}
+
+impl CompressionMode {
+    /// What the database leg asks for, given whether the transport is SSM.
+    pub fn resolve(self, over_ssm: bool) -> crate::proxy::config::Compression {
+        use crate::proxy::config::Compression;
+        match self {
+            CompressionMode::Auto if over_ssm => Compression::ANY,
+            CompressionMode::Auto | CompressionMode::Off => Compression::OFF,
+            CompressionMode::Zstd => Compression {
+                zstd: true,
+                zlib: false,
+            },
+            CompressionMode::Zlib => Compression {
+                zstd: false,
+                zlib: true,
+            },
+        }
+    }
+}
+
 /// Log line formats.
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
@@ -523,6 +574,34 @@ mod tests {
     #[test]
     fn cli_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn compression_auto_means_ssm_only_and_the_others_mean_what_they_say() {
+        use crate::proxy::config::Compression;
+        let parse = |v: &[&str]| {
+            let mut args = vec!["rds-iam-proxy", "--db-endpoint", "db.example:3306"];
+            args.extend_from_slice(v);
+            Cli::try_parse_from(args).unwrap().serve.compression
+        };
+        assert_eq!(parse(&[]), None, "unset: the file or the default decides");
+        assert_eq!(
+            parse(&["--compression", "zlib"]),
+            Some(CompressionMode::Zlib)
+        );
+        assert!(
+            Cli::try_parse_from(["rds-iam-proxy", "--compression", "gzip"]).is_err(),
+            "only the four values"
+        );
+        let auto = CompressionMode::default();
+        assert_eq!(auto, CompressionMode::Auto);
+        assert_eq!(auto.resolve(true), Compression::ANY);
+        assert_eq!(auto.resolve(false), Compression::OFF, "never over Direct");
+        assert_eq!(CompressionMode::Off.resolve(true), Compression::OFF);
+        let zstd = CompressionMode::Zstd.resolve(false);
+        assert!(zstd.zstd && !zstd.zlib, "asked for: on any transport");
+        let zlib = CompressionMode::Zlib.resolve(true);
+        assert!(zlib.zlib && !zlib.zstd);
     }
 
     #[test]

@@ -265,8 +265,8 @@ pub fn overlay(base: ServeArgs, top: &ServeArgs) -> ServeArgs {
         ca_bundle, handshake_timeout, max_connections, max_pending_logins, max_sigterm_delay,
         min_sigterm_delay, local_password, secret, engine,
         health_addr, unix_socket, ssm_stall_timeout, stall_spool_memory, stall_spool_disk,
-        stall_spool_total;
-        reader, local_tls, direct_auth, allow_remote
+        stall_spool_total, compression;
+        reader, local_tls, switch_auth, direct_auth, allow_remote
     )
 }
 
@@ -381,8 +381,19 @@ pub struct Config {
     pub ssm_stall_timeout: Option<std::time::Duration>,
     /// The Secrets Manager secret whose password logs in upstream instead of IAM (`--secret`).
     pub secret: Option<String>,
+    /// `--compression`, resolved into `proxy.compression` once the transport is known
+    /// ([`Config::resolve_compression`]).
+    pub compression: crate::cli::CompressionMode,
     /// The engine configuration.
     pub proxy: ProxyConfig,
+}
+
+impl Config {
+    /// Settles what the database leg asks for now that the transport is known: `auto`
+    /// compresses over SSM only.
+    pub fn resolve_compression(&mut self, over_ssm: bool) {
+        self.proxy.compression = self.compression.resolve(over_ssm);
+    }
 }
 
 /// Splits `HOST[:PORT]` (IPv6 as `[addr]:port`); the port defaults to MySQL's.
@@ -552,7 +563,7 @@ pub fn build(args: &ServeArgs, aws_region: Option<String>) -> Result<Config, Err
     };
     proxy.local_tls = args.local_tls;
     proxy.local_password = local;
-    proxy.direct_auth = args.direct_auth;
+    proxy.direct_auth = !args.switch_auth;
     if let Some(t) = args.handshake_timeout {
         proxy.handshake_timeout = t;
     }
@@ -596,6 +607,7 @@ pub fn build(args: &ServeArgs, aws_region: Option<String>) -> Result<Config, Err
         ssm_sessions: args.ssm_sessions.map(|n| n.max(1)),
         ssm_stall_timeout: args.ssm_stall_timeout,
         secret: args.secret.clone().filter(|s| !s.trim().is_empty()),
+        compression: args.compression.unwrap_or_default(),
         proxy,
     })
 }

@@ -205,6 +205,7 @@ pub const EXAMPLE: &str = r#"# rds-iam-proxy configuration (the README's "Config
 [defaults]
 # profile = "dev"                   # AWS profile (SSO, role, keys)
 # region = "eu-west-1"
+# compression = "auto"              # database leg over SSM: zstd or zlib; "off" never
 
 # The stack deployed from deploy/secure-db-connection.yaml: endpoint, IAM user, region and the
 # ECS bastion all come from its outputs.
@@ -263,6 +264,21 @@ mod tests {
 
     fn p(text: &str) -> Result<File, Error> {
         parse(text, Path::new("test.toml"))
+    }
+
+    #[test]
+    fn compression_is_a_key_with_four_values() {
+        let f = p("[defaults]\ncompression = \"zstd\"\n[databases.a]\ncompression = \"off\"\n")
+            .unwrap();
+        assert_eq!(
+            f.defaults.compression,
+            Some(crate::cli::CompressionMode::Zstd)
+        );
+        assert_eq!(
+            f.databases["a"].compression,
+            Some(crate::cli::CompressionMode::Off)
+        );
+        assert!(p("[defaults]\ncompression = \"fast\"\n").is_err());
     }
 
     #[test]

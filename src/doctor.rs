@@ -254,6 +254,7 @@ pub async fn run(planned: &Planned) -> std::process::ExitCode {
 
     // 6–9. Through the real proxy.
     let tokens = std::sync::Arc::new(TokenCache::new(provider, cfg.profile.clone()));
+    cfg.resolve_compression(resolved.target.is_some());
     let code = match LocalProxy::start_with(&cfg, connector, tokens).await {
         Ok(local) => {
             let code = match cfg.proxy.engine {
@@ -357,11 +358,36 @@ async fn login_checks(
         }
     }
     match client.select_one().await {
-        Ok(()) => {
-            r.ok("SELECT 1", "returned 1");
-            std::process::ExitCode::SUCCESS
-        }
-        Err(e) => r.fail("SELECT 1", e),
+        Ok(()) => r.ok("SELECT 1", "returned 1"),
+        Err(e) => return r.fail("SELECT 1", e),
+    }
+    r.ok(
+        "compression",
+        compression_outcome(cfg.proxy.compression, &local.proxy().stats().compression),
+    );
+    std::process::ExitCode::SUCCESS
+}
+
+/// What doctor says about the database leg's compression after its login: what was used, or why
+/// none was.
+fn compression_outcome(
+    asked: crate::proxy::config::Compression,
+    used: &crate::proxy::stats::CompressionStats,
+) -> String {
+    use std::sync::atomic::Ordering::Relaxed;
+    if used.zstd_logins.load(Relaxed) > 0 {
+        "on: zstd on the database leg (the local leg is never compressed)".to_owned()
+    } else if used.zlib_logins.load(Relaxed) > 0 {
+        "on: zlib on the database leg (the local leg is never compressed)".to_owned()
+    } else if asked == crate::proxy::config::Compression::OFF {
+        "off (--compression auto compresses over SSM only; --compression zstd|zlib asks on any \
+         transport)"
+            .to_owned()
+    } else {
+        format!(
+            "off: the server offers none of what --compression allows ({})",
+            asked.describe()
+        )
     }
 }
 

@@ -432,6 +432,13 @@ fn proxy_metrics(f: &mut Families, proxy: &Proxy, name: &str) {
             load(&s.logins),
         ),
         (
+            "login_round_trips_total",
+            "counter",
+            "Round trips to the database the completed logins took, added up (divide by \
+             logins_total for the mean).",
+            load(&s.login_round_trips),
+        ),
+        (
             "token_mints_total",
             "counter",
             "IAM authentication tokens minted.",
@@ -490,6 +497,44 @@ fn proxy_metrics(f: &mut Families, proxy: &Proxy, name: &str) {
             "counter",
             "Bytes relayed after login, by direction.",
             format!("{db},direction=\"{direction}\""),
+            v,
+            "",
+        );
+    }
+    let c = &s.compression;
+    for (direction, form, v) in [
+        (
+            "client_to_database",
+            "uncompressed",
+            load(&c.up_uncompressed),
+        ),
+        ("client_to_database", "compressed", load(&c.up_compressed)),
+        ("database_to_client", "compressed", load(&c.down_compressed)),
+        (
+            "database_to_client",
+            "uncompressed",
+            load(&c.down_uncompressed),
+        ),
+    ] {
+        f.sample(
+            "compression_bytes_total",
+            "counter",
+            "Bytes through the compressed database leg, by direction: the frames on the wire \
+             (compressed) and the packet stream they carry (uncompressed).",
+            format!("{db},direction=\"{direction}\",form=\"{form}\""),
+            v,
+            "",
+        );
+    }
+    for (algorithm, v) in [
+        ("zlib", load(&c.zlib_logins)),
+        ("zstd", load(&c.zstd_logins)),
+    ] {
+        f.sample(
+            "compressed_logins_total",
+            "counter",
+            "Logins whose database leg is compressed, by algorithm.",
+            format!("{db},algorithm=\"{algorithm}\""),
             v,
             "",
         );

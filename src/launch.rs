@@ -180,6 +180,7 @@ pub async fn start(prepared: Prepared, progress: &Progress) -> Result<Running> {
         cfg.proxy.upstream_password = Some(source);
     }
     let tokens = Arc::new(TokenCache::new(provider, cfg.profile.clone()));
+    cfg.resolve_compression(target.is_some());
     let (connector, ssm): (Arc<dyn Connector>, _) = match &target {
         Some(target) => {
             let ssm = open_ssm(&cfg, &resolved, target, &api).await?;

@@ -250,10 +250,12 @@ async fn serve(
         };
         // One line per database; scripts and tests read the address (the fourth word).
         println!(
-            "rds-iam-proxy listening on {}, forwarding to {} ({name}region {}, {user})",
+            "rds-iam-proxy listening on {}, forwarding to {} ({name}region {}, {user}, \
+             compression {})",
             r.local.listening_on(),
             r.local.proxy().destination(),
-            r.cfg.proxy.region
+            r.cfg.proxy.region,
+            r.cfg.proxy.compression.describe()
         );
     }
     let left = wait_all(running).await;

@@ -6,13 +6,15 @@
 #![allow(dead_code)]
 
 #[path = "../../tests/common/logged_proxy.rs"]
-mod logged_proxy;
+pub mod logged_proxy;
 
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
 use std::time::SystemTime;
 
 use mysql_async::OptsBuilder;
+use ssm_sim::{Route, SimConfig, SimServer};
 
 use crate::upstream::RdsLikeUpstream;
 pub use logged_proxy::{LoggedProxy, isolated};
@@ -58,6 +60,28 @@ impl BenchDb {
             mariadb_version,
         }
     }
+}
+
+/// The simulator's route to `up`'s endpoint: the bastion dials the database.
+pub fn route_to(up: &RdsLikeUpstream) -> Route {
+    Route {
+        host: up.endpoint_host.clone(),
+        port: up.endpoint_port,
+        dial: up.dial_addr(),
+    }
+}
+
+/// The SSM simulator in this process, in realistic mode (1 KiB messages, 1 ms pacing) with `rtt`
+/// added, routing to `up`.
+pub async fn realistic_sim(up: &RdsLikeUpstream, rtt: std::time::Duration) -> SimServer {
+    SimServer::start(SimConfig {
+        routes: vec![route_to(up)],
+        realistic: true,
+        rtt,
+        ..SimConfig::default()
+    })
+    .await
+    .expect("simulator")
 }
 
 /// The proxy binary: this build's, unless `RDS_IAM_PROXY_BENCH_BIN` names another (to compare
@@ -127,6 +151,64 @@ impl ProxyProcess {
 
     /// Stops the process (SIGTERM, then SIGKILL after 10 s).
     pub fn stop(self) {}
+}
+
+// ---------------------------------------------------------------------------------------------
+// The SSM simulator
+
+/// The `ssm-sim` binary routing the endpoint to the MariaDB, verifying the proxy's signed
+/// WebSocket upgrades with the upstream's secret, with `extra` flags (`--realistic`, `--rtt`);
+/// killed on drop.
+pub struct SimProcess {
+    child: Child,
+    /// Its endpoint (for `AWS_ENDPOINT_URL_SSM`).
+    pub url: String,
+}
+
+impl SimProcess {
+    /// The simulator in lab mode (no pacing, no added round trip).
+    pub fn start(up: &RdsLikeUpstream, log: &Path) -> Self {
+        Self::start_with(up, log, &[])
+    }
+
+    /// The simulator with `extra` flags.
+    pub fn start_with(up: &RdsLikeUpstream, log: &Path, extra: &[&str]) -> Self {
+        let log_file = std::fs::File::create(log).expect("create the simulator log");
+        let mut child = Command::new(ssm_sim::binary::path())
+            .env_remove("RUST_LOG")
+            .env("SSM_SIM_VERIFY_SECRET", &up.secret)
+            .arg("--route")
+            .arg(format!("{}={}", up.endpoint(), up.dial_addr()))
+            .arg("--require-signature")
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log_file)
+            .spawn()
+            .expect("start ssm-sim");
+        let mut url = String::new();
+        BufReader::new(child.stdout.take().expect("ssm-sim stdout"))
+            .read_line(&mut url)
+            .expect("read the simulator's URL");
+        let url = url.trim().to_owned();
+        assert!(
+            url.starts_with("http://127.0.0.1:"),
+            "ssm-sim printed {url:?}"
+        );
+        SimProcess { child, url }
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for SimProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

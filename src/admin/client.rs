@@ -190,7 +190,7 @@ impl Error {
                 err,
             },
             auth::Error::Malformed(e) => Error::protocol("reading the login result", e),
-            auth::Error::Plugin { plugin } => {
+            auth::Error::Plugin { plugin } | auth::Error::PluginAfterToken { plugin } => {
                 unsupported(String::from_utf8_lossy(&plugin).into_owned())
             }
             auth::Error::MoreData { plugin } => unsupported(format!(

@@ -7,6 +7,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::Mutex;
 
+use super::compressed::UpstreamWriter;
 use super::framed::{ReadError, read_packet_from};
 use super::login::Session;
 use super::{DirError, write_client};
@@ -25,7 +26,7 @@ pub(super) async fn change_user<R, W, U>(
     session: &Session,
     upstream_r: &mut R,
     client_w: &mut W,
-    upstream_w: &Mutex<U>,
+    upstream_w: &Mutex<UpstreamWriter<U>>,
     payload: Bytes,
 ) -> Result<(), DirError>
 where
@@ -126,6 +127,8 @@ where
     replay.encode(&mut p, upstream_caps);
     let mut out = BytesMut::new();
     packet::encode(0, &p, &mut out);
+    // A new command (a compressed leg restarts its frame ids), answered from id 1.
+    up.note(true, 0);
     let up_err =
         |e: std::io::Error| DirError::new(Side::Upstream, format!("writing to the database: {e}"));
     up.write_all(&out).await.map_err(up_err)?;
@@ -171,6 +174,7 @@ where
             Next::Send(answer) => {
                 let mut out = BytesMut::new();
                 packet::encode(p.seq.wrapping_add(1), answer.bytes(), &mut out);
+                up.note(false, p.seq.wrapping_add(1));
                 up.write_all(&out).await.map_err(up_err)?;
                 up.flush().await.map_err(up_err)?;
             }

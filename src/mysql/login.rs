@@ -29,13 +29,16 @@ use rand::Rng;
 
 use super::framed::{PacketStream, Prefixed, ReadError, StartTlsError};
 use crate::iam::AuthToken;
+use crate::io::{RoundTripCount, RoundTrips};
 use crate::mysql::proto::auth::{
     self, Credential, Exchange, IamLogin, Next, PasswordLogin, Phase, Refusal,
 };
+use crate::mysql::proto::compress::{Algorithm, DEFAULT_ZSTD_LEVEL};
 use crate::mysql::proto::handshake::plugin;
 use crate::mysql::proto::{
     Capabilities, ErrPacket, HandshakeResponse41, HandshakeV10, SslRequest, codes,
 };
+use crate::proxy::config::Compression;
 use crate::proxy::listener::Peer;
 use crate::proxy::password::DbCredentials;
 use crate::proxy::shared::{Shared, Side};
@@ -110,6 +113,8 @@ pub struct Session {
     pub connection_id: u32,
     /// The IAM database user logged in.
     pub db_user: String,
+    /// The protocol compression of the database leg (after the server's OK), if any.
+    pub compression: Option<Algorithm>,
 }
 
 /// Both legs after a successful login, ready to splice.
@@ -124,6 +129,8 @@ pub struct Established {
     pub upstream_read_ahead: BytesMut,
     /// Session facts.
     pub session: Session,
+    /// Round trips to the database the login took (greeting, TLS, authentication).
+    pub round_trips: u32,
 }
 
 /// The client leg during login: its packet stream and the next sequence id to write.
@@ -177,7 +184,7 @@ async fn bridge<P: Send + 'static>(
     prefetch_token(inner).await;
 
     // 1. Upstream first.
-    let (upstream, greeting) = upstream_greeting(inner).await?;
+    let (upstream, greeting, trips) = upstream_greeting(inner).await?;
 
     // Steps 2 and 3 end with the client authenticated locally. If they fail, the greeted
     // upstream connection is not just dropped (the server would count an aborted handshake
@@ -206,6 +213,7 @@ async fn bridge<P: Send + 'static>(
     let (client, client_read_ahead) = take(&mut leg.io).into_parts();
     let (upstream, upstream_read_ahead) = upstream.into_parts();
     Ok(Established {
+        round_trips: trips.get(),
         client,
         client_read_ahead,
         upstream,
@@ -220,6 +228,7 @@ async fn bridge<P: Send + 'static>(
             character_set: login.response.character_set,
             connection_id: greeting.connection_id,
             db_user,
+            compression: compression_of(login.upstream_caps),
         },
     })
 }
@@ -238,8 +247,11 @@ async fn prefetch_token(inner: &Shared) {
 }
 
 /// Step 1: opens the upstream stream and reads its HandshakeV10. An ERR greeting is passed to the
-/// client as is; a server without the capabilities an IAM login needs is refused.
-async fn upstream_greeting(inner: &Shared) -> Result<(PacketStream, HandshakeV10), Failure> {
+/// client as is; a server without the capabilities an IAM login needs is refused. The stream
+/// counts the login's round trips from here on.
+async fn upstream_greeting(
+    inner: &Shared,
+) -> Result<(PacketStream, HandshakeV10, RoundTripCount), Failure> {
     let timeout = inner.config.handshake_timeout;
     let endpoint = inner.config.endpoint();
     let stream = inner.connector.connect().await.map_err(|e| Failure {
@@ -255,7 +267,8 @@ async fn upstream_greeting(inner: &Shared) -> Result<(PacketStream, HandshakeV10
             ),
         )),
     })?;
-    let mut upstream = PacketStream::new(stream, BytesMut::new());
+    let (stream, trips) = RoundTrips::new(stream);
+    let mut upstream = PacketStream::new(Box::new(stream), BytesMut::new());
     let greeting_packet = upstream.read_packet(timeout).await.map_err(|e| Failure {
         side: Side::Upstream,
         reason: "upstream_handshake",
@@ -288,7 +301,7 @@ async fn upstream_greeting(inner: &Shared) -> Result<(PacketStream, HandshakeV10
         }
     })?;
     require_upstream_caps(greeting.capabilities, &endpoint)?;
-    Ok((upstream, greeting))
+    Ok((upstream, greeting, trips))
 }
 
 /// Refuses an upstream greeting that lacks [`Capabilities::UPSTREAM_REQUIRED`] (TLS above all:
@@ -358,7 +371,8 @@ async fn client_phase<P>(
                 .into(),
         ));
     }
-    let upstream_caps = negotiate_caps(greeting.capabilities, local_tls, &response)?;
+    let upstream_caps =
+        negotiate_caps(greeting.capabilities, local_tls, &response, cfg.compression)?;
     Ok(ClientLogin {
         response,
         db_user,
@@ -381,10 +395,15 @@ fn local_caps(upstream: Capabilities, local_tls: bool) -> Capabilities {
 /// was offered locally, minus what the proxy owns, with TLS and pluggable auth forced on (and the
 /// length-encoded auth response when the server has it); the database and attribute flags only
 /// with a database and attributes. Refused when a framing flag would differ between the legs.
+///
+/// Compression (DESIGN.md decision 12) is the proxy's own business on the database leg: the
+/// client is never offered it ([`Capabilities::NEVER`]), and upstream the proxy asks for zstd
+/// when `compression` allows it and the server offers it, else zlib likewise, else nothing.
 fn negotiate_caps(
     upstream: Capabilities,
     local_tls: bool,
     response: &HandshakeResponse41,
+    compression: Compression,
 ) -> Result<Capabilities, Failure> {
     let client_caps = response.capabilities;
     let offered = local_caps(upstream, local_tls);
@@ -401,9 +420,11 @@ fn negotiate_caps(
     if response.connect_attrs.is_none() {
         caps = caps - Capabilities::CONNECT_ATTRS;
     }
+    let compressed = Capabilities::COMPRESS | Capabilities::ZSTD_COMPRESSION_ALGORITHM;
     // Clients may set flags that were not offered (mysql2 always sets QUERY_ATTRIBUTES) and then
     // use only the intersection, as servers do: compare what each leg will actually use.
-    let mismatch = Capabilities((caps.0 ^ (client_caps & offered).0) & Capabilities::FRAMING.0);
+    let mismatch =
+        Capabilities((caps.0 ^ (client_caps & offered).0) & (Capabilities::FRAMING - compressed).0);
     if mismatch != Capabilities::EMPTY {
         return Err(Failure::new(
             Side::Client,
@@ -416,7 +437,23 @@ fn negotiate_caps(
             ),
         ));
     }
+    if compression.zstd && upstream.contains(Capabilities::ZSTD_COMPRESSION_ALGORITHM) {
+        caps = caps | Capabilities::ZSTD_COMPRESSION_ALGORITHM;
+    } else if compression.zlib && upstream.contains(Capabilities::COMPRESS) {
+        caps = caps | Capabilities::COMPRESS;
+    }
     Ok(caps)
+}
+
+/// The compression the upstream capabilities ([`negotiate_caps`]) put on the database leg.
+fn compression_of(caps: Capabilities) -> Option<Algorithm> {
+    if caps.contains(Capabilities::ZSTD_COMPRESSION_ALGORITHM) {
+        Some(Algorithm::Zstd)
+    } else if caps.contains(Capabilities::COMPRESS) {
+        Some(Algorithm::Zlib)
+    } else {
+        None
+    }
 }
 
 /// Step 2: greets the client with the upstream's identity (version, connection id, charset,
@@ -668,12 +705,16 @@ async fn authenticate(
         };
         Failure::from_refusal(Side::Upstream, r)
     };
+    // Token first saves a round trip; it needs the long first answer a token makes, and is
+    // dropped for good once this endpoint asked for the token again.
+    let lenenc = r_caps.contains(Capabilities::PLUGIN_AUTH_LENENC_CLIENT_DATA);
+    let token_first = cfg.direct_auth && lenenc && !inner.token_first_declined();
     let (mut exchange, first) = Exchange::start(
         credential,
         greeting.auth_plugin_name.as_deref(),
         &greeting.auth_plugin_data,
-        cfg.direct_auth,
-        r_caps.contains(Capabilities::PLUGIN_AUTH_LENENC_CLIENT_DATA),
+        token_first,
+        lenenc,
     )
     .map_err(refusal)?;
     let upstream_response = HandshakeResponse41 {
@@ -685,7 +726,9 @@ async fn authenticate(
         database: response.database.clone(),
         auth_plugin_name: Some(first.plugin),
         connect_attrs: response.connect_attrs.clone(),
-        zstd_level: None,
+        // The level the server compresses with (docs/compression.md, "Levels").
+        zstd_level: (compression_of(r_caps) == Some(Algorithm::Zstd))
+            .then_some(DEFAULT_ZSTD_LEVEL as u8),
     };
     let mut payload = BytesMut::new();
     upstream_response.encode(&mut payload);
@@ -694,7 +737,11 @@ async fn authenticate(
         .flush()
         .await
         .map_err(|e| upstream_io_failure(&endpoint, e))?;
-    match drive(upstream, &mut exchange, cfg.handshake_timeout, &endpoint).await? {
+    let outcome = drive(upstream, &mut exchange, cfg.handshake_timeout, &endpoint).await?;
+    if exchange.declined_token_first() {
+        inner.decline_token_first();
+    }
+    match outcome {
         Ok(ok_payload) => Ok((ok_payload, username)),
         Err(e) => {
             if e.rejects_credential() {
@@ -847,7 +894,12 @@ async fn complete_unused(inner: &Shared, from: Unused) -> Result<(), String> {
         Exchange::start(Credential::Nothing, plugin.as_deref(), &[], false, false)
             .map_err(|e| e.to_string())?;
     let response = HandshakeResponse41 {
-        capabilities: caps - Capabilities::CONNECT_WITH_DB - Capabilities::CONNECT_ATTRS,
+        // Never compressed: the login is meant to fail, and nothing follows it.
+        capabilities: caps
+            - Capabilities::CONNECT_WITH_DB
+            - Capabilities::CONNECT_ATTRS
+            - Capabilities::COMPRESS
+            - Capabilities::ZSTD_COMPRESSION_ALGORITHM,
         max_packet_size: 16 * 1024 * 1024,
         character_set,
         username: Bytes::from_static(UNUSED_CONNECTION_USER.as_bytes()),
@@ -1112,7 +1164,52 @@ mod tests {
     }
 
     fn negotiated(upstream: Capabilities, caps: Capabilities) -> Capabilities {
-        negotiate_caps(upstream, false, &response(caps)).expect("negotiates")
+        negotiate_caps(upstream, false, &response(caps), Compression::OFF).expect("negotiates")
+    }
+
+    fn compressed(upstream: Capabilities, compression: Compression) -> Option<Algorithm> {
+        let asked = client() | Capabilities::COMPRESS | Capabilities::ZSTD_COMPRESSION_ALGORITHM;
+        let caps = negotiate_caps(upstream, false, &response(asked), compression)
+            .expect("negotiates: the client's own compression flags are not a mismatch");
+        assert!(
+            !(caps.contains(Capabilities::COMPRESS)
+                && caps.contains(Capabilities::ZSTD_COMPRESSION_ALGORITHM)),
+            "one algorithm at most: {caps:?}"
+        );
+        compression_of(caps)
+    }
+
+    #[test]
+    fn the_database_leg_prefers_zstd_then_zlib_within_what_is_allowed_and_offered() {
+        let zstd_only = Compression {
+            zstd: true,
+            zlib: false,
+        };
+        let zlib_only = Compression {
+            zstd: false,
+            zlib: true,
+        };
+        let mysql8 = server();
+        let mariadb = server() - Capabilities::ZSTD_COMPRESSION_ALGORITHM;
+        let none = mariadb - Capabilities::COMPRESS;
+        assert_eq!(compressed(mysql8, Compression::ANY), Some(Algorithm::Zstd));
+        assert_eq!(compressed(mariadb, Compression::ANY), Some(Algorithm::Zlib));
+        assert_eq!(compressed(none, Compression::ANY), None);
+        assert_eq!(compressed(mysql8, zlib_only), Some(Algorithm::Zlib));
+        assert_eq!(compressed(mysql8, zstd_only), Some(Algorithm::Zstd));
+        assert_eq!(compressed(mariadb, zstd_only), None, "not offered: off");
+        assert_eq!(compressed(mysql8, Compression::OFF), None);
+    }
+
+    #[test]
+    fn the_client_is_never_offered_compression_even_when_the_database_leg_uses_it() {
+        assert!(
+            !local_caps(server(), false)
+                .intersects(Capabilities::COMPRESS | Capabilities::ZSTD_COMPRESSION_ALGORITHM)
+        );
+        // A client that did not ask for compression gets the database leg compressed anyway.
+        let caps = negotiate_caps(server(), false, &response(client()), Compression::ANY).unwrap();
+        assert_eq!(compression_of(caps), Some(Algorithm::Zstd));
     }
 
     #[test]
@@ -1142,9 +1239,13 @@ mod tests {
     #[test]
     fn upstream_always_gets_tls() {
         assert!(negotiated(server(), client()).contains(Capabilities::SSL));
-        let with_local_tls =
-            negotiate_caps(server(), true, &response(client() | Capabilities::SSL))
-                .expect("negotiates");
+        let with_local_tls = negotiate_caps(
+            server(),
+            true,
+            &response(client() | Capabilities::SSL),
+            Compression::OFF,
+        )
+        .expect("negotiates");
         assert!(with_local_tls.contains(Capabilities::SSL));
     }
 
@@ -1182,7 +1283,7 @@ mod tests {
         assert!(!negotiated(server(), asked).contains(Capabilities::CONNECT_WITH_DB));
         let mut with_db = response(asked);
         with_db.database = Some(Bytes::from_static(b"shop"));
-        let caps = negotiate_caps(server(), false, &with_db).expect("negotiates");
+        let caps = negotiate_caps(server(), false, &with_db, Compression::OFF).expect("negotiates");
         assert!(caps.contains(Capabilities::CONNECT_WITH_DB));
     }
 
@@ -1195,7 +1296,8 @@ mod tests {
             Bytes::from_static(b"_client_name"),
             Bytes::from_static(b"test"),
         )]);
-        let caps = negotiate_caps(server(), false, &with_attrs).expect("negotiates");
+        let caps =
+            negotiate_caps(server(), false, &with_attrs, Compression::OFF).expect("negotiates");
         assert!(caps.contains(Capabilities::CONNECT_ATTRS));
     }
 
@@ -1213,6 +1315,7 @@ mod tests {
             server(),
             false,
             &response(client() - Capabilities::PROTOCOL_41),
+            Compression::ANY,
         )
         .expect_err("refused");
         assert_eq!(f.reason, "capability_mismatch");

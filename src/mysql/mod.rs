@@ -2,13 +2,15 @@
 //!
 //! [`proto`] is the sans-IO part (packet framing, the connection-phase packets, OK/ERR, capability
 //! rules, scrambles); the modules beside it are the I/O around it: [`framed`] reads and writes
-//! whole packets during login, [`login`] bridges one client's login to the database, and
-//! [`splice`] relays bytes after login. [`serve`], [`refusal`] and the MySQL check of the local
+//! whole packets during login, [`login`] bridges one client's login to the database,
+//! [`splice`] relays bytes after login, and [`compressed`] carries the splice's database leg
+//! through protocol compression when it is on. [`serve`], [`refusal`] and the MySQL check of the local
 //! password are what the engine seam ([`crate::proxy::engine`]) dispatches to. What every engine
 //! shares (the listener, limits, the token and password sources, TLS, transports) lives outside
 //! this folder.
 
 pub mod change_user;
+pub mod compressed;
 pub mod framed;
 pub mod login;
 pub mod proto;
@@ -39,7 +41,11 @@ pub(crate) async fn serve(
         Ok(est) => est,
         Err(f) => return report.login_failed(f.side, f.reason, &f.detail),
     };
-    report.logged_in(&est.session.db_user, est.session.connection_id);
+    report.logged_in(
+        &est.session.db_user,
+        est.session.connection_id,
+        est.round_trips,
+    );
     let end = splice::run(
         inner.clone(),
         est.client,

@@ -22,6 +22,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{Mutex, mpsc, oneshot};
 
 use super::change_user::change_user;
+use super::compressed::{UpstreamReader, UpstreamWriter, halves};
 use super::login::Session;
 use super::proto::scanner::{CommandScanner, Step};
 use super::{DirError, write_client};
@@ -186,6 +187,20 @@ pub(crate) async fn run(
 ) -> SpliceEnd {
     let (client_r, client_w) = tokio::io::split(client);
     let (upstream_r, upstream_w) = tokio::io::split(upstream);
+    // Compressed, what the login read past the OK is the start of the first frame: the reader
+    // decodes it, and nothing is handed on as it is.
+    let (upstream_r, upstream_w) = halves(
+        inner.clone(),
+        upstream_r,
+        upstream_w,
+        session.compression,
+        &upstream_read_ahead,
+    );
+    let upstream_read_ahead = if session.compression.is_some() {
+        BytesMut::new()
+    } else {
+        upstream_read_ahead
+    };
     let upstream_w = Arc::new(Mutex::new(upstream_w));
     let (jobs_tx, jobs_rx) = mpsc::channel::<ChangeUserJob>(1);
     let bytes_up = AtomicU64::new(0);
@@ -265,7 +280,7 @@ async fn client_to_upstream<R, W>(
     inner: &Shared,
     mut client_r: R,
     mut buf: BytesMut,
-    upstream_w: Arc<Mutex<W>>,
+    upstream_w: Arc<Mutex<UpstreamWriter<W>>>,
     jobs: mpsc::Sender<ChangeUserJob>,
     counter: &AtomicU64,
     client_quit: &AtomicBool,
@@ -294,7 +309,9 @@ where
                     } else {
                         awaiting.continued(reply_seq);
                     }
+                    let started = std::mem::take(&mut scanner.started) > 0;
                     let mut w = upstream_w.lock().await;
+                    w.note(started, scanner.last_seq);
                     w.write_all(&buf[..n]).await.map_err(up_err)?;
                     // Before waiting for the client again, everything must be on its way: a TLS
                     // writer whose transport said "not now" (an SSM stream's full send buffer)
@@ -382,10 +399,10 @@ where
 async fn upstream_to_client<R, W, U>(
     inner: &Shared,
     session: &Session,
-    mut upstream_r: R,
+    mut upstream_r: UpstreamReader<R>,
     read_ahead: BytesMut,
     mut client_w: W,
-    upstream_w: Arc<Mutex<U>>,
+    upstream_w: Arc<Mutex<UpstreamWriter<U>>>,
     mut jobs: mpsc::Receiver<ChangeUserJob>,
     counter: &AtomicU64,
     awaiting: &Awaiting,

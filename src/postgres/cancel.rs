@@ -149,7 +149,7 @@ pub(crate) async fn forward(inner: &Shared, request: CancelRequest) {
         return;
     }
     let mut up = match open_upstream(inner).await {
-        Ok(up) => up,
+        Ok((up, _)) => up,
         Err(f) => {
             tracing::warn!(
                 process_id = request.process_id,

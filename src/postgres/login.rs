@@ -39,6 +39,7 @@ use super::proto::{
     scram, sqlstate,
 };
 use crate::iam::AuthToken;
+use crate::io::{RoundTripCount, RoundTrips};
 use crate::proxy::listener::Peer;
 use crate::proxy::password::DbCredentials;
 use crate::proxy::shared::{Shared, Side};
@@ -113,6 +114,8 @@ pub(crate) struct Established {
     pub backend_pid: u32,
     /// The cancel key handed to the client, forgotten when this is dropped.
     pub cancel_key: Option<KeyGuard>,
+    /// Round trips the upstream login took (TCP or tunnel stream, TLS, startup, password).
+    pub round_trips: u32,
 }
 
 /// One leg during login: the stream and what was read from it but not yet used.
@@ -252,7 +255,7 @@ pub(crate) async fn run<P>(
     // Authenticated locally: no longer a pending login.
     drop(pending);
     match bridge(inner, &mut client, &startup).await {
-        Ok((upstream, db_user, key)) => {
+        Ok((upstream, db_user, key, round_trips)) => {
             let (client, client_read_ahead) = client.into_parts();
             let (upstream, upstream_read_ahead) = upstream.into_parts();
             Ok(Outcome::Established(Established {
@@ -263,6 +266,7 @@ pub(crate) async fn run<P>(
                 db_user,
                 backend_pid: key.as_ref().map_or(0, |k| k.process_id()),
                 cancel_key: key,
+                round_trips,
             }))
         }
         Err(f) => Err(tell(&mut client, f).await),
@@ -582,14 +586,14 @@ async fn bridge(
     inner: &Arc<Shared>,
     client: &mut Leg,
     startup: &StartupMessage,
-) -> Result<(Leg, String, Option<KeyGuard>), Failure> {
+) -> Result<(Leg, String, Option<KeyGuard>, u32), Failure> {
     let cfg = &inner.config;
     let db_user = cfg
         .db_user
         .clone()
         .unwrap_or_else(|| startup.user().to_owned());
     let (upstream, kept) = tokio::join!(open_upstream(inner), credential(inner, &db_user));
-    let mut upstream = upstream?;
+    let (mut upstream, trips) = upstream?;
     let kept = kept?;
     // With --secret the secret's user logs in, whatever the client named.
     let db_user = match &kept {
@@ -603,7 +607,7 @@ async fn bridge(
         .send(&welcome)
         .await
         .map_err(|e| Failure::silent("client_gone", format!("client went away: {e}")))?;
-    Ok((upstream, db_user, key))
+    Ok((upstream, db_user, key, trips.get()))
 }
 
 /// What the upstream login answers with: an IAM token for the user, or the `--secret` user name
@@ -661,7 +665,7 @@ pub(crate) fn upstream_startup(client: &StartupMessage, db_user: &str) -> Startu
 
 /// Step 2: a stream to the database, `SSLRequest`, and TLS verified against the endpoint name.
 /// Also what a forwarded `CancelRequest` travels over.
-pub(crate) async fn open_upstream(inner: &Shared) -> Result<Leg, Failure> {
+pub(crate) async fn open_upstream(inner: &Shared) -> Result<(Leg, RoundTripCount), Failure> {
     let cfg = &inner.config;
     let endpoint = cfg.endpoint();
     let via = inner.connector.describe();
@@ -678,7 +682,8 @@ pub(crate) async fn open_upstream(inner: &Shared) -> Result<Leg, Failure> {
             ),
         )
     })?;
-    let mut leg = Leg::new(stream);
+    let (stream, trips) = RoundTrips::new(stream);
+    let mut leg = Leg::new(Box::new(stream));
     let mut out = BytesMut::new();
     SslRequest.encode(&mut out);
     leg.send(&out)
@@ -732,7 +737,7 @@ pub(crate) async fn open_upstream(inner: &Shared) -> Result<Leg, Failure> {
         )
     })?
     .map_err(|e| tls_failure(inner, &endpoint, e))?;
-    Ok(Leg::new(Box::new(tls)))
+    Ok((Leg::new(Box::new(tls)), trips))
 }
 
 /// The failure of the upstream TLS handshake, with the fix for a certificate problem.

@@ -44,7 +44,7 @@ pub(crate) async fn serve(
         }
         Err(f) => return report.login_failed(f.side, f.reason, &f.detail),
     };
-    report.logged_in(&est.db_user, est.backend_pid);
+    report.logged_in(&est.db_user, est.backend_pid, est.round_trips);
     let end = relay::run(
         inner.clone(),
         est.client,

@@ -171,6 +171,42 @@ pub struct ProxyConfig {
     pub spool_dir: Option<std::path::PathBuf>,
     /// Log in upstream with this user name and password (`--secret`) instead of IAM tokens.
     pub upstream_password: Option<Arc<dyn password::PasswordSource>>,
+    /// What the database leg asks for (`--compression`, already resolved against the transport).
+    pub compression: Compression,
+}
+
+/// The protocol compression the database leg asks for when the server offers it (DESIGN.md
+/// decision 12); the local leg is never compressed. Resolved from `--compression` once the
+/// transport is known, so a login only picks among what is allowed here and offered there.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Compression {
+    /// zstd may be used (preferred when both are allowed and offered).
+    pub zstd: bool,
+    /// zlib may be used.
+    pub zlib: bool,
+}
+
+impl Compression {
+    /// Never compress.
+    pub const OFF: Compression = Compression {
+        zstd: false,
+        zlib: false,
+    };
+    /// Whatever the server offers, zstd first.
+    pub const ANY: Compression = Compression {
+        zstd: true,
+        zlib: true,
+    };
+
+    /// For the start-up line and `doctor`: what the database leg does.
+    pub fn describe(self) -> &'static str {
+        match (self.zstd, self.zlib) {
+            (false, false) => "off",
+            (true, true) => "zstd or zlib, as the server offers",
+            (true, false) => "zstd, if the server offers it",
+            (false, true) => "zlib, if the server offers it",
+        }
+    }
 }
 
 impl ProxyConfig {
@@ -188,7 +224,7 @@ impl ProxyConfig {
             db_user: None,
             ca_source: CaSource::Embedded,
             local_tls: false,
-            direct_auth: false,
+            direct_auth: true,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_pending_logins: DEFAULT_MAX_PENDING_LOGINS,
@@ -197,6 +233,7 @@ impl ProxyConfig {
             spool: SpoolLimits::DEFAULT,
             spool_dir: None,
             upstream_password: None,
+            compression: Compression::OFF,
         }
     }
 

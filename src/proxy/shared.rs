@@ -63,6 +63,9 @@ pub(crate) struct Shared {
     pub spool: Arc<SpoolBudget>,
     /// Wrong local passwords per peer, and their lockouts.
     pub password_throttle: throttle::PasswordThrottle,
+    /// The endpoint asked for a token it had been sent in the first login packet: later logins
+    /// wait for its switch to `mysql_clear_password` (one round trip more).
+    token_first_declined: std::sync::atomic::AtomicBool,
     /// The throwaway TLS server that answers clients asking for TLS when `--local-tls` is off
     /// (made on first use; `None` inside when it could not be made).
     refusal_tls: std::sync::OnceLock<Option<TlsAcceptor>>,
@@ -104,7 +107,24 @@ impl Shared {
             password_throttle: throttle::PasswordThrottle::default(),
             refusal_tls: std::sync::OnceLock::new(),
             engine_state: std::sync::OnceLock::new(),
+            token_first_declined: Default::default(),
         })
+    }
+
+    /// Whether the endpoint declined the token in the first login packet.
+    pub(crate) fn token_first_declined(&self) -> bool {
+        self.token_first_declined.load(Ordering::Relaxed)
+    }
+
+    /// Remembers that the endpoint declined the token in the first login packet (logged once).
+    pub(crate) fn decline_token_first(&self) {
+        if !self.token_first_declined.swap(true, Ordering::Relaxed) {
+            info!(
+                endpoint = %self.config.endpoint(),
+                "the database asked again for the token sent in the first login packet; later \
+                 logins wait for its request instead (one round trip more)"
+            );
+        }
     }
 
     /// The TLS server used only to deliver an ERR to a client that asked for TLS although none
@@ -159,9 +179,14 @@ impl<'a> Report<'a> {
         );
     }
 
-    /// The login succeeded as `db_user` on the database connection (thread, backend) `upstream_id`.
-    pub(crate) fn logged_in(&self, db_user: &str, upstream_id: u32) {
+    /// The login succeeded as `db_user` on the database connection (thread, backend)
+    /// `upstream_id`, after `round_trips` round trips to the database.
+    pub(crate) fn logged_in(&self, db_user: &str, upstream_id: u32, round_trips: u32) {
         self.shared.stats.logins.fetch_add(1, Ordering::Relaxed);
+        self.shared
+            .stats
+            .login_round_trips
+            .fetch_add(u64::from(round_trips), Ordering::Relaxed);
         self.shared
             .stats
             .login_latency
@@ -170,6 +195,7 @@ impl<'a> Report<'a> {
             user = %printable(db_user),
             upstream_conn_id = upstream_id,
             login_ms = self.started.elapsed().as_millis() as u64,
+            round_trips,
             "logged in"
         );
     }

@@ -51,6 +51,24 @@ impl Histogram {
     }
 }
 
+/// Bytes through the compressed database leg: what crossed it (frames, headers included) and
+/// what that stood for (the ordinary packet stream), each way; and the logins that used it.
+#[derive(Debug, Default)]
+pub struct CompressionStats {
+    /// Client → database: packet-stream bytes that went into compressed frames.
+    pub up_uncompressed: AtomicU64,
+    /// Client → database: compressed frames sent.
+    pub up_compressed: AtomicU64,
+    /// Database → client: compressed frames received.
+    pub down_compressed: AtomicU64,
+    /// Database → client: packet-stream bytes they held.
+    pub down_uncompressed: AtomicU64,
+    /// Logins whose database leg used zlib.
+    pub zlib_logins: AtomicU64,
+    /// Logins whose database leg used zstd.
+    pub zstd_logins: AtomicU64,
+}
+
 /// Counters for logs, health and metrics.
 #[derive(Debug, Default)]
 pub struct Stats {
@@ -69,12 +87,17 @@ pub struct Stats {
     pub logins: AtomicU64,
     /// Logins that failed.
     pub login_failures: AtomicU64,
+    /// Round trips to the database the completed logins took, added up (÷ `logins` = the mean;
+    /// DESIGN.md decision 13).
+    pub login_round_trips: AtomicU64,
     /// Bytes from clients to the database.
     pub bytes_up: AtomicU64,
     /// Bytes from the database to clients.
     pub bytes_down: AtomicU64,
     /// Connections ended because their client stopped reading past the spool's bounds.
     pub stalled_ends: AtomicU64,
+    /// Protocol compression on the database leg (DESIGN.md decision 12), both directions.
+    pub compression: CompressionStats,
     /// Time from accept to the client's login OK.
     pub login_latency: Histogram,
     /// Failed logins by reason label.

@@ -1030,6 +1030,9 @@ impl Harness {
         config.ca_source = CaSource::File(pki.ca_path.clone());
         config.handshake_timeout = Duration::from_secs(10);
         config.shutdown_grace = GUARD;
+        // The scripted upstream's default login is the classic order (the switch, then the token,
+        // as `login_until_ok` scripts it); the token-first tests turn it back on.
+        config.direct_auth = false;
         tweak(&mut config);
         let tokens = Arc::new(TokenCache::new(
             SharedCredentialsProvider::new(static_credentials()),

@@ -7,6 +7,7 @@
 
 pub mod aws_sim;
 pub mod clients;
+pub mod compression;
 pub mod fake;
 pub mod logged_proxy;
 pub mod postgres;

@@ -7,6 +7,7 @@ mod common;
 
 mod bad_input;
 mod clients_selftest;
+mod compression;
 mod link_lost;
 mod login_hardening;
 mod mysql8_scripted;

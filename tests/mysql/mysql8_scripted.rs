@@ -438,8 +438,8 @@ async fn command_pipelined_behind_the_login_is_relayed() {
     h.finish().await;
 }
 
-/// `--direct-auth`: the token rides in the HandshakeResponse41 as `mysql_clear_password` data and
-/// the server answers OK without a switch.
+/// Token first (the default; `--switch-auth` turns it off): the token rides in the
+/// HandshakeResponse41 as `mysql_clear_password` data and the server answers OK without a switch.
 #[tokio::test]
 async fn direct_auth_sends_the_token_in_the_first_packet() {
     let h = Harness::start(|c| c.direct_auth = true).await;
@@ -488,6 +488,60 @@ async fn direct_auth_sends_the_token_in_the_first_packet() {
     tokio::join!(server_side, client_side);
     let stats = h.finish().await;
     assert_eq!((stats.logins, stats.login_failures), (1, 0));
+}
+
+/// A server that still switches to `mysql_clear_password` after a token-first response gets the
+/// token once more, and the proxy remembers it: the next login waits for the switch (nothing but
+/// the announced plugin's empty answer in its first packet).
+#[tokio::test]
+async fn an_endpoint_that_asks_again_gets_the_classic_order_from_then_on() {
+    let h = Harness::start(|c| c.direct_auth = true).await;
+    for round in 0..2 {
+        let (mut client, mut server) = h.pair().await;
+        let pki = h.pki.good.clone();
+        let server_side = async move {
+            server.greet(&mysql84_greeting()).await;
+            server.read_ssl_request().await;
+            server.start_tls(pki).await.expect("TLS");
+            let resp = server.read_response().await;
+            if round == 0 {
+                assert_eq!(
+                    resp.auth_plugin_name.as_deref(),
+                    Some(&b"mysql_clear_password"[..])
+                );
+                verify_token(&token_from_auth(&resp.auth_response), "iamuser");
+            } else {
+                assert_eq!(
+                    resp.auth_plugin_name.as_deref(),
+                    Some(&b"caching_sha2_password"[..])
+                );
+                assert!(resp.auth_response.is_empty(), "no token before the switch");
+            }
+            server.switch_to_clear_password(3).await;
+            verify_token(&server.read_token(4).await, "iamuser");
+            server.send(5, &session_track_ok()).await;
+            server.expect_closed("client closed").await;
+        };
+        let client_side = async {
+            client.read_greeting().await;
+            client
+                .send_response(&client_response(
+                    "iamuser",
+                    "caching_sha2_password",
+                    SHA2_ANSWER,
+                ))
+                .await;
+            let fast = client.expect_packet("fast auth").await;
+            assert_eq!((fast.seq, &fast.payload[..]), (2, &[0x01, 0x03][..]));
+            let ok = client.expect_packet("OK").await;
+            assert_eq!((ok.seq, ok.payload), (3, session_track_ok()));
+            client.shutdown_write().await;
+            client.expect_closed("after close").await;
+        };
+        tokio::join!(server_side, client_side);
+    }
+    let stats = h.finish().await;
+    assert_eq!((stats.logins, stats.login_failures), (2, 0));
 }
 
 fn change_user(user: &str, plugin: &str, auth: &[u8], db: &str) -> Bytes {

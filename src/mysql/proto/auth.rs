@@ -7,8 +7,8 @@
 //! login reply of the server and says: send this answer, wait for the next packet, done (the
 //! server's OK), or failed (an [`Error`]). The caller owns the socket, the sequence ids and the
 //! timeouts, and runs the exchange only over TLS verified against the endpoint name: an IAM token
-//! is only ever the answer to a switch to `mysql_clear_password` (or, with `--direct-auth`, the
-//! first packet's), and a password leaves in clear only for `mysql_clear_password` and
+//! goes only in the first packet as `mysql_clear_password` data (token first, the default: one
+//! round trip less) or in answer to a switch to `mysql_clear_password` (once), and a password leaves in clear only for `mysql_clear_password` and
 //! `caching_sha2_password`'s full authentication.
 //!
 //! The words the proxy's client is told when it fails live here too, once: [`IamLogin::refusal`]
@@ -111,6 +111,14 @@ pub enum Error {
         /// The plugin asked for.
         plugin: Bytes,
     },
+    /// The token went in the first packet and the server switched to another plugin: the user
+    /// does not exist (servers invent an account for unknown users) or is not an IAM user, and
+    /// the reply cannot tell which.
+    #[error("the server asked for the '{}' authentication plugin after the token", String::from_utf8_lossy(.plugin))]
+    PluginAfterToken {
+        /// The plugin asked for.
+        plugin: Bytes,
+    },
     /// The server asked for more data of a plugin that takes none from this credential.
     #[error("the server asked for more '{}' authentication data", String::from_utf8_lossy(.plugin))]
     MoreData {
@@ -159,15 +167,18 @@ pub struct Exchange<'a> {
     plugin: Bytes,
     /// A switch was answered already (the token sent, or a password switched once).
     switched: bool,
+    /// The token went in the first packet.
+    token_first: bool,
     /// Replies taken so far.
     rounds: usize,
 }
 
 impl<'a> Exchange<'a> {
     /// Starts a login. `announced` is the plugin of the server's greeting (or of the session, for
-    /// COM_CHANGE_USER), `nonce` its scramble. With `token_first` (`--direct-auth`) an IAM token
-    /// goes in the first packet as `mysql_clear_password`; otherwise a token waits for the switch
-    /// and the first packet names the announced plugin with empty auth data. `lenenc`: the server
+    /// COM_CHANGE_USER), `nonce` its scramble. With `token_first` an IAM token goes in the first
+    /// packet as `mysql_clear_password` (a server that still switches to `mysql_clear_password`
+    /// gets it once more, and [`Exchange::declined_token_first`] says so); otherwise a token waits
+    /// for the switch and the first packet names the announced plugin with empty auth data. `lenenc`: the server
     /// takes auth data over 250 bytes in the first packet (`PLUGIN_AUTH_LENENC_CLIENT_DATA`).
     pub fn start(
         credential: Credential<'a>,
@@ -180,16 +191,16 @@ impl<'a> Exchange<'a> {
             Some(p) => Bytes::copy_from_slice(p),
             None => Bytes::from_static(plugin::MYSQL_NATIVE_PASSWORD.as_bytes()),
         };
-        let (plugin, auth_response, switched) = match credential {
+        let token_first = token_first && matches!(credential, Credential::IamToken(_));
+        let (plugin, auth_response) = match credential {
             Credential::IamToken(token) if token_first => (
                 Bytes::from_static(plugin::MYSQL_CLEAR_PASSWORD.as_bytes()),
                 nul_terminated(token),
-                true,
             ),
-            Credential::IamToken(_) | Credential::Nothing => (announced, Answer::default(), false),
+            Credential::IamToken(_) | Credential::Nothing => (announced, Answer::default()),
             Credential::Password(password) => {
                 let first = password_answer(&announced, nonce, password).unwrap_or_default();
-                (announced, first, false)
+                (announced, first)
             }
         };
         let len = auth_response.0.len();
@@ -199,7 +210,8 @@ impl<'a> Exchange<'a> {
         let exchange = Exchange {
             credential,
             plugin: plugin.clone(),
-            switched,
+            switched: false,
+            token_first,
             rounds: 0,
         };
         Ok((
@@ -209,6 +221,12 @@ impl<'a> Exchange<'a> {
                 auth_response,
             },
         ))
+    }
+
+    /// The token went first and the server asked for it again with a switch to
+    /// `mysql_clear_password`: this endpoint wants the classic order (the caller remembers it).
+    pub fn declined_token_first(&self) -> bool {
+        self.token_first && self.switched
     }
 
     /// Takes the server's next login reply (a whole packet's payload) and says what to do.
@@ -240,7 +258,11 @@ impl<'a> Exchange<'a> {
         match self.credential {
             Credential::IamToken(token) => {
                 if &to[..] != plugin::MYSQL_CLEAR_PASSWORD.as_bytes() {
-                    return Next::Failed(Error::Plugin { plugin: to });
+                    return Next::Failed(if self.token_first {
+                        Error::PluginAfterToken { plugin: to }
+                    } else {
+                        Error::Plugin { plugin: to }
+                    });
                 }
                 if self.switched {
                     return Next::Failed(Error::SecondSwitch {
@@ -500,6 +522,20 @@ impl IamLogin<'_> {
             ),
             Error::Refused(err) => Refusal::forward(err),
             Error::Plugin { plugin } | Error::MoreData { plugin } => not_iam(&plugin),
+            Error::PluginAfterToken { plugin } => Refusal::new(
+                "access_denied",
+                codes::ACCESS_DENIED,
+                b"28000",
+                self.finish(format!(
+                    "the database {endpoint} did not take the IAM token for user '{user}'{on}: it \
+                     asked for {} instead, so '{user}' does not exist there or is not an IAM user. \
+                     Check that '{user}' exists IDENTIFIED WITH AWSAuthenticationPlugin AS 'RDS' \
+                     and that your IAM identity may rds-db:connect to \
+                     arn:aws:rds-db:{region}:<account>:dbuser:<DbiResourceId or cluster resource \
+                     id>/{user}.",
+                    String::from_utf8_lossy(&plugin)
+                )),
+            ),
             Error::Sha2Step => not_iam(plugin::CACHING_SHA2_PASSWORD.as_bytes()),
             Error::SecondSwitch { .. } => Refusal::new(
                 "upstream_protocol",
@@ -524,7 +560,7 @@ impl IamLogin<'_> {
                 codes::HANDSHAKE_ERROR,
                 b"08S01",
                 "the database cannot take a token in the first packet (no \
-                 PLUGIN_AUTH_LENENC_CLIENT_DATA); run without --direct-auth"
+                 PLUGIN_AUTH_LENENC_CLIENT_DATA); run with --switch-auth"
                     .into(),
             ),
             Error::Malformed(m) => Refusal::malformed(endpoint, &m),
@@ -574,6 +610,7 @@ impl PasswordLogin<'_> {
             ),
             Error::Refused(err) => Refusal::forward(err),
             Error::Plugin { plugin }
+            | Error::PluginAfterToken { plugin }
             | Error::MoreData { plugin }
             | Error::SecondSwitch { plugin } => unsupported(&plugin),
             Error::Sha2Step => unsupported(b"caching_sha2_password (unexpected step)"),
@@ -683,12 +720,22 @@ mod tests {
     }
 
     #[test]
-    fn direct_auth_puts_the_token_in_the_first_packet_and_never_again() {
+    fn token_first_puts_the_token_in_the_first_packet_and_answers_one_switch_at_most() {
         let (mut x, first) = iam(true);
         assert_eq!(&first.plugin[..], b"mysql_clear_password");
         assert_eq!(first.auth_response.bytes(), format!("{TOKEN}\0").as_bytes());
+        assert!(!x.declined_token_first());
+        let again = sent(x.next(switch("mysql_clear_password", b"")));
+        assert_eq!(again, format!("{TOKEN}\0").as_bytes());
+        assert!(
+            x.declined_token_first(),
+            "the caller learns to wait next time"
+        );
         let e = failed(x.next(switch("mysql_clear_password", b"")));
         assert!(matches!(e, Error::SecondSwitch { .. }));
+        let (mut x, _) = iam(true);
+        assert!(matches!(x.next(Bytes::from_static(OK)), Next::Done(_)));
+        assert!(!x.declined_token_first());
 
         let long = "t".repeat(300);
         let e = Exchange::start(Credential::IamToken(&long), None, NONCE, true, false)
@@ -902,6 +949,25 @@ mod tests {
         let unknown = ErrPacket::new(1049, b"42000", "Unknown database 'x'");
         let r = login(Phase::Login).refusal(Error::Refused(unknown.clone()));
         assert_eq!((r.reason, r.reply), ("server_error", unknown));
+    }
+
+    #[test]
+    fn another_plugin_after_the_token_first_is_access_denied_with_both_causes() {
+        let (mut x, _) = iam(true);
+        let e = failed(x.next(switch("caching_sha2_password", b"nonce")));
+        assert!(matches!(&e, Error::PluginAfterToken { .. }));
+        assert!(!e.rejects_credential(), "the token itself was not judged");
+        let r = login(Phase::Login).refusal(e);
+        assert_eq!((r.reason, r.reply.code), ("access_denied", 1045));
+        let msg = r.reply.message_str();
+        for part in [
+            "does not exist",
+            "not an IAM user",
+            "rds-db:connect",
+            "caching_sha2_password",
+        ] {
+            assert!(msg.contains(part), "{part:?} missing: {msg}");
+        }
     }
 
     #[test]

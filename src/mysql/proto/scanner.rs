@@ -52,6 +52,9 @@ pub struct CommandScanner {
     /// counts once its first bytes are forwarded; the empty packet that ends a `LOAD DATA LOCAL`
     /// file counts too, since the server answers it with the statement's OK or ERR).
     pub commands: usize,
+    /// Command packets (sequence id 0, answered or not) passed since the caller last reset this
+    /// count: a compressed database leg restarts its frame counter at each.
+    pub started: usize,
     /// Sequence id of the last packet header passed: an answer the proxy writes for the server
     /// takes the next one (a 16 MiB command spans several packets; a `LOAD DATA LOCAL` file ends
     /// at whatever id its empty packet had).
@@ -116,6 +119,7 @@ impl CommandScanner {
                     answered = true;
                 }
             }
+            self.started += usize::from(is_command);
             self.last_seq = seq;
             self.continuation = len == MAX_PAYLOAD_LEN;
             self.remaining = HEADER_LEN + len;
@@ -234,11 +238,13 @@ mod tests {
             let mut sc = CommandScanner::default();
             let mut buf = BytesMut::new();
             let mut total = 0;
+            let mut started = 0;
             for part in stream.chunks(chunk) {
                 buf.extend_from_slice(part);
                 loop {
                     let step = sc.step(&buf).unwrap();
                     total += std::mem::take(&mut sc.commands);
+                    started += std::mem::take(&mut sc.started);
                     match step {
                         Step::Forward(n) | Step::ChangeUser(n) => {
                             let _ = buf.split_to(n);
@@ -249,6 +255,9 @@ mod tests {
             }
             // SELECT, the LOAD DATA statement and its file's end, STMT_EXECUTE.
             assert_eq!(total, 4, "chunk {chunk}");
+            // Every command packet but the COM_CHANGE_USER (taken out of the stream): not the
+            // file data, answered or not.
+            assert_eq!(started, 6, "chunk {chunk}");
         }
     }
     /// The proxy's ERR for a command follows the command's last packet: seq 1 after a one-packet
