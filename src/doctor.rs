@@ -274,6 +274,39 @@ pub async fn run(planned: &Planned) -> std::process::ExitCode {
     code
 }
 
+/// The login hop's name, what its line says, and the user doctor logs in as: with --secret the
+/// secret's user (the proxy logs it in whatever the client names) and its password; otherwise
+/// the IAM user and a token. `Err` when no user is known (the hop is reported failed).
+fn who_logs_in(
+    r: &mut Report,
+    cfg: &config::Config,
+    secret_user: Option<String>,
+) -> Result<(&'static str, String, String), std::process::ExitCode> {
+    let (credential, accepted) = match (&secret_user, &cfg.secret) {
+        (Some(_), Some(id)) => ("password", format!("from Secrets Manager secret {id}")),
+        _ => ("IAM token", "accepted".to_owned()),
+    };
+    match secret_user.or_else(|| cfg.proxy.db_user.clone()) {
+        Some(user) => Ok((credential, accepted, user)),
+        None => Err(r.fail(
+            "IAM database user",
+            "unknown: pass --db-user (or `db-user` in the config file) so doctor can log in",
+        )),
+    }
+}
+
+/// The line of a login that went through.
+fn logged_in_line(credential: &str, accepted: &str, user: &str) -> String {
+    if credential == "password" {
+        format!(
+            "user {} logged in with the password {accepted}",
+            crate::proxy::printable(user)
+        )
+    } else {
+        format!("{accepted} for user {user}")
+    }
+}
+
 /// Reach, TLS, token and `SELECT 1`, as a client of the in-process proxy.
 async fn login_checks(
     r: &mut Report,
@@ -282,16 +315,9 @@ async fn login_checks(
     secret_user: Option<String>,
 ) -> std::process::ExitCode {
     let destination = local.proxy().destination();
-    // With --secret the proxy logs in as the secret's user whatever the client names.
-    let (credential, accepted) = match (&secret_user, &cfg.secret) {
-        (Some(_), Some(id)) => ("password", format!("from Secrets Manager secret {id}")),
-        _ => ("IAM token", "accepted".to_owned()),
-    };
-    let Some(user) = secret_user.or_else(|| cfg.proxy.db_user.clone()) else {
-        return r.fail(
-            "IAM database user",
-            "unknown: pass --db-user (or `db-user` in the config file) so doctor can log in",
-        );
+    let (credential, accepted, user) = match who_logs_in(r, cfg, secret_user) {
+        Ok(who) => who,
+        Err(code) => return code,
     };
     let mut client = match MiniClient::connect(local).await {
         Ok(c) => c,
@@ -333,17 +359,7 @@ async fn login_checks(
                     cfg.proxy.endpoint_host, cfg.proxy.ca_source
                 ),
             );
-            if credential == "password" {
-                r.ok(
-                    credential,
-                    format!(
-                        "user {} logged in with the password {accepted}",
-                        crate::proxy::printable(&user)
-                    ),
-                );
-            } else {
-                r.ok(credential, format!("{accepted} for user {user}"));
-            }
+            r.ok(credential, logged_in_line(credential, &accepted, &user));
         }
         Err(err) if tls_failed => return r.fail("TLS", err.message_str()),
         Err(err) => {
@@ -510,19 +526,9 @@ async fn pg_login_checks(
     secret_user: Option<String>,
 ) -> std::process::ExitCode {
     let destination = local.proxy().destination();
-    // With --secret the proxy logs in as the secret's user whatever the client names.
-    let (credential, accepted) = match (&secret_user, &cfg.secret) {
-        (Some(_), Some(id)) => (
-            "password",
-            format!("accepted, from Secrets Manager secret {id}"),
-        ),
-        _ => ("IAM token", "accepted".to_owned()),
-    };
-    let Some(user) = secret_user.or_else(|| cfg.proxy.db_user.clone()) else {
-        return r.fail(
-            "IAM database user",
-            "unknown: pass --db-user (or `db-user` in the config file) so doctor can log in",
-        );
+    let (credential, accepted, user) = match who_logs_in(r, cfg, secret_user) {
+        Ok(who) => who,
+        Err(code) => return code,
     };
     let mut client = match PgMiniClient::connect(local).await {
         Ok(c) => c,
@@ -541,10 +547,7 @@ async fn pg_login_checks(
                 format!("{destination} answered (server {version})"),
             );
             r.ok("TLS", tls);
-            r.ok(
-                credential,
-                format!("{accepted} for user {}", crate::proxy::printable(&user)),
-            );
+            r.ok(credential, logged_in_line(credential, &accepted, &user));
         }
         Ok(Err(message)) | Err(message) => {
             let reached = !failures.contains_key("upstream_unreachable")

@@ -1151,8 +1151,7 @@ async fn a_secret_password_logs_in_with_scram_and_a_wrong_one_names_the_secret()
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(out.status.success(), "{text}");
     for hop in [
-        "✓ password: accepted, from Secrets Manager secret",
-        "for user pwuser",
+        "✓ password: user pwuser logged in with the password from Secrets Manager secret",
         "✓ SELECT 1: returned 1",
     ] {
         assert!(text.contains(hop), "{hop:?} missing:\n{text}");
