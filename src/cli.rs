@@ -254,6 +254,12 @@ pub struct ServeArgs {
     #[arg(long, env = "RDS_IAM_PROXY_DB_ENDPOINT", value_name = "HOST:PORT")]
     pub db_endpoint: Option<String>,
 
+    /// The database's wire protocol [default: what discovery reports for the DB cluster or
+    /// instance, else postgres for port 5432, else mysql]. For postgres the default listen
+    /// address is 127.0.0.1:5432.
+    #[arg(long, env = "RDS_IAM_PROXY_ENGINE", value_enum)]
+    pub engine: Option<crate::proxy::config::Engine>,
+
     /// Read the endpoint, user, region and bastion from the outputs of this CloudFormation stack
     /// (deploy/secure-db-connection.yaml) [default with no other source: SecureDbConnectionStack].
     #[arg(long, env = "RDS_IAM_PROXY_STACK", value_name = "NAME")]

@@ -10,7 +10,7 @@ use crate::aws::stack::DEFAULT_STACK_NAME;
 use crate::cli::ServeArgs;
 use crate::config_file::File;
 use crate::iam;
-use crate::proxy::{LocalPassword, ProxyConfig};
+use crate::proxy::{Engine, LocalPassword, ProxyConfig};
 use crate::tls::CaSource;
 
 /// The default MySQL port, used when an endpoint omits it.
@@ -112,6 +112,12 @@ pub enum Error {
     /// Two databases on one address.
     #[error("databases `{0}` and `{1}` both listen on {2}: give each its own `listen`")]
     SameListen(String, String, String),
+    /// A local password SCRAM-SHA-256 would not carry unchanged.
+    #[error(
+        "--local-password must be printable ASCII with --engine postgres (PostgreSQL clients \
+         normalise other passwords with SASLprep before proving them)"
+    )]
+    LocalPasswordNotAscii,
 }
 
 fn unknown_database(name: &str, file: &Option<PathBuf>, known: &[String]) -> String {
@@ -212,7 +218,7 @@ pub fn plan(cli: &ServeArgs, names: &[String], file: Option<&File>) -> Result<Ve
     let places = |a: &ServeArgs| {
         let tcp = match (&a.listen, &a.unix_socket) {
             (Some(l), _) => Some(l.clone()),
-            (None, None) => Some(DEFAULT_LISTEN.to_owned()),
+            (None, None) => Some(engine_hint(a).default_listen().to_owned()),
             (None, Some(_)) => None,
         };
         let socket = a.unix_socket.as_ref().map(|p| p.display().to_string());
@@ -232,6 +238,17 @@ pub fn plan(cli: &ServeArgs, names: &[String], file: Option<&File>) -> Result<Ve
     Ok(planned)
 }
 
+/// The engine `a` names, else the one its endpoint's port suggests (discovery may still name
+/// another): for messages and checks before discovery.
+pub fn engine_hint(a: &ServeArgs) -> Engine {
+    a.engine.unwrap_or_else(|| {
+        a.db_endpoint
+            .as_deref()
+            .and_then(|e| parse_endpoint(e).ok())
+            .map_or(Engine::Mysql, |(_, port)| Engine::by_port(port))
+    })
+}
+
 /// `top`'s values where it has them, `base`'s elsewhere.
 pub fn overlay(base: ServeArgs, top: &ServeArgs) -> ServeArgs {
     macro_rules! pick {
@@ -246,7 +263,7 @@ pub fn overlay(base: ServeArgs, top: &ServeArgs) -> ServeArgs {
         db_endpoint, stack, db_cluster, db_instance, ecs_cluster, ecs_service, ecs_container,
         instance, instance_tag, dial, ssm_target, ssm_sessions, listen, region, db_user, profile,
         ca_bundle, handshake_timeout, max_connections, max_pending_logins, max_sigterm_delay,
-        min_sigterm_delay, local_password, secret,
+        min_sigterm_delay, local_password, secret, engine,
         health_addr, unix_socket, ssm_stall_timeout, stall_spool_memory, stall_spool_disk,
         stall_spool_total, compression;
         reader, local_tls, switch_auth, direct_auth, allow_remote
@@ -379,8 +396,13 @@ impl Config {
     }
 }
 
-/// Splits `HOST[:PORT]` (IPv6 as `[addr]:port`).
+/// Splits `HOST[:PORT]` (IPv6 as `[addr]:port`); the port defaults to MySQL's.
 pub fn parse_endpoint(s: &str) -> Result<(String, u16), Error> {
+    parse_endpoint_or(s, DEFAULT_PORT)
+}
+
+/// Splits `HOST[:PORT]` (IPv6 as `[addr]:port`); the port defaults to `default_port`.
+pub fn parse_endpoint_or(s: &str, default_port: u16) -> Result<(String, u16), Error> {
     let bad = || Error::BadEndpoint(s.to_owned());
     let s = s.trim();
     if s.is_empty() || s.contains('/') || s.contains(char::is_whitespace) {
@@ -390,7 +412,7 @@ pub fn parse_endpoint(s: &str) -> Result<(String, u16), Error> {
         let (host, after) = rest.split_once(']').ok_or_else(bad)?;
         let port = match after.strip_prefix(':') {
             Some(p) => p.parse().map_err(|_| bad())?,
-            None if after.is_empty() => DEFAULT_PORT,
+            None if after.is_empty() => default_port,
             None => return Err(bad()),
         };
         return Ok((host.to_owned(), port));
@@ -404,7 +426,7 @@ pub fn parse_endpoint(s: &str) -> Result<(String, u16), Error> {
             Ok((host.to_owned(), port))
         }
         Some(_) => Err(bad()),
-        None => Ok((s.to_owned(), DEFAULT_PORT)),
+        None => Ok((s.to_owned(), default_port)),
     }
 }
 
@@ -468,6 +490,9 @@ pub fn discover_secret(args: &mut ServeArgs, resolved: &Resolved) -> Result<(), 
 /// or the file set them), ready for [`build`].
 pub fn apply_discovered(args: &mut ServeArgs, resolved: &Resolved) {
     args.db_endpoint = Some(endpoint_text(&resolved.host, resolved.port));
+    if args.engine.is_none() {
+        args.engine = resolved.engine;
+    }
     if args.db_user.is_none() {
         args.db_user = resolved.db_user.clone();
     }
@@ -491,7 +516,11 @@ pub fn resolve_region(
 /// Builds the configuration. `aws_region` is the region the AWS config resolved, if any.
 pub fn build(args: &ServeArgs, aws_region: Option<String>) -> Result<Config, Error> {
     let endpoint = args.db_endpoint.as_deref().ok_or(Error::NoEndpoint)?;
-    let (host, port) = parse_endpoint(endpoint)?;
+    let (host, port) = parse_endpoint_or(
+        endpoint,
+        args.engine.map_or(DEFAULT_PORT, Engine::default_port),
+    )?;
+    let engine = args.engine.unwrap_or_else(|| Engine::by_port(port));
     let region = resolve_region(args.region.clone(), &host, aws_region)?;
     let unix_socket = args
         .unix_socket
@@ -501,7 +530,7 @@ pub fn build(args: &ServeArgs, aws_region: Option<String>) -> Result<Config, Err
     let listen_text = match (&args.listen, &unix_socket) {
         (Some(l), _) => Some(l.as_str()),
         (None, Some(_)) => None,
-        (None, None) => Some(DEFAULT_LISTEN),
+        (None, None) => Some(engine.default_listen()),
     };
     let listen: Option<SocketAddr> = listen_text
         .map(|t| t.parse().map_err(|_| Error::BadListen(t.to_owned())))
@@ -521,14 +550,19 @@ pub fn build(args: &ServeArgs, aws_region: Option<String>) -> Result<Config, Err
         .dial
         .clone()
         .unwrap_or_else(|| endpoint_text(&host, port));
+    let local = local_password.map(|p| LocalPassword::new(p.expose()));
+    if engine == Engine::Postgres && local.as_ref().is_some_and(|p| !p.fits_postgres()) {
+        return Err(Error::LocalPasswordNotAscii);
+    }
     let mut proxy = ProxyConfig::new(host, port, region);
+    proxy.engine = engine;
     proxy.db_user = args.db_user.clone().filter(|u| !u.is_empty());
     proxy.ca_source = match &args.ca_bundle {
         Some(p) => CaSource::File(PathBuf::from(p)),
         None => CaSource::Embedded,
     };
     proxy.local_tls = args.local_tls;
-    proxy.local_password = local_password.map(|p| LocalPassword::new(p.expose()));
+    proxy.local_password = local;
     proxy.direct_auth = !args.switch_auth;
     if let Some(t) = args.handshake_timeout {
         proxy.handshake_timeout = t;
@@ -717,6 +751,92 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("rds-iam-proxy init"), "{e}");
+    }
+
+    #[test]
+    fn the_engine_is_the_flag_else_discovery_else_the_port() {
+        let built = |extra: &[&str]| {
+            let mut a = args(&[&["--region", "r"], extra].concat());
+            if a.db_endpoint.is_none() {
+                a.db_endpoint = Some("db.x:3306".into());
+            }
+            build(&a, None).unwrap()
+        };
+        let mysql = built(&["--db-endpoint", "db.x:3306"]);
+        assert_eq!(mysql.proxy.engine, Engine::Mysql);
+        assert_eq!(mysql.listen, Some("127.0.0.1:3306".parse().unwrap()));
+        // Port 5432 means PostgreSQL, and its own default listen address.
+        let pg = built(&["--db-endpoint", "db.x:5432"]);
+        assert_eq!(pg.proxy.engine, Engine::Postgres);
+        assert_eq!(pg.listen, Some("127.0.0.1:5432".parse().unwrap()));
+        // The flag wins over the port, and gives a port-less endpoint its port.
+        let pg = built(&["--db-endpoint", "db.x:3306", "--engine", "postgres"]);
+        assert_eq!(pg.proxy.engine, Engine::Postgres);
+        let pg = built(&["--db-endpoint", "db.x", "--engine", "postgres"]);
+        assert_eq!(pg.proxy.endpoint_port, 5432);
+        let my = built(&["--db-endpoint", "db.x:5432", "--engine", "mysql"]);
+        assert_eq!(my.proxy.engine, Engine::Mysql);
+        // Discovery's RDS engine, unless the flag names one.
+        let mut a = args(&["--region", "r", "--db-cluster", "c"]);
+        let found = Resolved {
+            host: "c.cluster-x.eu-west-1.rds.amazonaws.com".into(),
+            port: 3306,
+            engine: Engine::from_rds("aurora-postgresql"),
+            ..Resolved::default()
+        };
+        apply_discovered(&mut a, &found);
+        assert_eq!(build(&a, None).unwrap().proxy.engine, Engine::Postgres);
+        let mut a = args(&["--region", "r", "--db-cluster", "c", "--engine", "mysql"]);
+        apply_discovered(&mut a, &found);
+        assert_eq!(build(&a, None).unwrap().proxy.engine, Engine::Mysql);
+        // The environment and the config file name it too.
+        let f = file("[databases.p]\ndb-endpoint = \"db.x:3306\"\nengine = \"postgres\"\n");
+        let p = plan(&args(&[]), &[], Some(&f)).unwrap();
+        assert_eq!(p[0].args.engine, Some(Engine::Postgres));
+        // One file mixes engines; each gets its engine's default address, so they do not clash.
+        let f = file(
+            "[databases.m]\ndb-endpoint = \"m.x:3306\"\n[databases.p]\ndb-endpoint = \"p.x:5432\"\n",
+        );
+        let both = plan(&args(&["--region", "r"]), &[], Some(&f)).unwrap();
+        let listens: Vec<_> = both
+            .iter()
+            .map(|p| build(&p.args, None).unwrap().listen.unwrap().to_string())
+            .collect();
+        assert_eq!(listens, ["127.0.0.1:3306", "127.0.0.1:5432"]);
+        let e = file_err("[databases.p]\nengine = \"oracle\"\n");
+        assert!(e.contains("oracle"), "{e}");
+        // What the PostgreSQL engine cannot do is refused with the flag named.
+        let mut a = args(&["--region", "r", "--db-endpoint", "db.x:5432"]);
+        a.local_password = Some("pässword".parse().unwrap());
+        let e = build(&a, None).unwrap_err().to_string();
+        assert!(
+            e.contains("--local-password must be printable ASCII"),
+            "{e}"
+        );
+        a.local_password = Some("s3cret pw".parse().unwrap());
+        assert!(build(&a, None).is_ok());
+        a.secret = Some("arn:secret".into());
+        assert!(build(&a, None).is_ok(), "--secret serves PostgreSQL too");
+    }
+
+    #[test]
+    fn rds_engine_names() {
+        for (rds, engine) in [
+            ("postgres", Some(Engine::Postgres)),
+            ("aurora-postgresql", Some(Engine::Postgres)),
+            ("aurora-mysql", Some(Engine::Mysql)),
+            ("mysql", Some(Engine::Mysql)),
+            ("mariadb", Some(Engine::Mysql)),
+            ("oracle-ee", None),
+        ] {
+            assert_eq!(Engine::from_rds(rds), engine, "{rds}");
+        }
+    }
+
+    fn file_err(text: &str) -> String {
+        crate::config_file::parse(text, std::path::Path::new("c.toml"))
+            .unwrap_err()
+            .to_string()
     }
 
     #[test]

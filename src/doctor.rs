@@ -14,8 +14,9 @@
 //! hop is then "password" (the secret's user logged in with it) instead of "IAM token".
 //!
 //! The last four run the real proxy in-process on a free loopback port and log in to it as a
-//! MySQL client would, so doctor checks exactly the code path clients use; which hop failed is
-//! read from the proxy's failure reason, and the fix from the MySQL error it sends.
+//! MySQL (or, with `--engine postgres`, PostgreSQL) client would, so doctor checks exactly the
+//! code path clients use; which hop failed is read from the proxy's failure reason, and the fix
+//! from the error it sends.
 
 use std::time::{Duration, Instant, SystemTime};
 
@@ -35,6 +36,7 @@ use crate::mysql::proto::command::{
 use crate::mysql::proto::handshake::{HandshakeResponse41, HandshakeV10, plugin};
 use crate::mysql::proto::packet;
 use crate::mysql::proto::response::ErrPacket;
+use crate::postgres::proto as pg;
 use crate::progress::format_duration;
 use crate::tunnel::{Connector, Direct};
 
@@ -255,7 +257,12 @@ pub async fn run(planned: &Planned) -> std::process::ExitCode {
     cfg.resolve_compression(resolved.target.is_some());
     let code = match LocalProxy::start_with(&cfg, connector, tokens).await {
         Ok(local) => {
-            let code = login_checks(&mut r, &local, &cfg, secret_user).await;
+            let code = match cfg.proxy.engine {
+                crate::proxy::Engine::Postgres => {
+                    pg_login_checks(&mut r, &local, &cfg, secret_user).await
+                }
+                _ => login_checks(&mut r, &local, &cfg, secret_user).await,
+            };
             local.shutdown().await;
             code
         }
@@ -267,6 +274,39 @@ pub async fn run(planned: &Planned) -> std::process::ExitCode {
     code
 }
 
+/// The login hop's name, what its line says, and the user doctor logs in as: with --secret the
+/// secret's user (the proxy logs it in whatever the client names) and its password; otherwise
+/// the IAM user and a token. `Err` when no user is known (the hop is reported failed).
+fn who_logs_in(
+    r: &mut Report,
+    cfg: &config::Config,
+    secret_user: Option<String>,
+) -> Result<(&'static str, String, String), std::process::ExitCode> {
+    let (credential, accepted) = match (&secret_user, &cfg.secret) {
+        (Some(_), Some(id)) => ("password", format!("from Secrets Manager secret {id}")),
+        _ => ("IAM token", "accepted".to_owned()),
+    };
+    match secret_user.or_else(|| cfg.proxy.db_user.clone()) {
+        Some(user) => Ok((credential, accepted, user)),
+        None => Err(r.fail(
+            "IAM database user",
+            "unknown: pass --db-user (or `db-user` in the config file) so doctor can log in",
+        )),
+    }
+}
+
+/// The line of a login that went through.
+fn logged_in_line(credential: &str, accepted: &str, user: &str) -> String {
+    if credential == "password" {
+        format!(
+            "user {} logged in with the password {accepted}",
+            crate::proxy::printable(user)
+        )
+    } else {
+        format!("{accepted} for user {user}")
+    }
+}
+
 /// Reach, TLS, token and `SELECT 1`, as a client of the in-process proxy.
 async fn login_checks(
     r: &mut Report,
@@ -275,16 +315,9 @@ async fn login_checks(
     secret_user: Option<String>,
 ) -> std::process::ExitCode {
     let destination = local.proxy().destination();
-    // With --secret the proxy logs in as the secret's user whatever the client names.
-    let (credential, accepted) = match (&secret_user, &cfg.secret) {
-        (Some(_), Some(id)) => ("password", format!("from Secrets Manager secret {id}")),
-        _ => ("IAM token", "accepted".to_owned()),
-    };
-    let Some(user) = secret_user.or_else(|| cfg.proxy.db_user.clone()) else {
-        return r.fail(
-            "IAM database user",
-            "unknown: pass --db-user (or `db-user` in the config file) so doctor can log in",
-        );
+    let (credential, accepted, user) = match who_logs_in(r, cfg, secret_user) {
+        Ok(who) => who,
+        Err(code) => return code,
     };
     let mut client = match MiniClient::connect(local).await {
         Ok(c) => c,
@@ -326,17 +359,7 @@ async fn login_checks(
                     cfg.proxy.endpoint_host, cfg.proxy.ca_source
                 ),
             );
-            if credential == "password" {
-                r.ok(
-                    credential,
-                    format!(
-                        "user {} logged in with the password {accepted}",
-                        crate::proxy::printable(&user)
-                    ),
-                );
-            } else {
-                r.ok(credential, format!("{accepted} for user {user}"));
-            }
+            r.ok(credential, logged_in_line(credential, &accepted, &user));
         }
         Err(err) if tls_failed => return r.fail("TLS", err.message_str()),
         Err(err) => {
@@ -489,6 +512,162 @@ impl MiniClient {
         let row = TextRow::decode(&row.payload, 1).map_err(|e| e.to_string())?;
         match row.0.as_slice() {
             [Some(v)] if v.as_ref() == b"1" => Ok(()),
+            other => Err(format!("unexpected row {other:?}")),
+        }
+    }
+}
+
+/// Reach, TLS, token and `SELECT 1` for the PostgreSQL engine, as a client of the in-process
+/// proxy (database `postgres`, which every role may connect to by default).
+async fn pg_login_checks(
+    r: &mut Report,
+    local: &LocalProxy,
+    cfg: &config::Config,
+    secret_user: Option<String>,
+) -> std::process::ExitCode {
+    let destination = local.proxy().destination();
+    let (credential, accepted, user) = match who_logs_in(r, cfg, secret_user) {
+        Ok(who) => who,
+        Err(code) => return code,
+    };
+    let mut client = match PgMiniClient::connect(local).await {
+        Ok(c) => c,
+        Err(e) => return r.fail("local listener", e),
+    };
+    let login = client.login(&user).await;
+    let failures = local.proxy().stats().failures_by_reason();
+    let tls = format!(
+        "verified {} against {}",
+        cfg.proxy.endpoint_host, cfg.proxy.ca_source
+    );
+    match login {
+        Ok(Ok(version)) => {
+            r.ok(
+                "reach the database",
+                format!("{destination} answered (server {version})"),
+            );
+            r.ok("TLS", tls);
+            r.ok(credential, logged_in_line(credential, &accepted, &user));
+        }
+        Ok(Err(message)) | Err(message) => {
+            let reached = !failures.contains_key("upstream_unreachable")
+                && !failures.contains_key("upstream_io")
+                && !failures.contains_key("upstream_protocol");
+            if !reached {
+                return r.fail("reach the database", message);
+            }
+            r.ok("reach the database", format!("{destination} answered"));
+            if failures.contains_key("tls") || failures.contains_key("upstream_no_tls") {
+                return r.fail("TLS", message);
+            }
+            r.ok("TLS", tls);
+            return r.fail(credential, message);
+        }
+    }
+    match client.select_one().await {
+        Ok(()) => {
+            r.ok("SELECT 1", "returned 1");
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => r.fail("SELECT 1", e),
+    }
+}
+
+/// Just enough of a PostgreSQL client to log in to the local proxy and run `SELECT 1` (simple
+/// query protocol), over the proxy's own codec.
+struct PgMiniClient {
+    io: TcpStream,
+    buf: BytesMut,
+}
+
+impl PgMiniClient {
+    async fn connect(local: &LocalProxy) -> Result<Self, String> {
+        let addr = local.addr().ok_or("the check proxy has no TCP listener")?;
+        let io = TcpStream::connect(addr)
+            .await
+            .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
+        Ok(Self {
+            io,
+            buf: BytesMut::new(),
+        })
+    }
+
+    async fn send(&mut self, bytes: &[u8]) -> Result<(), String> {
+        use tokio::io::AsyncWriteExt;
+        self.io
+            .write_all(bytes)
+            .await
+            .map_err(|e| format!("writing to the proxy: {e}"))
+    }
+
+    async fn message(&mut self) -> Result<pg::Message, String> {
+        use tokio::io::AsyncReadExt;
+        loop {
+            match pg::frame::take_message(&mut self.buf, 1 << 20) {
+                Ok(Some(m)) => return Ok(m),
+                Ok(None) => {}
+                Err(e) => return Err(format!("unreadable answer from the proxy: {e}")),
+            }
+            match tokio::time::timeout(STEP_TIMEOUT, self.io.read_buf(&mut self.buf)).await {
+                Err(_) => return Err("the proxy did not answer within 30 s".into()),
+                Ok(Ok(0)) => return Err("the proxy closed the connection".into()),
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => return Err(format!("reading from the proxy: {e}")),
+            }
+        }
+    }
+
+    /// Logs in as `user`: the server's version, or the message of the error that ended it.
+    async fn login(&mut self, user: &str) -> Result<Result<String, String>, String> {
+        let mut out = BytesMut::new();
+        pg::StartupMessage::new(
+            pg::ProtocolVersion::V3_0,
+            user,
+            &[
+                ("database", "postgres"),
+                ("application_name", "rds-iam-proxy doctor"),
+            ],
+        )
+        .encode(&mut out)
+        .map_err(|e| e.to_string())?;
+        self.send(&out).await?;
+        let mut version = String::from("unknown");
+        loop {
+            let m = self.message().await?;
+            match pg::BackendMessage::decode(&m) {
+                Ok(pg::BackendMessage::ReadyForQuery(_)) => return Ok(Ok(version)),
+                Ok(pg::BackendMessage::ErrorResponse(e)) => {
+                    return Ok(Err(e.message().unwrap_or_default().into_owned()));
+                }
+                Ok(pg::BackendMessage::ParameterStatus(p)) if p.name == "server_version" => {
+                    version = p.value;
+                }
+                Ok(pg::BackendMessage::Authentication(pg::Authentication::Ok)) | Ok(_) => {}
+                Err(e) => return Err(format!("unreadable answer during login: {e}")),
+            }
+        }
+    }
+
+    async fn select_one(&mut self) -> Result<(), String> {
+        let mut out = BytesMut::new();
+        pg::frame::put_message(b'Q', b"SELECT 1\0", &mut out);
+        self.send(&out).await?;
+        let mut value = None;
+        loop {
+            let m = self.message().await?;
+            match m.tag {
+                // DataRow: Int16 column count, then per column Int32 length and the bytes.
+                b'D' => value = m.body.get(6..).map(|v| v.to_vec()),
+                b'E' => {
+                    let e = pg::ErrorResponse::decode(&m.body).map_err(|e| e.to_string())?;
+                    return Err(e.message().unwrap_or_default().into_owned());
+                }
+                b'Z' => break,
+                _ => {}
+            }
+        }
+        match value.as_deref() {
+            Some(b"1") => Ok(()),
             other => Err(format!("unexpected row {other:?}")),
         }
     }

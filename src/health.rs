@@ -396,6 +396,16 @@ fn proxy_metrics(f: &mut Families, proxy: &Proxy, name: &str) {
     let s = proxy.stats();
     let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
     let db = format!("database=\"{name}\"");
+    // The engine as a label of its own series (an info metric), so that the other series keep
+    // their labels and a query can join on `database`.
+    f.sample(
+        "database_info",
+        "gauge",
+        "Always 1; the engine (wire protocol) this database's proxy speaks.",
+        format!("{db},engine=\"{}\"", proxy.config().engine),
+        1,
+        "",
+    );
     for (metric, kind, help, v) in [
         (
             "open_connections",

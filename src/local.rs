@@ -42,6 +42,8 @@ pub struct LocalProxy {
     unix_socket: Option<PathBuf>,
     /// The IAM user clients are logged in as, when fixed.
     db_user: Option<String>,
+    /// The wire protocol it speaks (the URL's scheme).
+    engine: crate::proxy::Engine,
     /// The engine.
     proxy: Proxy,
     /// Cancelling stops the accept loop.
@@ -72,9 +74,13 @@ impl LocalProxy {
         let proxy = Proxy::new(cfg.proxy.clone(), connector, tokens)?;
         let tcp = match cfg.listen {
             Some(listen) => Some(TcpListener::bind(listen).await.with_context(|| {
+                let (server, other) = match cfg.proxy.engine {
+                    crate::proxy::Engine::Postgres => ("PostgreSQL", "127.0.0.1:5433"),
+                    _ => ("MySQL", "127.0.0.1:3307"),
+                };
                 format!(
-                    "cannot listen on {listen}: is another MySQL server or proxy using it? Choose \
-                     another address with --listen (e.g. 127.0.0.1:3307)"
+                    "cannot listen on {listen}: is another {server} server or proxy using it? \
+                     Choose another address with --listen (e.g. {other})"
                 )
             })?),
             None => None,
@@ -97,6 +103,7 @@ impl LocalProxy {
             addr,
             unix_socket,
             db_user: cfg.proxy.db_user.clone(),
+            engine: cfg.proxy.engine,
             proxy,
             stop,
             task,
@@ -124,12 +131,25 @@ impl LocalProxy {
     }
 
     /// `mysql://USER@HOST:PORT/` for the fixed IAM user (or without a user); over the Unix
-    /// socket only, `mysql://USER@localhost/?socket=PATH`.
+    /// socket only, `mysql://USER@localhost/?socket=PATH`. For PostgreSQL, `postgres://…` (over
+    /// a socket named as libpq names them, `postgres://USER@/?host=DIR&port=PORT`).
     pub fn url(&self) -> String {
         let user = match &self.db_user {
             Some(u) => format!("{}@", url_escape(u)),
             None => String::new(),
         };
+        if self.engine == crate::proxy::Engine::Postgres {
+            return match (self.addr, &self.unix_socket) {
+                (Some(a), _) => format!("postgres://{user}{a}/"),
+                (None, Some(p)) => match libpq_socket(p) {
+                    Some((dir, port)) => {
+                        format!("postgres://{user}/?host={}&port={port}", socket_query(dir))
+                    }
+                    None => format!("postgres://{user}localhost/"),
+                },
+                (None, None) => format!("postgres://{user}localhost/"),
+            };
+        }
         match (self.addr, &self.unix_socket) {
             (Some(a), _) => format!("mysql://{user}{a}/"),
             (None, Some(p)) => format!("mysql://{user}localhost/?socket={}", socket_query(p)),
@@ -243,6 +263,17 @@ const SOCKET_PATH_ESCAPED: &AsciiSet = &URL_ESCAPED.remove(b'/');
 /// Percent-encodes what a URL user part cannot carry as is.
 pub fn url_escape(s: &str) -> String {
     percent_encode(s.as_bytes(), URL_ESCAPED).to_string()
+}
+
+/// The directory and port of a socket named as libpq looks for it (`DIR/.s.PGSQL.PORT`).
+pub fn libpq_socket(path: &Path) -> Option<(&Path, u16)> {
+    let port = path
+        .file_name()?
+        .to_str()?
+        .strip_prefix(".s.PGSQL.")?
+        .parse()
+        .ok()?;
+    Some((path.parent()?, port))
 }
 
 /// A socket path as a URL query value (`/` kept readable).

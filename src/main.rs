@@ -334,7 +334,16 @@ async fn exec(args: ExecArgs, global: &GlobalArgs, progress: &Progress) -> Resul
         .and_then(|n| n.to_str())
         .unwrap_or_default();
     let mut rest = rest;
-    if name == "mysql" || name == "mariadb" {
+    let postgres = r.cfg.proxy.engine == rds_iam_proxy::proxy::Engine::Postgres;
+    if postgres {
+        // libpq's variables serve psql, pg_dump and every libpq-based program; the password
+        // variables are dropped (the proxy asks none, or --local-password's own).
+        cmd.env("PGHOST", addr.ip().to_string())
+            .env("PGPORT", addr.port().to_string())
+            .env("PGUSER", &user)
+            .env_remove("PGPASSWORD")
+            .env_remove("PGSERVICE");
+    } else if name == "mysql" || name == "mariadb" {
         // The option-file flags must come first on these clients' command lines.
         let leading = rest
             .iter()
@@ -360,12 +369,13 @@ async fn exec(args: ExecArgs, global: &GlobalArgs, progress: &Progress) -> Resul
             .arg(&user)
             .arg("--protocol=TCP");
     }
-    cmd.args(rest)
-        .env("MYSQL_HOST", addr.ip().to_string())
-        .env("MYSQL_TCP_PORT", addr.port().to_string())
-        .env("MYSQL_USER", &user)
-        .env("DATABASE_URL", url)
-        .env_remove("MYSQL_PWD");
+    cmd.args(rest).env("DATABASE_URL", url);
+    if !postgres {
+        cmd.env("MYSQL_HOST", addr.ip().to_string())
+            .env("MYSQL_TCP_PORT", addr.port().to_string())
+            .env("MYSQL_USER", &user)
+            .env_remove("MYSQL_PWD");
+    }
     let status = cmd.status().await;
     running[0].local.stop_token().cancel();
     wait_all(running).await;
@@ -381,11 +391,12 @@ async fn exec(args: ExecArgs, global: &GlobalArgs, progress: &Progress) -> Resul
 async fn dsn(args: &DsnArgs, global: &GlobalArgs) -> Result<()> {
     let file = config_file::load(global.config.as_deref())?;
     let planned = one(&args.serve, args.name.as_deref(), file.as_ref())?;
+    let engine = config::engine_hint(&planned.args);
     let listen = planned
         .args
         .listen
         .clone()
-        .unwrap_or(config::DEFAULT_LISTEN.to_owned());
+        .unwrap_or(engine.default_listen().to_owned());
     let addr: std::net::SocketAddr = listen
         .parse()
         .map_err(|_| config::Error::BadListen(listen.clone()))?;
@@ -415,6 +426,25 @@ async fn dsn(args: &DsnArgs, global: &GlobalArgs) -> Result<()> {
     let (host, port) = (addr.ip(), addr.port());
     let db = args.database.as_deref().unwrap_or("");
     let u = url_escape(&user);
+    if engine == rds_iam_proxy::proxy::Engine::Postgres {
+        let dbq = url_escape(db);
+        let keyword = |v: &str| format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"));
+        println!("postgres://{u}@{host}:{port}/{dbq}");
+        let mut keywords = format!("host={host} port={port} user={}", keyword(&user));
+        if !db.is_empty() {
+            keywords.push_str(&format!(" dbname={}", keyword(db)));
+        }
+        println!("{keywords}");
+        println!("jdbc:postgresql://{host}:{port}/{dbq}?user={u}&sslmode=disable");
+        println!("PGHOST={host}");
+        println!("PGPORT={port}");
+        println!("PGUSER={user}");
+        if !db.is_empty() {
+            println!("PGDATABASE={db}");
+        }
+        println!("DATABASE_URL=postgres://{u}@{host}:{port}/{dbq}");
+        return Ok(());
+    }
     println!("mysql://{u}@{host}:{port}/{db}");
     println!("jdbc:mysql://{host}:{port}/{db}?user={u}&sslMode=PREFERRED");
     println!("jdbc:mariadb://{host}:{port}/{db}?user={u}");

@@ -6,8 +6,9 @@
 //!   SASLInitialResponse and SASLResponse, whose data also goes through the SCRAM verifier;
 //! - backend (set): typed messages read as backend messages of the connection phase.
 //!
-//! What must hold: no panic; the framers find the same messages and the same error in one read
-//! as in the fuzzer's reads; whatever decodes re-encodes to exactly the bytes it came from.
+//! What must hold: no panic; the framers (and the relay's boundary tracker) find the same
+//! messages and the same error in one read as in the fuzzer's reads; whatever decodes re-encodes
+//! to exactly the bytes it came from.
 #![no_main]
 
 use std::num::NonZeroU32;
@@ -16,7 +17,7 @@ use std::sync::OnceLock;
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
 use rds_iam_proxy::postgres::proto::frame::{
-    MAX_LOGIN_MESSAGE_LEN, MAX_STARTUP_LEN, take_message, take_startup,
+    Boundaries, MAX_LOGIN_MESSAGE_LEN, MAX_STARTUP_LEN, take_message, take_startup,
 };
 use rds_iam_proxy::postgres::proto::scram::ScramVerifier;
 use rds_iam_proxy::postgres::proto::{
@@ -44,6 +45,18 @@ fuzz_target!(|data: &[u8]| {
     let whole = frames(std::iter::once(chunked.stream), backend);
     let pieces = frames(chunked.reads(), backend);
     assert_eq!(whole, pieces, "framing depends on how the bytes arrive");
+    // The relay's boundary tracker sees the same boundaries however the bytes arrive.
+    let mut one = Boundaries::default();
+    one.feed(chunked.stream);
+    let mut many = Boundaries::default();
+    for read in chunked.reads() {
+        many.feed(read);
+    }
+    assert_eq!(
+        (one.boundary(), one.at_boundary(), one.last_tag()),
+        (many.boundary(), many.at_boundary(), many.last_tag()),
+        "message boundaries depend on how the bytes arrive"
+    );
     for f in &whole.0 {
         match f {
             Frame::Startup(body) => startup(body),

@@ -19,6 +19,7 @@ use serde_json::json;
 
 use super::api::{self, Api, CLOUDFORMATION, EC2, ECS, RDS, STS, Xml};
 use super::stack;
+use crate::proxy::config::Engine;
 
 /// A discovery failure, worded as the fix.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -237,6 +238,8 @@ pub struct Resolved {
     pub connect_policy_arn: Option<String>,
     /// The stack's admin policy (for the hint when the master secret may not be read).
     pub admin_policy_arn: Option<String>,
+    /// The engine RDS reports for the DB cluster or instance (`Engine`), when looked up.
+    pub engine: Option<crate::proxy::config::Engine>,
 }
 
 /// The caller's identity.
@@ -311,6 +314,8 @@ pub struct DbCluster {
     pub status: String,
     /// The master user secret, when managed by Secrets Manager.
     pub master_secret_arn: Option<String>,
+    /// RDS's `Engine` (`aurora-mysql`, `aurora-postgresql`, ...).
+    pub engine: Option<String>,
 }
 
 /// `rds:DescribeDBClusters` for one cluster.
@@ -342,6 +347,7 @@ pub async fn db_cluster(api: &Api, id: &str) -> Result<DbCluster, Error> {
         iam_auth: c.text("IAMDatabaseAuthenticationEnabled") == Some("true"),
         status: c.text("Status").unwrap_or_default().to_owned(),
         master_secret_arn: c.path_text("MasterUserSecret/SecretArn").map(str::to_owned),
+        engine: c.text("Engine").map(str::to_owned),
     })
 }
 
@@ -358,6 +364,8 @@ pub struct DbInstance {
     pub cluster_id: Option<String>,
     /// The master user secret, when managed by Secrets Manager.
     pub master_secret_arn: Option<String>,
+    /// RDS's `Engine` (`postgres`, `mysql`, `aurora-postgresql`, ...).
+    pub engine: Option<String>,
 }
 
 /// `rds:DescribeDBInstances` for one instance.
@@ -388,6 +396,7 @@ pub async fn db_instance(api: &Api, id: &str) -> Result<DbInstance, Error> {
             .filter(|s| !s.is_empty())
             .map(str::to_owned),
         master_secret_arn: i.path_text("MasterUserSecret/SecretArn").map(str::to_owned),
+        engine: i.text("Engine").map(str::to_owned),
     })
 }
 
@@ -593,6 +602,7 @@ pub async fn resolve(api: &Api, source: &Source) -> Result<Resolved, Error> {
                 c.endpoint.clone()
             };
             out.port = c.port;
+            out.engine = c.engine.as_deref().and_then(Engine::from_rds);
             out.cluster_id = Some(id.clone());
             out.master_secret_arn = c.master_secret_arn;
         }
@@ -606,6 +616,7 @@ pub async fn resolve(api: &Api, source: &Source) -> Result<Resolved, Error> {
             }
             out.host = i.address;
             out.port = i.port;
+            out.engine = i.engine.as_deref().and_then(Engine::from_rds);
             out.master_secret_arn = i.master_secret_arn;
             // An Aurora instance's master secret belongs to its cluster.
             if out.master_secret_arn.is_none()

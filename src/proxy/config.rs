@@ -9,16 +9,83 @@ use std::time::Duration;
 use super::password;
 use crate::iam::TokenRequest;
 use crate::mysql::proto::scramble::PasswordVerifier;
+use crate::postgres::proto::scram::{DEFAULT_ITERATIONS, ScramVerifier};
 use crate::spool::SpoolLimits;
 use crate::tls::CaSource;
 
-/// The database wire protocol a proxy speaks to its clients and to the database.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// The database wire protocol a proxy speaks to its clients and to the database
+/// (`--engine`, env `RDS_IAM_PROXY_ENGINE`, config key `engine`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 #[non_exhaustive]
 pub enum Engine {
     /// MySQL and MariaDB (RDS and Aurora MySQL), in [`crate::mysql`].
     #[default]
     Mysql,
+    /// PostgreSQL (RDS and Aurora PostgreSQL), in [`crate::postgres`].
+    Postgres,
+}
+
+impl Engine {
+    /// The name on the command line, in the config file and in metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            Engine::Mysql => "mysql",
+            Engine::Postgres => "postgres",
+        }
+    }
+
+    /// The engine's usual port: 3306, 5432.
+    pub fn default_port(self) -> u16 {
+        match self {
+            Engine::Mysql => 3306,
+            Engine::Postgres => 5432,
+        }
+    }
+
+    /// Where the proxy listens for this engine unless told otherwise.
+    pub fn default_listen(self) -> &'static str {
+        match self {
+            Engine::Mysql => "127.0.0.1:3306",
+            Engine::Postgres => "127.0.0.1:5432",
+        }
+    }
+
+    /// The ALPN protocols local TLS offers: PostgreSQL's `postgresql` (which PostgreSQL 17's
+    /// direct TLS requires), none for MySQL.
+    pub fn alpn(self) -> &'static [&'static [u8]] {
+        match self {
+            Engine::Mysql => &[],
+            Engine::Postgres => &[b"postgresql"],
+        }
+    }
+
+    /// The engine of an RDS `Engine` value (`DescribeDBClusters` / `DescribeDBInstances`):
+    /// `postgres` and `aurora-postgresql` are PostgreSQL; `mysql`, `mariadb`, `aurora-mysql` and
+    /// `aurora` are MySQL; anything else is unknown.
+    pub fn from_rds(engine: &str) -> Option<Engine> {
+        match engine.trim().to_ascii_lowercase().as_str() {
+            "postgres" | "aurora-postgresql" => Some(Engine::Postgres),
+            "mysql" | "mariadb" | "aurora-mysql" | "aurora" => Some(Engine::Mysql),
+            _ => None,
+        }
+    }
+
+    /// The engine to speak when none was named and discovery said nothing: PostgreSQL's port
+    /// 5432 means PostgreSQL, anything else MySQL.
+    pub fn by_port(port: u16) -> Engine {
+        if port == Engine::Postgres.default_port() {
+            Engine::Postgres
+        } else {
+            Engine::Mysql
+        }
+    }
+}
+
+impl std::fmt::Display for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 /// The optional local password (`--local-password`), kept only as each engine's verifier so the
@@ -27,14 +94,28 @@ pub enum Engine {
 pub struct LocalPassword {
     /// MySQL's stored double hashes; checked by the MySQL engine ([`crate::mysql`]).
     pub(crate) mysql: PasswordVerifier,
+    /// PostgreSQL's SCRAM-SHA-256 keys (fresh random salt), checked by the PostgreSQL engine
+    /// ([`crate::postgres`]); `None` for a password SCRAM cannot carry unchanged (not printable
+    /// ASCII), which the configuration refuses for that engine.
+    pub(crate) postgres: Option<ScramVerifier>,
 }
 
 impl LocalPassword {
     /// Derives every engine's verifier from `password`; the password itself is not kept.
     pub fn new(password: &str) -> Self {
+        let mut salt = [0u8; 16];
+        rand::RngCore::fill_bytes(&mut rand::rng(), &mut salt);
+        let iterations =
+            std::num::NonZeroU32::new(DEFAULT_ITERATIONS).unwrap_or(std::num::NonZeroU32::MIN);
         LocalPassword {
             mysql: PasswordVerifier::new(password),
+            postgres: ScramVerifier::new(password, &salt, iterations).ok(),
         }
+    }
+
+    /// Whether PostgreSQL clients can prove this password (SCRAM-SHA-256 needs printable ASCII).
+    pub fn fits_postgres(&self) -> bool {
+        self.postgres.is_some()
     }
 }
 

@@ -29,8 +29,8 @@ use tokio::sync::OwnedSemaphorePermit;
 use super::config::Engine;
 use super::listener::Peer;
 use super::shared::{Report, Shared};
-use crate::mysql;
 use crate::tunnel::BoxStream;
+use crate::{mysql, postgres};
 
 /// How long a refusal may take to write before the connection is dropped anyway.
 const REFUSAL_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -47,6 +47,7 @@ impl Engine {
     ) {
         match self {
             Engine::Mysql => mysql::serve(inner, client, peer, pending, report).await,
+            Engine::Postgres => postgres::serve(inner, client, peer, pending, report).await,
         }
     }
 
@@ -55,6 +56,7 @@ impl Engine {
     pub(crate) async fn refuse(self, mut client: BoxStream, message: String) {
         let bytes = match self {
             Engine::Mysql => mysql::refusal(message),
+            Engine::Postgres => postgres::refusal(message),
         };
         let _ = tokio::time::timeout(REFUSAL_WRITE_TIMEOUT, client.write_all(&bytes)).await;
     }

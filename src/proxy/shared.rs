@@ -69,6 +69,9 @@ pub(crate) struct Shared {
     /// The throwaway TLS server that answers clients asking for TLS when `--local-tls` is off
     /// (made on first use; `None` inside when it could not be made).
     refusal_tls: std::sync::OnceLock<Option<TlsAcceptor>>,
+    /// What the engine keeps for the whole proxy, beyond one connection (PostgreSQL: the cancel
+    /// keys it handed out), made on first use; see [`Shared::engine_state`].
+    engine_state: std::sync::OnceLock<Box<dyn std::any::Any + Send + Sync>>,
 }
 
 impl Shared {
@@ -81,7 +84,9 @@ impl Shared {
     ) -> Result<Self, tls::Error> {
         let upstream_tls = TlsConnector::from(tls::upstream_client_config(&config.ca_source)?);
         let local_tls = if config.local_tls {
-            Some(TlsAcceptor::from(tls::local_server_config()?))
+            let mut server = (*tls::local_server_config()?).clone();
+            server.alpn_protocols = config.engine.alpn().iter().map(|p| p.to_vec()).collect();
+            Some(TlsAcceptor::from(Arc::new(server)))
         } else {
             None
         };
@@ -101,6 +106,7 @@ impl Shared {
             spool,
             password_throttle: throttle::PasswordThrottle::default(),
             refusal_tls: std::sync::OnceLock::new(),
+            engine_state: std::sync::OnceLock::new(),
             token_first_declined: Default::default(),
         })
     }
@@ -133,6 +139,17 @@ impl Shared {
                 }
             })
             .as_ref()
+    }
+}
+
+impl Shared {
+    /// The proxy-wide state of this proxy's engine, of the engine's own type `T`, made on first
+    /// use. A proxy speaks one engine, so one type only is ever asked for; should another be, the
+    /// answer is `None` (no state is shared by mistake).
+    pub(crate) fn engine_state<T: Default + Send + Sync + 'static>(&self) -> Option<&T> {
+        self.engine_state
+            .get_or_init(|| Box::new(T::default()))
+            .downcast_ref::<T>()
     }
 }
 

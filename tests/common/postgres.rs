@@ -1,4 +1,4 @@
-//! An RDS-shaped PostgreSQL for integration tests.
+//! An RDS-shaped PostgreSQL for integration tests, and real PostgreSQL clients' checks.
 //!
 //! [`RdsLikePostgres::start`] runs `tests/upstream/postgres/rds-like-postgres start`: Debian's
 //! PostgreSQL in a private directory, run as the `postgres` OS user on a free loopback port, TLS
@@ -11,6 +11,12 @@
 //! upstream that asks for something else). Dropping the value stops the server and removes its
 //! directory and its `/etc/pam.d` file; a watchdog does the same if the test process dies.
 //! Needs root, Debian's `postgresql` and `python3-botocore`.
+//!
+//! Through the proxy: [`RdsLikePostgres::spec`] for a test proxy, and one check per real client
+//! ([`psql_check`], [`psycopg_check`], [`node_pg_check`], [`jdbc_check`], [`pgx_check`],
+//! [`tokio_postgres_check`]), each giving a [`PgReport`] for [`assert_pg_report`]: `current_user`,
+//! `pg_stat_ssl.ssl`, parameters, the 4 MiB bytea's MD5 ([`BLOB_SQL`]), COPY out and in with
+//! checksums, and a cancelled `pg_sleep(30)`. The external programs live in `tests/clients/`.
 #![allow(dead_code)]
 
 use std::path::PathBuf;
@@ -316,4 +322,575 @@ impl Drop for RdsLikePostgres {
             Err(e) => eprintln!("cannot run rds-like-postgres stop: {e}"),
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Through the proxy: the spec a test proxy needs, and real PostgreSQL clients' checks.
+
+impl RdsLikePostgres {
+    /// What a test proxy ([`super::proxy::RunningProxy`]) needs to reach this instance.
+    pub fn spec(&self) -> super::proxy::UpstreamSpec {
+        super::proxy::UpstreamSpec {
+            endpoint_host: self.endpoint_host.clone(),
+            endpoint_port: self.endpoint_port,
+            dial: self.dial_addr(),
+            region: self.region.clone(),
+            ca: self.ca.clone(),
+            akid: self.akid.clone(),
+            secret: self.secret.clone(),
+        }
+    }
+}
+
+/// The 4 MiB pseudo-random bytea every PostgreSQL client check reads, with the server's MD5 of
+/// it (the scripts in `tests/clients/` carry copies).
+pub const BLOB_SQL: &str = "SELECT b, md5(b) FROM (SELECT decode(string_agg(md5('rds-iam-proxy:' \
+     || i), '' ORDER BY i), 'hex') AS b FROM generate_series(1, 262144) i) s";
+
+/// Its length.
+pub const BLOB_LEN: usize = 4 * 1024 * 1024;
+
+/// Rows of the big COPY check: about 69 MB of COPY text each way.
+pub const BIG_COPY_ROWS: u32 = 1_700_000;
+
+/// Rows of the other clients' COPY checks (about 4 MB).
+pub const COPY_ROWS: u32 = 100_000;
+
+/// `COPY … TO STDOUT` of `rows` rows `(i, md5(i::text))`.
+pub fn copy_out_sql(rows: u32) -> String {
+    format!("COPY (SELECT i, md5(i::text) FROM generate_series(1, {rows}) i) TO STDOUT")
+}
+
+/// The server's MD5 of that COPY's text.
+pub fn copy_out_md5_sql(rows: u32) -> String {
+    format!(
+        "SELECT md5(string_agg(i || E'\\t' || md5(i::text) || E'\\n', '' ORDER BY i)) FROM \
+         generate_series(1, {rows}) i"
+    )
+}
+
+/// The server's row count and MD5 of what was copied into `copy_in`.
+pub const COPY_IN_CHECK_SQL: &str = "SELECT count(*), md5(string_agg(i || E'\\t' || s || E'\\n', \
+     '' ORDER BY i)) FROM copy_in";
+
+/// The COPY text of rows `(i, md5(i))` for `1..=rows`: what the COPY-in checks send.
+pub fn copy_rows_text(rows: u32) -> Vec<u8> {
+    let mut out = Vec::with_capacity(rows as usize * 42);
+    for i in 1..=rows {
+        out.extend_from_slice(format!("{i}\t{}\n", md5_hex(i.to_string().as_bytes())).as_bytes());
+    }
+    out
+}
+
+/// Lower-case hex MD5.
+pub fn md5_hex(data: &[u8]) -> String {
+    use md5::{Digest, Md5};
+    Md5::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// What one PostgreSQL client saw through the proxy (the JSON of `tests/clients/*/pg_check.*`).
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+pub struct PgReport {
+    pub client: String,
+    pub user: String,
+    pub ssl: bool,
+    /// Whether the process id the client was given is `pg_backend_pid()` (`None`: the client
+    /// does not show it).
+    pub backend_pid_match: Option<bool>,
+    pub param: String,
+    pub blob_len: usize,
+    pub blob_md5_client: String,
+    pub blob_md5_server: String,
+    pub copy_out_bytes: u64,
+    pub copy_out_md5_client: String,
+    pub copy_out_md5_server: String,
+    pub copy_in_rows: u64,
+    pub copy_in_md5_client: String,
+    pub copy_in_md5_server: String,
+    pub cancel_sqlstate: String,
+    /// Whether the local leg is TLS (psycopg only reports it).
+    #[serde(default)]
+    pub local_tls: Option<bool>,
+}
+
+/// Asserts everything a client must see through the proxy; `copy` says whether the client did
+/// the COPY checks (node-postgres has no COPY of its own), `params` whether it sent parameters.
+pub fn assert_pg_report(r: &PgReport, user: &str, copy: bool, params: bool) {
+    let c = &r.client;
+    assert_eq!(r.user, user, "{c}: current_user: {r:?}");
+    assert!(
+        r.ssl,
+        "{c}: pg_stat_ssl.ssl is not true for its backend: {r:?}"
+    );
+    assert_ne!(
+        r.backend_pid_match,
+        Some(false),
+        "{c}: BackendKeyData pid != pg_backend_pid(): {r:?}"
+    );
+    if params {
+        assert_eq!(r.param, "42|hello", "{c}: parameters: {r:?}");
+    }
+    assert_eq!(r.blob_len, BLOB_LEN, "{c}: bytea length: {r:?}");
+    assert_eq!(r.blob_md5_client.len(), 32, "{c}: {r:?}");
+    assert_eq!(
+        r.blob_md5_client, r.blob_md5_server,
+        "{c}: bytea md5: {r:?}"
+    );
+    if copy {
+        assert!(r.copy_out_bytes > 0, "{c}: {r:?}");
+        assert_eq!(r.copy_out_md5_client.len(), 32, "{c}: {r:?}");
+        assert_eq!(
+            r.copy_out_md5_client, r.copy_out_md5_server,
+            "{c}: COPY out: {r:?}"
+        );
+        assert!(r.copy_in_rows > 0, "{c}: {r:?}");
+        assert_eq!(
+            r.copy_in_md5_client, r.copy_in_md5_server,
+            "{c}: COPY in: {r:?}"
+        );
+    }
+    assert_eq!(
+        r.cancel_sqlstate, "57014",
+        "{c}: cancel of pg_sleep(30): {r:?}"
+    );
+}
+
+/// A PostgreSQL client check's target: the proxy's port, the user, the database.
+#[derive(Debug, Clone)]
+pub struct PgTarget {
+    pub port: u16,
+    pub user: String,
+    pub dbname: String,
+}
+
+impl PgTarget {
+    /// libpq's keywords for it: no password, no TLS (the proxy's upstream leg is TLS).
+    pub fn conninfo(&self) -> String {
+        format!("{} gssencmode=disable", self.rust_conninfo())
+    }
+
+    /// The same for tokio-postgres, which has no `gssencmode` (nor GSSAPI).
+    pub fn rust_conninfo(&self) -> String {
+        format!(
+            "host=127.0.0.1 port={} user={} dbname={} sslmode=disable connect_timeout=30",
+            self.port, self.user, self.dbname
+        )
+    }
+
+    fn script_args(&self) -> Vec<String> {
+        vec![
+            "--host".into(),
+            "127.0.0.1".into(),
+            "--port".into(),
+            self.port.to_string(),
+            "--user".into(),
+            self.user.clone(),
+            "--dbname".into(),
+            self.dbname.clone(),
+        ]
+    }
+}
+
+fn clients_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/clients")
+}
+
+fn run_json<T: serde::de::DeserializeOwned>(mut cmd: Command, what: &str) -> T {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\nstderr:\n{}\nstdout:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{what}: unparsable report ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+fn psycopg_command(t: &PgTarget) -> Command {
+    let python = std::env::var("RDS_IAM_PROXY_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let mut c = Command::new(python);
+    c.arg(clients_dir().join("python/pg_check.py"))
+        .args(t.script_args());
+    c
+}
+
+fn node_pg_command(t: &PgTarget) -> Command {
+    let dir = clients_dir().join("node");
+    assert!(
+        dir.join("node_modules/pg").is_dir(),
+        "node-postgres is not installed: run `npm ci --prefix tests/clients/node` first"
+    );
+    let node = std::env::var("RDS_IAM_PROXY_TEST_NODE").unwrap_or_else(|_| "node".into());
+    let mut c = Command::new(node);
+    c.arg(dir.join("pg_check.js")).args(t.script_args());
+    c
+}
+
+/// psycopg 3 (libpq underneath): every check, COPY of `copy_rows` rows each way.
+pub fn psycopg_check(t: &PgTarget, copy_rows: u32) -> PgReport {
+    psycopg_check_with(t, copy_rows, &[])
+}
+
+/// [`psycopg_check`] with more of the script's options (`--sslmode require`,
+/// `--sslnegotiation direct`, ...).
+pub fn psycopg_check_with(t: &PgTarget, copy_rows: u32, options: &[&str]) -> PgReport {
+    let mut c = psycopg_command(t);
+    c.args(["--copy-rows", &copy_rows.to_string()])
+        .args(options);
+    run_json(c, "psycopg pg_check.py")
+}
+
+/// node-postgres (pure JavaScript): every check but COPY.
+pub fn node_pg_check(t: &PgTarget) -> PgReport {
+    run_json(node_pg_command(t), "node-postgres pg_check.js")
+}
+
+/// pgJDBC (Debian's `libpostgresql-jdbc-java`, run as a single-file Java program): every check,
+/// COPY of `copy_rows` rows each way through its `CopyManager`, `Statement.cancel()`.
+pub fn jdbc_check(t: &PgTarget, copy_rows: u32) -> PgReport {
+    let jar = std::env::var("RDS_IAM_PROXY_TEST_PGJDBC")
+        .unwrap_or_else(|_| "/usr/share/java/postgresql.jar".into());
+    assert!(
+        std::path::Path::new(&jar).is_file(),
+        "pgJDBC is not installed at {jar}: run scripts/test (it installs libpostgresql-jdbc-java)"
+    );
+    let mut c = Command::new("java");
+    c.arg("-cp")
+        .arg(jar)
+        .arg(clients_dir().join("java/PgCheck.java"))
+        .args(t.script_args())
+        .args(["--copy-rows", &copy_rows.to_string()]);
+    run_json(c, "pgJDBC PgCheck.java")
+}
+
+/// pgx v4 (Go; Debian's `golang-github-jackc-pgx-v4-dev`, built once per test process in GOPATH
+/// mode against `/usr/share/gocode`, as the Go module proxy is not used): every check, COPY of
+/// `copy_rows` rows each way through pgconn's `CopyTo` / `CopyFrom`, `CancelRequest`.
+pub fn pgx_check(t: &PgTarget, copy_rows: u32) -> PgReport {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    let bin = BUILT.get_or_init(|| {
+        let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("pg_check_go");
+        let built = Command::new("go")
+            .args(["build", "-o"])
+            .arg(&out)
+            .arg(clients_dir().join("go/pg_check.go"))
+            .env("GO111MODULE", "off")
+            .env("GOPATH", "/usr/share/gocode")
+            .env("GOFLAGS", "")
+            .env("GOPROXY", "off")
+            .output()
+            .expect("run go build (scripts/test installs golang-go)");
+        assert!(
+            built.status.success(),
+            "go build tests/clients/go/pg_check.go failed (scripts/test installs golang-go and \
+             golang-github-jackc-pgx-v4-dev): {}",
+            String::from_utf8_lossy(&built.stderr)
+        );
+        out
+    });
+    let mut c = Command::new(bin);
+    c.args(t.script_args())
+        .args(["--copy-rows", &copy_rows.to_string()]);
+    run_json(c, "pgx pg_check.go")
+}
+
+/// What a client shows when its login fails: SQLSTATE and message.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct PgError {
+    pub sqlstate: String,
+    pub message: String,
+}
+
+/// psycopg's view of a login that must fail.
+pub fn psycopg_expect_error(t: &PgTarget) -> PgError {
+    let mut c = psycopg_command(t);
+    c.arg("--expect-error");
+    run_json(c, "psycopg pg_check.py --expect-error")
+}
+
+/// node-postgres's view of a login that must fail.
+pub fn node_pg_expect_error(t: &PgTarget) -> PgError {
+    let mut c = node_pg_command(t);
+    c.arg("--expect-error");
+    run_json(c, "node-postgres pg_check.js --expect-error")
+}
+
+/// Debian's psql at `t` with `-XAtq` and `args`, no password in the environment.
+pub fn psql_at(t: &PgTarget) -> Command {
+    let mut c = Command::new("psql");
+    c.args(["-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1", "-d"])
+        .arg(t.conninfo())
+        .env_remove("PGPASSWORD")
+        .env_remove("PGSERVICE")
+        .env_remove("PGSSLMODE")
+        .env("PGAPPNAME", "psql-check");
+    c
+}
+
+fn psql_ok(mut c: Command, input: Option<&[u8]>, what: &str) -> Vec<u8> {
+    use std::io::Write;
+    let mut child = c
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run psql");
+    if let Some(data) = input {
+        let mut stdin = child.stdin.take().expect("psql stdin");
+        let data = data.to_vec();
+        std::thread::spawn(move || {
+            let _ = stdin.write_all(&data);
+        });
+    }
+    let out = child.wait_with_output().expect("psql output");
+    assert!(
+        out.status.success(),
+        "psql {what} failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// psql: login, `current_user` and `pg_stat_ssl`, the bytea, COPY `copy_rows` rows out and in,
+/// and a cancel of `pg_sleep(30)` by SIGINT (psql's Ctrl-C sends a CancelRequest). psql 15 has
+/// no way to send parameters (`\bind` came in 16), so `param` stays empty.
+pub fn psql_check(t: &PgTarget, up: &RdsLikePostgres, copy_rows: u32) -> PgReport {
+    let mut r = PgReport {
+        client: "psql".into(),
+        ..PgReport::default()
+    };
+    let mut c = psql_at(t);
+    c.args([
+        "-c",
+        "SELECT current_user, (SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid())",
+    ]);
+    let out = String::from_utf8(psql_ok(c, None, "login")).unwrap();
+    let (user, ssl) = out.trim().split_once('|').expect("user|ssl");
+    r.user = user.to_owned();
+    r.ssl = ssl == "t";
+    let mut c = psql_at(t);
+    c.arg("-c")
+        .arg(BLOB_SQL.replacen("SELECT b,", "SELECT encode(b, 'hex'),", 1));
+    let out = String::from_utf8(psql_ok(c, None, "bytea")).unwrap();
+    let (hex, md5) = out.trim().split_once('|').expect("hex|md5");
+    let blob: Vec<u8> = (0..hex.len() / 2)
+        .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).expect("hex"))
+        .collect();
+    r.blob_len = blob.len();
+    r.blob_md5_client = md5_hex(&blob);
+    r.blob_md5_server = md5.to_owned();
+    let mut c = psql_at(t);
+    c.arg("-c").arg(copy_out_sql(copy_rows));
+    let out = psql_ok(c, None, "COPY out");
+    r.copy_out_bytes = out.len() as u64;
+    r.copy_out_md5_client = md5_hex(&out);
+    r.copy_out_md5_server = up
+        .superuser_sql(&copy_out_md5_sql(copy_rows))
+        .trim()
+        .to_owned();
+    let data = copy_rows_text(copy_rows);
+    r.copy_in_md5_client = md5_hex(&data);
+    let mut c = psql_at(t);
+    c.args([
+        "-c",
+        "CREATE TEMP TABLE copy_in (i int, s text)",
+        "-c",
+        "COPY copy_in FROM STDIN",
+        "-c",
+        COPY_IN_CHECK_SQL,
+    ]);
+    let out = String::from_utf8(psql_ok(c, Some(&data), "COPY in")).unwrap();
+    let (rows, md5) = out.trim().rsplit_once('|').expect("count|md5");
+    r.copy_in_rows = rows
+        .trim()
+        .rsplit('\n')
+        .next()
+        .unwrap_or(rows)
+        .parse()
+        .expect("count");
+    r.copy_in_md5_server = md5.to_owned();
+    r.cancel_sqlstate = psql_cancel(t, up);
+    r
+}
+
+/// Runs `SELECT pg_sleep(30)` in psql, waits until the server shows it running, sends psql
+/// SIGINT (what Ctrl-C does: psql sends a CancelRequest), and returns 57014 when psql reports
+/// the cancellation.
+fn psql_cancel(t: &PgTarget, up: &RdsLikePostgres) -> String {
+    let mut c = psql_at(t);
+    c.env("PGAPPNAME", "psql-cancel-check")
+        .args(["-c", "SELECT pg_sleep(30)"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let child = c.spawn().expect("run psql");
+    let running = (0..400).any(|_| {
+        let n = up.superuser_sql(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = \
+             'psql-cancel-check' AND state = 'active' AND query LIKE 'SELECT pg_sleep%'",
+        );
+        if n.trim() == "1" {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        false
+    });
+    assert!(running, "psql's pg_sleep never showed in pg_stat_activity");
+    let sent = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill -INT");
+    assert!(sent.success());
+    let out = child.wait_with_output().expect("psql output");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if stderr.contains("canceling statement due to user request") {
+        "57014".into()
+    } else {
+        format!("psql: {} {stderr}", out.status)
+    }
+}
+
+/// tokio-postgres (pure Rust, no TLS on the local leg): every check, COPY of `copy_rows` rows
+/// each way, and `CancelToken::cancel_query`.
+pub async fn tokio_postgres_check(t: &PgTarget, copy_rows: u32) -> PgReport {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_postgres::NoTls;
+
+    let (client, conn) = tokio_postgres::connect(&t.rust_conninfo(), NoTls)
+        .await
+        .expect("tokio-postgres logs in through the proxy");
+    let conn = tokio::spawn(conn);
+    let mut r = PgReport {
+        client: "tokio-postgres".into(),
+        ..PgReport::default()
+    };
+    let row = client
+        .query_one(
+            "SELECT current_user::text, (SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid())",
+            &[],
+        )
+        .await
+        .unwrap();
+    r.user = row.get(0);
+    r.ssl = row.get::<_, Option<bool>>(1).unwrap_or(false);
+    // Extended protocol: Parse, Bind with parameters, Execute.
+    let row = client
+        .query_one(
+            "SELECT $1::int4 + $2::int4, $3::text",
+            &[&40i32, &2i32, &"hello"],
+        )
+        .await
+        .unwrap();
+    r.param = format!("{}|{}", row.get::<_, i32>(0), row.get::<_, String>(1));
+    let row = client.query_one(BLOB_SQL, &[]).await.unwrap();
+    let blob: Vec<u8> = row.get(0);
+    r.blob_len = blob.len();
+    r.blob_md5_client = md5_hex(&blob);
+    r.blob_md5_server = row.get(1);
+    // COPY out.
+    let stream = client
+        .copy_out(copy_out_sql(copy_rows).as_str())
+        .await
+        .unwrap();
+    futures_util::pin_mut!(stream);
+    let mut md5 = <md5::Md5 as md5::Digest>::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.unwrap();
+        r.copy_out_bytes += chunk.len() as u64;
+        md5::Digest::update(&mut md5, &chunk);
+    }
+    r.copy_out_md5_client = md5::Digest::finalize(md5)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    r.copy_out_md5_server = client
+        .query_one(copy_out_md5_sql(copy_rows).as_str(), &[])
+        .await
+        .unwrap()
+        .get(0);
+    // COPY in.
+    client
+        .batch_execute("CREATE TEMP TABLE copy_in (i int, s text)")
+        .await
+        .unwrap();
+    let data = copy_rows_text(copy_rows);
+    r.copy_in_md5_client = md5_hex(&data);
+    let sink = client
+        .copy_in::<_, bytes::Bytes>("COPY copy_in FROM STDIN")
+        .await
+        .unwrap();
+    futures_util::pin_mut!(sink);
+    for chunk in data.chunks(256 * 1024) {
+        sink.send(bytes::Bytes::copy_from_slice(chunk))
+            .await
+            .unwrap();
+    }
+    sink.finish().await.unwrap();
+    let row = client.query_one(COPY_IN_CHECK_SQL, &[]).await.unwrap();
+    r.copy_in_rows = row.get::<_, i64>(0) as u64;
+    r.copy_in_md5_server = row.get(1);
+    // Cancel: pg_sleep(30), then the driver's CancelToken once the server shows it running.
+    let pid: i32 = client
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let token = client.cancel_token();
+    let sleeping = tokio::spawn(async move {
+        let r = client.simple_query("SELECT pg_sleep(30)").await;
+        (client, r)
+    });
+    let (watcher, wconn) = tokio_postgres::connect(&t.rust_conninfo(), NoTls)
+        .await
+        .unwrap();
+    let wconn = tokio::spawn(wconn);
+    for _ in 0..400 {
+        let n: i64 = watcher
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE pid = $1 AND state = 'active' AND \
+                 query LIKE 'SELECT pg_sleep%'",
+                &[&pid],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if n == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(watcher);
+    let _ = wconn.await;
+    token
+        .cancel_query(NoTls)
+        .await
+        .expect("send the cancel request");
+    let (client, outcome) = sleeping.await.unwrap();
+    r.cancel_sqlstate = match outcome {
+        Ok(_) => "completed".into(),
+        Err(e) => e
+            .code()
+            .map(|c| c.code().to_owned())
+            .unwrap_or_else(|| e.to_string()),
+    };
+    drop(client);
+    let _ = conn.await;
+    r
 }

@@ -251,6 +251,86 @@ pub fn check_no_nul(s: &[u8], field: &'static str) -> Result<(), Error> {
     }
 }
 
+/// Where typed messages begin and end in a stream the caller copies without parsing (the relay
+/// after login): it reads only each message's type byte and length word, so it costs nothing per
+/// body byte. A length word below 4 (a corrupt stream) makes the stream unknown for good:
+/// [`Boundaries::at_boundary`] is false from then on, so nothing is ever inserted there.
+#[derive(Debug, Default, Clone)]
+pub struct Boundaries {
+    /// Bytes fed so far.
+    seen: u64,
+    /// Stream offset of the next message's type byte.
+    next: u64,
+    /// Stream offset where the message being read began.
+    start: u64,
+    /// The header of the message being read, as far as it has come.
+    header: [u8; 5],
+    /// How many header bytes have come.
+    have: usize,
+    /// The type byte of the last message whose header was read whole.
+    last_tag: Option<u8>,
+    /// A length word below 4 was seen.
+    broken: bool,
+}
+
+impl Boundaries {
+    /// Takes note of the next `data` of the stream.
+    pub fn feed(&mut self, mut data: &[u8]) {
+        while !data.is_empty() && !self.broken {
+            if self.seen < self.next {
+                let skip = (self.next - self.seen).min(data.len() as u64) as usize;
+                self.seen += skip as u64;
+                data = &data[skip..];
+                continue;
+            }
+            if self.have == 0 {
+                self.start = self.seen;
+            }
+            let take = (5 - self.have).min(data.len());
+            self.header[self.have..self.have + take].copy_from_slice(&data[..take]);
+            self.have += take;
+            self.seen += take as u64;
+            data = &data[take..];
+            if self.have == 5 {
+                let h = self.header;
+                let len = u32::from_be_bytes([h[1], h[2], h[3], h[4]]);
+                if len < 4 {
+                    self.broken = true;
+                    return;
+                }
+                self.next = self.seen + u64::from(len - 4);
+                self.last_tag = Some(h[0]);
+                self.have = 0;
+            }
+        }
+    }
+
+    /// Bytes fed so far.
+    pub fn seen(&self) -> u64 {
+        self.seen
+    }
+
+    /// True when the bytes fed so far end exactly after a whole message.
+    pub fn at_boundary(&self) -> bool {
+        !self.broken && self.have == 0 && self.seen == self.next
+    }
+
+    /// The stream offset of the last boundary at or before what was fed: where the message not
+    /// yet complete began, or the end when every message is whole.
+    pub fn boundary(&self) -> u64 {
+        if self.at_boundary() {
+            self.seen
+        } else {
+            self.start
+        }
+    }
+
+    /// The type byte of the last message whose header has been read.
+    pub fn last_tag(&self) -> Option<u8> {
+        self.last_tag
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -332,6 +412,35 @@ mod tests {
         let mut b = BytesMut::from(&hello[..]);
         assert!(take_startup(&mut b, MAX_STARTUP_LEN).is_err());
         assert!(b.capacity() < 1024);
+    }
+
+    #[test]
+    fn boundaries_follow_messages_across_any_chunking() {
+        let mut stream = BytesMut::new();
+        put_message(b'D', &[1; 300], &mut stream);
+        put_message(b'C', b"SELECT 1\0", &mut stream);
+        put_message(b'Z', b"I", &mut stream);
+        let ends = [305u64, 305 + 14, 305 + 14 + 6];
+        for step in 1..=stream.len() {
+            let mut b = Boundaries::default();
+            for chunk in stream.chunks(step) {
+                b.feed(chunk);
+                let at = ends.contains(&b.seen());
+                assert_eq!(b.at_boundary(), at, "step {step} at {}", b.seen());
+                let expect = ends
+                    .iter()
+                    .rev()
+                    .find(|e| **e <= b.seen())
+                    .copied()
+                    .unwrap_or(0);
+                assert_eq!(b.boundary(), expect, "step {step} at {}", b.seen());
+            }
+            assert_eq!(b.last_tag(), Some(b'Z'));
+        }
+        // A length word below 4: never a boundary again.
+        let mut b = Boundaries::default();
+        b.feed(&[b'Z', 0, 0, 0, 3, b'Z', 0, 0, 0, 5, b'I']);
+        assert!(!b.at_boundary());
     }
 
     #[test]

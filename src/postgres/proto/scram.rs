@@ -14,6 +14,9 @@
 //!    client's `SASLResponse` and gives the server-final message for `AuthenticationSASLFinal`,
 //!    after which `AuthenticationOk` follows.
 //!
+//! [`ScramClient`] is the other side, for logging in upstream with a `--secret` password when
+//! the server asks for SCRAM-SHA-256.
+//!
 //! PostgreSQL clients normalise the password with SASLprep, which leaves printable ASCII as it
 //! is; [`ScramVerifier::new`] accepts only printable ASCII so both sides hash the same bytes.
 
@@ -269,9 +272,151 @@ impl ScramExchange {
     }
 }
 
+/// Most iterations a server may ask of the client side: PostgreSQL's default is 4096; a hostile
+/// server asking millions would make each login burn seconds of CPU.
+pub const MAX_CLIENT_ITERATIONS: u32 = 1_000_000;
+
+/// The client side of SCRAM-SHA-256 (RFC 5802 §3, PostgreSQL's flavour: empty `n=`, no channel
+/// binding), for logging in upstream with a password (`--secret`) when the server asks for it.
+/// The password stays inside; `Debug` shows nothing of it.
+pub struct ScramClient {
+    password: Vec<u8>,
+    client_first_bare: String,
+    client_nonce: String,
+}
+
+impl std::fmt::Debug for ScramClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ScramClient(<redacted>)")
+    }
+}
+
+/// What the client expects of the server-final message.
+pub struct ScramClientFinal {
+    server_signature: [u8; KEY_LEN],
+}
+
+impl ScramClient {
+    /// Starts an exchange for `password` with a fresh printable `client_nonce` (see
+    /// [`nonce_from_random`]); returns the client and the client-first message for
+    /// `SASLInitialResponse`.
+    pub fn start(password: &str, client_nonce: &str) -> Result<(Self, String), Error> {
+        if !is_printable_nonce(client_nonce) {
+            return Err(scram_err("the client nonce is not printable"));
+        }
+        let client_first_bare = format!("n=,r={client_nonce}");
+        let first = format!("n,,{client_first_bare}");
+        Ok((
+            ScramClient {
+                password: password.as_bytes().to_vec(),
+                client_first_bare,
+                client_nonce: client_nonce.to_owned(),
+            },
+            first,
+        ))
+    }
+
+    /// Reads the server-first message and gives the client-final message (with the proof) for
+    /// `SASLResponse`, and what the server-final message must prove.
+    pub fn client_final(self, server_first: &[u8]) -> Result<(String, ScramClientFinal), Error> {
+        let text = std::str::from_utf8(server_first)
+            .map_err(|_| scram_err("server-first-message is not UTF-8"))?;
+        let mut attrs = text.split(',');
+        let nonce = attrs
+            .next()
+            .and_then(|a| a.strip_prefix("r="))
+            .filter(|n| n.starts_with(&self.client_nonce) && n.len() > self.client_nonce.len())
+            .filter(|n| is_printable_nonce(n))
+            .ok_or_else(|| scram_err("server-first-message has no nonce extending the client's"))?;
+        let salt = attrs
+            .next()
+            .and_then(|a| a.strip_prefix("s="))
+            .and_then(|s| B64.decode(s).ok())
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| scram_err("server-first-message has no base64 salt"))?;
+        let iterations = attrs
+            .next()
+            .and_then(|a| a.strip_prefix("i="))
+            .and_then(|i| i.parse::<u32>().ok())
+            .filter(|i| *i <= MAX_CLIENT_ITERATIONS)
+            .and_then(NonZeroU32::new)
+            .ok_or_else(|| scram_err("server-first-message has no iteration count in range"))?;
+        let salted = salted_password(&self.password, &salt, iterations);
+        let client_key = hmac_sha256(&salted, &[b"Client Key"]);
+        let stored_key = sha256(&client_key);
+        let without_proof = format!("c={},r={nonce}", B64.encode("n,,"));
+        let auth_message = [
+            self.client_first_bare.as_bytes(),
+            b",",
+            text.as_bytes(),
+            b",",
+            without_proof.as_bytes(),
+        ];
+        let signature = hmac_sha256(&stored_key, &auth_message);
+        let proof: Vec<u8> = client_key
+            .iter()
+            .zip(signature.iter())
+            .map(|(k, s)| k ^ s)
+            .collect();
+        let server_key = hmac_sha256(&salted, &[b"Server Key"]);
+        Ok((
+            format!("{without_proof},p={}", B64.encode(proof)),
+            ScramClientFinal {
+                server_signature: hmac_sha256(&server_key, &auth_message),
+            },
+        ))
+    }
+}
+
+impl ScramClientFinal {
+    /// Checks the server-final message: the server proves it knew the password too.
+    pub fn verify(&self, server_final: &[u8]) -> Result<(), Error> {
+        let v = std::str::from_utf8(server_final)
+            .ok()
+            .and_then(|t| t.strip_prefix("v="))
+            .and_then(|v| B64.decode(v.split(',').next().unwrap_or_default()).ok())
+            .ok_or_else(|| scram_err("server-final-message has no verifier"))?;
+        if bool::from(v.as_slice().ct_eq(&self.server_signature)) {
+            Ok(())
+        } else {
+            Err(scram_err("the server's signature does not match"))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_client_logs_in_to_the_verifier_and_checks_its_signature() {
+        let v = ScramVerifier::new("pw secret", &[3; 16], iterations(4096)).unwrap();
+        let (client, first) = ScramClient::start("pw secret", "clientNONCE").unwrap();
+        let (exchange, server_first) = v.server_first(first.as_bytes(), "serverNONCE").unwrap();
+        let (final_msg, expect) = client.client_final(server_first.as_bytes()).unwrap();
+        let server_final = exchange.server_final(final_msg.as_bytes()).unwrap();
+        expect.verify(server_final.as_bytes()).unwrap();
+        assert!(expect.verify(b"v=AAAA").is_err());
+        // A wrong password is the server's refusal; a nonce not extending ours, a huge
+        // iteration count or no salt are the client's.
+        let (client, first) = ScramClient::start("guess", "clientNONCE").unwrap();
+        let (exchange, server_first) = v.server_first(first.as_bytes(), "serverNONCE").unwrap();
+        let (final_msg, _) = client.client_final(server_first.as_bytes()).unwrap();
+        assert!(exchange.server_final(final_msg.as_bytes()).is_err());
+        for bad in [
+            "r=otherNONCE,s=AwMD,i=4096",
+            "r=clientNONCEx,s=AwMD,i=4000000000",
+            "r=clientNONCEx,s=,i=4096",
+            "r=clientNONCEx,i=4096",
+        ] {
+            let (client, _) = ScramClient::start("pw", "clientNONCE").unwrap();
+            assert!(client.client_final(bad.as_bytes()).is_err(), "{bad}");
+        }
+        assert_eq!(
+            format!("{:?}", ScramClient::start("pw", "n").unwrap().0),
+            "ScramClient(<redacted>)"
+        );
+    }
 
     fn iterations(n: u32) -> NonZeroU32 {
         NonZeroU32::new(n).unwrap()
