@@ -406,6 +406,7 @@ fn documented_deploy_command_uses_the_default_stack_name() {
 fn template_parameters_are_the_ones_the_issue_asks_for() {
     let params = template()["Parameters"].as_object().expect("Parameters");
     for p in [
+        "Engine",
         "DbUser",
         "DbInstanceClass",
         "DeletionProtection",
@@ -432,7 +433,18 @@ fn template_keeps_its_security_properties() {
 
     // Database: IAM auth, encryption, managed master secret, TLS enforced, not public.
     let db = &resource("DbCluster")["Properties"];
-    assert_eq!(db["Engine"], "aurora-mysql");
+    let engine = serde_json::json!({"Ref": "Engine"});
+    let port = serde_json::json!({"Fn::FindInMap": ["Engines", {"Ref": "Engine"}, "Port"]});
+    assert_eq!(
+        t["Parameters"]["Engine"]["AllowedValues"],
+        serde_json::json!(["aurora-mysql", "aurora-postgresql"])
+    );
+    assert_eq!(t["Parameters"]["Engine"]["Default"], "aurora-mysql");
+    assert_eq!(t["Mappings"]["Engines"]["aurora-mysql"]["Port"], 3306);
+    assert_eq!(t["Mappings"]["Engines"]["aurora-postgresql"]["Port"], 5432);
+    assert_eq!(db["Engine"], engine);
+    assert_eq!(resource("DbInstance")["Properties"]["Engine"], engine);
+    assert_eq!(db["Port"], port);
     assert_eq!(db["EnableIAMDatabaseAuthentication"], true);
     assert_eq!(db["StorageEncrypted"], true);
     assert_eq!(db["ManageMasterUserPassword"], true);
@@ -440,18 +452,31 @@ fn template_keeps_its_security_properties() {
         db.get("MasterUserPassword").is_none(),
         "no password in the template"
     );
+    // TLS is required whichever engine: each engine's parameter group says so, and the cluster
+    // takes the one of its engine.
     let params = &resource("DbClusterParameterGroup")["Properties"];
     assert_eq!(
         params["Family"], "aurora-mysql8.0",
         "Aurora MySQL version 3"
     );
     assert_eq!(params["Parameters"]["require_secure_transport"], "ON");
+    let pg = &resource("DbClusterParameterGroupPostgres")["Properties"];
+    assert_eq!(pg["Family"], "aurora-postgresql16");
+    assert_eq!(pg["Parameters"]["rds.force_ssl"], "1");
+    assert_eq!(
+        db["DBClusterParameterGroupName"],
+        serde_json::json!({"Fn::If": [
+            "IsPostgres",
+            {"Ref": "DbClusterParameterGroupPostgres"},
+            {"Ref": "DbClusterParameterGroup"}
+        ]})
+    );
     assert_eq!(
         resource("DbInstance")["Properties"]["PubliclyAccessible"],
         false
     );
 
-    // No security group admits anything from an address range: the database admits 3306 from
+    // No security group admits anything from an address range: the database admits its port from
     // the bastion's group, the endpoints 443 from the bastion's group, the bastion nothing.
     for (id, res) in t["Resources"].as_object().expect("Resources") {
         let ty = res["Type"].as_str().unwrap_or("");
@@ -483,8 +508,8 @@ fn template_keeps_its_security_properties() {
     );
     let db_ingress = &resource("DbSecurityGroup")["Properties"]["SecurityGroupIngress"];
     assert_eq!(db_ingress.as_array().map(Vec::len), Some(1));
-    assert_eq!(db_ingress[0]["FromPort"], 3306);
-    assert_eq!(db_ingress[0]["ToPort"], 3306);
+    assert_eq!(db_ingress[0]["FromPort"], port);
+    assert_eq!(db_ingress[0]["ToPort"], port);
 
     // Private subnets only (a public subnet exists only with the NAT opt-in).
     for (id, res) in t["Resources"].as_object().expect("Resources") {
