@@ -20,12 +20,15 @@
 //!
 //! **Engine** — the wire protocols (DESIGN.md decision 14). [`proxy`] is what every engine shares:
 //! the listener with its limits, throttle and drain, per-connection statistics, the leaves every
-//! engine reads ([`proxy::config`], [`proxy::shared`]) and the engine seam [`proxy::engine`], the
-//! one file that names the engines' folders. [`mysql`] is everything of MySQL's: its sans-IO codec in [`mysql::proto`] (packets,
-//! capability rules, the one upstream-auth exchange, the command scanner, protocol compression)
-//! and the I/O around it ([`mysql::login`] bridges a login, [`mysql::splice`] relays after it,
-//! replaying `COM_CHANGE_USER` as an IAM login). [`postgres`] holds PostgreSQL's sans-IO
-//! connection-phase codec, the start of the second engine.
+//! engine reads ([`proxy::config`], [`proxy::shared`], [`proxy::relay`]: the two directions'
+//! arbitration and read sizing) and the engine seam [`proxy::engine`], the one file that names
+//! the engines' folders. [`mysql`] is everything of MySQL's: its sans-IO codec in
+//! [`mysql::proto`] (packets, capability rules, the one upstream-auth exchange, the command
+//! scanner, protocol compression) and the I/O around it ([`mysql::login`] bridges a login,
+//! [`mysql::splice`] relays after it, replaying `COM_CHANGE_USER` as an IAM login,
+//! [`mysql::compressed`] is the compressed database leg). [`postgres`] is PostgreSQL's: its
+//! sans-IO startup and authentication codec in [`postgres::proto`], the login bridge, the relay
+//! and the cancel requests.
 //!
 //! **Transport** — how bytes reach the database. [`tunnel`] is the `Connector` seam (`Direct`,
 //! `Ssm`); [`ssm`] is the Session Manager data channel: its sans-IO layer in [`ssm::proto`]

@@ -10,10 +10,11 @@ use tokio::sync::Mutex;
 use super::compressed::UpstreamWriter;
 use super::framed::{ReadError, read_packet_from};
 use super::login::Session;
-use super::{DirError, write_client};
+use super::write_client;
 use crate::mysql::proto::auth::{self, Credential, Exchange, IamLogin, Next, Phase};
 use crate::mysql::proto::packet::{self, MAX_LOGIN_PAYLOAD};
 use crate::mysql::proto::{Capabilities, ComChangeUser, ErrPacket, codes};
+use crate::proxy::relay::DirError;
 use crate::proxy::shared::{Shared, Side};
 
 /// Replays a client's COM_CHANGE_USER upstream as an IAM login for the new user and relays the

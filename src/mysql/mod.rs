@@ -24,6 +24,7 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use crate::proxy::config::LocalPassword;
 use crate::proxy::listener::Peer;
+use crate::proxy::relay::DirError;
 use crate::proxy::shared::Report;
 use crate::proxy::shared::{Shared, Side};
 use crate::tunnel::BoxStream;
@@ -80,22 +81,6 @@ impl LocalPassword {
     /// auth plugin `plugin_name` (clients without pluggable auth use the native scramble).
     pub(crate) fn verify(&self, plugin_name: Option<&[u8]>, nonce: &[u8], response: &[u8]) -> bool {
         self.mysql.verify(plugin_name, nonce, response)
-    }
-}
-
-/// Why one direction of a relayed connection ended: whose side failed, and how.
-#[derive(Clone, Debug)]
-pub struct DirError {
-    /// Whose side failed.
-    pub side: Side,
-    /// What happened, for the log line.
-    pub reason: String,
-}
-
-impl DirError {
-    /// A failure of `side`.
-    pub fn new(side: Side, reason: String) -> Self {
-        DirError { side, reason }
     }
 }
 

@@ -25,45 +25,16 @@ use super::change_user::change_user;
 use super::compressed::{UpstreamReader, UpstreamWriter, halves};
 use super::login::Session;
 use super::proto::scanner::{CommandScanner, Step};
-use super::{DirError, write_client};
+use super::write_client;
 use crate::mysql::proto::packet::{Boundaries, HEADER_LEN};
 use crate::mysql::proto::{ErrPacket, codes};
+use crate::proxy::relay::{
+    COPY_BUF, DirError, IDLE_BUF, LAST_WORD_GRACE, RelayEnd, next_buf_size, settle,
+};
 use crate::proxy::shared::Shared;
 use crate::proxy::shared::Side;
 use crate::spool::{Spool, SpoolLimits};
 use crate::tunnel::BoxStream;
-
-/// Largest read buffer of each direction, reached while data streams.
-const COPY_BUF: usize = 64 * 1024;
-
-/// Read buffer of an idle direction: idle connections cost little memory, busy ones grow to
-/// [`COPY_BUF`] after a few full reads.
-const IDLE_BUF: usize = 4 * 1024;
-
-/// The next buffer size after a read of `n` bytes into a buffer of `cap`: grow when the read
-/// filled it, fall back to [`IDLE_BUF`] when the stream went quiet.
-fn next_buf_size(cap: usize, n: usize) -> usize {
-    if n == cap {
-        (cap * 4).min(COPY_BUF)
-    } else if n < IDLE_BUF {
-        IDLE_BUF
-    } else {
-        cap
-    }
-}
-
-/// How a spliced connection ended.
-#[derive(Debug)]
-pub struct SpliceEnd {
-    /// Who ended it first.
-    pub closed_by: Side,
-    /// Bytes from the client to the upstream.
-    pub bytes_up: u64,
-    /// Bytes from the upstream to the client.
-    pub bytes_down: u64,
-    /// The error that ended it, if it was not a clean close.
-    pub error: Option<String>,
-}
 
 /// A COM_CHANGE_USER handed from the client→upstream half to the upstream→client half, which owns
 /// the client's write side and the upstream's read side.
@@ -73,13 +44,6 @@ struct ChangeUserJob {
     /// Signalled when the exchange is over; `Err` ends the connection.
     done: oneshot::Sender<Result<(), String>>,
 }
-
-/// How long the second direction may run on after the first ended cleanly (half-close).
-const HALF_CLOSE_LINGER: std::time::Duration = std::time::Duration::from_secs(300);
-
-/// How long the reading half may take to notice a database leg that failed under a write, so that
-/// it can answer a waiting client before the connection closes.
-const UPSTREAM_GONE_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Whether the client waits for an answer of which it has had no byte yet: the one moment when an
 /// ERR from the proxy (at the sequence id after the command's last packet) is a well-formed answer
@@ -184,7 +148,7 @@ pub(crate) async fn run(
     upstream: BoxStream,
     upstream_read_ahead: BytesMut,
     session: Session,
-) -> SpliceEnd {
+) -> RelayEnd {
     let (client_r, client_w) = tokio::io::split(client);
     let (upstream_r, upstream_w) = tokio::io::split(upstream);
     // Compressed, what the login read past the OK is the start of the first frame: the reader
@@ -232,46 +196,12 @@ pub(crate) async fn run(
     tokio::pin!(up);
     tokio::pin!(down);
 
-    // The first direction to end decides who closed. A clean EOF lets the other direction finish
-    // (half-close); an error ends both.
-    let (closed_by, error) = tokio::select! {
-        r = &mut up => match r {
-            Ok(()) => (Side::Client, linger(&mut down).await),
-            Err(DirError { side: Side::Upstream, reason }) => {
-                // The database leg broke under a write; the reading half meets the same failure
-                // and answers a waiting client before closing.
-                let _ = tokio::time::timeout(UPSTREAM_GONE_GRACE, &mut down).await;
-                (Side::Upstream, Some(reason))
-            }
-            Err(DirError { side, reason }) => (side, Some(reason)),
-        },
-        r = &mut down => match r {
-            // After COM_QUIT the server closing is the client's doing.
-            Ok(()) if client_quit.load(Ordering::Relaxed) => (Side::Client, linger(&mut up).await),
-            Ok(()) => (Side::Upstream, linger(&mut up).await),
-            Err(DirError { side, reason }) => (side, Some(reason)),
-        },
-    };
-    SpliceEnd {
+    let (closed_by, error) = settle(up, down, &client_quit).await;
+    RelayEnd {
         closed_by,
         bytes_up: bytes_up.load(Ordering::Relaxed),
         bytes_down: bytes_down.load(Ordering::Relaxed),
         error,
-    }
-}
-
-/// Lets the remaining direction finish, for at most [`HALF_CLOSE_LINGER`].
-async fn linger<F>(rest: &mut std::pin::Pin<&mut F>) -> Option<String>
-where
-    F: std::future::Future<Output = Result<(), DirError>>,
-{
-    match tokio::time::timeout(HALF_CLOSE_LINGER, rest.as_mut()).await {
-        Ok(Ok(())) => None,
-        Ok(Err(DirError { reason, .. })) => Some(reason),
-        Err(_) => Some(format!(
-            "the other side stayed open {}s after a half-close",
-            HALF_CLOSE_LINGER.as_secs()
-        )),
     }
 }
 
@@ -667,11 +597,8 @@ async fn answer_link_lost<W: AsyncWrite + Unpin>(
     if let Some(err) = awaiting.take_refusal() {
         // The refused COM_CHANGE_USER (seq 0) is the last thing the client waits for: everything
         // before it has been answered by the server and delivered.
-        let _ = tokio::time::timeout(
-            UPSTREAM_GONE_GRACE,
-            write_client(client_w, &err.to_packet(1)),
-        )
-        .await;
+        let _ =
+            tokio::time::timeout(LAST_WORD_GRACE, write_client(client_w, &err.to_packet(1))).await;
         return true;
     }
     if !awaiting.waiting() {
@@ -684,7 +611,7 @@ async fn answer_link_lost<W: AsyncWrite + Unpin>(
     )
     .to_packet(awaiting.reply_seq());
     tracing::warn!("database leg lost while a command waited; answered the client with an ERR");
-    let _ = tokio::time::timeout(UPSTREAM_GONE_GRACE, write_client(client_w, &out)).await;
+    let _ = tokio::time::timeout(LAST_WORD_GRACE, write_client(client_w, &out)).await;
     true
 }
 
@@ -717,15 +644,6 @@ fn pipelined_change_user() -> ErrPacket {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn buffers_grow_while_streaming_and_shrink_when_idle() {
-        assert_eq!(next_buf_size(IDLE_BUF, IDLE_BUF), 16 * 1024);
-        assert_eq!(next_buf_size(16 * 1024, 16 * 1024), COPY_BUF);
-        assert_eq!(next_buf_size(COPY_BUF, COPY_BUF), COPY_BUF);
-        assert_eq!(next_buf_size(COPY_BUF, 20_000), COPY_BUF);
-        assert_eq!(next_buf_size(COPY_BUF, 11), IDLE_BUF);
-    }
 
     #[test]
     fn awaiting_holds_only_between_one_command_and_its_first_byte() {

@@ -27,49 +27,12 @@ use super::proto::backend::tag;
 use super::proto::frame::Boundaries;
 use super::proto::frontend::TAG_TERMINATE;
 use super::proto::{ErrorResponse, sqlstate};
+use crate::proxy::relay::{
+    COPY_BUF, DirError, IDLE_BUF, LAST_WORD_GRACE, RelayEnd, next_buf_size, settle,
+};
 use crate::proxy::shared::{Shared, Side};
 use crate::spool::Spool;
 use crate::tunnel::BoxStream;
-
-/// Largest read buffer of each direction, reached while data streams.
-const COPY_BUF: usize = 64 * 1024;
-
-/// Read buffer of an idle direction.
-const IDLE_BUF: usize = 4 * 1024;
-
-/// How long the second direction may run on after the first ended cleanly (half-close).
-const HALF_CLOSE_LINGER: std::time::Duration = std::time::Duration::from_secs(300);
-
-/// How long writing the proxy's own last message to a client may take.
-const LAST_WORD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// How a relayed connection ended.
-#[derive(Debug)]
-pub struct RelayEnd {
-    /// Who ended it first.
-    pub closed_by: Side,
-    /// Bytes from the client to the database.
-    pub bytes_up: u64,
-    /// Bytes from the database to the client.
-    pub bytes_down: u64,
-    /// The error that ended it, if it was not a clean close.
-    pub error: Option<String>,
-}
-
-/// Why one direction ended badly.
-#[derive(Debug)]
-struct DirError {
-    /// Whose side failed.
-    side: Side,
-    /// What happened.
-    reason: String,
-}
-
-impl DirError {
-    fn new(side: Side, reason: String) -> Self {
-        DirError { side, reason }
-    }
-}
 
 /// Relays two logged-in legs until both directions end.
 pub(crate) async fn run(
@@ -102,43 +65,12 @@ pub(crate) async fn run(
     );
     tokio::pin!(up);
     tokio::pin!(down);
-    let (closed_by, error) = tokio::select! {
-        r = &mut up => match r {
-            Ok(()) => (Side::Client, linger(&mut down).await),
-            Err(DirError { side: Side::Upstream, reason }) => {
-                // The database leg broke under a write: the reading half meets the same failure
-                // and tells the client before closing.
-                let _ = tokio::time::timeout(LAST_WORD_TIMEOUT, &mut down).await;
-                (Side::Upstream, Some(reason))
-            }
-            Err(DirError { side, reason }) => (side, Some(reason)),
-        },
-        r = &mut down => match r {
-            Ok(()) if client_quit.load(Ordering::Relaxed) => (Side::Client, linger(&mut up).await),
-            Ok(()) => (Side::Upstream, linger(&mut up).await),
-            Err(DirError { side, reason }) => (side, Some(reason)),
-        },
-    };
+    let (closed_by, error) = settle(up, down, &client_quit).await;
     RelayEnd {
         closed_by,
         bytes_up: bytes_up.load(Ordering::Relaxed),
         bytes_down: bytes_down.load(Ordering::Relaxed),
         error,
-    }
-}
-
-/// Lets the remaining direction finish, for at most [`HALF_CLOSE_LINGER`].
-async fn linger<F>(rest: &mut std::pin::Pin<&mut F>) -> Option<String>
-where
-    F: std::future::Future<Output = Result<(), DirError>>,
-{
-    match tokio::time::timeout(HALF_CLOSE_LINGER, rest.as_mut()).await {
-        Ok(Ok(())) => None,
-        Ok(Err(DirError { reason, .. })) => Some(reason),
-        Err(_) => Some(format!(
-            "the other side stayed open {}s after a half-close",
-            HALF_CLOSE_LINGER.as_secs()
-        )),
     }
 }
 
@@ -151,13 +83,7 @@ async fn read_chunk<R: AsyncRead + Unpin>(r: &mut R, want: &mut usize) -> std::i
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => 0,
         Err(e) => return Err(e),
     };
-    *want = if n >= *want {
-        (*want * 4).min(COPY_BUF)
-    } else if n < IDLE_BUF {
-        IDLE_BUF
-    } else {
-        *want
-    };
+    *want = next_buf_size(*want, n);
     Ok(buf.freeze())
 }
 
@@ -401,7 +327,7 @@ async fn last_word<W: AsyncWrite + Unpin>(
 async fn write_last<W: AsyncWrite + Unpin>(client_w: &mut W, err: &ErrorResponse) {
     let mut out = BytesMut::new();
     if err.encode(&mut out).is_ok() {
-        let _ = tokio::time::timeout(LAST_WORD_TIMEOUT, async {
+        let _ = tokio::time::timeout(LAST_WORD_GRACE, async {
             client_w.write_all(&out).await?;
             client_w.flush().await
         })

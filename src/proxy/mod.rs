@@ -11,6 +11,7 @@ pub mod config;
 pub mod engine;
 pub mod listener;
 pub mod password;
+pub mod relay;
 pub mod shared;
 pub mod stats;
 pub mod throttle;
