@@ -491,7 +491,7 @@ pub fn discover_secret(args: &mut ServeArgs, resolved: &Resolved) -> Result<(), 
 pub fn apply_discovered(args: &mut ServeArgs, resolved: &Resolved) {
     args.db_endpoint = Some(endpoint_text(&resolved.host, resolved.port));
     if args.engine.is_none() {
-        args.engine = resolved.engine;
+        args.engine = resolved.engine.as_deref().and_then(Engine::from_rds);
     }
     if args.db_user.is_none() {
         args.db_user = resolved.db_user.clone();
@@ -781,7 +781,7 @@ mod tests {
         let found = Resolved {
             host: "c.cluster-x.eu-west-1.rds.amazonaws.com".into(),
             port: 3306,
-            engine: Engine::from_rds("aurora-postgresql"),
+            engine: Some("aurora-postgresql".into()),
             ..Resolved::default()
         };
         apply_discovered(&mut a, &found);

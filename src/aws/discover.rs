@@ -19,7 +19,6 @@ use serde_json::json;
 
 use super::api::{self, Api, CLOUDFORMATION, EC2, ECS, RDS, STS, Xml};
 use super::stack;
-use crate::proxy::config::Engine;
 
 /// A discovery failure, worded as the fix.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -238,8 +237,9 @@ pub struct Resolved {
     pub connect_policy_arn: Option<String>,
     /// The stack's admin policy (for the hint when the master secret may not be read).
     pub admin_policy_arn: Option<String>,
-    /// The engine RDS reports for the DB cluster or instance (`Engine`), when looked up.
-    pub engine: Option<crate::proxy::config::Engine>,
+    /// The engine RDS reports for the DB cluster or instance (`Engine`: `aurora-mysql`,
+    /// `postgres`, ...), when looked up; `config` maps it to the proxy's engine.
+    pub engine: Option<String>,
 }
 
 /// The caller's identity.
@@ -602,7 +602,7 @@ pub async fn resolve(api: &Api, source: &Source) -> Result<Resolved, Error> {
                 c.endpoint.clone()
             };
             out.port = c.port;
-            out.engine = c.engine.as_deref().and_then(Engine::from_rds);
+            out.engine = c.engine;
             out.cluster_id = Some(id.clone());
             out.master_secret_arn = c.master_secret_arn;
         }
@@ -616,7 +616,7 @@ pub async fn resolve(api: &Api, source: &Source) -> Result<Resolved, Error> {
             }
             out.host = i.address;
             out.port = i.port;
-            out.engine = i.engine.as_deref().and_then(Engine::from_rds);
+            out.engine = i.engine;
             out.master_secret_arn = i.master_secret_arn;
             // An Aurora instance's master secret belongs to its cluster.
             if out.master_secret_arn.is_none()

@@ -28,7 +28,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 
-use super::cancel::{self, KeyGuard};
+use super::keys::{self, KeyGuard};
 use super::proto::backend::tag;
 use super::proto::frame::{
     self, MAX_LOGIN_MESSAGE_LEN, MAX_STARTUP_LEN, Message, looks_like_tls_client_hello,
@@ -1112,7 +1112,7 @@ async fn finish(
             tag::BACKEND_KEY_DATA => {
                 let real =
                     BackendKeyData::decode(&m.body).map_err(|e| bad_upstream(&endpoint, &e))?;
-                let (minted, guard) = cancel::mint(inner, real);
+                let (minted, guard) = keys::mint(inner, real);
                 minted
                     .encode(&mut welcome)
                     .map_err(|e| bad_upstream(&endpoint, &e))?;

@@ -9,6 +9,7 @@
 //! ([`crate::proxy::engine`]) dispatches to.
 
 pub mod cancel;
+pub mod keys;
 pub mod login;
 pub mod proto;
 pub mod relay;
