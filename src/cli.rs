@@ -637,6 +637,27 @@ mod tests {
     }
 
     #[test]
+    fn threads_are_counted_from_one_and_token_first_is_the_default() {
+        let parse = |v: &[&str]| {
+            let mut args = vec!["rds-iam-proxy"];
+            args.extend_from_slice(v);
+            Cli::try_parse_from(args)
+        };
+        assert_eq!(parse(&[]).unwrap().global.threads, None, "one, in main");
+        assert_eq!(parse(&["--threads", "4"]).unwrap().global.threads, Some(4));
+        let e = parse(&["--threads", "0"]).unwrap_err().to_string();
+        assert!(e.contains("--threads"), "{e}");
+        let cli = parse(&["--db-endpoint", "db.example:3306"]).unwrap();
+        assert!(!cli.serve.switch_auth);
+        let cli = parse(&["--db-endpoint", "db.example:3306", "--switch-auth"]).unwrap();
+        assert!(cli.serve.switch_auth);
+        assert!(
+            parse(&["--db-endpoint", "d:3306", "--switch-auth", "--direct-auth"]).is_err(),
+            "the old flag means the opposite"
+        );
+    }
+
+    #[test]
     fn no_arguments_is_a_valid_command_line() {
         let cli = Cli::try_parse_from(["rds-iam-proxy"]).unwrap();
         assert!(cli.command.is_none() && cli.databases.is_empty());
