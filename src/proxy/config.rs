@@ -152,7 +152,9 @@ pub struct ProxyConfig {
     pub ca_source: CaSource,
     /// Offer TLS to local clients with an ephemeral self-signed certificate.
     pub local_tls: bool,
-    /// Send the token in the first upstream packet instead of answering the auth switch.
+    /// Send the token in the first upstream login packet (the default; one round trip less)
+    /// instead of answering the server's switch to `mysql_clear_password` (`--switch-auth`). An
+    /// endpoint that asks for the token again gets the switch order from then on.
     pub direct_auth: bool,
     /// Time allowed for each login step.
     pub handshake_timeout: Duration,
