@@ -29,7 +29,8 @@ use super::write_client;
 use crate::mysql::proto::packet::{Boundaries, HEADER_LEN};
 use crate::mysql::proto::{ErrPacket, codes};
 use crate::proxy::relay::{
-    COPY_BUF, DirError, IDLE_BUF, LAST_WORD_GRACE, RelayEnd, next_buf_size, settle,
+    COPY_BUF, DirError, IDLE_BUF, LAST_WORD_GRACE, RelayEnd, deliver_all, next_buf_size, settle,
+    spool_err,
 };
 use crate::proxy::shared::Shared;
 use crate::proxy::shared::Side;
@@ -406,14 +407,14 @@ where
                     Ok(chunk) => chunk,
                     Err(e) => {
                         let e = format!("reading from the database: {e}");
-                        deliver_all(&mut spool, &mut client_w, counter, inner).await?;
+                        deliver_all(inner, &mut spool, &mut client_w, counter).await?;
                         answer_link_lost(inner, awaiting, &mut client_w, &e).await;
                         return Err(DirError::new(Side::Upstream, e));
                     }
                 };
                 if chunk.is_empty() {
                     let e = "the database closed the connection";
-                    deliver_all(&mut spool, &mut client_w, counter, inner).await?;
+                    deliver_all(inner, &mut spool, &mut client_w, counter).await?;
                     let answered = answer_link_lost(inner, awaiting, &mut client_w, e).await;
                     let _ = client_w.shutdown().await;
                     return if answered {
@@ -502,38 +503,6 @@ async fn read_some<R: AsyncRead + Unpin>(r: &mut R, want: &mut usize) -> std::io
     }
     *want = next_buf_size(*want, buf.len());
     Ok(buf.freeze())
-}
-
-/// A spool that cannot give back what it holds (an I/O error, a tampered file) ends the connection.
-fn spool_err(e: crate::spool::Error) -> DirError {
-    DirError::new(
-        Side::Proxy,
-        format!("reading back what was held for the client: {e}"),
-    )
-}
-
-/// Writes everything still held to the client (before the proxy speaks for the server).
-async fn deliver_all<W: AsyncWrite + Unpin>(
-    spool: &mut Spool,
-    client_w: &mut W,
-    counter: &AtomicU64,
-    inner: &Shared,
-) -> Result<(), DirError> {
-    let write_err =
-        |e: std::io::Error| DirError::new(Side::Client, format!("writing to the client: {e}"));
-    loop {
-        let front = spool.front().map_err(spool_err)?;
-        if front.is_empty() {
-            return client_w.flush().await.map_err(write_err);
-        }
-        client_w.write_all(&front).await.map_err(write_err)?;
-        spool.consume(front.len());
-        counter.fetch_add(front.len() as u64, Ordering::Relaxed);
-        inner
-            .stats
-            .bytes_down
-            .fetch_add(front.len() as u64, Ordering::Relaxed);
-    }
 }
 
 /// The client has read everything up to the last whole packet held for it: tell it why the rest

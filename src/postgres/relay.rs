@@ -28,7 +28,8 @@ use super::proto::frame::Boundaries;
 use super::proto::frontend::TAG_TERMINATE;
 use super::proto::{ErrorResponse, sqlstate};
 use crate::proxy::relay::{
-    COPY_BUF, DirError, IDLE_BUF, LAST_WORD_GRACE, RelayEnd, next_buf_size, settle,
+    COPY_BUF, DirError, IDLE_BUF, LAST_WORD_GRACE, RelayEnd, deliver_all, next_buf_size, settle,
+    spool_err,
 };
 use crate::proxy::shared::{Shared, Side};
 use crate::spool::Spool;
@@ -234,38 +235,6 @@ where
                 }
             }
         }
-    }
-}
-
-/// A spool that cannot give back what it holds ends the connection.
-fn spool_err(e: crate::spool::Error) -> DirError {
-    DirError::new(
-        Side::Proxy,
-        format!("reading back what was held for the client: {e}"),
-    )
-}
-
-/// Writes everything still held to the client.
-async fn deliver_all<W: AsyncWrite + Unpin>(
-    inner: &Shared,
-    spool: &mut Spool,
-    client_w: &mut W,
-    counter: &AtomicU64,
-) -> Result<(), DirError> {
-    let write_err =
-        |e: std::io::Error| DirError::new(Side::Client, format!("writing to the client: {e}"));
-    loop {
-        let front = spool.front().map_err(spool_err)?;
-        if front.is_empty() {
-            return client_w.flush().await.map_err(write_err);
-        }
-        client_w.write_all(&front).await.map_err(write_err)?;
-        spool.consume(front.len());
-        counter.fetch_add(front.len() as u64, Ordering::Relaxed);
-        inner
-            .stats
-            .bytes_down
-            .fetch_add(front.len() as u64, Ordering::Relaxed);
     }
 }
 

@@ -1,16 +1,20 @@
 //! What every engine's post-login relay shares, engine-neutral: how one direction's failure is
 //! told ([`DirError`]), how the ends of the two directions become one outcome ([`settle`]: who
 //! closed first, a half-close that may linger, a broken database leg that gets a moment to tell
-//! the client), what a relayed connection reports ([`RelayEnd`]), and how a direction sizes its
-//! reads ([`next_buf_size`]). Each engine owns its copy loops and what it tells a client in its
+//! the client), what a relayed connection reports ([`RelayEnd`]), how a direction sizes its
+//! reads ([`next_buf_size`]), and how what a spool holds reaches the client (`deliver_all`).
+//! Each engine owns its copy loops and what it tells a client in its
 //! own wire format (`crate::mysql::splice`, `crate::postgres::relay`).
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use super::shared::Side;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+
+use super::shared::{Shared, Side};
+use crate::spool::Spool;
 
 /// Largest read buffer of each direction, reached while data streams.
 pub const COPY_BUF: usize = 64 * 1024;
@@ -96,6 +100,39 @@ where
             Ok(()) => (Side::Upstream, linger(up).await),
             Err(DirError { side, reason }) => (side, Some(reason)),
         },
+    }
+}
+
+/// A spool that cannot give back what it holds (an I/O error, a tampered file) ends the connection.
+pub fn spool_err(e: crate::spool::Error) -> DirError {
+    DirError::new(
+        Side::Proxy,
+        format!("reading back what was held for the client: {e}"),
+    )
+}
+
+/// Writes everything the spool still holds to the client and flushes it (before the proxy speaks
+/// for the server, or ends), counting the bytes for the connection (`counter`) and the proxy.
+pub(crate) async fn deliver_all<W: AsyncWrite + Unpin>(
+    inner: &Shared,
+    spool: &mut Spool,
+    client_w: &mut W,
+    counter: &AtomicU64,
+) -> Result<(), DirError> {
+    let write_err =
+        |e: std::io::Error| DirError::new(Side::Client, format!("writing to the client: {e}"));
+    loop {
+        let front = spool.front().map_err(spool_err)?;
+        if front.is_empty() {
+            return client_w.flush().await.map_err(write_err);
+        }
+        client_w.write_all(&front).await.map_err(write_err)?;
+        spool.consume(front.len());
+        counter.fetch_add(front.len() as u64, Ordering::Relaxed);
+        inner
+            .stats
+            .bytes_down
+            .fetch_add(front.len() as u64, Ordering::Relaxed);
     }
 }
 
